@@ -1,0 +1,171 @@
+//! Prometheus metrics of the gateway, in a registry of its own (two gateways in one process, as in
+//! tests, do not share counters). Hot-path handles are resolved once per backend, so a request
+//! never hashes label values.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Status classes counted per backend: index = first digit of the status, 0 for "no response".
+pub const STATUS_CLASSES: [&str; 6] = ["error", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    upstream_latency: HistogramVec,
+    backend_healthy: IntGaugeVec,
+    health_checks: IntCounterVec,
+    retries: IntCounterVec,
+    unavailable: IntCounterVec,
+    unrouted: IntCounterVec,
+}
+
+/// Handles for one backend, resolved at start.
+pub struct BackendMetrics {
+    pub requests: [IntCounter; 6],
+    pub upstream_latency: prometheus::Histogram,
+    pub healthy: IntGauge,
+    pub checks_ok: IntCounter,
+    pub checks_failed: IntCounter,
+}
+
+/// Handles for one pool.
+pub struct PoolMetrics {
+    pub retries: IntCounter,
+    pub unavailable: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "ssv_ha_requests_total",
+                "Requests answered, by pool, backend and status class",
+            ),
+            &["pool", "backend", "class"],
+        )?;
+        let upstream_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "ssv_ha_upstream_latency_seconds",
+                "Time from choosing a backend to the end of its response",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &["pool", "backend"],
+        )?;
+        let backend_healthy = IntGaugeVec::new(
+            Opts::new(
+                "ssv_ha_backend_healthy",
+                "1 when the backend passes its health rules and gets traffic",
+            ),
+            &["pool", "backend"],
+        )?;
+        let health_checks = IntCounterVec::new(
+            Opts::new(
+                "ssv_ha_health_checks_total",
+                "Health checks run, by result (ok or failed)",
+            ),
+            &["pool", "backend", "result"],
+        )?;
+        let retries = IntCounterVec::new(
+            Opts::new(
+                "ssv_ha_retries_total",
+                "Requests sent again to another backend after a failure",
+            ),
+            &["pool"],
+        )?;
+        let unavailable = IntCounterVec::new(
+            Opts::new(
+                "ssv_ha_unavailable_total",
+                "Requests answered 503 because no backend of the pool was healthy",
+            ),
+            &["pool"],
+        )?;
+        let unrouted = IntCounterVec::new(
+            Opts::new(
+                "ssv_ha_unrouted_requests_total",
+                "Requests refused because no route matched their host",
+            ),
+            &["listener"],
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "ssv_ha_build_info",
+                "Always 1; the version label tells the build",
+            ),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(upstream_latency.clone()),
+            Box::new(backend_healthy.clone()),
+            Box::new(health_checks.clone()),
+            Box::new(retries.clone()),
+            Box::new(unavailable.clone()),
+            Box::new(unrouted.clone()),
+            Box::new(build_info),
+        ] {
+            registry.register(c)?;
+        }
+        Ok(Metrics {
+            registry,
+            requests,
+            upstream_latency,
+            backend_healthy,
+            health_checks,
+            retries,
+            unavailable,
+            unrouted,
+        })
+    }
+
+    pub fn backend(&self, pool: &str, backend: &str) -> BackendMetrics {
+        let requests =
+            STATUS_CLASSES.map(|class| self.requests.with_label_values(&[pool, backend, class]));
+        BackendMetrics {
+            requests,
+            upstream_latency: self.upstream_latency.with_label_values(&[pool, backend]),
+            healthy: self.backend_healthy.with_label_values(&[pool, backend]),
+            checks_ok: self.health_checks.with_label_values(&[pool, backend, "ok"]),
+            checks_failed: self
+                .health_checks
+                .with_label_values(&[pool, backend, "failed"]),
+        }
+    }
+
+    pub fn pool(&self, pool: &str) -> PoolMetrics {
+        PoolMetrics {
+            retries: self.retries.with_label_values(&[pool]),
+            unavailable: self.unavailable.with_label_values(&[pool]),
+        }
+    }
+
+    pub fn unrouted(&self, listener: &str) -> IntCounter {
+        self.unrouted.with_label_values(&[listener])
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+}
+
+impl BackendMetrics {
+    /// Counts one answered request by the class of its status (0 = no response).
+    pub fn count_status(&self, status: u16) {
+        let class = (status / 100) as usize;
+        self.requests[if class < 6 { class } else { 0 }].inc();
+    }
+}

@@ -1,0 +1,97 @@
+//! `/status`: every pool and backend with its health, reasons and last observation, as JSON.
+
+use crate::config::model::{Policy, PoolKind};
+use crate::health::verdict::Verdict;
+use crate::health::Facts;
+use crate::upstream::Pool;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub version: &'static str,
+    pub pools: Vec<PoolStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PoolStatus {
+    pub name: String,
+    pub kind: &'static str,
+    pub policy: &'static str,
+    /// The backend plain requests go to now (the first healthy one in order).
+    pub active: Option<String>,
+    pub healthy_backends: usize,
+    pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BackendStatus {
+    pub name: String,
+    pub url: String,
+    pub ws_url: String,
+    pub backup: bool,
+    /// `up`, `down`, or `unknown` before the first check.
+    pub state: &'static str,
+    pub healthy: bool,
+    /// One line: why the backend is down, or `healthy` with any notes.
+    pub reason: Option<String>,
+    pub verdict: Option<Verdict>,
+    pub facts: Option<Facts>,
+    pub latency_ms: Option<f64>,
+    pub last_check: Option<String>,
+    pub last_change: Option<String>,
+}
+
+pub fn snapshot(pools: &[Arc<Pool>]) -> Status {
+    Status {
+        version: env!("CARGO_PKG_VERSION"),
+        pools: pools.iter().map(|p| pool_status(p)).collect(),
+    }
+}
+
+fn pool_status(pool: &Pool) -> PoolStatus {
+    let backends: Vec<BackendStatus> = pool
+        .backends
+        .iter()
+        .map(|b| {
+            let record = b.record().clone();
+            BackendStatus {
+                name: b.name().to_string(),
+                url: b.config.http.url.to_string(),
+                ws_url: b.config.ws.url.to_string(),
+                backup: b.config.backup,
+                state: match record.hysteresis.state() {
+                    None => "unknown",
+                    Some(_) if b.is_up() => "up",
+                    Some(_) => "down",
+                },
+                healthy: b.is_up(),
+                reason: record.verdict.as_ref().map(Verdict::summary),
+                verdict: record.verdict,
+                facts: record.facts,
+                latency_ms: record.latency.map(|d| d.as_secs_f64() * 1000.0),
+                last_check: record.last_check.map(timestamp),
+                last_change: record.last_change.map(timestamp),
+            }
+        })
+        .collect();
+    PoolStatus {
+        name: pool.name.clone(),
+        kind: match pool.kind {
+            PoolKind::Execution => "execution",
+            PoolKind::Consensus => "consensus",
+        },
+        policy: match pool.policy {
+            Policy::First => "first",
+            Policy::RoundRobin => "round_robin",
+        },
+        active: pool.active().map(|i| pool.backends[i].name().to_string()),
+        healthy_backends: backends.iter().filter(|b| b.healthy).count(),
+        backends,
+    }
+}
+
+fn timestamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}

@@ -1,0 +1,117 @@
+//! Command line: `run` (the default), `check` and `demo`.
+
+use crate::config;
+use crate::server::{self, RunOptions};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit status for a configuration that does not validate (sysexits' EX_USAGE).
+pub const EXIT_BAD_CONFIG: u8 = 64;
+/// Where `ssv-ha run` looks for its configuration when `-c` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/ssv-ha/ssv-ha.yaml";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ssv-ha",
+    version,
+    about = "Highly available gateway for Ethereum execution and consensus nodes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Configuration file.
+    #[arg(short, long, default_value = DEFAULT_CONFIG_PATH, global = true)]
+    config: PathBuf,
+    /// Take over the listening sockets of a running instance (zero-downtime restart).
+    #[arg(long)]
+    upgrade: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve with the configuration file (the default command).
+    Run,
+    /// Validate the configuration file: exit 0 when valid, 64 with every error otherwise.
+    Check,
+    /// Start simulated execution and consensus nodes with the gateway in front, to try failover.
+    Demo(crate::demo::DemoArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => check(&cli.run.config),
+        Command::Run => run(&cli.run),
+        Command::Demo(args) => match crate::demo::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ssv-ha demo: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A second init (tests, demo) is harmless.
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok(c) => {
+            let backends: usize = c.pools.iter().map(|p| p.backends.len()).sum();
+            println!(
+                "{}: valid ({} listeners, {} pools, {} backends, {} routes)",
+                path.display(),
+                c.listeners.len(),
+                c.pools.len(),
+                backends,
+                c.routes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        }
+    }
+}
+
+fn run(args: &RunArgs) -> ExitCode {
+    let config = match config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let options = RunOptions {
+        upgrade: args.upgrade,
+    };
+    match server::build(&config, &options) {
+        Ok(built) => {
+            tracing::info!(config = %args.config.display(), admin = %config.admin, "ssv-ha starting");
+            built.server.run_forever()
+        }
+        Err(e) => {
+            eprintln!("ssv-ha: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

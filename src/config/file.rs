@@ -1,0 +1,112 @@
+//! Serde structs that mirror the YAML file, one per section.
+//!
+//! Nothing here is validated beyond its shape: [`super::validate`] turns these into the resolved
+//! [`super::model`] and reports every problem with its YAML path. Every struct denies unknown
+//! fields, so a misspelt key is an error rather than a silently ignored setting.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// `server:` — process-wide settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Worker threads per listener. Default: the number of CPU cores.
+    pub threads: Option<usize>,
+    /// How long live sessions may continue after SIGTERM. Default `30s`.
+    pub grace_period: Option<String>,
+}
+
+/// `admin:` — the admin listener that serves `/metrics` and `/status`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Default `127.0.0.1:8405`.
+    pub address: Option<String>,
+}
+
+/// One entry of `listeners:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSection {
+    /// Name used by routes to bind to this listener. Default: the address.
+    pub name: Option<String>,
+    pub address: String,
+    pub tls: Option<TlsSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolKind {
+    Execution,
+    Consensus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    First,
+    RoundRobin,
+}
+
+/// One value of `pools:`. `backends` are kept as raw YAML so that each one is checked on its own
+/// and every bad backend is reported, not only the first.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSection {
+    pub kind: PoolKind,
+    pub policy: Option<Policy>,
+    pub min_peers: Option<u64>,
+    /// PEM file with extra CA certificates trusted for this pool's backends.
+    pub ca: Option<PathBuf>,
+    pub health: Option<HealthSection>,
+    #[serde(default)]
+    pub backends: Vec<serde_yaml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+}
+
+/// One entry of a pool's `backends:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSection {
+    pub name: String,
+    pub url: String,
+    pub ws_url: Option<String>,
+    #[serde(default)]
+    pub backup: bool,
+    /// PEM file with extra CA certificates trusted for this backend (overrides the pool's).
+    pub ca: Option<PathBuf>,
+}
+
+/// One entry of `routes:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    pub host: Option<String>,
+    pub listener: Option<String>,
+    pub pool: String,
+}
+
+/// `timeouts:` — haproxy's defaults from the original setup are ours.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutSection {
+    pub connect: Option<String>,
+    pub response: Option<String>,
+    pub websocket_idle: Option<String>,
+}

@@ -1,0 +1,138 @@
+//! The resolved configuration: real types, defaults applied, cross-references checked.
+//!
+//! Built only by [`super::validate`]; the rest of the gateway never sees the file structs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use url::Url;
+
+pub use super::file::{Policy, PoolKind};
+
+/// Admin listener address when none is configured.
+pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:8405";
+/// Time allowed to establish a backend connection (TCP + TLS); haproxy's `timeout connect`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for any read from a backend; haproxy's `timeout server`.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A WebSocket with no traffic either way for this long is closed; haproxy's `timeout tunnel`.
+pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How many more backends a failed request is tried on; haproxy's `retries`.
+pub const DEFAULT_RETRIES: u32 = 2;
+/// Time between two health checks of a backend.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// Time a health probe may take before it counts as failed (the original scripts' `curl -m2`).
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Consecutive good checks that bring a down backend up.
+pub const DEFAULT_RISE: u32 = 2;
+/// Consecutive bad checks that take an up backend down.
+pub const DEFAULT_FALL: u32 = 2;
+/// Minimum peer count of a healthy node (the original scripts' `MIN_PEERS`).
+pub const DEFAULT_MIN_PEERS: u64 = 10;
+/// Time live sessions may continue after SIGTERM.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+/// Most backends one pool may hold (requests track tried backends in a 64-bit set).
+pub const MAX_BACKENDS_PER_POOL: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Worker threads per listener.
+    pub threads: usize,
+    pub grace_period: Duration,
+    pub admin: SocketAddr,
+    pub listeners: Vec<Listener>,
+    pub pools: Vec<Pool>,
+    pub routes: Vec<Route>,
+    pub timeouts: Timeouts,
+    pub retries: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub name: String,
+    pub address: SocketAddr,
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub response: Duration,
+    pub websocket_idle: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub name: String,
+    pub kind: PoolKind,
+    pub policy: Policy,
+    pub min_peers: u64,
+    pub health: HealthSettings,
+    pub backends: Vec<Backend>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct HealthSettings {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Backend {
+    pub name: String,
+    /// Where plain requests and health probes go.
+    pub http: Endpoint,
+    /// Where WebSocket upgrades go (the `url` when no `ws_url` is set).
+    pub ws: Endpoint,
+    pub backup: bool,
+    /// Extra trusted CA certificates (PEM), from the backend or else its pool.
+    pub ca: Option<PathBuf>,
+}
+
+/// One backend URL, split into what the proxy needs per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// As configured, with `ws`/`wss` mapped to `http`/`https`.
+    pub url: Url,
+    pub tls: bool,
+    /// Host name (or IP literal) used for DNS, SNI and the `Host` header.
+    pub host: String,
+    pub port: u16,
+    /// Path prefix put before every request path; empty or starting with `/`, never ending with `/`.
+    pub path_prefix: String,
+}
+
+impl Endpoint {
+    /// The `Host` header value a backend expects: the port only when it is not the default one.
+    pub fn host_header(&self) -> String {
+        let default_port = if self.tls { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default_port {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Lower-case host name without port; `None` matches any host.
+    pub host: Option<String>,
+    /// Index into [`Config::listeners`]; `None` means every listener.
+    pub listener: Option<usize>,
+    /// Index into [`Config::pools`].
+    pub pool: usize,
+}

@@ -1,0 +1,780 @@
+//! Turns YAML text into a resolved [`Config`], collecting every error with its path and a hint.
+//!
+//! Sections and list entries are deserialized one by one, so a shape error in one backend does not
+//! hide a shape error in another; semantic checks (addresses, URLs, cross-references, files) run on
+//! whatever parsed.
+
+use super::file::{
+    AdminSection, BackendSection, HealthSection, ListenerSection, Policy, PoolSection,
+    RouteSection, ServerSection, TimeoutSection,
+};
+use super::model::*;
+use super::ConfigError;
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use url::Url;
+
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "server",
+    "admin",
+    "listeners",
+    "pools",
+    "routes",
+    "timeouts",
+    "retries",
+];
+
+/// Parses and validates configuration text. `base` is the directory relative file paths start from.
+pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> {
+    let mut v = Validator {
+        errors: Vec::new(),
+        base: base.to_path_buf(),
+    };
+    let config = v.config(text);
+    match config {
+        Some(config) if v.errors.is_empty() => Ok(config),
+        _ => Err(v.errors),
+    }
+}
+
+struct Validator {
+    errors: Vec<ConfigError>,
+    base: PathBuf,
+}
+
+impl Validator {
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>, hint: Option<&str>) {
+        self.errors.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+            hint: hint.map(str::to_string),
+        });
+    }
+
+    /// Deserializes one YAML node, recording a shape error at `path`.
+    fn node<T: DeserializeOwned>(&mut self, path: &str, value: Value, hint: &str) -> Option<T> {
+        match serde_yaml::from_value(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.error(path, e.to_string(), Some(hint));
+                None
+            }
+        }
+    }
+
+    fn config(&mut self, text: &str) -> Option<Config> {
+        let top: Value = match serde_yaml::from_str(text) {
+            Ok(Value::Null) => {
+                self.error("", "the file is empty", Some("start from a file in conf/"));
+                return None;
+            }
+            Ok(v) => v,
+            Err(e) => {
+                self.error("", format!("not valid YAML: {e}"), None);
+                return None;
+            }
+        };
+        let Value::Mapping(mut top) = top else {
+            self.error(
+                "",
+                "expected a mapping of sections",
+                Some("start from a file in conf/"),
+            );
+            return None;
+        };
+        let mut take = |key: &str| top.remove(key).unwrap_or(Value::Null);
+        let server = take("server");
+        let admin = take("admin");
+        let listeners = take("listeners");
+        let pools = take("pools");
+        let routes = take("routes");
+        let timeouts = take("timeouts");
+        let retries = take("retries");
+        for (key, _) in top {
+            let key = serde_yaml::to_string(&key).unwrap_or_default();
+            self.error(
+                key.trim(),
+                "unknown section",
+                Some(&format!("known sections: {}", TOP_LEVEL_KEYS.join(", "))),
+            );
+        }
+
+        let server: ServerSection = self.optional_section("server", server);
+        let admin: AdminSection = self.optional_section("admin", admin);
+        let timeouts: TimeoutSection = self.optional_section("timeouts", timeouts);
+
+        let threads = match server.threads {
+            Some(0) => {
+                self.error("server.threads", "must be at least 1", None);
+                1
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let grace_period = self.duration(
+            "server.grace_period",
+            server.grace_period,
+            DEFAULT_GRACE_PERIOD,
+        );
+        let admin_address = admin.address.as_deref().unwrap_or(DEFAULT_ADMIN_ADDRESS);
+        let admin = self.socket_addr("admin.address", admin_address);
+
+        let timeouts = Timeouts {
+            connect: self.positive_duration(
+                "timeouts.connect",
+                timeouts.connect,
+                DEFAULT_CONNECT_TIMEOUT,
+            ),
+            response: self.positive_duration(
+                "timeouts.response",
+                timeouts.response,
+                DEFAULT_RESPONSE_TIMEOUT,
+            ),
+            websocket_idle: self.positive_duration(
+                "timeouts.websocket_idle",
+                timeouts.websocket_idle,
+                DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
+            ),
+        };
+        let retries = match retries {
+            Value::Null => DEFAULT_RETRIES,
+            v => self
+                .node("retries", v, "a small whole number such as 2")
+                .unwrap_or(DEFAULT_RETRIES),
+        };
+
+        let listeners = self.listeners(listeners, admin);
+        let pools = self.pools(pools);
+        let routes = self.routes(routes, &listeners, &pools);
+
+        Some(Config {
+            threads,
+            grace_period,
+            admin: admin?,
+            listeners,
+            pools,
+            routes,
+            timeouts,
+            retries,
+        })
+    }
+
+    fn optional_section<T: DeserializeOwned + Default>(&mut self, path: &str, value: Value) -> T {
+        if value.is_null() {
+            return T::default();
+        }
+        self.node(path, value, "see the configuration reference in README.md")
+            .unwrap_or_default()
+    }
+
+    fn duration(&mut self, path: &str, text: Option<String>, default: Duration) -> Duration {
+        let Some(text) = text else { return default };
+        match humantime::parse_duration(text.trim()) {
+            Ok(d) => d,
+            Err(e) => {
+                self.error(
+                    path,
+                    format!("`{text}` is not a duration: {e}"),
+                    Some("write it like 500ms, 5s, 2m or 1h"),
+                );
+                default
+            }
+        }
+    }
+
+    fn positive_duration(
+        &mut self,
+        path: &str,
+        text: Option<String>,
+        default: Duration,
+    ) -> Duration {
+        let d = self.duration(path, text, default);
+        if d.is_zero() {
+            self.error(path, "must be longer than zero", None);
+            return default;
+        }
+        d
+    }
+
+    fn socket_addr(&mut self, path: &str, text: &str) -> Option<SocketAddr> {
+        match text.trim().parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.error(
+                    path,
+                    format!("`{text}` is not an IP address with a port"),
+                    Some("write it like 0.0.0.0:8080 or 127.0.0.1:8405; host names are not allowed here"),
+                );
+                None
+            }
+        }
+    }
+
+    fn list(&mut self, path: &str, value: Value) -> Vec<Value> {
+        match value {
+            Value::Null => Vec::new(),
+            Value::Sequence(items) => items,
+            _ => {
+                self.error(
+                    path,
+                    "expected a list",
+                    Some("write each entry on its own line starting with `- `"),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn listeners(&mut self, value: Value, admin: Option<SocketAddr>) -> Vec<Listener> {
+        let items = self.list("listeners", value);
+        if items.is_empty() {
+            self.error(
+                "listeners",
+                "at least one listener is needed",
+                Some("add `- address: 0.0.0.0:8080`"),
+            );
+        }
+        let mut listeners: Vec<Listener> = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let path = format!("listeners[{i}]");
+            let Some(section) = self.node::<ListenerSection>(
+                &path,
+                item,
+                "a listener has `address`, and optionally `name` and `tls: {cert, key}`",
+            ) else {
+                continue;
+            };
+            let Some(address) = self.socket_addr(&format!("{path}.address"), &section.address)
+            else {
+                continue;
+            };
+            let name = section
+                .name
+                .clone()
+                .unwrap_or_else(|| section.address.trim().to_string());
+            if listeners.iter().any(|l| l.name == name) {
+                self.error(
+                    format!("{path}.name"),
+                    format!("listener name `{name}` is used twice"),
+                    None,
+                );
+            }
+            if listeners.iter().any(|l| l.address == address) || Some(address) == admin {
+                self.error(
+                    format!("{path}.address"),
+                    format!("{address} is already used by another listener"),
+                    None,
+                );
+            }
+            let tls = section.tls.map(|tls| {
+                let cert = self.base.join(&tls.cert);
+                let key = self.base.join(&tls.key);
+                if let Err(e) = crate::tls::cert_resolver_from_files(&cert, &key) {
+                    self.error(
+                        format!("{path}.tls"),
+                        e,
+                        Some("`cert` is a PEM chain, `key` its PEM private key"),
+                    );
+                }
+                TlsFiles { cert, key }
+            });
+            listeners.push(Listener { name, address, tls });
+        }
+        listeners
+    }
+
+    fn pools(&mut self, value: Value) -> Vec<Pool> {
+        let map: BTreeMap<String, Value> = match value {
+            Value::Null => BTreeMap::new(),
+            v => self
+                .node("pools", v, "`pools` maps a pool name to its settings")
+                .unwrap_or_default(),
+        };
+        if map.is_empty() {
+            self.error(
+                "pools",
+                "at least one pool is needed",
+                Some("see conf/ for examples"),
+            );
+        }
+        map.into_iter()
+            .filter_map(|(name, value)| self.pool(name, value))
+            .collect()
+    }
+
+    fn pool(&mut self, name: String, value: Value) -> Option<Pool> {
+        let path = format!("pools.{name}");
+        if !valid_name(&name) {
+            self.error(&path, format!("pool name `{name}` has characters other than letters, digits, `-`, `_` and `.`"), None);
+        }
+        let section: PoolSection = self.node(
+            &path,
+            value,
+            "a pool has `kind` (execution or consensus), `backends`, and optionally `policy`, `min_peers`, `ca`, `health`",
+        )?;
+        let health = self.health(&path, section.health.unwrap_or_default());
+        let pool_ca = section
+            .ca
+            .map(|ca| self.ca_file(&format!("{path}.ca"), &ca));
+        if section.backends.is_empty() {
+            self.error(
+                format!("{path}.backends"),
+                "a pool needs at least one backend",
+                None,
+            );
+        }
+        if section.backends.len() > MAX_BACKENDS_PER_POOL {
+            self.error(
+                format!("{path}.backends"),
+                format!(
+                    "{} backends; at most {MAX_BACKENDS_PER_POOL} per pool",
+                    section.backends.len()
+                ),
+                None,
+            );
+        }
+        let mut backends: Vec<Backend> = Vec::new();
+        for (i, value) in section.backends.into_iter().enumerate() {
+            let path = format!("{path}.backends[{i}]");
+            let Some(b) = self.node::<BackendSection>(
+                &path,
+                value,
+                "a backend has `name`, `url`, and optionally `ws_url`, `backup`, `ca`",
+            ) else {
+                continue;
+            };
+            if !valid_name(&b.name) {
+                self.error(
+                    format!("{path}.name"),
+                    format!(
+                        "`{}` has characters other than letters, digits, `-`, `_` and `.`",
+                        b.name
+                    ),
+                    None,
+                );
+            }
+            if backends.iter().any(|other| other.name == b.name) {
+                self.error(
+                    format!("{path}.name"),
+                    format!("backend name `{}` is used twice in this pool", b.name),
+                    None,
+                );
+            }
+            let http = self.endpoint(&format!("{path}.url"), &b.url, false);
+            let ws = match &b.ws_url {
+                Some(ws) => self.endpoint(&format!("{path}.ws_url"), ws, true),
+                None => http.clone(),
+            };
+            let ca = match b.ca {
+                Some(ca) => Some(self.ca_file(&format!("{path}.ca"), &ca)),
+                None => pool_ca.clone(),
+            };
+            if let (Some(http), Some(ws)) = (http, ws) {
+                backends.push(Backend {
+                    name: b.name,
+                    http,
+                    ws,
+                    backup: b.backup,
+                    ca,
+                });
+            }
+        }
+        if !backends.is_empty() && backends.iter().all(|b| b.backup) {
+            self.error(
+                format!("{path}.backends"),
+                "every backend is a backup",
+                Some("mark at least one backend as primary (remove `backup: true`)"),
+            );
+        }
+        Some(Pool {
+            name,
+            kind: section.kind,
+            policy: section.policy.unwrap_or(Policy::First),
+            min_peers: section.min_peers.unwrap_or(DEFAULT_MIN_PEERS),
+            health,
+            backends,
+        })
+    }
+
+    fn health(&mut self, pool_path: &str, h: HealthSection) -> HealthSettings {
+        let path = format!("{pool_path}.health");
+        let interval = self.positive_duration(
+            &format!("{path}.interval"),
+            h.interval,
+            DEFAULT_HEALTH_INTERVAL,
+        );
+        let timeout = self.positive_duration(
+            &format!("{path}.timeout"),
+            h.timeout,
+            DEFAULT_HEALTH_TIMEOUT,
+        );
+        if timeout > interval {
+            self.error(
+                format!("{path}.timeout"),
+                format!("{timeout:?} is longer than the interval {interval:?}"),
+                Some("a probe must end before the next one starts"),
+            );
+        }
+        let mut count = |key: &str, value: Option<u32>, default: u32| match value {
+            Some(0) => {
+                self.error(format!("{path}.{key}"), "must be at least 1", None);
+                default
+            }
+            Some(n) => n,
+            None => default,
+        };
+        HealthSettings {
+            interval,
+            timeout,
+            rise: count("rise", h.rise, DEFAULT_RISE),
+            fall: count("fall", h.fall, DEFAULT_FALL),
+        }
+    }
+
+    fn ca_file(&mut self, path: &str, file: &Path) -> PathBuf {
+        let file = self.base.join(file);
+        if let Err(e) = crate::tls::load_certs(&file) {
+            self.error(path, e, Some("a PEM file with one or more CA certificates"));
+        }
+        file
+    }
+
+    fn endpoint(&mut self, path: &str, text: &str, websocket: bool) -> Option<Endpoint> {
+        let schemes = if websocket {
+            "ws://, wss://, http:// or https://"
+        } else {
+            "http:// or https://"
+        };
+        let hint =
+            format!("a URL like https://node.example.com or http://10.0.0.5:8545/ ({schemes})");
+        let url = match Url::parse(text.trim()) {
+            Ok(u) => u,
+            Err(e) => {
+                self.error(path, format!("`{text}` is not a URL: {e}"), Some(&hint));
+                return None;
+            }
+        };
+        let tls = match (url.scheme(), websocket) {
+            ("https", _) | ("wss", true) => true,
+            ("http", _) | ("ws", true) => false,
+            (other, _) => {
+                self.error(
+                    path,
+                    format!("scheme `{other}` is not supported here"),
+                    Some(&hint),
+                );
+                return None;
+            }
+        };
+        let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
+            self.error(path, "the URL has no host", Some(&hint));
+            return None;
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            self.error(path, "credentials in the URL are not supported", None);
+            return None;
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            self.error(
+                path,
+                "a backend URL cannot carry a query or fragment",
+                Some("only a path prefix is kept"),
+            );
+            return None;
+        }
+        let port = url
+            .port_or_known_default()
+            .unwrap_or(if tls { 443 } else { 80 });
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let path_prefix = url.path().trim_end_matches('/').to_string();
+        let mut url = url;
+        if websocket {
+            // `set_scheme` refuses ws -> http; rebuild the URL instead. Cannot fail: the rest parsed.
+            let rebuilt = format!(
+                "{}{}",
+                if tls { "https" } else { "http" },
+                &url.as_str()[url.scheme().len()..]
+            );
+            url = Url::parse(&rebuilt).ok()?;
+        }
+        Some(Endpoint {
+            url,
+            tls,
+            host,
+            port,
+            path_prefix,
+        })
+    }
+
+    fn routes(&mut self, value: Value, listeners: &[Listener], pools: &[Pool]) -> Vec<Route> {
+        let items = self.list("routes", value);
+        if items.is_empty() {
+            self.error(
+                "routes",
+                "at least one route is needed",
+                Some("add `- { host: rpc.example.com, pool: execution }`"),
+            );
+        }
+        let mut routes: Vec<Route> = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let path = format!("routes[{i}]");
+            let Some(r) = self.node::<RouteSection>(
+                &path,
+                item,
+                "a route has `pool` and `host`, `listener` or both",
+            ) else {
+                continue;
+            };
+            let pool = pools.iter().position(|p| p.name == r.pool);
+            if pool.is_none() {
+                let known: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+                self.error(
+                    format!("{path}.pool"),
+                    format!("no pool named `{}`", r.pool),
+                    Some(&format!("pools: {}", known.join(", "))),
+                );
+            }
+            let listener = match &r.listener {
+                None => None,
+                Some(name) => {
+                    let found = listeners
+                        .iter()
+                        .position(|l| &l.name == name || l.address.to_string() == *name);
+                    if found.is_none() {
+                        let known: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+                        self.error(
+                            format!("{path}.listener"),
+                            format!("no listener named `{name}`"),
+                            Some(&format!("listeners: {}", known.join(", "))),
+                        );
+                    }
+                    found
+                }
+            };
+            let host = r.host.as_deref().map(|h| h.trim().to_ascii_lowercase());
+            if let Some(h) = &host {
+                if !valid_host(h) {
+                    self.error(
+                        format!("{path}.host"),
+                        format!("`{h}` is not a host name"),
+                        Some("write only the name, without scheme, port or path"),
+                    );
+                }
+            }
+            if host.is_none() && r.listener.is_none() {
+                self.error(&path, "a route needs `host`, `listener` or both", None);
+                continue;
+            }
+            let Some(pool) = pool else { continue };
+            if r.listener.is_some() && listener.is_none() {
+                continue;
+            }
+            let route = Route {
+                host,
+                listener,
+                pool,
+            };
+            if routes
+                .iter()
+                .any(|other| other.host == route.host && other.listener == route.listener)
+            {
+                self.error(
+                    &path,
+                    "another route already matches the same host and listener",
+                    None,
+                );
+                continue;
+            }
+            routes.push(route);
+        }
+        routes
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+listeners:
+  - address: 127.0.0.1:8080
+pools:
+  execution:
+    kind: execution
+    backends:
+      - { name: ec-a, url: "https://a.example.com/key/", ws_url: "wss://a-ws.example.com:8546" }
+      - { name: ec-b, url: "http://10.0.0.2:8545", backup: true }
+routes:
+  - { host: RPC.example.com, pool: execution }
+"#;
+
+    fn errors(text: &str) -> Vec<ConfigError> {
+        parse(text, Path::new(".")).expect_err("config should be rejected")
+    }
+
+    #[test]
+    fn minimal_config_gets_the_documented_defaults() {
+        let c = parse(MINIMAL, Path::new(".")).expect("valid");
+        assert_eq!(c.admin.to_string(), DEFAULT_ADMIN_ADDRESS);
+        assert_eq!(c.timeouts.connect, Duration::from_secs(5));
+        assert_eq!(c.timeouts.response, Duration::from_secs(120));
+        assert_eq!(c.timeouts.websocket_idle, Duration::from_secs(3600));
+        assert_eq!(c.retries, 2);
+        let pool = &c.pools[0];
+        assert_eq!(pool.policy, Policy::First);
+        assert_eq!(pool.min_peers, 10);
+        let a = &pool.backends[0];
+        assert_eq!(
+            (a.http.host.as_str(), a.http.port, a.http.tls),
+            ("a.example.com", 443, true)
+        );
+        assert_eq!(a.http.path_prefix, "/key");
+        assert_eq!(
+            (a.ws.host.as_str(), a.ws.port, a.ws.tls),
+            ("a-ws.example.com", 8546, true)
+        );
+        assert_eq!(a.ws.host_header(), "a-ws.example.com:8546");
+        assert_eq!(
+            pool.backends[1].ws, pool.backends[1].http,
+            "ws_url defaults to url"
+        );
+        assert_eq!(c.routes[0].host.as_deref(), Some("rpc.example.com"));
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_path() {
+        let text = r#"
+listeners:
+  - address: "8080"
+  - address: 127.0.0.1:9000
+    colour: blue
+pools:
+  execution:
+    kind: execution
+    health: { interval: soon }
+    backends:
+      - { name: ec-a, url: "ftp://a.example.com" }
+      - { name: ec-a, url: "https://b.example.com", wsurl: "wss://x" }
+routes:
+  - { host: rpc.example.com, pool: executoin }
+  - { pool: execution }
+timeouts: { connect: 0s }
+"#;
+        let errs = errors(text);
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        for expected in [
+            "listeners[0].address",
+            "listeners[1]",
+            "pools.execution.health.interval",
+            "pools.execution.backends[0].url",
+            "pools.execution.backends[1]",
+            "routes[0].pool",
+            "routes[1]",
+            "timeouts.connect",
+        ] {
+            assert!(
+                paths.contains(&expected),
+                "missing error at {expected}: {errs:#?}"
+            );
+        }
+        let unknown = errs.iter().find(|e| e.path == "listeners[1]").unwrap();
+        assert!(unknown.message.contains("colour"), "{unknown}");
+        let pool = errs.iter().find(|e| e.path == "routes[0].pool").unwrap();
+        assert_eq!(pool.hint.as_deref(), Some("pools: execution"));
+    }
+
+    #[test]
+    fn unknown_top_level_section_and_empty_file_are_errors() {
+        let errs = errors(&format!("{MINIMAL}\nlisteners_extra: 1\n"));
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].path, "listeners_extra");
+        assert!(errors("").iter().any(|e| e.message.contains("empty")));
+        assert!(errors("[1, 2")
+            .iter()
+            .any(|e| e.message.contains("not valid YAML")));
+    }
+
+    #[test]
+    fn duplicate_routes_and_names_are_rejected() {
+        let text = MINIMAL.replace(
+            "routes:\n",
+            "routes:\n  - { host: rpc.example.com, pool: execution }\n",
+        );
+        assert!(errors(&text)
+            .iter()
+            .any(|e| e.message.contains("same host and listener")));
+        let text = MINIMAL.replace("name: ec-b", "name: ec-a");
+        assert!(errors(&text)
+            .iter()
+            .any(|e| e.message.contains("used twice")));
+    }
+
+    #[test]
+    fn routes_bind_to_listeners_by_name() {
+        let text = r#"
+listeners:
+  - { name: rpc, address: 127.0.0.1:8545 }
+  - { name: beacon, address: 127.0.0.1:5052 }
+pools:
+  consensus:
+    kind: consensus
+    policy: round_robin
+    backends: [{ name: cc-a, url: "http://10.0.0.1:5052" }]
+routes:
+  - { listener: beacon, pool: consensus }
+"#;
+        let c = parse(text, Path::new(".")).expect("valid");
+        assert_eq!(
+            c.routes[0],
+            Route {
+                host: None,
+                listener: Some(1),
+                pool: 0
+            }
+        );
+        let bad = text.replace("listener: beacon", "listener: becaon");
+        let errs = errors(&bad);
+        assert_eq!(errs[0].path, "routes[0].listener");
+        assert_eq!(errs[0].hint.as_deref(), Some("listeners: rpc, beacon"));
+    }
+
+    #[test]
+    fn all_backups_and_missing_files_are_rejected() {
+        let text = MINIMAL.replace(
+            "ws_url: \"wss://a-ws.example.com:8546\" }",
+            "backup: true }",
+        );
+        assert!(errors(&text)
+            .iter()
+            .any(|e| e.message.contains("every backend is a backup")));
+        let text = MINIMAL.replace("  - address: 127.0.0.1:8080", "  - address: 127.0.0.1:8080\n    tls: { cert: /nonexistent.crt, key: /nonexistent.key }");
+        assert!(errors(&text)
+            .iter()
+            .any(|e| e.path == "listeners[0].tls" && e.message.contains("/nonexistent.crt")));
+    }
+}

@@ -1,0 +1,189 @@
+//! Execution client probe: one JSON-RPC batch per check (`eth_syncing`, `net_peerCount`,
+//! `eth_blockNumber`, `eth_chainId`), parsed strictly.
+
+use super::probe::{fetch_json, hex_quantity};
+use super::{ExecutionFacts, Facts};
+use serde_json::{json, Value};
+
+const METHODS: [&str; 4] = [
+    "eth_syncing",
+    "net_peerCount",
+    "eth_blockNumber",
+    "eth_chainId",
+];
+
+/// Probes an execution node at `url` (its HTTP JSON-RPC endpoint).
+pub async fn probe(client: &reqwest::Client, url: &url::Url) -> Result<Facts, String> {
+    let batch: Vec<Value> = METHODS
+        .iter()
+        .enumerate()
+        .map(|(i, m)| json!({"jsonrpc": "2.0", "id": i + 1, "method": m, "params": []}))
+        .collect();
+    let reply = fetch_json(client.post(url.clone()).json(&batch), "JSON-RPC batch").await?;
+    parse_batch(&reply).map(Facts::Execution)
+}
+
+/// Interprets the batch reply. Public for tests; any unexpected shape is an error, never a pass.
+pub fn parse_batch(reply: &Value) -> Result<ExecutionFacts, String> {
+    let Some(items) = reply.as_array() else {
+        if let Some(error) = reply.get("error") {
+            return Err(format!("batch refused: {}", rpc_error(error)));
+        }
+        return Err("batch reply is not a JSON array".to_string());
+    };
+    let answer = |id: u64| -> Result<Result<&Value, String>, String> {
+        let item = items
+            .iter()
+            .find(|item| item.get("id").and_then(Value::as_u64) == Some(id))
+            .ok_or_else(|| format!("no reply to {} (id {id})", METHODS[id as usize - 1]))?;
+        match (item.get("result"), item.get("error")) {
+            (Some(result), None) => Ok(Ok(result)),
+            (_, Some(error)) => Ok(Err(rpc_error(error))),
+            (None, None) => Err(format!(
+                "reply to {} has neither result nor error",
+                METHODS[id as usize - 1]
+            )),
+        }
+    };
+
+    let syncing = match answer(1)? {
+        Ok(Value::Bool(false)) => false,
+        Ok(Value::Object(_)) | Ok(Value::Bool(true)) => true,
+        Ok(other) => {
+            return Err(format!(
+                "eth_syncing returned {other}, expected false or an object"
+            ))
+        }
+        Err(e) => return Err(format!("eth_syncing failed: {e}")),
+    };
+    let (peers, peers_error) =
+        match answer(2)? {
+            Ok(v) => (
+                Some(hex_quantity(v).ok_or_else(|| {
+                    format!("net_peerCount returned {v}, expected a hex quantity")
+                })?),
+                None,
+            ),
+            Err(e) => (None, Some(e)),
+        };
+    let head = match answer(3)? {
+        Ok(v) => Some(
+            hex_quantity(v)
+                .ok_or_else(|| format!("eth_blockNumber returned {v}, expected a hex quantity"))?,
+        ),
+        Err(e) => return Err(format!("eth_blockNumber failed: {e}")),
+    };
+    let chain_id = match answer(4)? {
+        Ok(v) => Some(
+            hex_quantity(v)
+                .ok_or_else(|| format!("eth_chainId returned {v}, expected a hex quantity"))?,
+        ),
+        Err(_) => None,
+    };
+    Ok(ExecutionFacts {
+        syncing,
+        peers,
+        peers_error,
+        head,
+        chain_id,
+    })
+}
+
+fn rpc_error(error: &Value) -> String {
+    let code = error.get("code").and_then(Value::as_i64);
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("no message");
+    match code {
+        Some(code) => format!("error {code}: {message}"),
+        None => format!("error: {message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(id: u64, result: Value) -> Value {
+        json!({"jsonrpc": "2.0", "id": id, "result": result})
+    }
+
+    #[test]
+    fn healthy_batch_in_any_order() {
+        let reply = json!([
+            ok(4, json!("0x1")),
+            ok(2, json!("0x19")),
+            ok(1, json!(false)),
+            ok(3, json!("0x10"))
+        ]);
+        let f = parse_batch(&reply).unwrap();
+        assert_eq!(
+            f,
+            ExecutionFacts {
+                syncing: false,
+                peers: Some(25),
+                peers_error: None,
+                head: Some(16),
+                chain_id: Some(1)
+            }
+        );
+    }
+
+    #[test]
+    fn syncing_object_and_missing_peer_count() {
+        let reply = json!([
+            ok(1, json!({"startingBlock": "0x0", "currentBlock": "0x5", "highestBlock": "0x10"})),
+            {"jsonrpc": "2.0", "id": 2, "error": {"code": -32601, "message": "Method not found"}},
+            ok(3, json!("0x5")),
+            ok(4, json!("0x7a69")),
+        ]);
+        let f = parse_batch(&reply).unwrap();
+        assert!(f.syncing);
+        assert_eq!(f.peers, None);
+        assert_eq!(
+            f.peers_error.as_deref(),
+            Some("error -32601: Method not found")
+        );
+    }
+
+    #[test]
+    fn surprises_are_failures() {
+        let base = |syncing: Value| {
+            json!([
+                ok(1, syncing),
+                ok(2, json!("0x19")),
+                ok(3, json!("0x10")),
+                ok(4, json!("0x1"))
+            ])
+        };
+        assert!(parse_batch(&base(json!(null)))
+            .unwrap_err()
+            .contains("eth_syncing returned null"));
+        assert!(parse_batch(&base(json!("false"))).is_err());
+        let wrong_id = json!([
+            ok(1, json!(false)),
+            ok(2, json!("0x19")),
+            ok(7, json!("0x10")),
+            ok(4, json!("0x1"))
+        ]);
+        assert!(parse_batch(&wrong_id)
+            .unwrap_err()
+            .contains("no reply to eth_blockNumber"));
+        let bad_hex = json!([
+            ok(1, json!(false)),
+            ok(2, json!("25")),
+            ok(3, json!("0x10")),
+            ok(4, json!("0x1"))
+        ]);
+        assert!(parse_batch(&bad_hex)
+            .unwrap_err()
+            .contains("net_peerCount returned"));
+        assert!(
+            parse_batch(&json!({"error": {"code": -32600, "message": "batch not allowed"}}))
+                .unwrap_err()
+                .contains("batch refused")
+        );
+        assert!(parse_batch(&json!({"result": 1})).is_err());
+    }
+}

@@ -1,0 +1,48 @@
+//! Health = probe + verdict + hysteresis.
+//!
+//! - [`execution`] and [`consensus`] probes only observe a node and return [`Facts`] or a probe error.
+//! - [`verdict`] is a pure function from facts and the pool's rules to healthy-or-not with reasons.
+//! - [`hysteresis`] is a pure rise/fall counter that turns verdicts into up/down transitions.
+//! - [`monitor`] runs the probes on their interval and publishes the result to the backends.
+
+pub mod consensus;
+pub mod execution;
+pub mod hysteresis;
+pub mod monitor;
+mod probe;
+pub mod verdict;
+
+use serde::Serialize;
+
+/// What one successful probe saw on a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Facts {
+    Execution(ExecutionFacts),
+    Consensus(ConsensusFacts),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExecutionFacts {
+    pub syncing: bool,
+    /// `None` when the node does not answer `net_peerCount` (or it was not asked).
+    pub peers: Option<u64>,
+    /// Error of `net_peerCount` when the node refused it, kept for the reason text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers_error: Option<String>,
+    pub head: Option<u64>,
+    pub chain_id: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConsensusFacts {
+    pub is_syncing: bool,
+    pub is_optimistic: Option<bool>,
+    pub el_offline: Option<bool>,
+    pub head_slot: Option<u64>,
+    /// `None` when peers were not asked (`min_peers: 0`).
+    pub peers: Option<u64>,
+}
+
+/// User-Agent of every health probe, so node logs (and the simulated nodes) can tell probes apart.
+pub const PROBE_USER_AGENT: &str = concat!("ssv-ha-health/", env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,326 @@
+//! The gateway's `ProxyHttp`: route by listener and host, pick a healthy backend, retry on another
+//! one while nothing has reached the client, and answer for the pool when no backend can.
+//!
+//! One [`Gateway`] serves one listener, so routes bound to a listener need no per-request lookup
+//! of the local address. Decisions live in plain functions ([`routing`], [`reply`],
+//! [`crate::upstream::selection`]); this file only wires them to Pingora's hooks.
+
+pub mod reply;
+pub mod routing;
+
+use crate::config::model::PoolKind;
+use crate::upstream::{Backend, Pool};
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{ErrorSource, ErrorType};
+use prometheus::IntCounter;
+use routing::RouteTable;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The error a request ends with when its pool has no healthy backend left to try.
+const NO_BACKEND: ErrorType = ErrorType::Custom("no healthy backend");
+/// Most request body read to find JSON-RPC ids for an error reply.
+const MAX_ERROR_BODY_SCAN: usize = 1 << 20;
+
+/// Settings every listener's gateway shares.
+pub struct Shared {
+    pub pools: Vec<Arc<Pool>>,
+    pub retries: u32,
+    pub websocket_idle: Duration,
+}
+
+pub struct Gateway {
+    listener: String,
+    https: bool,
+    routes: RouteTable,
+    shared: Arc<Shared>,
+    unrouted: IntCounter,
+}
+
+impl Gateway {
+    pub fn new(
+        listener: String,
+        https: bool,
+        routes: RouteTable,
+        shared: Arc<Shared>,
+        unrouted: IntCounter,
+    ) -> Self {
+        Gateway {
+            listener,
+            https,
+            routes,
+            shared,
+            unrouted,
+        }
+    }
+
+    fn pool(&self, ctx: &RequestCtx) -> Option<&Arc<Pool>> {
+        ctx.pool.map(|p| &self.shared.pools[p])
+    }
+
+    fn backend(&self, ctx: &RequestCtx) -> Option<&Arc<Backend>> {
+        Some(&self.pool(ctx)?.backends[ctx.backend?])
+    }
+
+    /// Whether a failed attempt may be sent again: nothing reached the client yet, the body can
+    /// be replayed, and the retry budget is not spent.
+    fn may_retry(&self, session: &Session, ctx: &RequestCtx) -> bool {
+        session.as_downstream().response_written().is_none()
+            && !session.as_downstream().retry_buffer_truncated()
+            && ctx.attempts <= self.shared.retries
+    }
+}
+
+/// Per-request state.
+#[derive(Default)]
+pub struct RequestCtx {
+    pool: Option<usize>,
+    backend: Option<usize>,
+    /// Backends this request was sent to (bit per backend index).
+    tried: u64,
+    attempts: u32,
+    websocket: bool,
+    upstream_start: Option<Instant>,
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let host = routing::request_host(session.req_header());
+        let Some(pool) = self.routes.lookup(host) else {
+            self.unrouted.inc();
+            let message = format!(
+                "no route for host `{}` on listener {}",
+                host.unwrap_or_default(),
+                self.listener
+            );
+            write_json(session, 421, reply::beacon_error(421, &message)).await?;
+            return Ok(true);
+        };
+        ctx.pool = Some(pool);
+        if session.is_upgrade_req() {
+            // Pingora's downstream read timeout (60 s) would cut an idle WebSocket.
+            ctx.websocket = true;
+            let idle = Some(self.shared.websocket_idle);
+            session.as_downstream_mut().set_read_timeout(idle);
+            session.as_downstream_mut().set_write_timeout(idle);
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(pool) = self.pool(ctx) else {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "request reached upstream_peer without a pool",
+            );
+        };
+        loop {
+            let Some(index) = pool.select(ctx.tried) else {
+                return Err(Error::new(NO_BACKEND));
+            };
+            ctx.tried |= 1 << index;
+            // A healthy backend always has a peer: health checks resolve before they pass.
+            let Some(peer) = pool.backends[index].peer(ctx.websocket) else {
+                continue;
+            };
+            ctx.attempts += 1;
+            if ctx.attempts > 1 {
+                pool.metrics.retries.inc();
+            }
+            ctx.backend = Some(index);
+            ctx.upstream_start = Some(Instant::now());
+            return Ok(Box::new(HttpPeer::clone(&peer)));
+        }
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(backend) = self.backend(ctx) else {
+            return Ok(());
+        };
+        // Backends behind traefik route by Host (and SNI): send the backend's own name.
+        upstream_request.insert_header(
+            http::header::HOST,
+            backend.host_header(ctx.websocket).clone(),
+        )?;
+        let prefix = &backend.endpoint(ctx.websocket).path_prefix;
+        if !prefix.is_empty() {
+            let rest = upstream_request
+                .uri
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str());
+            let uri = format!("{prefix}{rest}").parse::<http::Uri>().or_err(
+                ErrorType::InvalidHTTPHeader,
+                "backend path prefix makes an invalid URI",
+            )?;
+            upstream_request.set_uri(uri);
+        }
+        if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
+            let ip = addr.ip().to_string();
+            let forwarded = match upstream_request
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(existing) => format!("{existing}, {ip}"),
+                None => ip,
+            };
+            upstream_request.insert_header("x-forwarded-for", forwarded)?;
+        }
+        upstream_request.insert_header(
+            "x-forwarded-proto",
+            if self.https { "https" } else { "http" },
+        )?;
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let another = self.pool(ctx).is_some_and(|p| p.has_untried(ctx.tried));
+        e.set_retry(another && self.may_retry(session, ctx));
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        _peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let name = self.backend(ctx).map_or("?", |b| b.name()).to_string();
+        let mut e = e.more_context(format!("backend {name}"));
+        let retry = self.may_retry(session, ctx) && {
+            if client_reused {
+                // A pooled connection the backend had closed: the backend itself may be fine,
+                // so it may be chosen again.
+                if let Some(b) = ctx.backend {
+                    ctx.tried &= !(1 << b);
+                }
+                true
+            } else {
+                self.pool(ctx).is_some_and(|p| p.has_untried(ctx.tried))
+            }
+        };
+        e.set_retry(retry);
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy
+    where
+        RequestCtx: Send + Sync,
+    {
+        let pool = self.pool(ctx).cloned();
+        let (code, message) = if *e.etype() == NO_BACKEND {
+            if let Some(pool) = &pool {
+                pool.metrics.unavailable.inc();
+            }
+            let name = pool.as_ref().map_or("?", |p| p.name.as_str());
+            (503, format!("no healthy backend in pool {name}"))
+        } else {
+            match (e.etype(), e.esource()) {
+                (ErrorType::HTTPStatus(code), _) => {
+                    (*code, format!("request failed with status {code}"))
+                }
+                (_, ErrorSource::Upstream) => {
+                    (502, format!("backend failed: {}", e.etype().as_str()))
+                }
+                (
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+                    ErrorSource::Downstream,
+                ) => (0, String::new()),
+                (_, ErrorSource::Downstream) => (400, "bad request".to_string()),
+                _ => (500, "internal error".to_string()),
+            }
+        };
+        if code > 0 && session.as_downstream().response_written().is_none() {
+            let body = match pool.as_ref().map(|p| p.kind) {
+                Some(PoolKind::Execution) => {
+                    let request = request_body(session).await;
+                    reply::jsonrpc_error(&request, reply::JSONRPC_UNAVAILABLE, &message)
+                }
+                _ => reply::beacon_error(code, &message),
+            };
+            if let Err(err) = write_json(session, code, body).await {
+                tracing::debug!(error = %err, "could not send the error reply");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let Some(backend) = self.backend(ctx) else {
+            return;
+        };
+        let status = session
+            .as_downstream()
+            .response_written()
+            .map_or(0, |r| r.status.as_u16());
+        backend.metrics.count_status(status);
+        if let Some(start) = ctx.upstream_start {
+            backend
+                .metrics
+                .upstream_latency
+                .observe(start.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// The request body for an error reply: what the retry buffer kept, or else what can still be read.
+async fn request_body(session: &mut Session) -> Vec<u8> {
+    if let Some(buffered) = session.as_downstream().get_retry_buffer() {
+        return buffered.to_vec();
+    }
+    let mut body = Vec::new();
+    while body.len() < MAX_ERROR_BODY_SCAN {
+        match session.as_downstream_mut().read_request_body().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    body
+}
+
+async fn write_json(session: &mut Session, status: u16, body: Vec<u8>) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(3))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    session
+        .as_downstream_mut()
+        .write_error_response(resp, Bytes::from(body))
+        .await
+}

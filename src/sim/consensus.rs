@@ -1,0 +1,140 @@
+//! A simulated consensus client: the beacon REST endpoints the health checks and the SSV node use,
+//! and the `/eth/v1/events` SSE stream with `head` and `block` events.
+
+use super::NodeState;
+use axum::extract::{RawQuery, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::Stream;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Genesis time of the simulated chain (Unix seconds).
+pub const GENESIS_TIME: u64 = 1_606_824_023;
+
+pub fn router() -> Router<Arc<NodeState>> {
+    Router::new()
+        .route("/eth/v1/node/syncing", get(syncing))
+        .route("/eth/v1/node/peer_count", get(peer_count))
+        .route("/eth/v1/node/health", get(health))
+        .route("/eth/v1/node/version", get(version))
+        .route("/eth/v1/beacon/genesis", get(genesis))
+        .route("/eth/v1/beacon/headers/head", get(head_header))
+        .route("/eth/v1/events", get(events))
+        .fallback(not_found)
+}
+
+async fn syncing(State(state): State<Arc<NodeState>>) -> Json<Value> {
+    let s = state.status();
+    let mut data = json!({
+        "head_slot": s.head.to_string(),
+        "sync_distance": if s.syncing { "64" } else { "0" },
+        "is_syncing": s.syncing,
+        "is_optimistic": s.optimistic,
+    });
+    if let Some(offline) = s.el_offline {
+        data["el_offline"] = json!(offline);
+    }
+    Json(json!({ "data": data }))
+}
+
+async fn peer_count(State(state): State<Arc<NodeState>>) -> Json<Value> {
+    let peers = state.status().peers;
+    Json(
+        json!({"data": {"disconnected": "0", "connecting": "0", "connected": peers.to_string(), "disconnecting": "0"}}),
+    )
+}
+
+async fn health(State(state): State<Arc<NodeState>>) -> http::StatusCode {
+    let s = state.status();
+    if s.syncing || s.optimistic || s.el_offline == Some(true) {
+        http::StatusCode::PARTIAL_CONTENT
+    } else {
+        http::StatusCode::OK
+    }
+}
+
+async fn version(State(state): State<Arc<NodeState>>) -> Json<Value> {
+    Json(json!({"data": {"version": format!("ssv-ha-sim/{}", state.name)}}))
+}
+
+async fn genesis() -> Json<Value> {
+    Json(json!({"data": {
+        "genesis_time": GENESIS_TIME.to_string(),
+        "genesis_validators_root": format!("0x{:064x}", 0x4b36_3db9u64),
+        "genesis_fork_version": "0x00000000",
+    }}))
+}
+
+async fn head_header(State(state): State<Arc<NodeState>>) -> Json<Value> {
+    let slot = state.status().head;
+    Json(json!({"data": {
+        "root": root(slot),
+        "canonical": true,
+        "header": {"message": {"slot": slot.to_string(), "proposer_index": "1", "parent_root": root(slot.saturating_sub(1))}},
+    }}))
+}
+
+async fn not_found(uri: http::Uri) -> Response {
+    let body = json!({"code": 404, "message": format!("route {} not found", uri.path())});
+    (http::StatusCode::NOT_FOUND, Json(body)).into_response()
+}
+
+/// `GET /eth/v1/events?topics=head&topics=block`: one event per topic per new head.
+async fn events(State(state): State<Arc<NodeState>>, RawQuery(query): RawQuery) -> Response {
+    let topics: Vec<String> = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(k, _)| k == "topics")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    if topics.is_empty() || topics.iter().any(|t| t != "head" && t != "block") {
+        let body =
+            json!({"code": 400, "message": "topics must be head and/or block, as repeated keys"});
+        return (http::StatusCode::BAD_REQUEST, Json(body)).into_response();
+    }
+    Sse::new(head_events(state, topics))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+        .into_response()
+}
+
+fn head_events(
+    state: Arc<NodeState>,
+    topics: Vec<String>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let heads = state.heads.subscribe();
+    let kill = state.kill.subscribe();
+    futures::stream::unfold(
+        (heads, kill, Vec::<Event>::new()),
+        move |(mut heads, mut kill, mut queue)| {
+            let topics = topics.clone();
+            async move {
+                loop {
+                    if let Some(event) = queue.pop() {
+                        return Some((Ok(event), (heads, kill, queue)));
+                    }
+                    tokio::select! {
+                        head = heads.recv() => {
+                            let Ok(slot) = head else { continue };
+                            // Popped from the back: push in reverse so `head` goes out before `block`.
+                            for topic in topics.iter().rev() {
+                                let data = match topic.as_str() {
+                                    "head" => json!({"slot": slot.to_string(), "block": root(slot), "state": root(slot + 1), "epoch_transition": false}),
+                                    _ => json!({"slot": slot.to_string(), "block": root(slot), "execution_optimistic": false}),
+                                };
+                                queue.push(Event::default().event(topic.clone()).data(data.to_string()));
+                            }
+                        }
+                        _ = kill.changed() => return None,
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn root(slot: u64) -> String {
+    format!("0x{:064x}", slot.wrapping_mul(0x9e37_79b9))
+}
