@@ -40,7 +40,7 @@ async fn run_pool(pool: Arc<Pool>, mut shutdown: ShutdownWatch) {
     let clients: Vec<Result<reqwest::Client, String>> = pool
         .backends
         .iter()
-        .map(|b| probe::client(&b.config, pool.health.timeout))
+        .map(|b| probe::client(&b.config))
         .collect();
     let mut ticker = tokio::time::interval(pool.health.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

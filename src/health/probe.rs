@@ -4,15 +4,12 @@
 use super::PROBE_USER_AGENT;
 use crate::config::model::Backend;
 use serde_json::Value;
-use std::time::Duration;
 
-/// Builds the probe client of one backend: its own CA list, the probe timeout, no proxy from the
-/// environment (a probe must reach the node itself).
-pub fn client(backend: &Backend, timeout: Duration) -> Result<reqwest::Client, String> {
+/// Builds the probe client of one backend: its own CA list, no proxy from the environment (a probe
+/// must reach the node itself). The monitor bounds each whole probe (DNS included) by the timeout.
+pub fn client(backend: &Backend) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
-        .timeout(timeout)
-        .connect_timeout(timeout)
         .user_agent(PROBE_USER_AGENT)
         .no_proxy()
         .pool_max_idle_per_host(1);

@@ -87,6 +87,7 @@ pub struct SeenRequest {
     pub uri: String,
     pub host: Option<String>,
     pub forwarded_for: Option<String>,
+    pub forwarded_proto: Option<String>,
     pub probe: bool,
 }
 
@@ -381,6 +382,7 @@ async fn observe(State(state): State<Arc<NodeState>>, request: Request, next: Ne
                 .to_string(),
             host: header("host"),
             forwarded_for: header("x-forwarded-for"),
+            forwarded_proto: header("x-forwarded-proto"),
             probe: header("user-agent").is_some_and(|ua| ua == PROBE_USER_AGENT),
         }
     };

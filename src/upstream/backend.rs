@@ -125,6 +125,25 @@ impl Backend {
         self.metrics.healthy.set(up as i64);
     }
 
+    /// Takes the backend out of rotation at once after a failure on live traffic (passive health).
+    /// Only active checks bring it back, after `rise` good ones.
+    pub fn fail_passively(&self, reason: &str) {
+        let mut record = self.record();
+        let transition = record.hysteresis.force_down();
+        self.set_up(false);
+        if transition.is_some() {
+            let now = SystemTime::now();
+            record.last_change = Some(now);
+            let reason = format!("failed on live traffic: {reason}");
+            tracing::warn!(pool = %self.pool, backend = %self.name(), %reason, "backend down");
+            record.verdict = Some(Verdict {
+                healthy: false,
+                reasons: vec![reason],
+                notes: Vec::new(),
+            });
+        }
+    }
+
     /// The peer to send a request to; `None` while the host name has not resolved.
     pub fn peer(&self, websocket: bool) -> Option<Arc<HttpPeer>> {
         self.upstream(websocket).peer.load_full()

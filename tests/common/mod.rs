@@ -1,0 +1,230 @@
+//! Test harness: the built `ssv-ha` binary started on a config in a temp dir, simulated nodes with
+//! TLS from a CA made for the test, and polling helpers with deadlines (no fixed sleeps).
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use ssv_ha::sim::tls::TestCa;
+use ssv_ha::sim::{NodeKind, NodeStatus, SimNode};
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free port on 127.0.0.1 (bound once by the OS, then released for the gateway to take).
+pub fn free_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address")
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A CA for the test plus a temp dir holding its certificate.
+pub struct Pki {
+    pub ca: TestCa,
+    pub dir: tempfile::TempDir,
+    pub ca_file: PathBuf,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let ca = TestCa::new("ssv-ha test CA").expect("test CA");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca_file = ca.write_cert(dir.path()).expect("write CA");
+        Pki { ca, dir, ca_file }
+    }
+
+    /// A simulated node serving TLS for `localhost` with a certificate from this CA.
+    pub async fn node(&self, kind: NodeKind, name: &str, status: NodeStatus) -> SimNode {
+        let leaf = self
+            .ca
+            .leaf(&["localhost", "127.0.0.1"])
+            .expect("leaf certificate");
+        let tls = leaf.server_config().expect("server config");
+        SimNode::start_on(
+            kind,
+            name,
+            status,
+            "127.0.0.1:0".parse().unwrap(),
+            Some(tls),
+        )
+        .await
+        .expect("start simulated node")
+    }
+}
+
+/// Fast health settings so tests react in a fraction of a second.
+pub const FAST_HEALTH: &str = "{ interval: 100ms, timeout: 90ms, rise: 1, fall: 1 }";
+
+/// The built binary, running on a config; killed when dropped.
+pub struct Gateway {
+    child: Child,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+impl Gateway {
+    /// Writes `yaml` to a temp dir and starts `ssv-ha run` on it; returns once `/healthz` answers
+    /// and every listener in `listeners` accepts connections.
+    pub async fn start(yaml: &str, admin: SocketAddr, listeners: &[SocketAddr]) -> Gateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("ssv-ha.yaml");
+        std::fs::write(&config_path, yaml).expect("write config");
+        let child = Command::new(env!("CARGO_BIN_EXE_ssv-ha"))
+            .args(["run", "-c"])
+            .arg(&config_path)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start ssv-ha");
+        let gateway = Gateway {
+            child,
+            admin,
+            dir,
+            config_path,
+        };
+        let client = reqwest::Client::new();
+        wait_for("the admin listener", Duration::from_secs(10), || {
+            let client = client.clone();
+            async move {
+                let r = client
+                    .get(format!("http://{admin}/healthz"))
+                    .send()
+                    .await
+                    .ok()?;
+                r.status().is_success().then_some(())
+            }
+        })
+        .await;
+        for &addr in listeners {
+            wait_for(
+                "a gateway listener",
+                Duration::from_secs(10),
+                || async move { tokio::net::TcpStream::connect(addr).await.ok().map(|_| ()) },
+            )
+            .await;
+        }
+        gateway
+    }
+
+    pub async fn status(&self) -> Value {
+        reqwest::get(format!("http://{}/status", self.admin))
+            .await
+            .expect("GET /status")
+            .json()
+            .await
+            .expect("status is JSON")
+    }
+
+    pub fn backend_status(status: &Value, pool: &str, backend: &str) -> Value {
+        status["pools"]
+            .as_array()
+            .and_then(|pools| pools.iter().find(|p| p["name"] == pool))
+            .and_then(|p| p["backends"].as_array())
+            .and_then(|bs| bs.iter().find(|b| b["name"] == backend))
+            .cloned()
+            .unwrap_or_else(|| panic!("no backend {pool}/{backend} in {status:#}"))
+    }
+
+    /// Waits until `/status` shows the backend healthy (or not) and returns its entry.
+    pub async fn wait_backend(&self, pool: &str, backend: &str, healthy: bool) -> Value {
+        wait_for(
+            &format!("{pool}/{backend} healthy={healthy}"),
+            Duration::from_secs(10),
+            || async move {
+                let b = Self::backend_status(&self.status().await, pool, backend);
+                (b["healthy"] == healthy && b["state"] != "unknown").then_some(b)
+            },
+        )
+        .await
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait for ssv-ha")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn rpc(method: &str, id: u64) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": []})
+}
+
+/// POSTs JSON and returns status, the answering simulated node (`x-sim-node`) and the JSON body.
+pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    host: &str,
+    body: &Value,
+) -> (u16, Option<String>, Value) {
+    let response = client
+        .post(url)
+        .header("host", host)
+        .json(body)
+        .send()
+        .await
+        .expect("request through the gateway");
+    read(response).await
+}
+
+pub async fn get(client: &reqwest::Client, url: &str, host: &str) -> (u16, Option<String>, Value) {
+    let response = client
+        .get(url)
+        .header("host", host)
+        .send()
+        .await
+        .expect("request through the gateway");
+    read(response).await
+}
+
+async fn read(response: reqwest::Response) -> (u16, Option<String>, Value) {
+    let status = response.status().as_u16();
+    let node = response
+        .headers()
+        .get("x-sim-node")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = response.bytes().await.expect("body");
+    let json = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| panic!("body is not JSON: {}", String::from_utf8_lossy(&body)));
+    (status, node, json)
+}
