@@ -77,7 +77,7 @@ fn check(path: &std::path::Path) -> ExitCode {
         Ok(c) => {
             let backends: usize = c.pools.iter().map(|p| p.backends.len()).sum();
             println!(
-                "{}: valid ({} listeners, {} pools, {} backends, {} routes)",
+                "{}: valid (listeners: {}, pools: {}, backends: {}, routes: {})",
                 path.display(),
                 c.listeners.len(),
                 c.pools.len(),
