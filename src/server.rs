@@ -53,7 +53,7 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Built, BuildError>
         let mut backends = Vec::with_capacity(pool.backends.len());
         for (index, b) in pool.backends.iter().enumerate() {
             let backend = Backend::new(
-                &pool.name,
+                pool,
                 index,
                 b.clone(),
                 config.timeouts,
@@ -67,7 +67,7 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Built, BuildError>
             backends.push(Arc::new(backend));
         }
         pools.push(Arc::new(Pool::new(
-            pool,
+            pool.clone(),
             backends,
             metrics.pool(&pool.name),
         )));

@@ -4,52 +4,8 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use ssv_ha::sim::{NodeKind, NodeStatus, SimNode};
+use ssv_ha::sim::{NodeKind, NodeStatus};
 use std::time::{Duration, Instant};
-
-fn pool_yaml(
-    name: &str,
-    kind: &str,
-    policy: &str,
-    ca: &std::path::Path,
-    backends: &[(&SimNode, bool)],
-) -> String {
-    let mut yaml = format!("  {name}:\n    kind: {kind}\n    policy: {policy}\n    ca: {}\n    health: {FAST_HEALTH}\n    backends:\n", ca.display());
-    for (node, backup) in backends {
-        yaml.push_str(&format!(
-            "      - {{ name: {}, url: \"{}\", backup: {backup} }}\n",
-            node.name(),
-            node.url()
-        ));
-    }
-    yaml
-}
-
-fn config(
-    admin: std::net::SocketAddr,
-    listen: std::net::SocketAddr,
-    pools: &str,
-    routes: &str,
-) -> String {
-    format!("admin: {{ address: \"{admin}\" }}\nlisteners: [{{ address: \"{listen}\" }}]\npools:\n{pools}routes:\n{routes}")
-}
-
-const EC_ROUTE: &str = "  - { host: rpc.example.com, pool: execution }\n";
-const CC_ROUTE: &str = "  - { host: beacon.example.com, pool: consensus }\n";
-
-async fn who_answers(
-    client: &reqwest::Client,
-    listen: std::net::SocketAddr,
-) -> (u16, Option<String>) {
-    let (status, node, _) = post(
-        client,
-        &format!("http://{listen}/"),
-        "rpc.example.com",
-        &rpc("eth_blockNumber", 1),
-    )
-    .await;
-    (status, node)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn first_policy_fails_over_without_client_errors_and_fails_back() {

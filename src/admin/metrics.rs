@@ -15,7 +15,11 @@ pub struct Metrics {
     requests: IntCounterVec,
     upstream_latency: HistogramVec,
     backend_healthy: IntGaugeVec,
+    backend_head: IntGaugeVec,
+    backend_lag: IntGaugeVec,
+    backend_peers: IntGaugeVec,
     health_checks: IntCounterVec,
+    check_duration: HistogramVec,
     retries: IntCounterVec,
     unavailable: IntCounterVec,
     unrouted: IntCounterVec,
@@ -26,6 +30,10 @@ pub struct BackendMetrics {
     pub requests: [IntCounter; 6],
     pub upstream_latency: prometheus::Histogram,
     pub healthy: IntGauge,
+    pub head: IntGauge,
+    pub lag: IntGauge,
+    pub peers: IntGauge,
+    pub check_duration: prometheus::Histogram,
     pub checks_ok: IntCounter,
     pub checks_failed: IntCounter,
 }
@@ -62,6 +70,37 @@ impl Metrics {
                 "ssv_ha_backend_healthy",
                 "1 when the backend passes its health rules and gets traffic",
             ),
+            &["pool", "backend"],
+        )?;
+        let backend_head = IntGaugeVec::new(
+            Opts::new(
+                "ssv_ha_backend_head",
+                "Last head seen by the health check: block number (execution) or slot (consensus)",
+            ),
+            &["pool", "backend"],
+        )?;
+        let backend_lag = IntGaugeVec::new(
+            Opts::new(
+                "ssv_ha_backend_lag",
+                "Blocks or slots behind the best head of the pool at the last check",
+            ),
+            &["pool", "backend"],
+        )?;
+        let backend_peers = IntGaugeVec::new(
+            Opts::new(
+                "ssv_ha_backend_peers",
+                "Peers the node reported at the last check",
+            ),
+            &["pool", "backend"],
+        )?;
+        let check_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "ssv_ha_health_check_duration_seconds",
+                "Time a health check took, DNS included",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
             &["pool", "backend"],
         )?;
         let health_checks = IntCounterVec::new(
@@ -106,7 +145,11 @@ impl Metrics {
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(upstream_latency.clone()),
             Box::new(backend_healthy.clone()),
+            Box::new(backend_head.clone()),
+            Box::new(backend_lag.clone()),
+            Box::new(backend_peers.clone()),
             Box::new(health_checks.clone()),
+            Box::new(check_duration.clone()),
             Box::new(retries.clone()),
             Box::new(unavailable.clone()),
             Box::new(unrouted.clone()),
@@ -119,7 +162,11 @@ impl Metrics {
             requests,
             upstream_latency,
             backend_healthy,
+            backend_head,
+            backend_lag,
+            backend_peers,
             health_checks,
+            check_duration,
             retries,
             unavailable,
             unrouted,
@@ -133,6 +180,10 @@ impl Metrics {
             requests,
             upstream_latency: self.upstream_latency.with_label_values(&[pool, backend]),
             healthy: self.backend_healthy.with_label_values(&[pool, backend]),
+            head: self.backend_head.with_label_values(&[pool, backend]),
+            lag: self.backend_lag.with_label_values(&[pool, backend]),
+            peers: self.backend_peers.with_label_values(&[pool, backend]),
+            check_duration: self.check_duration.with_label_values(&[pool, backend]),
             checks_ok: self.health_checks.with_label_values(&[pool, backend, "ok"]),
             checks_failed: self
                 .health_checks

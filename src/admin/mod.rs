@@ -43,7 +43,7 @@ impl ServeHttp for AdminApp {
                     .pools
                     .iter()
                     .filter(|p| p.active().is_none())
-                    .map(|p| p.name.as_str())
+                    .map(|p| p.name())
                     .collect();
                 if empty.is_empty() {
                     reply(StatusCode::OK, "text/plain", b"ready\n".to_vec())

@@ -77,12 +77,12 @@ fn pool_status(pool: &Pool) -> PoolStatus {
         })
         .collect();
     PoolStatus {
-        name: pool.name.clone(),
-        kind: match pool.kind {
+        name: pool.name().to_string(),
+        kind: match pool.config.kind {
             PoolKind::Execution => "execution",
             PoolKind::Consensus => "consensus",
         },
-        policy: match pool.policy {
+        policy: match pool.config.policy {
             Policy::First => "first",
             Policy::RoundRobin => "round_robin",
         },

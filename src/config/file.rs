@@ -64,6 +64,16 @@ pub struct PoolSection {
     pub kind: PoolKind,
     pub policy: Option<Policy>,
     pub min_peers: Option<u64>,
+    /// Blocks (execution) or slots (consensus) a node may be behind the pool's best head.
+    pub max_lag: Option<u64>,
+    /// Consensus only: slots a node's head may be behind the wall-clock slot.
+    pub max_slot_lag: Option<u64>,
+    /// Execution only: the chain id every node must report.
+    pub chain_id: Option<u64>,
+    /// Consensus only: the genesis validators root every node must report.
+    pub genesis_validators_root: Option<String>,
+    /// Consensus only: the genesis fork version every node must report.
+    pub genesis_fork_version: Option<String>,
     /// PEM file with extra CA certificates trusted for this pool's backends.
     pub ca: Option<PathBuf>,
     pub health: Option<HealthSection>,

@@ -29,6 +29,12 @@ pub const DEFAULT_RISE: u32 = 2;
 pub const DEFAULT_FALL: u32 = 2;
 /// Minimum peer count of a healthy node (the original scripts' `MIN_PEERS`).
 pub const DEFAULT_MIN_PEERS: u64 = 10;
+/// Blocks an execution node may be behind the pool's best head (the SSV node's own limit).
+pub const DEFAULT_EXECUTION_MAX_LAG: u64 = 5;
+/// Slots a consensus node may be behind the pool's best head ("synced" in Lighthouse's ranking).
+pub const DEFAULT_CONSENSUS_MAX_LAG: u64 = 8;
+/// Slots a consensus node's head may be behind the wall clock (one epoch: missed slots happen).
+pub const DEFAULT_MAX_SLOT_LAG: u64 = 32;
 /// Time live sessions may continue after SIGTERM.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
 /// Most backends one pool may hold (requests track tried backends in a 64-bit set).
@@ -73,8 +79,24 @@ pub struct Pool {
     pub kind: PoolKind,
     pub policy: Policy,
     pub min_peers: u64,
+    /// Blocks (execution) or slots (consensus) behind the pool's best head that are tolerated.
+    pub max_lag: u64,
+    /// Consensus only: slots behind the wall clock that are tolerated.
+    pub max_slot_lag: u64,
+    /// The network every node must be on; `None`: the nodes must agree among themselves.
+    pub network: ExpectedNetwork,
     pub health: HealthSettings,
     pub backends: Vec<Backend>,
+}
+
+/// Network identity a pool's nodes must report, from the config. Empty: learned by agreement.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExpectedNetwork {
+    pub chain_id: Option<u64>,
+    /// Lower-case `0x` + 64 hex digits.
+    pub genesis_validators_root: Option<String>,
+    /// Lower-case `0x` + 8 hex digits.
+    pub genesis_fork_version: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]

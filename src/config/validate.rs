@@ -311,12 +311,13 @@ impl Validator {
         if !valid_name(&name) {
             self.error(&path, format!("pool name `{name}` has characters other than letters, digits, `-`, `_` and `.`"), None);
         }
-        let section: PoolSection = self.node(
+        let mut section: PoolSection = self.node(
             &path,
             value,
-            "a pool has `kind` (execution or consensus), `backends`, and optionally `policy`, `min_peers`, `ca`, `health`",
+            "a pool has `kind` (execution or consensus), `backends`, and optionally `policy`, `min_peers`, `max_lag`, `max_slot_lag`, `chain_id`, `genesis_validators_root`, `genesis_fork_version`, `ca`, `health`",
         )?;
-        let health = self.health(&path, section.health.unwrap_or_default());
+        let network = self.network(&path, section.kind, &section);
+        let health = self.health(&path, section.health.take().unwrap_or_default());
         let pool_ca = section
             .ca
             .map(|ca| self.ca_file(&format!("{path}.ca"), &ca));
@@ -390,14 +391,85 @@ impl Validator {
                 Some("mark at least one backend as primary (remove `backup: true`)"),
             );
         }
+        let (default_lag, lag_unit) = match section.kind {
+            PoolKind::Execution => (DEFAULT_EXECUTION_MAX_LAG, "blocks"),
+            PoolKind::Consensus => (DEFAULT_CONSENSUS_MAX_LAG, "slots"),
+        };
+        if section.max_lag == Some(0) {
+            self.error(
+                format!("{path}.max_lag"),
+                format!("0 {lag_unit} leaves no room for a block in flight"),
+                Some("use 1 or more"),
+            );
+        }
+        if section.kind == PoolKind::Execution && section.max_slot_lag.is_some() {
+            self.error(
+                format!("{path}.max_slot_lag"),
+                "only consensus pools have slots",
+                Some("use max_lag for execution pools"),
+            );
+        }
         Some(Pool {
             name,
             kind: section.kind,
             policy: section.policy.unwrap_or(Policy::First),
             min_peers: section.min_peers.unwrap_or(DEFAULT_MIN_PEERS),
+            max_lag: section.max_lag.unwrap_or(default_lag),
+            max_slot_lag: section.max_slot_lag.unwrap_or(DEFAULT_MAX_SLOT_LAG),
+            network,
             health,
             backends,
         })
+    }
+
+    fn network(&mut self, path: &str, kind: PoolKind, section: &PoolSection) -> ExpectedNetwork {
+        let mut hex = |key: &str, value: &Option<String>, digits: usize| -> Option<String> {
+            let value = value.as_deref()?.trim().to_ascii_lowercase();
+            let ok = value
+                .strip_prefix("0x")
+                .is_some_and(|h| h.len() == digits && h.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !ok {
+                self.error(
+                    format!("{path}.{key}"),
+                    format!("`{value}` is not 0x followed by {digits} hex digits"),
+                    None,
+                );
+                return None;
+            }
+            Some(value)
+        };
+        let network = ExpectedNetwork {
+            chain_id: section.chain_id,
+            genesis_validators_root: hex(
+                "genesis_validators_root",
+                &section.genesis_validators_root,
+                64,
+            ),
+            genesis_fork_version: hex("genesis_fork_version", &section.genesis_fork_version, 8),
+        };
+        match kind {
+            PoolKind::Execution
+                if network.genesis_validators_root.is_some()
+                    || network.genesis_fork_version.is_some() =>
+            {
+                self.error(
+                    path,
+                    "genesis_* settings are for consensus pools",
+                    Some("execution pools check `chain_id`"),
+                );
+            }
+            PoolKind::Consensus if network.chain_id.is_some() => {
+                self.error(
+                    format!("{path}.chain_id"),
+                    "chain_id is for execution pools",
+                    Some(
+                        "consensus pools check `genesis_validators_root` or `genesis_fork_version`",
+                    ),
+                );
+            }
+            _ => {}
+        }
+        network
     }
 
     fn health(&mut self, pool_path: &str, h: HealthSection) -> HealthSettings {
@@ -648,6 +720,8 @@ routes:
         let pool = &c.pools[0];
         assert_eq!(pool.policy, Policy::First);
         assert_eq!(pool.min_peers, 10);
+        assert_eq!(pool.max_lag, 5);
+        assert_eq!(pool.network, ExpectedNetwork::default());
         let a = &pool.backends[0];
         assert_eq!(
             (a.http.host.as_str(), a.http.port, a.http.tls),
@@ -732,6 +806,25 @@ timeouts: { connect: 0s }
         assert!(errors(&text)
             .iter()
             .any(|e| e.message.contains("used twice")));
+    }
+
+    #[test]
+    fn network_settings_are_checked_per_kind() {
+        let text = MINIMAL.replace("    kind: execution\n", "    kind: execution\n    chain_id: 1\n    max_slot_lag: 3\n    genesis_fork_version: \"0x0000\"\n");
+        let errs = errors(&text);
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert!(paths.contains(&"pools.execution.max_slot_lag"), "{errs:#?}");
+        assert!(
+            paths.contains(&"pools.execution.genesis_fork_version"),
+            "{errs:#?}"
+        );
+        let good = MINIMAL.replace(
+            "    kind: execution\n",
+            "    kind: execution\n    chain_id: 17000\n    max_lag: 3\n",
+        );
+        let c = parse(&good, Path::new(".")).expect("valid");
+        assert_eq!(c.pools[0].network.chain_id, Some(17000));
+        assert_eq!(c.pools[0].max_lag, 3);
     }
 
     #[test]

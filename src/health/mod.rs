@@ -42,6 +42,18 @@ pub struct ConsensusFacts {
     pub head_slot: Option<u64>,
     /// `None` when peers were not asked (`min_peers: 0`).
     pub peers: Option<u64>,
+    /// Read once per node and kept (it cannot change without the node changing network).
+    pub genesis: Option<Genesis>,
+    /// `SECONDS_PER_SLOT` of the node's spec, read once and kept.
+    pub seconds_per_slot: Option<u64>,
+}
+
+/// The network identity of a beacon node, from `/eth/v1/beacon/genesis`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Genesis {
+    pub time: u64,
+    pub validators_root: String,
+    pub fork_version: String,
 }
 
 /// User-Agent of every health probe, so node logs (and the simulated nodes) can tell probes apart.

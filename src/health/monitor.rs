@@ -1,19 +1,120 @@
 //! Runs every pool's health checks on their interval and publishes each verdict to its backend.
 //!
-//! One task per pool; each round probes all of the pool's backends at once, so a slow node never
-//! delays the verdict on another. Host names are resolved again on every round (haproxy's
-//! `resolvers`): a name that does not resolve is a down backend with that reason, not a crash.
+//! One task per pool. Each round probes all of the pool's backends at once (a slow node never
+//! delays another's verdict), then judges them together, because lag and network agreement are
+//! pool-wide rules. Host names are resolved again on every round (haproxy's `resolvers`): a name
+//! that does not resolve is a down backend with that reason, not a crash.
 
+use super::consensus::NodeConstants;
 use super::hysteresis::Transition;
-use super::verdict::{judge, Rules};
+use super::verdict::{judge_pool, Observed, PoolMemory, Rules, Verdict};
 use super::{consensus, execution, probe, Facts};
 use crate::config::model::PoolKind;
 use crate::upstream::{Backend, Pool};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use url::Url;
+
+/// A node to probe, with what is kept between its checks.
+pub struct Target {
+    pub name: String,
+    pub url: Url,
+    client: Result<reqwest::Client, String>,
+    constants: Mutex<NodeConstants>,
+}
+
+impl Target {
+    /// `ca`: extra trusted CA certificates (PEM) for this node.
+    pub fn new(name: &str, url: Url, ca: Option<&Path>) -> Self {
+        Target {
+            name: name.to_string(),
+            url,
+            client: probe::client(ca),
+            constants: Mutex::new(NodeConstants::default()),
+        }
+    }
+}
+
+/// One probe's result and how long it took.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub facts: Result<Facts, String>,
+    pub latency: Duration,
+}
+
+/// Probes one node, the whole probe bounded by `timeout`.
+pub async fn observe(
+    kind: PoolKind,
+    target: &Target,
+    want_peers: bool,
+    timeout: Duration,
+) -> Observation {
+    let started = Instant::now();
+    let facts = tokio::time::timeout(timeout, probe_facts(kind, target, want_peers))
+        .await
+        .unwrap_or_else(|_| Err(no_answer(timeout)));
+    Observation {
+        facts,
+        latency: started.elapsed(),
+    }
+}
+
+async fn probe_facts(kind: PoolKind, target: &Target, want_peers: bool) -> Result<Facts, String> {
+    let client = target.client.as_ref().map_err(Clone::clone)?;
+    match kind {
+        PoolKind::Execution => execution::probe(client, &target.url).await,
+        PoolKind::Consensus => {
+            let mut constants = target
+                .constants
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let facts = consensus::probe(client, &target.url, want_peers, &mut constants).await;
+            *target.constants.lock().unwrap_or_else(|e| e.into_inner()) = constants;
+            facts
+        }
+    }
+}
+
+fn no_answer(timeout: Duration) -> String {
+    format!("no answer within {}", humantime::format_duration(timeout))
+}
+
+/// Judges a round of observations of one pool.
+pub fn judge(
+    kind: PoolKind,
+    names: &[&str],
+    observations: &[Observation],
+    rules: &Rules,
+    memory: &mut PoolMemory,
+) -> Vec<Verdict> {
+    let nodes: Vec<Observed<'_>> = names
+        .iter()
+        .zip(observations)
+        .map(|(name, o)| Observed {
+            name,
+            facts: &o.facts,
+        })
+        .collect();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    judge_pool(kind, &nodes, rules, memory, now)
+}
+
+/// The rules of a pool's config.
+pub fn rules(pool: &Pool) -> Rules {
+    Rules {
+        min_peers: pool.config.min_peers,
+        max_lag: pool.config.max_lag,
+        max_slot_lag: pool.config.max_slot_lag,
+        expected: pool.config.network.clone(),
+    }
+}
 
 pub struct Monitor {
     pools: Vec<Arc<Pool>>,
@@ -37,76 +138,97 @@ impl BackgroundService for Monitor {
 }
 
 async fn run_pool(pool: Arc<Pool>, mut shutdown: ShutdownWatch) {
-    let clients: Vec<Result<reqwest::Client, String>> = pool
+    let targets: Vec<Target> = pool
         .backends
         .iter()
-        .map(|b| probe::client(&b.config))
+        .map(|b| Target::new(b.name(), b.config.http.url.clone(), b.config.ca.as_deref()))
         .collect();
-    let mut ticker = tokio::time::interval(pool.health.interval);
+    let names: Vec<&str> = pool.backends.iter().map(|b| b.name()).collect();
+    let rules = rules(&pool);
+    let mut memory = PoolMemory::default();
+    let mut ticker = tokio::time::interval(pool.config.health.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = ticker.tick() => {
-                let checks = pool.backends.iter().zip(&clients).map(|(b, c)| check(&pool, b, c));
-                futures::future::join_all(checks).await;
-            }
+            _ = ticker.tick() => {}
             _ = shutdown.changed() => return,
+        }
+        let probes = pool
+            .backends
+            .iter()
+            .zip(&targets)
+            .map(|(backend, target)| check(&pool, backend, target));
+        let observations = futures::future::join_all(probes).await;
+        let verdicts = judge(pool.config.kind, &names, &observations, &rules, &mut memory);
+        for ((backend, observation), verdict) in
+            pool.backends.iter().zip(observations).zip(verdicts)
+        {
+            publish(&pool, backend, observation, verdict);
         }
     }
 }
 
-async fn check(pool: &Pool, backend: &Backend, client: &Result<reqwest::Client, String>) {
+/// Resolves the backend's names and probes it, all within the probe timeout.
+async fn check(pool: &Pool, backend: &Backend, target: &Target) -> Observation {
+    let timeout = pool.config.health.timeout;
     let started = Instant::now();
-    let observed = tokio::time::timeout(pool.health.timeout, observe(pool, backend, client))
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {:?}", pool.health.timeout)));
-    let latency = started.elapsed();
-    let verdict = judge(
-        &observed,
-        Rules {
-            min_peers: pool.min_peers,
-        },
-    );
+    let facts = tokio::time::timeout(timeout, async {
+        backend.resolve().await?;
+        probe_facts(pool.config.kind, target, pool.config.min_peers > 0).await
+    })
+    .await
+    .unwrap_or_else(|_| Err(no_answer(timeout)));
+    Observation {
+        facts,
+        latency: started.elapsed(),
+    }
+}
+
+fn publish(pool: &Pool, backend: &Backend, observation: Observation, verdict: Verdict) {
+    let m = &backend.metrics;
     if verdict.healthy {
-        backend.metrics.checks_ok.inc();
+        m.checks_ok.inc();
     } else {
-        backend.metrics.checks_failed.inc();
+        m.checks_failed.inc();
+    }
+    m.check_duration.observe(observation.latency.as_secs_f64());
+    if let Ok(facts) = &observation.facts {
+        let (head, peers) = match facts {
+            Facts::Execution(f) => (f.head, f.peers),
+            Facts::Consensus(f) => (f.head_slot, f.peers),
+        };
+        if let Some(head) = head {
+            m.head.set(head as i64);
+        }
+        if let Some(peers) = peers {
+            m.peers.set(peers as i64);
+        }
+    }
+    if let Some(lag) = verdict.lag {
+        m.lag.set(lag as i64);
     }
 
+    let health = pool.config.health;
     let mut record = backend.record();
     let transition = record
         .hysteresis
-        .record(verdict.healthy, pool.health.rise, pool.health.fall);
+        .record(verdict.healthy, health.rise, health.fall);
     backend.set_up(record.hysteresis.is_up());
     let now = SystemTime::now();
     record.last_check = Some(now);
-    record.latency = Some(latency);
-    record.facts = observed.ok();
+    record.latency = Some(observation.latency);
+    record.facts = observation.facts.ok();
     if let Some(t) = transition {
         record.last_change = Some(now);
         let reason = verdict.summary();
         match t {
             Transition::Up => {
-                tracing::info!(pool = %pool.name, backend = %backend.name(), %reason, "backend up")
+                tracing::info!(pool = %pool.config.name, backend = %backend.name(), %reason, "backend up")
             }
             Transition::Down => {
-                tracing::warn!(pool = %pool.name, backend = %backend.name(), %reason, "backend down")
+                tracing::warn!(pool = %pool.config.name, backend = %backend.name(), %reason, "backend down")
             }
         }
     }
     record.verdict = Some(verdict);
-}
-
-async fn observe(
-    pool: &Pool,
-    backend: &Backend,
-    client: &Result<reqwest::Client, String>,
-) -> Result<Facts, String> {
-    backend.resolve().await?;
-    let client = client.as_ref().map_err(Clone::clone)?;
-    let url = &backend.config.http.url;
-    match pool.kind {
-        PoolKind::Execution => execution::probe(client, url).await,
-        PoolKind::Consensus => consensus::probe(client, url, pool.min_peers > 0).await,
-    }
 }

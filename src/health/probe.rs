@@ -2,18 +2,18 @@
 //! failure reasons.
 
 use super::PROBE_USER_AGENT;
-use crate::config::model::Backend;
 use serde_json::Value;
+use std::path::Path;
 
 /// Builds the probe client of one backend: its own CA list, no proxy from the environment (a probe
 /// must reach the node itself). The monitor bounds each whole probe (DNS included) by the timeout.
-pub fn client(backend: &Backend) -> Result<reqwest::Client, String> {
+pub fn client(ca: Option<&Path>) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .user_agent(PROBE_USER_AGENT)
         .no_proxy()
         .pool_max_idle_per_host(1);
-    if let Some(ca) = &backend.ca {
+    if let Some(ca) = ca {
         for cert in crate::tls::load_certs(ca)? {
             let cert = reqwest::Certificate::from_der(&cert)
                 .map_err(|e| format!("{}: {e}", ca.display()))?;

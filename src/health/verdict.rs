@@ -1,15 +1,27 @@
-//! The health rules as a pure function: observed [`Facts`] (or a probe error) in, verdict with
-//! reasons out. These are the original check scripts' rules, with every threshold from the config
-//! and every failure explained in words an operator can act on.
+//! The health rules as pure functions: a pool's observations in, one verdict per node out, each
+//! with reasons an operator can act on.
+//!
+//! A node is judged on its own facts (syncing, peers, optimistic, EL offline) and against the pool:
+//! it must be on the pool's network (from the config, or else the network most of the pool's nodes
+//! agree on, remembered from then on), and not more than `max_lag` behind the best head among the
+//! pool's responding nodes. A consensus node must also not trail the wall-clock slot by more than
+//! `max_slot_lag`.
 
 use super::{ConsensusFacts, ExecutionFacts, Facts};
+use crate::config::model::{ExpectedNetwork, PoolKind};
 use serde::Serialize;
+use std::fmt;
 
 /// The pool settings the rules depend on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub struct Rules {
     /// Minimum peers; 0 switches the peer rule off.
     pub min_peers: u64,
+    /// Blocks or slots behind the pool's best head that are tolerated.
+    pub max_lag: u64,
+    /// Consensus: slots behind the wall clock that are tolerated.
+    pub max_slot_lag: u64,
+    pub expected: ExpectedNetwork,
 }
 
 /// Healthy or not, and why.
@@ -20,6 +32,8 @@ pub struct Verdict {
     pub reasons: Vec<String>,
     /// Things worth knowing that do not fail the node (a field an older client does not report).
     pub notes: Vec<String>,
+    /// Blocks or slots behind the pool's best head, when both are known.
+    pub lag: Option<u64>,
 }
 
 impl Verdict {
@@ -36,24 +50,235 @@ impl Verdict {
             self.reasons.join("; ")
         }
     }
-}
 
-pub fn judge(observed: &Result<Facts, String>, rules: Rules) -> Verdict {
-    let mut reasons = Vec::new();
-    let mut notes = Vec::new();
-    match observed {
-        Err(error) => reasons.push(error.clone()),
-        Ok(Facts::Execution(f)) => execution(f, rules, &mut reasons),
-        Ok(Facts::Consensus(f)) => consensus(f, rules, &mut reasons, &mut notes),
-    }
-    Verdict {
-        healthy: reasons.is_empty(),
-        reasons,
-        notes,
+    /// A verdict with one reason, for failures outside a health check (passive health).
+    pub fn failed(reason: String) -> Self {
+        Verdict {
+            healthy: false,
+            reasons: vec![reason],
+            notes: Vec::new(),
+            lag: None,
+        }
     }
 }
 
-fn execution(f: &ExecutionFacts, rules: Rules, reasons: &mut Vec<String>) {
+/// The network a node is on, as far as the rules compare it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkId {
+    ChainId(u64),
+    GenesisRoot(String),
+}
+
+impl fmt::Display for NetworkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetworkId::ChainId(id) => write!(f, "chain id {id}"),
+            NetworkId::GenesisRoot(root) => write!(f, "genesis root {}", short(root)),
+        }
+    }
+}
+
+/// What a pool remembers between rounds: the network its nodes first agreed on.
+#[derive(Debug, Clone, Default)]
+pub struct PoolMemory {
+    agreed: Option<(NetworkId, Vec<String>)>,
+}
+
+/// One node's input to a round.
+pub struct Observed<'a> {
+    pub name: &'a str,
+    pub facts: &'a Result<Facts, String>,
+}
+
+/// Judges every node of a pool from one round of observations. `now_unix` is the wall clock in
+/// seconds (for the consensus wall-clock rule).
+pub fn judge_pool(
+    kind: PoolKind,
+    nodes: &[Observed<'_>],
+    rules: &Rules,
+    memory: &mut PoolMemory,
+    now_unix: u64,
+) -> Vec<Verdict> {
+    let identities: Vec<Option<NetworkId>> = nodes.iter().map(|n| identity(n.facts)).collect();
+    let network: Vec<Result<(), String>> = network_checks(kind, nodes, &identities, rules, memory);
+
+    let head = |n: &Observed<'_>| match n.facts {
+        Ok(Facts::Execution(f)) => f.head,
+        Ok(Facts::Consensus(f)) => f.head_slot,
+        Err(_) => None,
+    };
+    let best = nodes
+        .iter()
+        .zip(&network)
+        .filter(|(_, net)| net.is_ok())
+        .filter_map(|(n, _)| head(n).map(|h| (h, n.name)))
+        .max_by_key(|(h, _)| *h);
+    let unit = match kind {
+        PoolKind::Execution => "blocks",
+        PoolKind::Consensus => "slots",
+    };
+
+    nodes
+        .iter()
+        .zip(network)
+        .map(|(node, net)| {
+            let mut reasons = Vec::new();
+            let mut notes = Vec::new();
+            match node.facts {
+                Err(error) => reasons.push(error.clone()),
+                Ok(Facts::Execution(f)) => execution(f, rules, &mut reasons),
+                Ok(Facts::Consensus(f)) => consensus(f, rules, now_unix, &mut reasons, &mut notes),
+            }
+            if let Err(reason) = net {
+                reasons.push(reason);
+            }
+            let lag = match (head(node), best) {
+                (Some(h), Some((best, _))) => Some(best.saturating_sub(h)),
+                _ => None,
+            };
+            if let (Some(lag), Some((_, leader))) = (lag, best) {
+                if lag > rules.max_lag {
+                    reasons.push(format!("{lag} {unit} behind {leader}"));
+                }
+            }
+            Verdict {
+                healthy: reasons.is_empty(),
+                reasons,
+                notes,
+                lag,
+            }
+        })
+        .collect()
+}
+
+fn identity(facts: &Result<Facts, String>) -> Option<NetworkId> {
+    match facts {
+        Ok(Facts::Execution(f)) => f.chain_id.map(NetworkId::ChainId),
+        Ok(Facts::Consensus(f)) => f
+            .genesis
+            .as_ref()
+            .map(|g| NetworkId::GenesisRoot(g.validators_root.clone())),
+        Err(_) => None,
+    }
+}
+
+/// Whether each node is on the right network; nodes that could not be observed pass (their probe
+/// error already fails them).
+fn network_checks(
+    kind: PoolKind,
+    nodes: &[Observed<'_>],
+    identities: &[Option<NetworkId>],
+    rules: &Rules,
+    memory: &mut PoolMemory,
+) -> Vec<Result<(), String>> {
+    let expected = &rules.expected;
+    let configured = match kind {
+        PoolKind::Execution => expected.chain_id.is_some(),
+        PoolKind::Consensus => {
+            expected.genesis_validators_root.is_some() || expected.genesis_fork_version.is_some()
+        }
+    };
+    if configured {
+        return nodes
+            .iter()
+            .map(|n| configured_check(n.facts, expected))
+            .collect();
+    }
+    if memory.agreed.is_none() {
+        memory.agreed = majority(nodes, identities);
+    }
+    nodes
+        .iter()
+        .zip(identities)
+        .map(|(node, id)| {
+            if node.facts.is_err() {
+                return Ok(());
+            }
+            let Some(id) = id else {
+                return Err(match kind {
+                    PoolKind::Execution => "network unknown: eth_chainId gave no answer".to_string(),
+                    PoolKind::Consensus => "network unknown: no genesis".to_string(),
+                });
+            };
+            match &memory.agreed {
+                Some((agreed, _)) if agreed == id => Ok(()),
+                Some((agreed, by)) => Err(format!("wrong network: {id}, the pool agreed on {agreed} ({})", by.join(", "))),
+                None => {
+                    let others: Vec<String> = nodes
+                        .iter()
+                        .zip(identities)
+                        .filter(|(n, other)| n.name != node.name && other.as_ref().is_some_and(|o| o != id))
+                        .map(|(n, other)| format!("{} at {}", other.as_ref().map(|o| o.to_string()).unwrap_or_default(), n.name))
+                        .collect();
+                    Err(format!(
+                        "networks disagree: {id} here, {}; set the expected network in the pool's config",
+                        others.join(", ")
+                    ))
+                }
+            }
+        })
+        .collect()
+}
+
+/// The network held by more than half of the nodes that reported one.
+fn majority(
+    nodes: &[Observed<'_>],
+    identities: &[Option<NetworkId>],
+) -> Option<(NetworkId, Vec<String>)> {
+    let reported: Vec<(&NetworkId, &str)> = identities
+        .iter()
+        .zip(nodes)
+        .filter_map(|(id, n)| id.as_ref().map(|id| (id, n.name)))
+        .collect();
+    reported.iter().find_map(|(candidate, _)| {
+        let holders: Vec<String> = reported
+            .iter()
+            .filter(|(id, _)| id == candidate)
+            .map(|(_, name)| name.to_string())
+            .collect();
+        (holders.len() * 2 > reported.len()).then(|| ((*candidate).clone(), holders))
+    })
+}
+
+fn configured_check(
+    facts: &Result<Facts, String>,
+    expected: &ExpectedNetwork,
+) -> Result<(), String> {
+    match facts {
+        Err(_) => Ok(()),
+        Ok(Facts::Execution(f)) => match (f.chain_id, expected.chain_id) {
+            (_, None) => Ok(()),
+            (Some(id), Some(want)) if id == want => Ok(()),
+            (Some(id), Some(want)) => Err(format!("wrong network: chain id {id}, expected {want}")),
+            (None, Some(_)) => Err("network unknown: eth_chainId gave no answer".to_string()),
+        },
+        Ok(Facts::Consensus(f)) => {
+            let Some(genesis) = &f.genesis else {
+                return Err("network unknown: no genesis".to_string());
+            };
+            if let Some(want) = &expected.genesis_validators_root {
+                if &genesis.validators_root != want {
+                    return Err(format!(
+                        "wrong network: genesis root {}, expected {}",
+                        short(&genesis.validators_root),
+                        short(want)
+                    ));
+                }
+            }
+            if let Some(want) = &expected.genesis_fork_version {
+                if &genesis.fork_version != want {
+                    return Err(format!(
+                        "wrong network: genesis fork version {}, expected {want}",
+                        genesis.fork_version
+                    ));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn execution(f: &ExecutionFacts, rules: &Rules, reasons: &mut Vec<String>) {
     if f.syncing {
         reasons.push("syncing (eth_syncing is not false)".to_string());
     }
@@ -71,7 +296,13 @@ fn execution(f: &ExecutionFacts, rules: Rules, reasons: &mut Vec<String>) {
     }
 }
 
-fn consensus(f: &ConsensusFacts, rules: Rules, reasons: &mut Vec<String>, notes: &mut Vec<String>) {
+fn consensus(
+    f: &ConsensusFacts,
+    rules: &Rules,
+    now_unix: u64,
+    reasons: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) {
     if f.is_syncing {
         reasons.push("syncing (node/syncing is_syncing is true)".to_string());
     }
@@ -94,85 +325,304 @@ fn consensus(f: &ConsensusFacts, rules: Rules, reasons: &mut Vec<String>, notes:
             None => reasons.push("peer count unknown".to_string()),
         }
     }
+    if let (Some(genesis), Some(seconds), Some(head)) =
+        (&f.genesis, f.seconds_per_slot, f.head_slot)
+    {
+        if seconds > 0 && now_unix > genesis.time {
+            let wall = (now_unix - genesis.time) / seconds;
+            if wall > head + rules.max_slot_lag {
+                reasons.push(format!(
+                    "head slot {head} is {} slots behind the wall clock (slot {wall})",
+                    wall - head
+                ));
+            }
+        }
+    }
+}
+
+fn short(root: &str) -> String {
+    if root.len() > 12 {
+        format!("{}…", &root[..10])
+    } else {
+        root.to_string()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::Genesis;
 
-    fn ec(syncing: bool, peers: Option<u64>) -> Result<Facts, String> {
+    fn ec(head: u64, chain: u64) -> Result<Facts, String> {
         Ok(Facts::Execution(ExecutionFacts {
-            syncing,
-            peers,
-            peers_error: peers
-                .is_none()
-                .then(|| "error -32601: method not found".to_string()),
+            syncing: false,
+            peers: Some(25),
+            peers_error: None,
+            head: Some(head),
+            chain_id: Some(chain),
+        }))
+    }
+
+    fn ec_with(f: impl FnOnce(&mut ExecutionFacts)) -> Result<Facts, String> {
+        let mut facts = ExecutionFacts {
+            syncing: false,
+            peers: Some(25),
+            peers_error: None,
             head: Some(100),
             chain_id: Some(1),
-        }))
+        };
+        f(&mut facts);
+        Ok(Facts::Execution(facts))
     }
 
-    fn cc(
-        is_syncing: bool,
-        optimistic: Option<bool>,
-        el_offline: Option<bool>,
-        peers: u64,
-    ) -> Result<Facts, String> {
-        Ok(Facts::Consensus(ConsensusFacts {
-            is_syncing,
-            is_optimistic: optimistic,
-            el_offline,
-            head_slot: Some(10),
-            peers: Some(peers),
-        }))
+    fn cc_with(f: impl FnOnce(&mut ConsensusFacts)) -> Result<Facts, String> {
+        let mut facts = ConsensusFacts {
+            is_syncing: false,
+            is_optimistic: Some(false),
+            el_offline: Some(false),
+            head_slot: Some(100),
+            peers: Some(12),
+            genesis: Some(Genesis {
+                time: 1_000,
+                validators_root: format!("0x{:064x}", 1),
+                fork_version: "0x00000000".into(),
+            }),
+            seconds_per_slot: Some(12),
+        };
+        f(&mut facts);
+        Ok(Facts::Consensus(facts))
     }
 
-    const TEN: Rules = Rules { min_peers: 10 };
+    fn rules() -> Rules {
+        Rules {
+            min_peers: 10,
+            max_lag: 5,
+            max_slot_lag: 32,
+            expected: ExpectedNetwork::default(),
+        }
+    }
+
+    /// Wall clock at slot 100 of the test genesis.
+    const NOW: u64 = 1_000 + 100 * 12;
+
+    fn judge(
+        kind: PoolKind,
+        facts: &[(&str, Result<Facts, String>)],
+        rules: &Rules,
+        memory: &mut PoolMemory,
+    ) -> Vec<Verdict> {
+        let nodes: Vec<Observed<'_>> = facts
+            .iter()
+            .map(|(name, f)| Observed { name, facts: f })
+            .collect();
+        judge_pool(kind, &nodes, rules, memory, NOW)
+    }
+
+    fn one(kind: PoolKind, facts: Result<Facts, String>) -> Verdict {
+        judge(kind, &[("n", facts)], &rules(), &mut PoolMemory::default()).remove(0)
+    }
 
     #[test]
-    fn execution_rules() {
-        assert!(judge(&ec(false, Some(10)), TEN).healthy);
-        let v = judge(&ec(false, Some(3)), TEN);
-        assert_eq!(v.reasons, ["peers 3 < 10"]);
-        assert_eq!(v.summary(), "peers 3 < 10");
-        let v = judge(&ec(true, Some(50)), TEN);
-        assert!(!v.healthy);
-        assert!(v.reasons[0].starts_with("syncing"));
-    }
-
-    #[test]
-    fn missing_peer_count_fails_unless_the_rule_is_off() {
-        let v = judge(&ec(false, None), TEN);
-        assert!(!v.healthy);
+    fn execution_node_rules() {
+        assert!(one(PoolKind::Execution, ec(100, 1)).healthy);
+        assert_eq!(
+            one(PoolKind::Execution, ec_with(|f| f.peers = Some(3))).reasons,
+            ["peers 3 < 10"]
+        );
+        assert!(
+            one(PoolKind::Execution, ec_with(|f| f.syncing = true)).reasons[0]
+                .starts_with("syncing")
+        );
+        let v = one(
+            PoolKind::Execution,
+            ec_with(|f| {
+                f.peers = None;
+                f.peers_error = Some("error -32601: Method not found".into());
+            }),
+        );
         assert!(v.reasons[0].contains("min_peers: 0"), "{v:?}");
-        assert!(judge(&ec(false, None), Rules { min_peers: 0 }).healthy);
+        let mut no_peer_rule = rules();
+        no_peer_rule.min_peers = 0;
+        let facts = [("n", ec_with(|f| f.peers = None))];
+        assert!(
+            judge(
+                PoolKind::Execution,
+                &facts,
+                &no_peer_rule,
+                &mut PoolMemory::default()
+            )[0]
+            .healthy
+        );
     }
 
     #[test]
-    fn consensus_rules() {
-        assert!(judge(&cc(false, Some(false), Some(false), 12), TEN).healthy);
-        assert!(!judge(&cc(true, Some(false), Some(false), 12), TEN).healthy);
-        let v = judge(&cc(false, Some(true), Some(true), 2), TEN);
+    fn consensus_node_rules() {
+        assert!(one(PoolKind::Consensus, cc_with(|_| {})).healthy);
+        assert!(!one(PoolKind::Consensus, cc_with(|f| f.is_syncing = true)).healthy);
+        let v = one(
+            PoolKind::Consensus,
+            cc_with(|f| {
+                f.is_optimistic = Some(true);
+                f.el_offline = Some(true);
+                f.peers = Some(2);
+            }),
+        );
         assert_eq!(v.reasons.len(), 3, "{v:?}");
         assert!(v.reasons[0].starts_with("optimistic"));
         assert!(v.reasons[1].starts_with("execution client offline"));
         assert_eq!(v.reasons[2], "peers 2 < 10");
-    }
-
-    #[test]
-    fn missing_el_offline_is_accepted_with_a_note() {
-        let v = judge(&cc(false, Some(false), None, 12), TEN);
-        assert!(v.healthy);
+        let old = one(PoolKind::Consensus, cc_with(|f| f.el_offline = None));
+        assert!(old.healthy);
         assert_eq!(
-            v.summary(),
+            old.summary(),
             "healthy; el_offline not reported (older client), accepted"
         );
     }
 
     #[test]
     fn probe_error_is_the_reason() {
-        let v = judge(&Err("timed out after 2s".to_string()), TEN);
+        let v = one(PoolKind::Execution, Err("no answer within 2s".into()));
         assert!(!v.healthy);
-        assert_eq!(v.summary(), "timed out after 2s");
+        assert_eq!(v.summary(), "no answer within 2s");
+    }
+
+    #[test]
+    fn lag_behind_the_best_node() {
+        let facts = [
+            ("ec-a", ec(93, 1)),
+            ("ec-b", ec(100, 1)),
+            ("ec-c", ec(96, 1)),
+        ];
+        let v = judge(
+            PoolKind::Execution,
+            &facts,
+            &rules(),
+            &mut PoolMemory::default(),
+        );
+        assert_eq!(v[0].reasons, ["7 blocks behind ec-b"]);
+        assert_eq!(v[0].lag, Some(7));
+        assert!(v[1].healthy && v[1].lag == Some(0));
+        assert!(v[2].healthy, "4 behind is within max_lag 5");
+        // A node that did not answer neither leads nor lags.
+        let facts = [("ec-a", ec(93, 1)), ("ec-b", Err("timed out".into()))];
+        let v = judge(
+            PoolKind::Execution,
+            &facts,
+            &rules(),
+            &mut PoolMemory::default(),
+        );
+        assert!(v[0].healthy);
+    }
+
+    #[test]
+    fn consensus_lag_and_wall_clock() {
+        let facts = [
+            ("cc-a", cc_with(|f| f.head_slot = Some(80))),
+            ("cc-b", cc_with(|_| {})),
+        ];
+        let v = judge(
+            PoolKind::Consensus,
+            &facts,
+            &rules(),
+            &mut PoolMemory::default(),
+        );
+        assert_eq!(v[0].reasons, ["20 slots behind cc-b"]);
+        // Both stuck: each agrees with the other, but the wall clock does not.
+        let facts = [
+            ("cc-a", cc_with(|f| f.head_slot = Some(50))),
+            ("cc-b", cc_with(|f| f.head_slot = Some(50))),
+        ];
+        let v = judge(
+            PoolKind::Consensus,
+            &facts,
+            &rules(),
+            &mut PoolMemory::default(),
+        );
+        assert_eq!(
+            v[0].reasons,
+            ["head slot 50 is 50 slots behind the wall clock (slot 100)"]
+        );
+        // Missing spec: the wall-clock rule cannot apply and does not fail the node.
+        assert!(
+            one(
+                PoolKind::Consensus,
+                cc_with(|f| {
+                    f.seconds_per_slot = None;
+                    f.head_slot = Some(1)
+                })
+            )
+            .healthy
+        );
+    }
+
+    #[test]
+    fn configured_network_is_enforced() {
+        let mut r = rules();
+        r.expected.chain_id = Some(1);
+        let facts = [
+            ("ec-a", ec(100, 5)),
+            ("ec-b", ec(100, 1)),
+            ("ec-c", ec_with(|f| f.chain_id = None)),
+        ];
+        let v = judge(PoolKind::Execution, &facts, &r, &mut PoolMemory::default());
+        assert_eq!(v[0].reasons, ["wrong network: chain id 5, expected 1"]);
+        assert!(v[1].healthy);
+        assert!(v[2].reasons[0].starts_with("network unknown"));
+
+        let mut r = rules();
+        r.expected.genesis_fork_version = Some("0x01017000".into());
+        let v = one_with(PoolKind::Consensus, cc_with(|_| {}), &r);
+        assert_eq!(
+            v.reasons,
+            ["wrong network: genesis fork version 0x00000000, expected 0x01017000"]
+        );
+    }
+
+    fn one_with(kind: PoolKind, facts: Result<Facts, String>, rules: &Rules) -> Verdict {
+        judge(kind, &[("n", facts)], rules, &mut PoolMemory::default()).remove(0)
+    }
+
+    #[test]
+    fn without_config_the_majority_network_wins_and_is_remembered() {
+        let mut memory = PoolMemory::default();
+        let facts = [
+            ("ec-a", ec(100, 1)),
+            ("ec-b", ec(100, 5)),
+            ("ec-c", ec(100, 1)),
+        ];
+        let v = judge(PoolKind::Execution, &facts, &rules(), &mut memory);
+        assert!(v[0].healthy && v[2].healthy);
+        assert_eq!(
+            v[1].reasons,
+            ["wrong network: chain id 5, the pool agreed on chain id 1 (ec-a, ec-c)"]
+        );
+        // Later only the wrong node answers: it is still wrong, and it does not lead the lag rule.
+        let facts = [
+            ("ec-a", Err("down".to_string())),
+            ("ec-b", ec(500, 5)),
+            ("ec-c", Err("down".to_string())),
+        ];
+        let v = judge(PoolKind::Execution, &facts, &rules(), &mut memory);
+        assert!(!v[1].healthy);
+        let facts = [("ec-a", ec(100, 1)), ("ec-b", ec(500, 5))];
+        let v = judge(PoolKind::Execution, &facts, &rules(), &mut memory);
+        assert!(
+            v[0].healthy,
+            "a wrong-network head must not make a right node lag: {:?}",
+            v[0]
+        );
+    }
+
+    #[test]
+    fn a_tie_fails_every_disagreeing_node() {
+        let facts = [("ec-a", ec(100, 1)), ("ec-b", ec(100, 5))];
+        let v = judge(
+            PoolKind::Execution,
+            &facts,
+            &rules(),
+            &mut PoolMemory::default(),
+        );
+        assert!(!v[0].healthy && !v[1].healthy);
+        assert_eq!(v[0].reasons, ["networks disagree: chain id 1 here, chain id 5 at ec-b; set the expected network in the pool's config"]);
     }
 }

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::{ErrorSource, ErrorType};
+use pingora::{ErrorSource, ErrorType, RetryType};
 use prometheus::IntCounter;
 use routing::RouteTable;
 use std::sync::Arc;
@@ -193,6 +193,35 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let status = upstream_response.status.as_u16();
+        // 502/503/504 are what a node's own reverse proxy (traefik) answers when the node behind it
+        // is gone or overloaded: they count against the backend, and the request goes to another
+        // one while nothing has reached the client. Other statuses are the node's answer and pass.
+        if !matches!(status, 502..=504) {
+            return Ok(());
+        }
+        let Some(backend) = self.backend(ctx) else {
+            return Ok(());
+        };
+        backend.count_failure(&format!("HTTP {status} on live traffic"));
+        let another = self.pool(ctx).is_some_and(|p| p.has_untried(ctx.tried));
+        if another && self.may_retry(session, ctx) {
+            let mut e = Error::explain(
+                ErrorType::HTTPStatus(status),
+                format!("backend {} answered {status}", backend.name()),
+            );
+            e.set_retry(true);
+            return Err(e);
+        }
+        Ok(())
+    }
+
     fn fail_to_connect(
         &self,
         session: &mut Session,
@@ -200,6 +229,11 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        // A backend that refuses or cannot complete a connection leaves rotation now, not at its
+        // next failed check.
+        if let Some(backend) = self.backend(ctx) {
+            backend.fail_passively(&format!("connect failed ({})", e.etype().as_str()));
+        }
         let another = self.pool(ctx).is_some_and(|p| p.has_untried(ctx.tried));
         e.set_retry(another && self.may_retry(session, ctx));
         e
@@ -214,11 +248,24 @@ impl ProxyHttp for Gateway {
         client_reused: bool,
     ) -> Box<Error> {
         let name = self.backend(ctx).map_or("?", |b| b.name()).to_string();
+        if matches!(
+            e.etype(),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        ) && e.esource() == &ErrorSource::Upstream
+        {
+            if let Some(backend) = self.backend(ctx) {
+                backend.fail_passively(&format!(
+                    "no answer within the response timeout ({})",
+                    e.etype().as_str()
+                ));
+            }
+        }
+        // A pooled connection the backend had closed while idle: the backend itself may be
+        // fine, so it may be chosen again.
+        let stale_connection = client_reused && matches!(e.retry, RetryType::ReusedOnly);
         let mut e = e.more_context(format!("backend {name}"));
         let retry = self.may_retry(session, ctx) && {
-            if client_reused {
-                // A pooled connection the backend had closed: the backend itself may be fine,
-                // so it may be chosen again.
+            if stale_connection {
                 if let Some(b) = ctx.backend {
                     ctx.tried &= !(1 << b);
                 }
@@ -245,7 +292,7 @@ impl ProxyHttp for Gateway {
             if let Some(pool) = &pool {
                 pool.metrics.unavailable.inc();
             }
-            let name = pool.as_ref().map_or("?", |p| p.name.as_str());
+            let name = pool.as_ref().map_or("?", |p| p.name());
             (503, format!("no healthy backend in pool {name}"))
         } else {
             match (e.etype(), e.esource()) {
@@ -264,7 +311,7 @@ impl ProxyHttp for Gateway {
             }
         };
         if code > 0 && session.as_downstream().response_written().is_none() {
-            let body = match pool.as_ref().map(|p| p.kind) {
+            let body = match pool.as_ref().map(|p| p.config.kind) {
                 Some(PoolKind::Execution) => {
                     let request = request_body(session).await;
                     reply::jsonrpc_error(&request, reply::JSONRPC_UNAVAILABLE, &message)
@@ -279,6 +326,12 @@ impl ProxyHttp for Gateway {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        // Counted in ssv_ha_unavailable_total and explained by the backends' down transitions;
+        // one log line per refused request would flood the log exactly when it matters.
+        *error.etype() == NO_BACKEND
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {

@@ -13,9 +13,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Genesis time of the simulated chain (Unix seconds).
-pub const GENESIS_TIME: u64 = 1_606_824_023;
-
 pub fn router() -> Router<Arc<NodeState>> {
     Router::new()
         .route("/eth/v1/node/syncing", get(syncing))
@@ -23,6 +20,7 @@ pub fn router() -> Router<Arc<NodeState>> {
         .route("/eth/v1/node/health", get(health))
         .route("/eth/v1/node/version", get(version))
         .route("/eth/v1/beacon/genesis", get(genesis))
+        .route("/eth/v1/config/spec", get(spec))
         .route("/eth/v1/beacon/headers/head", get(head_header))
         .route("/eth/v1/events", get(events))
         .fallback(not_found)
@@ -62,12 +60,19 @@ async fn version(State(state): State<Arc<NodeState>>) -> Json<Value> {
     Json(json!({"data": {"version": format!("ssv-ha-sim/{}", state.name)}}))
 }
 
-async fn genesis() -> Json<Value> {
+async fn genesis(State(state): State<Arc<NodeState>>) -> Json<Value> {
+    let s = state.status();
     Json(json!({"data": {
-        "genesis_time": GENESIS_TIME.to_string(),
-        "genesis_validators_root": format!("0x{:064x}", 0x4b36_3db9u64),
+        "genesis_time": s.genesis_time.to_string(),
+        "genesis_validators_root": s.genesis_validators_root,
         "genesis_fork_version": "0x00000000",
     }}))
+}
+
+async fn spec() -> Json<Value> {
+    Json(
+        json!({"data": {"SECONDS_PER_SLOT": super::SECONDS_PER_SLOT.to_string(), "SLOTS_PER_EPOCH": "32"}}),
+    )
 }
 
 async fn head_header(State(state): State<Arc<NodeState>>) -> Json<Value> {

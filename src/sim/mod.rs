@@ -48,7 +48,16 @@ pub struct NodeStatus {
     pub fail_status: Option<u16>,
     /// Wait this long (ms) before answering.
     pub delay_ms: u64,
+    /// Answer every request with this body (status 200, JSON content type), whatever it asked.
+    pub reply_override: Option<String>,
+    /// Consensus only: genesis time (Unix seconds); by default the head is the wall-clock slot.
+    pub genesis_time: u64,
+    /// Consensus only: the network's genesis validators root.
+    pub genesis_validators_root: String,
 }
+
+/// Slot length of the simulated consensus chain.
+pub const SECONDS_PER_SLOT: u64 = 12;
 
 impl Default for NodeStatus {
     fn default() -> Self {
@@ -62,6 +71,9 @@ impl Default for NodeStatus {
             el_offline: Some(false),
             fail_status: None,
             delay_ms: 0,
+            reply_override: None,
+            genesis_time: unix_now().saturating_sub(1000 * SECONDS_PER_SLOT),
+            genesis_validators_root: format!("0x{:064x}", 0x4b36_3db9u64),
         }
     }
 }
@@ -160,6 +172,12 @@ impl NodeState {
     fn record_rpc(&self, method: &str) {
         lock(&self.rpc_methods).push(method.to_string());
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -403,6 +421,9 @@ async fn observe(State(state): State<Arc<NodeState>>, request: Request, next: Ne
                 state.name
             );
             return (code, [(http::header::CONTENT_TYPE, "text/html")], page).into_response();
+        }
+        if let Some(body) = status.reply_override {
+            return ([(http::header::CONTENT_TYPE, "application/json")], body).into_response();
         }
     }
     let mut response = next.run(request).await;

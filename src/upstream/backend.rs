@@ -2,7 +2,7 @@
 //! request path, and its last observation for `/status`.
 
 use crate::admin::metrics::BackendMetrics;
-use crate::config::model::{self, Endpoint, Timeouts};
+use crate::config::model::{self, Endpoint, HealthSettings, Timeouts};
 use crate::health::hysteresis::Hysteresis;
 use crate::health::verdict::Verdict;
 use crate::health::Facts;
@@ -30,6 +30,7 @@ pub struct HealthRecord {
 pub struct Backend {
     pub config: model::Backend,
     pub pool: String,
+    health: HealthSettings,
     /// Position in the pool (bit index in a request's tried set).
     pub index: usize,
     up: AtomicBool,
@@ -58,7 +59,7 @@ struct PeerTemplate {
 impl Backend {
     /// Builds the run-time backend. Fails only when its CA file cannot be loaded.
     pub fn new(
-        pool: &str,
+        pool: &model::Pool,
         index: usize,
         config: model::Backend,
         timeouts: Timeouts,
@@ -77,7 +78,7 @@ impl Backend {
         };
         let group_key = |kind: &str| {
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            (pool, &config.name, kind).hash(&mut h);
+            (&pool.name, &config.name, kind).hash(&mut h);
             h.finish()
         };
         let upstream =
@@ -100,7 +101,8 @@ impl Backend {
         let http = upstream(&config.http, timeouts.response, "http")?;
         let ws = upstream(&config.ws, timeouts.websocket_idle, "ws")?;
         Ok(Backend {
-            pool: pool.to_string(),
+            pool: pool.name.clone(),
+            health: pool.health,
             index,
             up: AtomicBool::new(false),
             http,
@@ -129,18 +131,28 @@ impl Backend {
     /// Only active checks bring it back, after `rise` good ones.
     pub fn fail_passively(&self, reason: &str) {
         let mut record = self.record();
-        let transition = record.hysteresis.force_down();
-        self.set_up(false);
-        if transition.is_some() {
-            let now = SystemTime::now();
-            record.last_change = Some(now);
+        let went_down = record.hysteresis.force_down().is_some();
+        self.passive_outcome(&mut record, went_down, reason);
+    }
+
+    /// Counts a failure on live traffic like one failed health check: `fall` of them in a row
+    /// take the backend down.
+    pub fn count_failure(&self, reason: &str) {
+        let mut record = self.record();
+        let went_down = record
+            .hysteresis
+            .record(false, self.health.rise, self.health.fall)
+            .is_some();
+        self.passive_outcome(&mut record, went_down, reason);
+    }
+
+    fn passive_outcome(&self, record: &mut HealthRecord, went_down: bool, reason: &str) {
+        self.set_up(record.hysteresis.is_up());
+        if went_down {
+            record.last_change = Some(SystemTime::now());
             let reason = format!("failed on live traffic: {reason}");
             tracing::warn!(pool = %self.pool, backend = %self.name(), %reason, "backend down");
-            record.verdict = Some(Verdict {
-                healthy: false,
-                reasons: vec![reason],
-                notes: Vec::new(),
-            });
+            record.verdict = Some(Verdict::failed(reason));
         }
     }
 

@@ -98,25 +98,28 @@ impl Gateway {
             .stdin(Stdio::null())
             .spawn()
             .expect("start ssv-ha");
-        let gateway = Gateway {
+        let mut gateway = Gateway {
             child,
             admin,
             dir,
             config_path,
         };
         let client = reqwest::Client::new();
-        wait_for("the admin listener", Duration::from_secs(10), || {
-            let client = client.clone();
-            async move {
-                let r = client
-                    .get(format!("http://{admin}/healthz"))
-                    .send()
-                    .await
-                    .ok()?;
-                r.status().is_success().then_some(())
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = gateway.child.try_wait() {
+                panic!("ssv-ha exited with {status} (its errors are above)");
             }
-        })
-        .await;
+            let ready = client.get(format!("http://{admin}/healthz")).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ssv-ha's admin listener did not answer within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         for &addr in listeners {
             wait_for(
                 "a gateway listener",
@@ -227,4 +230,68 @@ async fn read(response: reqwest::Response) -> (u16, Option<String>, Value) {
     let json = serde_json::from_slice(&body)
         .unwrap_or_else(|_| panic!("body is not JSON: {}", String::from_utf8_lossy(&body)));
     (status, node, json)
+}
+
+// Config builders shared by the pool-level tests.
+
+pub fn pool_yaml(
+    name: &str,
+    kind: &str,
+    policy: &str,
+    ca: &std::path::Path,
+    backends: &[(&SimNode, bool)],
+) -> String {
+    pool_yaml_with(name, kind, policy, ca, backends, "")
+}
+
+/// A pool with extra settings (`extra`: indented YAML lines such as `    max_lag: 3\n`); the fast
+/// health settings apply unless `extra` has its own `health:`.
+pub fn pool_yaml_with(
+    name: &str,
+    kind: &str,
+    policy: &str,
+    ca: &std::path::Path,
+    backends: &[(&SimNode, bool)],
+    extra: &str,
+) -> String {
+    let health = if extra.contains("health:") {
+        String::new()
+    } else {
+        format!("    health: {FAST_HEALTH}\n")
+    };
+    let mut yaml = format!("  {name}:\n    kind: {kind}\n    policy: {policy}\n    ca: {}\n{health}{extra}    backends:\n", ca.display());
+    for (node, backup) in backends {
+        yaml.push_str(&format!(
+            "      - {{ name: {}, url: \"{}\", backup: {backup} }}\n",
+            node.name(),
+            node.url()
+        ));
+    }
+    yaml
+}
+
+pub fn config(
+    admin: std::net::SocketAddr,
+    listen: std::net::SocketAddr,
+    pools: &str,
+    routes: &str,
+) -> String {
+    format!("admin: {{ address: \"{admin}\" }}\nlisteners: [{{ address: \"{listen}\" }}]\npools:\n{pools}routes:\n{routes}")
+}
+
+pub const EC_ROUTE: &str = "  - { host: rpc.example.com, pool: execution }\n";
+pub const CC_ROUTE: &str = "  - { host: beacon.example.com, pool: consensus }\n";
+
+pub async fn who_answers(
+    client: &reqwest::Client,
+    listen: std::net::SocketAddr,
+) -> (u16, Option<String>) {
+    let (status, node, _) = post(
+        client,
+        &format!("http://{listen}/"),
+        "rpc.example.com",
+        &rpc("eth_blockNumber", 1),
+    )
+    .await;
+    (status, node)
 }

@@ -1,4 +1,6 @@
-//! Command line: `run` (the default), `check` and `demo`.
+//! Command line: `run` (the default), `check`, `probe` and `demo`.
+
+mod probe;
 
 use crate::config;
 use crate::server::{self, RunOptions};
@@ -40,6 +42,8 @@ enum Command {
     Run,
     /// Validate the configuration file: exit 0 when valid, 64 with every error otherwise.
     Check,
+    /// Run one health check of one or more nodes and print the verdict: exit 0 healthy, 1 not.
+    Probe(probe::ProbeArgs),
     /// Start simulated execution and consensus nodes with the gateway in front, to try failover.
     Demo(crate::demo::DemoArgs),
 }
@@ -50,6 +54,7 @@ pub fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => check(&cli.run.config),
         Command::Run => run(&cli.run),
+        Command::Probe(args) => probe::run(args),
         Command::Demo(args) => match crate::demo::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -1,0 +1,186 @@
+//! `ssv-ha probe`: one health check of one or more nodes, judged as a pool, printed for a human
+//! (or as JSON). Replaces the original check scripts for operators and container health checks.
+
+use crate::config::model::{self, ExpectedNetwork, PoolKind};
+use crate::health::monitor::{self, Observation, Target};
+use crate::health::verdict::{PoolMemory, Rules, Verdict};
+use crate::health::Facts;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct ProbeArgs {
+    /// What the nodes are.
+    #[arg(long, value_enum)]
+    kind: Kind,
+    /// Node API URLs (http:// or https://); several are judged together, as a pool.
+    #[arg(required = true)]
+    urls: Vec<url::Url>,
+    /// Minimum peers; 0 switches the peer rule off.
+    #[arg(long, default_value_t = model::DEFAULT_MIN_PEERS)]
+    min_peers: u64,
+    /// Blocks (execution) or slots (consensus) behind the best of the given nodes that are
+    /// tolerated [default: 5 for execution, 8 for consensus].
+    #[arg(long)]
+    max_lag: Option<u64>,
+    /// Consensus: slots behind the wall clock that are tolerated.
+    #[arg(long, default_value_t = model::DEFAULT_MAX_SLOT_LAG)]
+    max_slot_lag: u64,
+    /// Execution: the chain id the nodes must report.
+    #[arg(long)]
+    chain_id: Option<u64>,
+    /// Consensus: the genesis validators root the nodes must report.
+    #[arg(long)]
+    genesis_validators_root: Option<String>,
+    /// Longest a probe may take, like 2s or 500ms.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// PEM file with extra CA certificates to trust.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Kind {
+    Execution,
+    Consensus,
+}
+
+pub fn run(args: ProbeArgs) -> ExitCode {
+    let kind = match args.kind {
+        Kind::Execution => PoolKind::Execution,
+        Kind::Consensus => PoolKind::Consensus,
+    };
+    let rules = Rules {
+        min_peers: args.min_peers,
+        max_lag: args.max_lag.unwrap_or(match kind {
+            PoolKind::Execution => model::DEFAULT_EXECUTION_MAX_LAG,
+            PoolKind::Consensus => model::DEFAULT_CONSENSUS_MAX_LAG,
+        }),
+        max_slot_lag: args.max_slot_lag,
+        expected: ExpectedNetwork {
+            chain_id: args.chain_id,
+            genesis_validators_root: args.genesis_validators_root.map(|r| r.to_ascii_lowercase()),
+            genesis_fork_version: None,
+        },
+    };
+    let names: Vec<String> = args
+        .urls
+        .iter()
+        .map(|u| u.as_str().trim_end_matches('/').to_string())
+        .collect();
+    let targets: Vec<Target> = names
+        .iter()
+        .zip(&args.urls)
+        .map(|(name, url)| Target::new(name, url.clone(), args.ca.as_deref()))
+        .collect();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ssv-ha probe: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let observations: Vec<Observation> = runtime.block_on(futures::future::join_all(
+        targets
+            .iter()
+            .map(|t| monitor::observe(kind, t, rules.min_peers > 0, args.timeout)),
+    ));
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let verdicts = monitor::judge(
+        kind,
+        &name_refs,
+        &observations,
+        &rules,
+        &mut PoolMemory::default(),
+    );
+
+    if args.json {
+        let nodes: Vec<serde_json::Value> = names
+            .iter()
+            .zip(&observations)
+            .zip(&verdicts)
+            .map(|((name, o), v)| {
+                serde_json::json!({
+                    "url": name,
+                    "healthy": v.healthy,
+                    "reason": v.summary(),
+                    "verdict": v,
+                    "facts": o.facts.as_ref().ok(),
+                    "latency_ms": o.latency.as_secs_f64() * 1000.0,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(nodes));
+    } else {
+        for ((name, o), v) in names.iter().zip(&observations).zip(&verdicts) {
+            print_text(name, o, v);
+        }
+    }
+    if verdicts.iter().all(|v| v.healthy) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn print_text(name: &str, o: &Observation, v: &Verdict) {
+    let word = if v.healthy { "HEALTHY" } else { "UNHEALTHY" };
+    println!("{name}: {word}: {}", v.summary());
+    let mut seen = Vec::new();
+    match &o.facts {
+        Ok(Facts::Execution(f)) => {
+            seen.push(format!("syncing {}", f.syncing));
+            seen.push(format!(
+                "peers {}",
+                f.peers.map_or("-".into(), |p| p.to_string())
+            ));
+            seen.push(format!(
+                "head {}",
+                f.head.map_or("-".into(), |h| h.to_string())
+            ));
+            seen.push(format!(
+                "chain id {}",
+                f.chain_id.map_or("-".into(), |c| c.to_string())
+            ));
+        }
+        Ok(Facts::Consensus(f)) => {
+            seen.push(format!("syncing {}", f.is_syncing));
+            seen.push(format!(
+                "optimistic {}",
+                f.is_optimistic.map_or("-".into(), |b| b.to_string())
+            ));
+            seen.push(format!(
+                "el_offline {}",
+                f.el_offline.map_or("-".into(), |b| b.to_string())
+            ));
+            seen.push(format!(
+                "peers {}",
+                f.peers.map_or("-".into(), |p| p.to_string())
+            ));
+            seen.push(format!(
+                "head slot {}",
+                f.head_slot.map_or("-".into(), |h| h.to_string())
+            ));
+            if let Some(g) = &f.genesis {
+                seen.push(format!("genesis root {}", g.validators_root));
+            }
+        }
+        Err(_) => {}
+    }
+    if let Some(lag) = v.lag {
+        seen.push(format!("lag {lag}"));
+    }
+    seen.push(format!(
+        "latency {:.1} ms",
+        o.latency.as_secs_f64() * 1000.0
+    ));
+    println!("  {}", seen.join(", "));
+}
