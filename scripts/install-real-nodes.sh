@@ -14,3 +14,14 @@ if [ ! -x "$anvil_bin" ]; then
   (cd "$anvil_dir" && npm install --no-audit --no-fund --silent "@foundry-rs/anvil@$ANVIL_VERSION" >/dev/null)
 fi
 "$anvil_bin" --version | head -n 1
+
+lodestar_dir=.real-nodes/lodestar
+lodestar_bin=$lodestar_dir/node_modules/.bin/lodestar
+if [ ! -x "$lodestar_bin" ]; then
+  echo "installing Lodestar 1.5.1 (consensus client) into $lodestar_dir (about a minute)"
+  rm -rf "$lodestar_dir"
+  mkdir -p "$lodestar_dir"
+  cp scripts/real-nodes/lodestar/package.json "$lodestar_dir/"
+  (cd "$lodestar_dir" && npm install --no-audit --no-fund --silent >/dev/null)
+fi
+echo "lodestar: $("$lodestar_bin" --version 2>/dev/null | tail -n 1 || echo installed)"

@@ -1,6 +1,6 @@
 //! A real execution client (anvil, installed by scripts/install-real-nodes.sh) behind the gateway:
-//! JSON-RPC and a WebSocket `newHeads` subscription through it, and the peer rule that anvil
-//! cannot satisfy (it has no `net_peerCount`).
+//! JSON-RPC and a WebSocket `newHeads` subscription through it, the peer rule that anvil cannot
+//! satisfy (it has no `net_peerCount`), and a stalled anvil judged as lagging.
 
 mod common;
 
@@ -36,8 +36,8 @@ fn anvil_binary() -> PathBuf {
     path
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn anvil_answers_json_rpc_and_new_heads_through_the_gateway() {
+/// Starts anvil on a free port, mining a block a second, and waits until it listens.
+async fn start_anvil() -> (Anvil, u16) {
     let port = free_addr().port();
     let anvil = Anvil(
         Command::new(anvil_binary())
@@ -56,14 +56,17 @@ async fn anvil_answers_json_rpc_and_new_heads_through_the_gateway() {
             .spawn()
             .expect("start anvil"),
     );
-    let anvil_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_for("anvil to listen", Duration::from_secs(10), || async move {
-        tokio::net::TcpStream::connect(anvil_addr)
-            .await
-            .ok()
-            .map(|_| ())
+        tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
     })
     .await;
+    (anvil, port)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anvil_answers_json_rpc_and_new_heads_through_the_gateway() {
+    let (anvil, port) = start_anvil().await;
 
     let (admin, rpc_listen, strict_listen) = (free_addr(), free_addr(), free_addr());
     let yaml = format!(
@@ -160,4 +163,118 @@ routes:
     }
     assert_ne!(heads[0], heads[1], "two different heads arrived");
     drop(anvil);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_anvil_is_marked_lagging_and_traffic_moves() {
+    let ((_a, port_a), (_b, port_b)) = (start_anvil().await, start_anvil().await);
+    let (admin, listen) = (free_addr(), free_addr());
+    let yaml = format!(
+        r#"
+admin: {{ address: "{admin}" }}
+listeners: [{{ address: "{listen}" }}]
+pools:
+  execution:
+    kind: execution
+    min_peers: 0
+    max_lag: 2
+    chain_id: 31337
+    health: {{ interval: 200ms, timeout: 150ms, rise: 1, fall: 1 }}
+    backends:
+      - {{ name: anvil-a, url: "http://127.0.0.1:{port_a}" }}
+      - {{ name: anvil-b, url: "http://127.0.0.1:{port_b}" }}
+routes: [{{ listener: "{listen}", pool: execution }}]
+"#
+    );
+    let gw = Gateway::start(&yaml, admin, &[listen]).await;
+    gw.wait_backend("execution", "anvil-a", true).await;
+    gw.wait_backend("execution", "anvil-b", true).await;
+    let client = reqwest::Client::new();
+    let chain_head = |port: u16| {
+        let client = client.clone();
+        async move {
+            let (_, _, body) = post(
+                &client,
+                &format!("http://127.0.0.1:{port}/"),
+                "localhost",
+                &rpc("eth_blockNumber", 1),
+            )
+            .await;
+            u64::from_str_radix(
+                body["result"].as_str().unwrap().trim_start_matches("0x"),
+                16,
+            )
+            .unwrap()
+        }
+    };
+
+    // Stop anvil-a's chain: anvil-b keeps mining a block a second.
+    let stop = json!({"jsonrpc": "2.0", "id": 1, "method": "evm_setIntervalMining", "params": [0]});
+    post(
+        &client,
+        &format!("http://127.0.0.1:{port_a}/"),
+        "localhost",
+        &stop,
+    )
+    .await;
+    let lagging = wait_for(
+        "anvil-a to be marked lagging",
+        Duration::from_secs(15),
+        || async {
+            let b = Gateway::backend_status(&gw.status().await, "execution", "anvil-a");
+            (b["healthy"] == false).then_some(b)
+        },
+    )
+    .await;
+    let reason = lagging["reason"].as_str().unwrap();
+    assert!(reason.ends_with("blocks behind anvil-b"), "{lagging:#}");
+
+    // Traffic moved: the gateway now answers with anvil-b's head, past anvil-a's frozen one.
+    let frozen = chain_head(port_a).await;
+    let (status, _, body) = post(
+        &client,
+        &format!("http://{listen}/"),
+        "anything",
+        &rpc("eth_blockNumber", 2),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let served = u64::from_str_radix(
+        body["result"].as_str().unwrap().trim_start_matches("0x"),
+        16,
+    )
+    .unwrap();
+    assert!(
+        served > frozen + 2,
+        "served head {served}, frozen anvil-a at {frozen}"
+    );
+
+    // ssv-ha probe judges the two the same way.
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_ssv-ha"))
+            .args([
+                "probe",
+                "--kind",
+                "execution",
+                "--min-peers",
+                "0",
+                "--max-lag",
+                "2",
+            ])
+            .args([
+                format!("http://127.0.0.1:{port_a}"),
+                format!("http://127.0.0.1:{port_b}"),
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("http://127.0.0.1:{port_a}: UNHEALTHY:"))
+            && text.contains(&format!("http://127.0.0.1:{port_b}: HEALTHY")),
+        "{text}"
+    );
 }
