@@ -76,15 +76,10 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Built, BuildError>
     let conf = ServerConf {
         threads: config.threads,
         grace_period_seconds: Some(config.grace_period.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(config.grace_period.as_secs().max(1)),
-        upgrade_sock: std::env::temp_dir()
-            .join("ssv-ha-upgrade.sock")
-            .to_string_lossy()
-            .into_owned(),
-        pid_file: std::env::temp_dir()
-            .join("ssv-ha.pid")
-            .to_string_lossy()
-            .into_owned(),
+        // After the grace period, runtimes get one more second to wind down.
+        graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: config.upgrade_socket.to_string_lossy().into_owned(),
+        pid_file: config.pid_file.to_string_lossy().into_owned(),
         ..ServerConf::default()
     };
     let opt = Opt {
@@ -101,8 +96,7 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Built, BuildError>
     });
     for (index, listener) in config.listeners.iter().enumerate() {
         let gateway = Gateway::new(
-            listener.name.clone(),
-            listener.tls.is_some(),
+            listener,
             RouteTable::for_listener(config, index),
             shared.clone(),
             metrics.unrouted(&listener.name),

@@ -2,6 +2,7 @@
 //! tests, do not share counters). Hot-path handles are resolved once per backend, so a request
 //! never hashes label values.
 
+use crate::upstream::session::CutReason;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -20,6 +21,8 @@ pub struct Metrics {
     backend_peers: IntGaugeVec,
     health_checks: IntCounterVec,
     check_duration: HistogramVec,
+    sessions_open: IntGaugeVec,
+    sessions_cut: IntCounterVec,
     retries: IntCounterVec,
     unavailable: IntCounterVec,
     unrouted: IntCounterVec,
@@ -36,6 +39,10 @@ pub struct BackendMetrics {
     pub check_duration: prometheus::Histogram,
     pub checks_ok: IntCounter,
     pub checks_failed: IntCounter,
+    /// Open sessions: `[websocket, sse]`.
+    pub sessions_open: [IntGauge; 2],
+    /// Sessions cut, by [`CutReason::index`].
+    pub sessions_cut: [IntCounter; 4],
 }
 
 /// Handles for one pool.
@@ -103,6 +110,20 @@ impl Metrics {
             ]),
             &["pool", "backend"],
         )?;
+        let sessions_open = IntGaugeVec::new(
+            Opts::new(
+                "ssv_ha_sessions_open",
+                "Long-lived sessions open through the gateway, by kind (websocket, sse)",
+            ),
+            &["pool", "backend", "kind"],
+        )?;
+        let sessions_cut = IntCounterVec::new(
+            Opts::new(
+                "ssv_ha_sessions_cut_total",
+                "Sessions ended by the gateway, by reason (backend_down, failback, shutdown, idle)",
+            ),
+            &["pool", "backend", "reason"],
+        )?;
         let health_checks = IntCounterVec::new(
             Opts::new(
                 "ssv_ha_health_checks_total",
@@ -150,6 +171,8 @@ impl Metrics {
             Box::new(backend_peers.clone()),
             Box::new(health_checks.clone()),
             Box::new(check_duration.clone()),
+            Box::new(sessions_open.clone()),
+            Box::new(sessions_cut.clone()),
             Box::new(retries.clone()),
             Box::new(unavailable.clone()),
             Box::new(unrouted.clone()),
@@ -167,6 +190,8 @@ impl Metrics {
             backend_peers,
             health_checks,
             check_duration,
+            sessions_open,
+            sessions_cut,
             retries,
             unavailable,
             unrouted,
@@ -184,6 +209,12 @@ impl Metrics {
             lag: self.backend_lag.with_label_values(&[pool, backend]),
             peers: self.backend_peers.with_label_values(&[pool, backend]),
             check_duration: self.check_duration.with_label_values(&[pool, backend]),
+            sessions_open: ["websocket", "sse"]
+                .map(|kind| self.sessions_open.with_label_values(&[pool, backend, kind])),
+            sessions_cut: CutReason::ALL.map(|r| {
+                self.sessions_cut
+                    .with_label_values(&[pool, backend, r.as_str()])
+            }),
             checks_ok: self.health_checks.with_label_values(&[pool, backend, "ok"]),
             checks_failed: self
                 .health_checks
@@ -214,6 +245,10 @@ impl Metrics {
 }
 
 impl BackendMetrics {
+    pub fn count_cut(&self, reason: CutReason, sessions: u64) {
+        self.sessions_cut[reason.index()].inc_by(sessions);
+    }
+
     /// Counts one answered request by the class of its status (0 = no response).
     pub fn count_status(&self, status: u16) {
         let class = (status / 100) as usize;

@@ -13,8 +13,12 @@ use std::path::PathBuf;
 pub struct ServerSection {
     /// Worker threads per listener. Default: the number of CPU cores.
     pub threads: Option<usize>,
-    /// How long live sessions may continue after SIGTERM. Default `30s`.
+    /// How long live requests may continue after SIGTERM. Default `30s`.
     pub grace_period: Option<String>,
+    /// Unix socket the listening sockets are handed over on for a zero-downtime restart.
+    pub upgrade_socket: Option<PathBuf>,
+    /// Where the process id is written.
+    pub pid_file: Option<PathBuf>,
 }
 
 /// `admin:` — the admin listener that serves `/metrics` and `/status`.
@@ -33,6 +37,8 @@ pub struct ListenerSection {
     pub name: Option<String>,
     pub address: String,
     pub tls: Option<TlsSection>,
+    /// Most WebSocket sessions open at once on this listener. Default 10000.
+    pub max_websockets: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,6 +80,10 @@ pub struct PoolSection {
     pub genesis_validators_root: Option<String>,
     /// Consensus only: the genesis fork version every node must report.
     pub genesis_fork_version: Option<String>,
+    /// Move sessions back to a primary that is healthy again: `true` (default), `false`.
+    pub failback: Option<bool>,
+    /// Delay before sessions move back to a healthy-again primary. Default `10s`.
+    pub failback_delay: Option<String>,
     /// PEM file with extra CA certificates trusted for this pool's backends.
     pub ca: Option<PathBuf>,
     pub health: Option<HealthSection>,

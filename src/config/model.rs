@@ -37,6 +37,11 @@ pub const DEFAULT_CONSENSUS_MAX_LAG: u64 = 8;
 pub const DEFAULT_MAX_SLOT_LAG: u64 = 32;
 /// Time live sessions may continue after SIGTERM.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+/// Most WebSocket sessions open at once on one listener.
+pub const DEFAULT_MAX_WEBSOCKETS: usize = 10_000;
+/// Time a healthy-again primary must stay the first choice before sessions on lower-ranked
+/// backends are moved back to it.
+pub const DEFAULT_FAILBACK_DELAY: Duration = Duration::from_secs(10);
 /// Most backends one pool may hold (requests track tried backends in a 64-bit set).
 pub const MAX_BACKENDS_PER_POOL: usize = 64;
 
@@ -45,6 +50,9 @@ pub struct Config {
     /// Worker threads per listener.
     pub threads: usize,
     pub grace_period: Duration,
+    /// Unix socket for handing the listening sockets to a new process (`run --upgrade`).
+    pub upgrade_socket: PathBuf,
+    pub pid_file: PathBuf,
     pub admin: SocketAddr,
     pub listeners: Vec<Listener>,
     pub pools: Vec<Pool>,
@@ -58,6 +66,8 @@ pub struct Listener {
     pub name: String,
     pub address: SocketAddr,
     pub tls: Option<TlsFiles>,
+    /// Most WebSocket sessions open at once on this listener.
+    pub max_websockets: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +95,9 @@ pub struct Pool {
     pub max_slot_lag: u64,
     /// The network every node must be on; `None`: the nodes must agree among themselves.
     pub network: ExpectedNetwork,
+    /// With policy `first`: move sessions back to a primary this long after it is healthy again;
+    /// `None` leaves them where they are.
+    pub failback: Option<Duration>,
     pub health: HealthSettings,
     pub backends: Vec<Backend>,
 }

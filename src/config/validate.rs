@@ -151,9 +151,19 @@ impl Validator {
         let pools = self.pools(pools);
         let routes = self.routes(routes, &listeners, &pools);
 
+        let upgrade_socket = server
+            .upgrade_socket
+            .map(|p| self.base.join(p))
+            .unwrap_or_else(|| std::env::temp_dir().join("ssv-ha-upgrade.sock"));
+        let pid_file = server
+            .pid_file
+            .map(|p| self.base.join(p))
+            .unwrap_or_else(|| std::env::temp_dir().join("ssv-ha.pid"));
         Some(Config {
             threads,
             grace_period,
+            upgrade_socket,
+            pid_file,
             admin: admin?,
             listeners,
             pools,
@@ -282,7 +292,13 @@ impl Validator {
                 }
                 TlsFiles { cert, key }
             });
-            listeners.push(Listener { name, address, tls });
+            let max_websockets = section.max_websockets.unwrap_or(DEFAULT_MAX_WEBSOCKETS);
+            listeners.push(Listener {
+                name,
+                address,
+                tls,
+                max_websockets,
+            });
         }
         listeners
     }
@@ -409,7 +425,14 @@ impl Validator {
                 Some("use max_lag for execution pools"),
             );
         }
+        let failback_delay = self.duration(
+            &format!("{path}.failback_delay"),
+            section.failback_delay.take(),
+            DEFAULT_FAILBACK_DELAY,
+        );
+        let failback = section.failback.unwrap_or(true).then_some(failback_delay);
         Some(Pool {
+            failback,
             name,
             kind: section.kind,
             policy: section.policy.unwrap_or(Policy::First),

@@ -9,7 +9,8 @@ use super::consensus::NodeConstants;
 use super::hysteresis::Transition;
 use super::verdict::{judge_pool, Observed, PoolMemory, Rules, Verdict};
 use super::{consensus, execution, probe, Facts};
-use crate::config::model::PoolKind;
+use crate::config::model::{Policy, PoolKind};
+use crate::upstream::session::CutReason;
 use crate::upstream::{Backend, Pool};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -134,6 +135,12 @@ impl BackgroundService for Monitor {
             .iter()
             .map(|pool| run_pool(pool.clone(), shutdown.clone()));
         futures::future::join_all(tasks).await;
+        // Shutting down: plain requests get the grace period, but long-lived sessions end now,
+        // so their clients reconnect at once (to another replica, or to the process that took
+        // the listeners over).
+        for backend in self.pools.iter().flat_map(|p| &p.backends) {
+            backend.cut_sessions(CutReason::Shutdown);
+        }
     }
 }
 
@@ -184,7 +191,7 @@ async fn check(pool: &Pool, backend: &Backend, target: &Target) -> Observation {
     }
 }
 
-fn publish(pool: &Pool, backend: &Backend, observation: Observation, verdict: Verdict) {
+fn publish(pool: &Arc<Pool>, backend: &Backend, observation: Observation, verdict: Verdict) {
     let m = &backend.metrics;
     if verdict.healthy {
         m.checks_ok.inc();
@@ -210,6 +217,8 @@ fn publish(pool: &Pool, backend: &Backend, observation: Observation, verdict: Ve
 
     let health = pool.config.health;
     let mut record = backend.record();
+    // A first check that passes displaces no session, so it schedules no fail-back.
+    let recovered = record.hysteresis.state() == Some(false);
     let transition = record
         .hysteresis
         .record(verdict.healthy, health.rise, health.fall);
@@ -223,12 +232,35 @@ fn publish(pool: &Pool, backend: &Backend, observation: Observation, verdict: Ve
         let reason = verdict.summary();
         match t {
             Transition::Up => {
-                tracing::info!(pool = %pool.config.name, backend = %backend.name(), %reason, "backend up")
+                tracing::info!(pool = %pool.config.name, backend = %backend.name(), %reason, "backend up");
+                if let (Some(delay), true) = (pool.config.failback, recovered) {
+                    schedule_failback(pool.clone(), backend.index, delay);
+                }
             }
             Transition::Down => {
-                tracing::warn!(pool = %pool.config.name, backend = %backend.name(), %reason, "backend down")
+                tracing::warn!(pool = %pool.config.name, backend = %backend.name(), %reason, "backend down");
+                backend.cut_sessions(CutReason::BackendDown);
             }
         }
     }
     record.verdict = Some(verdict);
+}
+
+/// With policy `first`, once a backend that came up is still the pool's first choice after
+/// `delay`, the sessions on every backend ranked below it are cut so that they reconnect to it
+/// (the cheap local primary carries the load again). Plain requests moved back at once.
+fn schedule_failback(pool: Arc<Pool>, index: usize, delay: std::time::Duration) {
+    if pool.config.policy != Policy::First {
+        return;
+    }
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        if pool.active() != Some(index) {
+            return;
+        }
+        let rank = pool.rank(index);
+        for other in pool.backends.iter().filter(|b| pool.rank(b.index) > rank) {
+            other.cut_sessions(CutReason::FailBack);
+        }
+    });
 }

@@ -8,8 +8,10 @@
 pub mod reply;
 pub mod routing;
 
+use crate::config::model::Listener;
 use crate::config::model::PoolKind;
-use crate::upstream::{Backend, Pool};
+use crate::upstream::session::{CutReason, SESSION_CUT};
+use crate::upstream::{Backend, Pool, Traffic};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -18,6 +20,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType, RetryType};
 use prometheus::IntCounter;
 use routing::RouteTable;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,22 +42,26 @@ pub struct Gateway {
     routes: RouteTable,
     shared: Arc<Shared>,
     unrouted: IntCounter,
+    /// WebSocket sessions open on this listener, and their cap.
+    websockets: AtomicUsize,
+    max_websockets: usize,
 }
 
 impl Gateway {
     pub fn new(
-        listener: String,
-        https: bool,
+        listener: &Listener,
         routes: RouteTable,
         shared: Arc<Shared>,
         unrouted: IntCounter,
     ) -> Self {
         Gateway {
-            listener,
-            https,
+            listener: listener.name.clone(),
+            https: listener.tls.is_some(),
             routes,
             shared,
             unrouted,
+            websockets: AtomicUsize::new(0),
+            max_websockets: listener.max_websockets,
         }
     }
 
@@ -83,8 +90,29 @@ pub struct RequestCtx {
     /// Backends this request was sent to (bit per backend index).
     tried: u64,
     attempts: u32,
-    websocket: bool,
+    traffic: Traffic,
+    /// This request counts against the listener's WebSocket cap.
+    holds_websocket_slot: bool,
+    /// Index into the backend's `sessions_open` gauges while a session is open.
+    session_open: Option<usize>,
     upstream_start: Option<Instant>,
+}
+
+/// Tells plain requests from long-lived sessions, which need other connections and timeouts.
+fn traffic_of(req: &RequestHeader, upgrade: bool) -> Traffic {
+    if upgrade {
+        return Traffic::WebSocket;
+    }
+    let accepts_events = req
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if accepts_events || req.uri.path().starts_with("/eth/v1/events") {
+        Traffic::EventStream
+    } else {
+        Traffic::Plain
+    }
 }
 
 #[async_trait]
@@ -108,9 +136,18 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         };
         ctx.pool = Some(pool);
-        if session.is_upgrade_req() {
+        ctx.traffic = traffic_of(session.req_header(), session.is_upgrade_req());
+        if ctx.traffic == Traffic::WebSocket {
+            ctx.holds_websocket_slot = true;
+            if self.websockets.fetch_add(1, Ordering::Relaxed) >= self.max_websockets {
+                let message = format!(
+                    "listener {} is at its cap of {} WebSocket sessions; try again later",
+                    self.listener, self.max_websockets
+                );
+                write_json(session, 503, reply::beacon_error(503, &message)).await?;
+                return Ok(true);
+            }
             // Pingora's downstream read timeout (60 s) would cut an idle WebSocket.
-            ctx.websocket = true;
             let idle = Some(self.shared.websocket_idle);
             session.as_downstream_mut().set_read_timeout(idle);
             session.as_downstream_mut().set_write_timeout(idle);
@@ -135,7 +172,7 @@ impl ProxyHttp for Gateway {
             };
             ctx.tried |= 1 << index;
             // A healthy backend always has a peer: health checks resolve before they pass.
-            let Some(peer) = pool.backends[index].peer(ctx.websocket) else {
+            let Some(peer) = pool.backends[index].peer(ctx.traffic) else {
                 continue;
             };
             ctx.attempts += 1;
@@ -144,7 +181,7 @@ impl ProxyHttp for Gateway {
             }
             ctx.backend = Some(index);
             ctx.upstream_start = Some(Instant::now());
-            return Ok(Box::new(HttpPeer::clone(&peer)));
+            return Ok(Box::new(peer));
         }
     }
 
@@ -158,11 +195,9 @@ impl ProxyHttp for Gateway {
             return Ok(());
         };
         // Backends behind traefik route by Host (and SNI): send the backend's own name.
-        upstream_request.insert_header(
-            http::header::HOST,
-            backend.host_header(ctx.websocket).clone(),
-        )?;
-        let prefix = &backend.endpoint(ctx.websocket).path_prefix;
+        upstream_request
+            .insert_header(http::header::HOST, backend.host_header(ctx.traffic).clone())?;
+        let prefix = &backend.endpoint(ctx.traffic).path_prefix;
         if !prefix.is_empty() {
             let rest = upstream_request
                 .uri
@@ -200,6 +235,12 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
+        if let Some(kind) = session_kind(ctx.traffic, upstream_response) {
+            if let Some(backend) = self.backend(ctx) {
+                backend.metrics.sessions_open[kind].inc();
+                ctx.session_open = Some(kind);
+            }
+        }
         // 502/503/504 are what a node's own reverse proxy (traefik) answers when the node behind it
         // is gone or overloaded: they count against the backend, and the request goes to another
         // one while nothing has reached the client. Other statuses are the node's answer and pass.
@@ -331,13 +372,28 @@ impl ProxyHttp for Gateway {
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
         // Counted in ssv_ha_unavailable_total and explained by the backends' down transitions;
         // one log line per refused request would flood the log exactly when it matters.
-        *error.etype() == NO_BACKEND
+        // A session the gateway cut on purpose is logged once per backend ("sessions cut").
+        *error.etype() == NO_BACKEND || error.to_string().contains(SESSION_CUT)
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if ctx.holds_websocket_slot {
+            self.websockets.fetch_sub(1, Ordering::Relaxed);
+        }
         let Some(backend) = self.backend(ctx) else {
             return;
         };
+        if let Some(kind) = ctx.session_open {
+            backend.metrics.sessions_open[kind].dec();
+            if e.is_some_and(|e| {
+                matches!(
+                    e.etype(),
+                    ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                )
+            }) {
+                backend.metrics.count_cut(CutReason::Idle, 1);
+            }
+        }
         let status = session
             .as_downstream()
             .response_written()
@@ -349,6 +405,15 @@ impl ProxyHttp for Gateway {
                 .upstream_latency
                 .observe(start.elapsed().as_secs_f64());
         }
+    }
+}
+
+/// Which `sessions_open` gauge (0 WebSocket, 1 SSE) a response opens, if it opens a session.
+fn session_kind(traffic: Traffic, response: &ResponseHeader) -> Option<usize> {
+    match traffic {
+        Traffic::WebSocket if response.status == http::StatusCode::SWITCHING_PROTOCOLS => Some(0),
+        Traffic::EventStream if response.status.is_success() => Some(1),
+        _ => None,
     }
 }
 

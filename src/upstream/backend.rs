@@ -1,6 +1,8 @@
 //! One backend at run time: its ready-made upstream peers, its health as an atomic flag for the
 //! request path, and its last observation for `/status`.
 
+use super::session::{CutReason, SessionConnector, Sessions};
+use super::Traffic;
 use crate::admin::metrics::BackendMetrics;
 use crate::config::model::{self, Endpoint, HealthSettings, Timeouts};
 use crate::health::hysteresis::Hysteresis;
@@ -36,24 +38,36 @@ pub struct Backend {
     up: AtomicBool,
     http: Upstream,
     ws: Upstream,
+    /// Live WebSocket and SSE sessions to this backend, to cut when it goes down.
+    sessions: Arc<Sessions>,
     record: Mutex<HealthRecord>,
     pub metrics: BackendMetrics,
 }
 
-/// One endpoint (HTTP or WebSocket) of a backend, with its peer once the host name resolved.
+/// One endpoint (HTTP or WebSocket) of a backend, with its peers once the host name resolved.
 struct Upstream {
     endpoint: Endpoint,
     host_header: HeaderValue,
-    peer: ArcSwapOption<HttpPeer>,
+    peers: ArcSwapOption<Peers>,
     template: PeerTemplate,
 }
 
-#[derive(Clone)]
+/// The two ways to reach an endpoint: pooled connections for plain requests, and cuttable
+/// connections (their own pool key) for long-lived sessions.
+struct Peers {
+    plain: HttpPeer,
+    session: HttpPeer,
+}
+
 struct PeerTemplate {
     ca: Option<Arc<[WrappedX509]>>,
     connect: Duration,
+    /// Longest silence on a plain request.
     read: Duration,
+    /// Longest silence on a session (WebSocket or SSE).
+    session_idle: Duration,
     group_key: u64,
+    connector: Arc<SessionConnector>,
 }
 
 impl Backend {
@@ -76,30 +90,32 @@ impl Backend {
                 Some(Arc::from(wrapped.into_boxed_slice()))
             }
         };
-        let group_key = |kind: &str| {
+        let sessions = Arc::new(Sessions::default());
+        let connector = Arc::new(SessionConnector {
+            sessions: sessions.clone(),
+            connect_timeout: timeouts.connect,
+        });
+        let upstream = |endpoint: &Endpoint, kind: &str| -> Result<Upstream, String> {
+            let host_header = HeaderValue::from_str(&endpoint.host_header())
+                .map_err(|_| format!("host `{}` cannot be sent as a Host header", endpoint.host))?;
             let mut h = std::collections::hash_map::DefaultHasher::new();
             (&pool.name, &config.name, kind).hash(&mut h);
-            h.finish()
+            Ok(Upstream {
+                endpoint: endpoint.clone(),
+                host_header,
+                peers: ArcSwapOption::empty(),
+                template: PeerTemplate {
+                    ca: ca.clone(),
+                    connect: timeouts.connect,
+                    read: timeouts.response,
+                    session_idle: timeouts.websocket_idle,
+                    group_key: h.finish(),
+                    connector: connector.clone(),
+                },
+            })
         };
-        let upstream =
-            |endpoint: &Endpoint, read: Duration, kind: &str| -> Result<Upstream, String> {
-                let host_header = HeaderValue::from_str(&endpoint.host_header()).map_err(|_| {
-                    format!("host `{}` cannot be sent as a Host header", endpoint.host)
-                })?;
-                Ok(Upstream {
-                    endpoint: endpoint.clone(),
-                    host_header,
-                    peer: ArcSwapOption::empty(),
-                    template: PeerTemplate {
-                        ca: ca.clone(),
-                        connect: timeouts.connect,
-                        read,
-                        group_key: group_key(kind),
-                    },
-                })
-            };
-        let http = upstream(&config.http, timeouts.response, "http")?;
-        let ws = upstream(&config.ws, timeouts.websocket_idle, "ws")?;
+        let http = upstream(&config.http, "http")?;
+        let ws = upstream(&config.ws, "ws")?;
         Ok(Backend {
             pool: pool.name.clone(),
             health: pool.health,
@@ -107,6 +123,7 @@ impl Backend {
             up: AtomicBool::new(false),
             http,
             ws,
+            sessions,
             record: Mutex::new(HealthRecord::default()),
             metrics,
             config,
@@ -125,6 +142,16 @@ impl Backend {
     pub(crate) fn set_up(&self, up: bool) {
         self.up.store(up, Ordering::Release);
         self.metrics.healthy.set(up as i64);
+    }
+
+    /// Ends every live WebSocket and SSE session to this backend; returns how many.
+    pub fn cut_sessions(&self, reason: CutReason) -> usize {
+        let cut = self.sessions.cut_all();
+        if cut > 0 {
+            self.metrics.count_cut(reason, cut as u64);
+            tracing::info!(pool = %self.pool, backend = %self.name(), sessions = cut, reason = reason.as_str(), "sessions cut");
+        }
+        cut
     }
 
     /// Takes the backend out of rotation at once after a failure on live traffic (passive health).
@@ -149,6 +176,7 @@ impl Backend {
     fn passive_outcome(&self, record: &mut HealthRecord, went_down: bool, reason: &str) {
         self.set_up(record.hysteresis.is_up());
         if went_down {
+            self.cut_sessions(CutReason::BackendDown);
             record.last_change = Some(SystemTime::now());
             let reason = format!("failed on live traffic: {reason}");
             tracing::warn!(pool = %self.pool, backend = %self.name(), %reason, "backend down");
@@ -156,24 +184,28 @@ impl Backend {
         }
     }
 
-    /// The peer to send a request to; `None` while the host name has not resolved.
-    pub fn peer(&self, websocket: bool) -> Option<Arc<HttpPeer>> {
-        self.upstream(websocket).peer.load_full()
+    /// The peer for a request of this kind; `None` while the host name has not resolved.
+    pub fn peer(&self, traffic: Traffic) -> Option<HttpPeer> {
+        let peers = self.upstream(traffic).peers.load();
+        let peers = peers.as_ref()?;
+        Some(match traffic {
+            Traffic::Plain => peers.plain.clone(),
+            Traffic::EventStream | Traffic::WebSocket => peers.session.clone(),
+        })
     }
 
-    pub fn endpoint(&self, websocket: bool) -> &Endpoint {
-        &self.upstream(websocket).endpoint
+    pub fn endpoint(&self, traffic: Traffic) -> &Endpoint {
+        &self.upstream(traffic).endpoint
     }
 
-    pub fn host_header(&self, websocket: bool) -> &HeaderValue {
-        &self.upstream(websocket).host_header
+    pub fn host_header(&self, traffic: Traffic) -> &HeaderValue {
+        &self.upstream(traffic).host_header
     }
 
-    fn upstream(&self, websocket: bool) -> &Upstream {
-        if websocket {
-            &self.ws
-        } else {
-            &self.http
+    fn upstream(&self, traffic: Traffic) -> &Upstream {
+        match traffic {
+            Traffic::WebSocket => &self.ws,
+            Traffic::Plain | Traffic::EventStream => &self.http,
         }
     }
 
@@ -214,23 +246,26 @@ impl Upstream {
     }
 
     fn install(&self, addr: SocketAddr) {
-        let current = self.peer.load();
-        if let Some(peer) = current.as_ref() {
-            if peer._address == pingora::protocols::l4::socket::SocketAddr::Inet(addr) {
+        let current = self.peers.load();
+        if let Some(peers) = current.as_ref() {
+            if peers.plain._address == pingora::protocols::l4::socket::SocketAddr::Inet(addr) {
                 return;
             }
         }
-        self.peer.store(Some(Arc::new(self.build_peer(addr))));
-    }
-
-    fn build_peer(&self, addr: SocketAddr) -> HttpPeer {
         let t = &self.template;
-        let mut peer = HttpPeer::new(addr, self.endpoint.tls, self.endpoint.host.clone());
-        peer.group_key = t.group_key;
-        peer.options.total_connection_timeout = Some(t.connect);
-        peer.options.read_timeout = Some(t.read);
-        peer.options.write_timeout = Some(t.read);
-        peer.options.ca = t.ca.clone();
-        peer
+        let build = |read: Duration| {
+            let mut peer = HttpPeer::new(addr, self.endpoint.tls, self.endpoint.host.clone());
+            peer.group_key = t.group_key;
+            peer.options.total_connection_timeout = Some(t.connect);
+            peer.options.read_timeout = Some(read);
+            peer.options.write_timeout = Some(read);
+            peer.options.ca = t.ca.clone();
+            peer
+        };
+        let plain = build(t.read);
+        let mut session = build(t.session_idle);
+        session.options.custom_l4 = Some(t.connector.clone());
+        session.group_key = t.group_key.wrapping_add(1);
+        self.peers.store(Some(Arc::new(Peers { plain, session })));
     }
 }

@@ -68,6 +68,15 @@ impl Pool {
         )
     }
 
+    /// Preference order under `first`: primaries in config order, then backups in config order.
+    pub fn rank(&self, i: usize) -> usize {
+        if self.backends[i].config.backup {
+            self.backends.len() + i
+        } else {
+            i
+        }
+    }
+
     fn candidate(&self, i: usize) -> Candidate {
         let b = &self.backends[i];
         Candidate {
