@@ -94,6 +94,10 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Built, BuildError>
         retries: config.retries,
         websocket_idle: config.timeouts.websocket_idle,
     });
+    let health = server.add_service(background_service(
+        "health checks",
+        Monitor::new(pools.clone()),
+    ));
     for (index, listener) in config.listeners.iter().enumerate() {
         let gateway = Gateway::new(
             listener,
@@ -123,7 +127,7 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Built, BuildError>
                 service.add_tls_with_settings(&address, None, settings);
             }
         }
-        server.add_service(service);
+        server.add_service(service).add_dependency(&health);
     }
 
     let mut admin = Service::new(
@@ -136,10 +140,6 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Built, BuildError>
     admin.threads = Some(1);
     admin.add_tcp(&config.admin.to_string());
     server.add_service(admin);
-    server.add_service(background_service(
-        "health checks",
-        Monitor::new(pools.clone()),
-    ));
 
     Ok(Built {
         server,

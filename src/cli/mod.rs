@@ -31,8 +31,9 @@ struct RunArgs {
     /// Configuration file.
     #[arg(short, long, default_value = DEFAULT_CONFIG_PATH, global = true)]
     config: PathBuf,
-    /// Take over the listening sockets of a running instance (zero-downtime restart).
-    #[arg(long)]
+    /// Take over the listening sockets of a running instance, which hands them over on SIGQUIT
+    /// (zero-downtime restart).
+    #[arg(long, global = true)]
     upgrade: bool,
 }
 

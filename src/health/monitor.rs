@@ -15,9 +15,11 @@ use crate::upstream::{Backend, Pool};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use pingora::services::ServiceReadyNotifier;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::oneshot;
 use url::Url;
 
 /// A node to probe, with what is kept between its checks.
@@ -129,12 +131,26 @@ impl Monitor {
 
 #[async_trait]
 impl BackgroundService for Monitor {
-    async fn start(&self, shutdown: ShutdownWatch) {
-        let tasks = self
+    /// Ready once every pool finished its first round: the listeners (which depend on this
+    /// service) open only then, so no request meets a pool that has not been checked yet. During
+    /// a zero-downtime restart the old process serves meanwhile.
+    async fn start_with_ready_notifier(
+        &self,
+        shutdown: ShutdownWatch,
+        ready: ServiceReadyNotifier,
+    ) {
+        let (done, first_rounds): (Vec<_>, Vec<_>) =
+            self.pools.iter().map(|_| oneshot::channel::<()>()).unzip();
+        let pools = self
             .pools
             .iter()
-            .map(|pool| run_pool(pool.clone(), shutdown.clone()));
-        futures::future::join_all(tasks).await;
+            .zip(done)
+            .map(|(pool, done)| run_pool(pool.clone(), shutdown.clone(), done));
+        let readiness = async {
+            futures::future::join_all(first_rounds).await;
+            ready.notify_ready();
+        };
+        futures::join!(futures::future::join_all(pools), readiness);
         // Shutting down: plain requests get the grace period, but long-lived sessions end now,
         // so their clients reconnect at once (to another replica, or to the process that took
         // the listeners over).
@@ -144,7 +160,8 @@ impl BackgroundService for Monitor {
     }
 }
 
-async fn run_pool(pool: Arc<Pool>, mut shutdown: ShutdownWatch) {
+async fn run_pool(pool: Arc<Pool>, mut shutdown: ShutdownWatch, first_round: oneshot::Sender<()>) {
+    let mut first_round = Some(first_round);
     let targets: Vec<Target> = pool
         .backends
         .iter()
@@ -172,9 +189,12 @@ async fn run_pool(pool: Arc<Pool>, mut shutdown: ShutdownWatch) {
         {
             publish(&pool, backend, observation, verdict);
         }
+        if let Some(done) = first_round.take() {
+            // Nobody waiting any more is fine.
+            let _ = done.send(());
+        }
     }
 }
-
 /// Resolves the backend's names and probes it, all within the probe timeout.
 async fn check(pool: &Pool, backend: &Backend, target: &Target) -> Observation {
     let timeout = pool.config.health.timeout;

@@ -173,9 +173,14 @@ impl Gateway {
     }
 
     /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.signal_and_wait("TERM")
+    }
+
+    /// Sends a signal (`TERM`, `QUIT`, ...) and waits for the exit status.
+    pub fn signal_and_wait(mut self, signal: &str) -> std::process::ExitStatus {
         let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status();
         self.child.wait().expect("wait for ssv-ha")
     }
