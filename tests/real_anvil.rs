@@ -278,3 +278,115 @@ routes: [{{ listener: "{listen}", pool: execution }}]
         "{text}"
     );
 }
+
+/// A `newHeads` subscription through the gateway survives a failover between two anvils: the
+/// session on the stalled one is cut, the client reconnects once and keeps receiving heads.
+#[tokio::test(flavor = "multi_thread")]
+async fn new_heads_subscription_survives_a_failover_between_two_anvils() {
+    let ((_a, port_a), (_b, port_b)) = (start_anvil().await, start_anvil().await);
+    let (admin, listen) = (free_addr(), free_addr());
+    let yaml = format!(
+        r#"
+admin: {{ address: "{admin}" }}
+listeners: [{{ address: "{listen}" }}]
+pools:
+  execution:
+    kind: execution
+    min_peers: 0
+    max_lag: 2
+    failback: false
+    health: {{ interval: 200ms, timeout: 150ms, rise: 1, fall: 1 }}
+    backends:
+      - {{ name: anvil-a, url: "http://127.0.0.1:{port_a}" }}
+      - {{ name: anvil-b, url: "http://127.0.0.1:{port_b}", backup: true }}
+routes: [{{ listener: "{listen}", pool: execution }}]
+"#
+    );
+    let gw = Gateway::start(&yaml, admin, &[listen]).await;
+    gw.wait_backend("execution", "anvil-a", true).await;
+    gw.wait_backend("execution", "anvil-b", true).await;
+    let client = reqwest::Client::new();
+
+    let subscribe = || async {
+        let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{listen}/"))
+            .await
+            .expect("WebSocket via the gateway");
+        let request =
+            json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]});
+        socket
+            .send(Message::Text(request.to_string().into()))
+            .await
+            .unwrap();
+        socket
+    };
+    // Heads from the session, until it ends (`None`) or `count` arrived.
+    async fn heads<S>(socket: &mut S, count: usize) -> Option<Vec<u64>>
+    where
+        S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+    {
+        let mut heads = Vec::new();
+        while heads.len() < count {
+            let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+                .await
+                .expect("a head or the end within 10 s");
+            let Some(Ok(Message::Text(text))) = message else {
+                return None;
+            };
+            let value: Value = serde_json::from_str(&text).unwrap();
+            if let Some(number) = value
+                .pointer("/params/result/number")
+                .and_then(Value::as_str)
+            {
+                heads.push(u64::from_str_radix(number.trim_start_matches("0x"), 16).unwrap());
+            }
+        }
+        Some(heads)
+    }
+
+    let mut socket = subscribe().await;
+    assert!(
+        heads(&mut socket, 2).await.is_some(),
+        "heads arrive from anvil-a"
+    );
+    // anvil-a stops mining: it falls behind, is marked down, and its session is cut.
+    let stop = json!({"jsonrpc": "2.0", "id": 1, "method": "evm_setIntervalMining", "params": [0]});
+    post(
+        &client,
+        &format!("http://127.0.0.1:{port_a}/"),
+        "localhost",
+        &stop,
+    )
+    .await;
+    assert_eq!(
+        heads(&mut socket, usize::MAX).await,
+        None,
+        "the session on the stalled node ends"
+    );
+    let down = Gateway::backend_status(&gw.status().await, "execution", "anvil-a");
+    assert_eq!(down["healthy"], false, "{down:#}");
+
+    // One reconnect, and heads flow again, now from anvil-b.
+    let mut socket = subscribe().await;
+    let after = heads(&mut socket, 2)
+        .await
+        .expect("heads after the reconnect");
+    assert!(after[1] > after[0]);
+    let (_, _, body) = post(
+        &client,
+        &format!("http://127.0.0.1:{port_a}/"),
+        "localhost",
+        &rpc("eth_blockNumber", 1),
+    )
+    .await;
+    let frozen = u64::from_str_radix(
+        body["result"].as_str().unwrap().trim_start_matches("0x"),
+        16,
+    )
+    .unwrap();
+    assert!(
+        after[0] > frozen,
+        "the new heads ({after:?}) come from the node that kept mining, not anvil-a at {frozen}"
+    );
+    let metrics = gw.metrics().await;
+    assert!(metrics.contains("ssv_ha_sessions_cut_total{backend=\"anvil-a\",pool=\"execution\",reason=\"backend_down\"} 1"), "{metrics}");
+}

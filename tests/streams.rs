@@ -231,3 +231,91 @@ async fn idle_websocket_stays_open_past_60_seconds() {
     assert_eq!(next_json(&mut socket).await["id"], 1);
     drop(s.gw);
 }
+
+/// Reads the stream until `needle` shows up; `None` when the stream ends first.
+async fn read_until(
+    response: &mut reqwest::Response,
+    needle: &str,
+    within: Duration,
+) -> Option<String> {
+    let mut text = String::new();
+    tokio::time::timeout(within, async {
+        while !text.contains(needle) {
+            match response.chunk().await {
+                Ok(Some(chunk)) => text.push_str(&String::from_utf8_lossy(&chunk)),
+                _ => return None,
+            }
+        }
+        Some(text.clone())
+    })
+    .await
+    .unwrap_or_else(|_| panic!("`{needle}` did not arrive within {within:?}; got {text:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sse_keep_alive_comments_pass_through() {
+    let s = setup("1h").await;
+    s.cc.set(|st| st.sse_keep_alive_ms = Some(100));
+    let mut response = reqwest::get(format!("http://{}/eth/v1/events?topics=head", s.cc_listen))
+        .await
+        .unwrap();
+    assert!(
+        read_until(&mut response, ": keep-alive", Duration::from_secs(2))
+            .await
+            .is_some()
+    );
+}
+
+/// With a lowered idle limit: a silent SSE stream lives as long as the limit allows (it is not a
+/// plain request's response timeout), then ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn sse_idle_timeout_comes_from_config() {
+    let s = setup("2s").await;
+    let mut response = reqwest::get(format!("http://{}/eth/v1/events?topics=head", s.cc_listen))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let slot = s.cc.new_head();
+    assert!(
+        read_until(
+            &mut response,
+            &format!("\"slot\":\"{slot}\""),
+            Duration::from_secs(1)
+        )
+        .await
+        .is_some(),
+        "the stream survives 1.2 s of silence"
+    );
+    let started = Instant::now();
+    assert!(
+        read_until(&mut response, "never sent", Duration::from_secs(6))
+            .await
+            .is_none(),
+        "the silent stream ends"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1800),
+        "ended too early: {:?}",
+        started.elapsed()
+    );
+}
+
+/// The real thing: a silent SSE stream stays open past Pingora's 60 s downstream read timeout.
+/// Slow; run with `cargo test -- --ignored`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "takes 70 s"]
+async fn silent_sse_stream_stays_open_past_60_seconds() {
+    let s = setup("1h").await;
+    let mut response = reqwest::get(format!("http://{}/eth/v1/events?topics=head", s.cc_listen))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(70)).await;
+    let slot = s.cc.new_head();
+    assert!(read_until(
+        &mut response,
+        &format!("\"slot\":\"{slot}\""),
+        Duration::from_secs(2)
+    )
+    .await
+    .is_some());
+}

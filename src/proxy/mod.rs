@@ -289,11 +289,7 @@ impl ProxyHttp for Gateway {
         client_reused: bool,
     ) -> Box<Error> {
         let name = self.backend(ctx).map_or("?", |b| b.name()).to_string();
-        if matches!(
-            e.etype(),
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout
-        ) && e.esource() == &ErrorSource::Upstream
-        {
+        if is_timeout(&e) && e.esource() == &ErrorSource::Upstream {
             if let Some(backend) = self.backend(ctx) {
                 backend.fail_passively(&format!(
                     "no answer within the response timeout ({})",
@@ -369,11 +365,17 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
         // Counted in ssv_ha_unavailable_total and explained by the backends' down transitions;
         // one log line per refused request would flood the log exactly when it matters.
-        // A session the gateway cut on purpose is logged once per backend ("sessions cut").
-        *error.etype() == NO_BACKEND || error.to_string().contains(SESSION_CUT)
+        let unavailable = *error.etype() == NO_BACKEND;
+        // A session the gateway cut on purpose is logged once per backend ("sessions cut"), and
+        // an idle session ending is routine (counted as reason "idle").
+        let cut = error.to_string().contains(SESSION_CUT);
+        let idle = ctx.session_open.is_some() && is_timeout(error);
+        // So is a client leaving a session.
+        let client_left = ctx.session_open.is_some() && error.esource() == &ErrorSource::Downstream;
+        unavailable || cut || idle || client_left
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
@@ -385,12 +387,7 @@ impl ProxyHttp for Gateway {
         };
         if let Some(kind) = ctx.session_open {
             backend.metrics.sessions_open[kind].dec();
-            if e.is_some_and(|e| {
-                matches!(
-                    e.etype(),
-                    ErrorType::ReadTimedout | ErrorType::WriteTimedout
-                )
-            }) {
+            if e.is_some_and(is_timeout) {
                 backend.metrics.count_cut(CutReason::Idle, 1);
             }
         }
@@ -406,6 +403,13 @@ impl ProxyHttp for Gateway {
                 .observe(start.elapsed().as_secs_f64());
         }
     }
+}
+
+fn is_timeout(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout
+    )
 }
 
 /// Which `sessions_open` gauge (0 WebSocket, 1 SSE) a response opens, if it opens a session.

@@ -100,9 +100,19 @@ async fn events(State(state): State<Arc<NodeState>>, RawQuery(query): RawQuery) 
             json!({"code": 400, "message": "topics must be head and/or block, as repeated keys"});
         return (http::StatusCode::BAD_REQUEST, Json(body)).into_response();
     }
-    Sse::new(head_events(state, topics))
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
-        .into_response()
+    // Keep-alive comment lines only when asked for: a silent stream must be possible.
+    let keep_alive = state.status().sse_keep_alive_ms;
+    let sse = Sse::new(head_events(state, topics));
+    match keep_alive {
+        Some(ms) => sse
+            .keep_alive(
+                KeepAlive::new()
+                    .interval(Duration::from_millis(ms))
+                    .text("keep-alive"),
+            )
+            .into_response(),
+        None => sse.into_response(),
+    }
 }
 
 fn head_events(
