@@ -37,7 +37,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let yaml = config_yaml(&args, &nodes);
     let config = crate::config::parse(&yaml, std::path::Path::new("."))
         .map_err(|errors| anyhow::anyhow!("demo config is invalid: {errors:?}"))?;
-    let built = crate::server::build(&config, &Default::default())?;
+    let built = crate::server::build(&config, None, &Default::default())?;
 
     let ec = format!("http://{}", args.execution_listen);
     let cc = format!("http://{}", args.consensus_listen);

@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod health;
 pub mod proxy;
+pub mod reload;
 pub mod server;
 pub mod sim;
 pub mod tls;

@@ -1,29 +1,26 @@
 //! Builds the Pingora server from a resolved [`Config`]: one proxy service per listener, the admin
-//! service, and the health monitor as a background service.
+//! service, the health monitor and the SIGHUP reloader as background services.
 
 use crate::admin::metrics::Metrics;
 use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::health::monitor::Monitor;
-use crate::proxy::routing::RouteTable;
-use crate::proxy::{Gateway, Shared};
-use crate::upstream::{Backend, Pool};
+use crate::proxy::{Gateway, Routing};
+use crate::reload::{self, BackendError, ReloadOnSighup, Reloader};
+use arc_swap::ArcSwap;
 use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
 use pingora::services::listening::Service;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Why the server could not be assembled (everything here was validated already, so these are
 /// files that changed or vanished since, or a broken metrics registry).
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("backend {pool}/{backend}: {message}")]
-    Backend {
-        pool: String,
-        backend: String,
-        message: String,
-    },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
     #[error("listener {listener}: {message}")]
     Listener { listener: String, message: String },
     #[error("metrics: {0}")]
@@ -42,36 +39,26 @@ pub struct RunOptions {
 /// The assembled server, plus handles for code that runs beside it (the demo, tests).
 pub struct Built {
     pub server: Server,
-    pub pools: Vec<Arc<Pool>>,
+    pub routing: Arc<ArcSwap<Routing>>,
     pub metrics: Arc<Metrics>,
+    pub reloader: Arc<Reloader>,
 }
 
-pub fn build(config: &Config, options: &RunOptions) -> Result<Built, BuildError> {
+/// Assembles the server. `path` is the file `config` came from, for reloads (`None`: no reload).
+pub fn build(
+    config: &Config,
+    path: Option<PathBuf>,
+    options: &RunOptions,
+) -> Result<Built, BuildError> {
     let metrics = Arc::new(Metrics::new()?);
-    let mut pools = Vec::with_capacity(config.pools.len());
-    for pool in &config.pools {
-        let mut backends = Vec::with_capacity(pool.backends.len());
-        for (index, b) in pool.backends.iter().enumerate() {
-            let backend = Backend::new(
-                pool,
-                index,
-                b.clone(),
-                config.timeouts,
-                metrics.backend(&pool.name, &b.name),
-            )
-            .map_err(|message| BuildError::Backend {
-                pool: pool.name.clone(),
-                backend: b.name.clone(),
-                message,
-            })?;
-            backends.push(Arc::new(backend));
-        }
-        pools.push(Arc::new(Pool::new(
-            pool.clone(),
-            backends,
-            metrics.pool(&pool.name),
-        )));
-    }
+    let routing = reload::build_routing(config, &metrics, None)?;
+    let routing = Arc::new(ArcSwap::from_pointee(routing));
+    let reloader = Arc::new(Reloader::new(
+        path,
+        config.clone(),
+        routing.clone(),
+        metrics.clone(),
+    ));
 
     let conf = ServerConf {
         threads: config.threads,
@@ -89,20 +76,13 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Built, BuildError>
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let shared = Arc::new(Shared {
-        pools: pools.clone(),
-        retries: config.retries,
-        websocket_idle: config.timeouts.websocket_idle,
-    });
-    let health = server.add_service(background_service(
-        "health checks",
-        Monitor::new(pools.clone()),
-    ));
+    let monitor = Monitor::new(routing.clone(), reloader.subscribe());
+    let health = server.add_service(background_service("health checks", monitor));
     for (index, listener) in config.listeners.iter().enumerate() {
         let gateway = Gateway::new(
+            index,
             listener,
-            RouteTable::for_listener(config, index),
-            shared.clone(),
+            routing.clone(),
             metrics.unrouted(&listener.name),
         );
         let mut service = pingora::proxy::http_proxy_service_with_name(
@@ -127,23 +107,30 @@ pub fn build(config: &Config, options: &RunOptions) -> Result<Built, BuildError>
                 service.add_tls_with_settings(&address, None, settings);
             }
         }
+        // Listeners open once every pool has been checked once.
         server.add_service(service).add_dependency(&health);
     }
 
     let mut admin = Service::new(
         "admin".to_string(),
         AdminApp {
-            pools: pools.clone(),
+            routing: routing.clone(),
             metrics: metrics.clone(),
+            reloader: reloader.clone(),
         },
     );
     admin.threads = Some(1);
     admin.add_tcp(&config.admin.to_string());
     server.add_service(admin);
+    server.add_service(background_service(
+        "reload on SIGHUP",
+        ReloadOnSighup(reloader.clone()),
+    ));
 
     Ok(Built {
         server,
-        pools,
+        routing,
         metrics,
+        reloader,
     })
 }

@@ -224,3 +224,68 @@ routes: [{{ host: rpc.example.com, pool: execution }}]
     assert_eq!(seen.forwarded_proto.as_deref(), Some("https"));
     drop(gw);
 }
+
+/// Per-backend headers (a paid provider's key) reach the backend on requests and probes, and the
+/// secret never shows in `/status` or metrics.
+#[tokio::test(flavor = "multi_thread")]
+async fn backend_headers_are_sent_and_kept_secret() {
+    let pki = Pki::new();
+    let ec = pki
+        .node(NodeKind::Execution, "provider", NodeStatus::default())
+        .await;
+    let (public, admin) = (free_addr(), free_addr());
+    let yaml = format!(
+        r#"
+admin: {{ address: "{admin}" }}
+listeners: [{{ address: "{public}" }}]
+pools:
+  execution:
+    kind: execution
+    ca: {ca}
+    health: {FAST_HEALTH}
+    backends:
+      - name: provider
+        url: "{url}"
+        headers: {{ x-api-key: "${{SSV_HA_TEST_PROVIDER_KEY}}", authorization: "Bearer s3cr3t-token" }}
+routes: [{{ listener: "{public}", pool: execution }}]
+"#,
+        ca = pki.ca_file.display(),
+        url = ec.url(),
+    );
+    // The variable is read by the gateway process, which inherits it from here.
+    std::env::set_var("SSV_HA_TEST_PROVIDER_KEY", "key-from-env-42");
+    let gw = Gateway::start(&yaml, admin, &[public]).await;
+    gw.wait_backend("execution", "provider", true).await;
+    let (status, _, _) = post(
+        &reqwest::Client::new(),
+        &format!("http://{public}/"),
+        "x",
+        &rpc("eth_chainId", 1),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let seen = ec.seen();
+    let client = seen.iter().find(|r| !r.probe).expect("the client request");
+    let probe = seen.iter().find(|r| r.probe).expect("a probe");
+    for r in [client, probe] {
+        assert_eq!(r.headers["x-api-key"], "key-from-env-42");
+        assert_eq!(r.headers["authorization"], "Bearer s3cr3t-token");
+    }
+    let status = reqwest::get(format!("http://{admin}/status"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        status.contains("\"x-api-key\"") && status.contains("\"authorization\""),
+        "{status}"
+    );
+    for secret in ["key-from-env-42", "s3cr3t-token"] {
+        assert!(!status.contains(secret), "/status shows a secret");
+        assert!(
+            !gw.metrics().await.contains(secret),
+            "metrics show a secret"
+        );
+    }
+}

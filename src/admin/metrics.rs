@@ -26,6 +26,7 @@ pub struct Metrics {
     retries: IntCounterVec,
     unavailable: IntCounterVec,
     unrouted: IntCounterVec,
+    reloads: IntCounterVec,
 }
 
 /// Handles for one backend, resolved at start.
@@ -42,7 +43,7 @@ pub struct BackendMetrics {
     /// Open sessions: `[websocket, sse]`.
     pub sessions_open: [IntGauge; 2],
     /// Sessions cut, by [`CutReason::index`].
-    pub sessions_cut: [IntCounter; 4],
+    pub sessions_cut: [IntCounter; 5],
 }
 
 /// Handles for one pool.
@@ -120,7 +121,7 @@ impl Metrics {
         let sessions_cut = IntCounterVec::new(
             Opts::new(
                 "ssv_ha_sessions_cut_total",
-                "Sessions ended by the gateway, by reason (backend_down, failback, shutdown, idle)",
+                "Sessions ended by the gateway, by reason (backend_down, failback, shutdown, idle, removed)",
             ),
             &["pool", "backend", "reason"],
         )?;
@@ -152,6 +153,13 @@ impl Metrics {
             ),
             &["listener"],
         )?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "ssv_ha_config_reloads_total",
+                "Configuration reloads, by result (success, failure)",
+            ),
+            &["result"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "ssv_ha_build_info",
@@ -176,6 +184,7 @@ impl Metrics {
             Box::new(retries.clone()),
             Box::new(unavailable.clone()),
             Box::new(unrouted.clone()),
+            Box::new(reloads.clone()),
             Box::new(build_info),
         ] {
             registry.register(c)?;
@@ -195,6 +204,7 @@ impl Metrics {
             retries,
             unavailable,
             unrouted,
+            reloads,
         })
     }
 
@@ -227,6 +237,12 @@ impl Metrics {
             retries: self.retries.with_label_values(&[pool]),
             unavailable: self.unavailable.with_label_values(&[pool]),
         }
+    }
+
+    pub fn count_reload(&self, success: bool) {
+        self.reloads
+            .with_label_values(&[if success { "success" } else { "failure" }])
+            .inc();
     }
 
     pub fn unrouted(&self, listener: &str) -> IntCounter {

@@ -1,9 +1,12 @@
-//! The admin listener: `/metrics` (Prometheus), `/status` (JSON), `/healthz` and `/readyz`.
+//! The admin listener: `/metrics` (Prometheus), `/status` (JSON), `/healthz`, `/readyz`, and
+//! `POST /reload`.
 
 pub mod metrics;
 pub mod status;
 
-use crate::upstream::Pool;
+use crate::proxy::Routing;
+use crate::reload::Reloader;
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::{Response, StatusCode};
 use metrics::Metrics;
@@ -12,22 +15,25 @@ use pingora::protocols::http::ServerSession;
 use std::sync::Arc;
 
 pub struct AdminApp {
-    pub pools: Vec<Arc<Pool>>,
+    pub routing: Arc<ArcSwap<Routing>>,
     pub metrics: Arc<Metrics>,
+    pub reloader: Arc<Reloader>,
 }
 
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let path = session.req_header().uri.path();
-        match path {
-            "/metrics" => reply(
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        let routing = self.routing.load();
+        match (method.as_str(), path.as_str()) {
+            ("GET", "/metrics") => reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
                 self.metrics.render(),
             ),
-            "/status" => {
-                let status = status::snapshot(&self.pools);
+            ("GET", "/status") => {
+                let status = status::snapshot(&routing.pools);
                 match serde_json::to_vec_pretty(&status) {
                     Ok(body) => reply(StatusCode::OK, "application/json", body),
                     Err(e) => reply(
@@ -37,9 +43,9 @@ impl ServeHttp for AdminApp {
                     ),
                 }
             }
-            "/healthz" => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
-            "/readyz" => {
-                let empty: Vec<&str> = self
+            ("GET", "/healthz") => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            ("GET", "/readyz") => {
+                let empty: Vec<&str> = routing
                     .pools
                     .iter()
                     .filter(|p| p.active().is_none())
@@ -56,10 +62,33 @@ impl ServeHttp for AdminApp {
                     )
                 }
             }
+            ("POST", "/reload") => {
+                // Reading and validating the file is quick, blocking work; keep it off the runtime.
+                let reloader = self.reloader.clone();
+                let outcome = tokio::task::spawn_blocking(move || reloader.reload())
+                    .await
+                    .unwrap_or_else(|e| Err(vec![format!("reload task failed: {e}")]));
+                let (status, body) = match outcome {
+                    Ok(summary) => (
+                        StatusCode::OK,
+                        serde_json::json!({ "reloaded": true, "summary": summary }),
+                    ),
+                    Err(errors) => (
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        serde_json::json!({ "reloaded": false, "errors": errors }),
+                    ),
+                };
+                reply(status, "application/json", body.to_string().into_bytes())
+            }
+            (_, "/metrics" | "/status" | "/healthz" | "/readyz" | "/reload") => reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                b"method not allowed\n".to_vec(),
+            ),
             _ => reply(
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                b"not found; try /status, /metrics, /healthz, /readyz\n".to_vec(),
+                b"not found; try /status, /metrics, /healthz, /readyz, POST /reload\n".to_vec(),
             ),
         }
     }

@@ -31,6 +31,8 @@ pub struct BackendStatus {
     pub url: String,
     pub ws_url: String,
     pub backup: bool,
+    /// Names of the headers added to its requests (values are secret and never shown).
+    pub headers: Vec<String>,
     /// `up`, `down`, or `unknown` before the first check.
     pub state: &'static str,
     pub healthy: bool,
@@ -61,6 +63,12 @@ fn pool_status(pool: &Pool) -> PoolStatus {
                 url: b.config.http.url.to_string(),
                 ws_url: b.config.ws.url.to_string(),
                 backup: b.config.backup,
+                headers: b
+                    .config
+                    .headers
+                    .iter()
+                    .map(|(n, _)| n.to_string())
+                    .collect(),
                 state: match record.hysteresis.state() {
                     None => "unknown",
                     Some(_) if b.is_up() => "up",

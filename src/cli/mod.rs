@@ -1,4 +1,4 @@
-//! Command line: `run` (the default), `check`, `probe` and `demo`.
+//! Command line: `run` (the default), `check`, `healthcheck`, `probe` and `demo`.
 
 mod probe;
 
@@ -43,6 +43,13 @@ enum Command {
     Run,
     /// Validate the configuration file: exit 0 when valid, 64 with every error otherwise.
     Check,
+    /// Ask the running gateway (its admin listener, from the config) whether it is up: exit 0 when
+    /// `/healthz` answers, 1 otherwise. For container health checks: no curl needed.
+    Healthcheck {
+        /// Ask `/readyz` instead: every pool has a healthy backend.
+        #[arg(long)]
+        ready: bool,
+    },
     /// Run one health check of one or more nodes and print the verdict: exit 0 healthy, 1 not.
     Probe(probe::ProbeArgs),
     /// Start simulated execution and consensus nodes with the gateway in front, to try failover.
@@ -56,6 +63,7 @@ pub fn main() -> ExitCode {
         Command::Check => check(&cli.run.config),
         Command::Run => run(&cli.run),
         Command::Probe(args) => probe::run(args),
+        Command::Healthcheck { ready } => healthcheck(&cli.run.config, ready),
         Command::Demo(args) => match crate::demo::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -99,6 +107,55 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
+fn healthcheck(config: &std::path::Path, ready: bool) -> ExitCode {
+    let admin = match config::load(config) {
+        Ok(c) => c.admin,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let path = if ready { "readyz" } else { "healthz" };
+    // The admin listener may listen on every address; ask it on loopback then.
+    let host = if admin.ip().is_unspecified() {
+        std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), admin.port())
+    } else {
+        admin
+    };
+    let url = format!("http://{host}/{path}");
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(async {
+                let client = reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(3))
+                    .no_proxy()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let response = client.get(&url).send().await.map_err(|e| e.to_string())?;
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                Ok((status, body))
+            })
+        });
+    match answer {
+        Ok((status, body)) if status.is_success() => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprintln!("{url}: {status}: {}", body.trim());
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("{url}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn run(args: &RunArgs) -> ExitCode {
     let config = match config::load(&args.config) {
         Ok(c) => c,
@@ -110,7 +167,7 @@ fn run(args: &RunArgs) -> ExitCode {
     let options = RunOptions {
         upgrade: args.upgrade,
     };
-    match server::build(&config, &options) {
+    match server::build(&config, Some(args.config.clone()), &options) {
         Ok(built) => {
             tracing::info!(config = %args.config.display(), admin = %config.admin, "ssv-ha starting");
             built.server.run_forever()

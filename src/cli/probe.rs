@@ -76,7 +76,7 @@ pub fn run(args: ProbeArgs) -> ExitCode {
     let targets: Vec<Target> = names
         .iter()
         .zip(&args.urls)
-        .map(|(name, url)| Target::new(name, url.clone(), args.ca.as_deref()))
+        .map(|(name, url)| Target::new(name, url.clone(), args.ca.as_deref(), &[]))
         .collect();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

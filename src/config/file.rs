@@ -111,6 +111,10 @@ pub struct BackendSection {
     pub backup: bool,
     /// PEM file with extra CA certificates trusted for this backend (overrides the pool's).
     pub ca: Option<PathBuf>,
+    /// Headers added to every request to this backend, probes included (an API key for a paid
+    /// provider). A value `${NAME}` is read from the environment variable NAME.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 /// One entry of `routes:`.

@@ -45,7 +45,7 @@ pub const DEFAULT_FAILBACK_DELAY: Duration = Duration::from_secs(10);
 /// Most backends one pool may hold (requests track tried backends in a 64-bit set).
 pub const MAX_BACKENDS_PER_POOL: usize = 64;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Worker threads per listener.
     pub threads: usize,
@@ -61,7 +61,7 @@ pub struct Config {
     pub retries: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Listener {
     pub name: String,
     pub address: SocketAddr,
@@ -70,20 +70,20 @@ pub struct Listener {
     pub max_websockets: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     pub connect: Duration,
     pub response: Duration,
     pub websocket_idle: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Pool {
     pub name: String,
     pub kind: PoolKind,
@@ -112,7 +112,7 @@ pub struct ExpectedNetwork {
     pub genesis_fork_version: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthSettings {
     pub interval: Duration,
     pub timeout: Duration,
@@ -120,7 +120,7 @@ pub struct HealthSettings {
     pub fall: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Backend {
     pub name: String,
     /// Where plain requests and health probes go.
@@ -130,6 +130,9 @@ pub struct Backend {
     pub backup: bool,
     /// Extra trusted CA certificates (PEM), from the backend or else its pool.
     pub ca: Option<PathBuf>,
+    /// Headers added to every request to this backend. Values are marked sensitive: they never
+    /// appear in logs, `/status` or metrics.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// One backend URL, split into what the proxy needs per request.

@@ -390,6 +390,7 @@ impl Validator {
                 Some(ca) => Some(self.ca_file(&format!("{path}.ca"), &ca)),
                 None => pool_ca.clone(),
             };
+            let headers = self.headers(&format!("{path}.headers"), &b.headers);
             if let (Some(http), Some(ws)) = (http, ws) {
                 backends.push(Backend {
                     name: b.name,
@@ -397,6 +398,7 @@ impl Validator {
                     ws,
                     backup: b.backup,
                     ca,
+                    headers,
                 });
             }
         }
@@ -530,6 +532,63 @@ impl Validator {
         }
     }
 
+    fn headers(
+        &mut self,
+        path: &str,
+        headers: &BTreeMap<String, String>,
+    ) -> Vec<(http::HeaderName, http::HeaderValue)> {
+        const RESERVED: &[&str] = &[
+            "host",
+            "connection",
+            "upgrade",
+            "transfer-encoding",
+            "content-length",
+            "te",
+            "trailer",
+            "keep-alive",
+            "proxy-connection",
+        ];
+        let mut out = Vec::new();
+        for (name, value) in headers {
+            let at = format!("{path}.{name}");
+            let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else {
+                self.error(at, format!("`{name}` is not a header name"), None);
+                continue;
+            };
+            if RESERVED.contains(&header.as_str()) {
+                self.error(
+                    at,
+                    format!("`{name}` is set by the gateway itself"),
+                    Some("headers are for credentials and the like"),
+                );
+                continue;
+            }
+            let value = match value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
+                Some(var) => match std::env::var(var) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        self.error(
+                            at,
+                            format!("environment variable `{var}` is not set"),
+                            Some("export it before starting ssv-ha"),
+                        );
+                        continue;
+                    }
+                },
+                None => value.clone(),
+            };
+            match http::HeaderValue::from_str(&value) {
+                Ok(mut v) => {
+                    v.set_sensitive(true);
+                    out.push((header, v));
+                }
+                // The value itself is a secret: never echo it.
+                Err(_) => self.error(at, "the value has characters a header cannot carry", None),
+            }
+        }
+        out
+    }
+
     fn ca_file(&mut self, path: &str, file: &Path) -> PathBuf {
         let file = self.base.join(file);
         if let Err(e) = crate::tls::load_certs(&file) {
@@ -630,10 +689,15 @@ impl Validator {
             let pool = pools.iter().position(|p| p.name == r.pool);
             if pool.is_none() {
                 let known: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+                let hint = if known.is_empty() {
+                    "no valid pool is defined".to_string()
+                } else {
+                    format!("pools: {}", known.join(", "))
+                };
                 self.error(
                     format!("{path}.pool"),
                     format!("no pool named `{}`", r.pool),
-                    Some(&format!("pools: {}", known.join(", "))),
+                    Some(&hint),
                 );
             }
             let listener = match &r.listener {

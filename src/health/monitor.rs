@@ -10,8 +10,10 @@ use super::hysteresis::Transition;
 use super::verdict::{judge_pool, Observed, PoolMemory, Rules, Verdict};
 use super::{consensus, execution, probe, Facts};
 use crate::config::model::{Policy, PoolKind};
+use crate::proxy::Routing;
 use crate::upstream::session::CutReason;
 use crate::upstream::{Backend, Pool};
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -19,7 +21,7 @@ use pingora::services::ServiceReadyNotifier;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use url::Url;
 
 /// A node to probe, with what is kept between its checks.
@@ -31,12 +33,17 @@ pub struct Target {
 }
 
 impl Target {
-    /// `ca`: extra trusted CA certificates (PEM) for this node.
-    pub fn new(name: &str, url: Url, ca: Option<&Path>) -> Self {
+    /// `ca`: extra trusted CA certificates (PEM) for this node; `headers`: sent with every probe.
+    pub fn new(
+        name: &str,
+        url: Url,
+        ca: Option<&Path>,
+        headers: &[(http::HeaderName, http::HeaderValue)],
+    ) -> Self {
         Target {
             name: name.to_string(),
             url,
-            client: probe::client(ca),
+            client: probe::client(ca, headers),
             constants: Mutex::new(NodeConstants::default()),
         }
     }
@@ -119,13 +126,16 @@ pub fn rules(pool: &Pool) -> Rules {
     }
 }
 
+/// Runs the checks of the pools of the current routing, and starts over with the new pools after
+/// every configuration reload.
 pub struct Monitor {
-    pools: Vec<Arc<Pool>>,
+    routing: Arc<ArcSwap<Routing>>,
+    reloads: watch::Receiver<u64>,
 }
 
 impl Monitor {
-    pub fn new(pools: Vec<Arc<Pool>>) -> Self {
-        Monitor { pools }
+    pub fn new(routing: Arc<ArcSwap<Routing>>, reloads: watch::Receiver<u64>) -> Self {
+        Monitor { routing, reloads }
     }
 }
 
@@ -136,25 +146,42 @@ impl BackgroundService for Monitor {
     /// a zero-downtime restart the old process serves meanwhile.
     async fn start_with_ready_notifier(
         &self,
-        shutdown: ShutdownWatch,
+        mut shutdown: ShutdownWatch,
         ready: ServiceReadyNotifier,
     ) {
-        let (done, first_rounds): (Vec<_>, Vec<_>) =
-            self.pools.iter().map(|_| oneshot::channel::<()>()).unzip();
-        let pools = self
-            .pools
-            .iter()
-            .zip(done)
-            .map(|(pool, done)| run_pool(pool.clone(), shutdown.clone(), done));
-        let readiness = async {
-            futures::future::join_all(first_rounds).await;
-            ready.notify_ready();
-        };
-        futures::join!(futures::future::join_all(pools), readiness);
+        let mut ready = Some(ready);
+        let mut reloads = self.reloads.clone();
+        loop {
+            let routing = self.routing.load_full();
+            // Dropping the set (at a reload) stops the previous configuration's checks.
+            let mut tasks = tokio::task::JoinSet::new();
+            let mut first_rounds = Vec::new();
+            for pool in &routing.pools {
+                let (done, first_round) = oneshot::channel::<()>();
+                first_rounds.push(first_round);
+                tasks.spawn(run_pool(pool.clone(), shutdown.clone(), done));
+            }
+            if let Some(ready) = ready.take() {
+                tokio::select! {
+                    _ = futures::future::join_all(first_rounds) => ready.notify_ready(),
+                    _ = shutdown.changed() => break,
+                }
+            }
+            tokio::select! {
+                changed = reloads.changed() => {
+                    if changed.is_err() {
+                        // No reloads can come any more: just run until shutdown.
+                        let _ = shutdown.changed().await;
+                        break;
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
         // Shutting down: plain requests get the grace period, but long-lived sessions end now,
         // so their clients reconnect at once (to another replica, or to the process that took
         // the listeners over).
-        for backend in self.pools.iter().flat_map(|p| &p.backends) {
+        for backend in self.routing.load().pools.iter().flat_map(|p| &p.backends) {
             backend.cut_sessions(CutReason::Shutdown);
         }
     }
@@ -165,7 +192,14 @@ async fn run_pool(pool: Arc<Pool>, mut shutdown: ShutdownWatch, first_round: one
     let targets: Vec<Target> = pool
         .backends
         .iter()
-        .map(|b| Target::new(b.name(), b.config.http.url.clone(), b.config.ca.as_deref()))
+        .map(|b| {
+            Target::new(
+                b.name(),
+                b.config.http.url.clone(),
+                b.config.ca.as_deref(),
+                &b.config.headers,
+            )
+        })
         .collect();
     let names: Vec<&str> = pool.backends.iter().map(|b| b.name()).collect();
     let rules = rules(&pool);

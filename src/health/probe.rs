@@ -7,8 +7,13 @@ use std::path::Path;
 
 /// Builds the probe client of one backend: its own CA list, no proxy from the environment (a probe
 /// must reach the node itself). The monitor bounds each whole probe (DNS included) by the timeout.
-pub fn client(ca: Option<&Path>) -> Result<reqwest::Client, String> {
+pub fn client(
+    ca: Option<&Path>,
+    headers: &[(http::HeaderName, http::HeaderValue)],
+) -> Result<reqwest::Client, String> {
+    let headers: http::HeaderMap = headers.iter().cloned().collect();
     let mut builder = reqwest::Client::builder()
+        .default_headers(headers)
         .use_rustls_tls()
         .user_agent(PROBE_USER_AGENT)
         .no_proxy()

@@ -8,10 +8,11 @@
 pub mod reply;
 pub mod routing;
 
-use crate::config::model::Listener;
 use crate::config::model::PoolKind;
+use crate::config::model::{Listener, Timeouts};
 use crate::upstream::session::{CutReason, SESSION_CUT};
 use crate::upstream::{Backend, Pool, Traffic};
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -29,18 +30,24 @@ const NO_BACKEND: ErrorType = ErrorType::Custom("no healthy backend");
 /// Most request body read to find JSON-RPC ids for an error reply.
 const MAX_ERROR_BODY_SCAN: usize = 1 << 20;
 
-/// Settings every listener's gateway shares.
-pub struct Shared {
+/// What the listeners route with: swapped as a whole on a config reload, read lock-free per
+/// request. A request keeps the pool it started with until it ends.
+pub struct Routing {
     pub pools: Vec<Arc<Pool>>,
+    /// One table per listener, in config order.
+    pub tables: Vec<RouteTable>,
     pub retries: u32,
     pub websocket_idle: Duration,
+    /// The timeouts the pools' peers were built with.
+    pub timeouts: Timeouts,
 }
 
 pub struct Gateway {
+    /// Position of this listener in the config (its route table).
+    index: usize,
     listener: String,
     https: bool,
-    routes: RouteTable,
-    shared: Arc<Shared>,
+    routing: Arc<ArcSwap<Routing>>,
     unrouted: IntCounter,
     /// WebSocket sessions open on this listener, and their cap.
     websockets: AtomicUsize,
@@ -49,28 +56,28 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(
+        index: usize,
         listener: &Listener,
-        routes: RouteTable,
-        shared: Arc<Shared>,
+        routing: Arc<ArcSwap<Routing>>,
         unrouted: IntCounter,
     ) -> Self {
         Gateway {
+            index,
             listener: listener.name.clone(),
             https: listener.tls.is_some(),
-            routes,
-            shared,
+            routing,
             unrouted,
             websockets: AtomicUsize::new(0),
             max_websockets: listener.max_websockets,
         }
     }
 
-    fn pool(&self, ctx: &RequestCtx) -> Option<&Arc<Pool>> {
-        ctx.pool.map(|p| &self.shared.pools[p])
+    fn pool<'c>(&self, ctx: &'c RequestCtx) -> Option<&'c Arc<Pool>> {
+        ctx.pool.as_ref()
     }
 
-    fn backend(&self, ctx: &RequestCtx) -> Option<&Arc<Backend>> {
-        Some(&self.pool(ctx)?.backends[ctx.backend?])
+    fn backend<'c>(&self, ctx: &'c RequestCtx) -> Option<&'c Arc<Backend>> {
+        Some(&ctx.pool.as_ref()?.backends[ctx.backend?])
     }
 
     /// Whether a failed attempt may be sent again: nothing reached the client yet, the body can
@@ -78,14 +85,16 @@ impl Gateway {
     fn may_retry(&self, session: &Session, ctx: &RequestCtx) -> bool {
         session.as_downstream().response_written().is_none()
             && !session.as_downstream().retry_buffer_truncated()
-            && ctx.attempts <= self.shared.retries
+            && ctx.attempts <= ctx.retries
     }
 }
 
 /// Per-request state.
 #[derive(Default)]
 pub struct RequestCtx {
-    pool: Option<usize>,
+    pool: Option<Arc<Pool>>,
+    /// The retry budget of the routing the request started with.
+    retries: u32,
     backend: Option<usize>,
     /// Backends this request was sent to (bit per backend index).
     tried: u64,
@@ -125,7 +134,8 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let host = routing::request_host(session.req_header());
-        let Some(pool) = self.routes.lookup(host) else {
+        let routing = self.routing.load();
+        let Some(pool) = routing.tables[self.index].lookup(host) else {
             self.unrouted.inc();
             let message = format!(
                 "no route for host `{}` on listener {}",
@@ -135,7 +145,8 @@ impl ProxyHttp for Gateway {
             write_json(session, 421, reply::beacon_error(421, &message)).await?;
             return Ok(true);
         };
-        ctx.pool = Some(pool);
+        ctx.pool = Some(routing.pools[pool].clone());
+        ctx.retries = routing.retries;
         ctx.traffic = traffic_of(session.req_header(), session.is_upgrade_req());
         if ctx.traffic == Traffic::WebSocket {
             ctx.holds_websocket_slot = true;
@@ -148,7 +159,7 @@ impl ProxyHttp for Gateway {
                 return Ok(true);
             }
             // Pingora's downstream read timeout (60 s) would cut an idle WebSocket.
-            let idle = Some(self.shared.websocket_idle);
+            let idle = Some(routing.websocket_idle);
             session.as_downstream_mut().set_read_timeout(idle);
             session.as_downstream_mut().set_write_timeout(idle);
         }
@@ -160,7 +171,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let Some(pool) = self.pool(ctx) else {
+        let Some(pool) = ctx.pool.clone() else {
             return Error::e_explain(
                 ErrorType::InternalError,
                 "request reached upstream_peer without a pool",
@@ -220,6 +231,9 @@ impl ProxyHttp for Gateway {
                 None => ip,
             };
             upstream_request.insert_header("x-forwarded-for", forwarded)?;
+        }
+        for (name, value) in &backend.config.headers {
+            upstream_request.insert_header(name.clone(), value.clone())?;
         }
         upstream_request.insert_header(
             "x-forwarded-proto",

@@ -104,6 +104,8 @@ pub struct SeenRequest {
     pub forwarded_for: Option<String>,
     pub forwarded_proto: Option<String>,
     pub probe: bool,
+    /// Every header as received.
+    pub headers: http::HeaderMap,
 }
 
 /// State shared by a node's handlers.
@@ -405,6 +407,7 @@ async fn observe(State(state): State<Arc<NodeState>>, request: Request, next: Ne
             forwarded_for: header("x-forwarded-for"),
             forwarded_proto: header("x-forwarded-proto"),
             probe: header("user-agent").is_some_and(|ua| ua == PROBE_USER_AGENT),
+            headers: request.headers().clone(),
         }
     };
     if !seen.uri.starts_with("/sim/") {

@@ -35,6 +35,8 @@ pub enum CutReason {
     Shutdown,
     /// Nothing crossed the session for `timeouts.websocket_idle` (counted, not caused, here).
     Idle,
+    /// A configuration reload removed or replaced the backend.
+    Removed,
 }
 
 impl CutReason {
@@ -44,15 +46,17 @@ impl CutReason {
             CutReason::FailBack => "failback",
             CutReason::Shutdown => "shutdown",
             CutReason::Idle => "idle",
+            CutReason::Removed => "removed",
         }
     }
 
     /// Every reason, in the order of [`CutReason::index`].
-    pub const ALL: [CutReason; 4] = [
+    pub const ALL: [CutReason; 5] = [
         CutReason::BackendDown,
         CutReason::FailBack,
         CutReason::Shutdown,
         CutReason::Idle,
+        CutReason::Removed,
     ];
 
     pub fn index(self) -> usize {

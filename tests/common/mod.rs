@@ -141,13 +141,17 @@ impl Gateway {
     }
 
     pub fn backend_status(status: &Value, pool: &str, backend: &str) -> Value {
+        Self::find_backend(status, pool, backend)
+            .unwrap_or_else(|| panic!("no backend {pool}/{backend} in {status:#}"))
+    }
+
+    fn find_backend(status: &Value, pool: &str, backend: &str) -> Option<Value> {
         status["pools"]
             .as_array()
             .and_then(|pools| pools.iter().find(|p| p["name"] == pool))
             .and_then(|p| p["backends"].as_array())
             .and_then(|bs| bs.iter().find(|b| b["name"] == backend))
             .cloned()
-            .unwrap_or_else(|| panic!("no backend {pool}/{backend} in {status:#}"))
     }
 
     /// Waits until `/status` shows the backend healthy (or not) and returns its entry.
@@ -156,7 +160,8 @@ impl Gateway {
             &format!("{pool}/{backend} healthy={healthy}"),
             Duration::from_secs(10),
             || async move {
-                let b = Self::backend_status(&self.status().await, pool, backend);
+                // A backend may appear only after a reload.
+                let b = Self::find_backend(&self.status().await, pool, backend)?;
                 (b["healthy"] == healthy && b["state"] != "unknown").then_some(b)
             },
         )
@@ -170,6 +175,10 @@ impl Gateway {
             .text()
             .await
             .expect("metrics text")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends SIGTERM and waits for the exit status.

@@ -1,0 +1,254 @@
+//! Configuration reload without a restart (SIGHUP, or `POST /reload` on the admin listener).
+//!
+//! The file is read and validated again. If anything is wrong, the running configuration stays and
+//! every error is reported. Otherwise a new [`Routing`] is built and swapped in at once: backends
+//! whose settings did not change are carried over as they are (health state, pooled connections,
+//! live sessions untouched), new ones start unknown and get traffic after their first good check,
+//! removed ones have their sessions ended. Changes that need new sockets or a new runtime
+//! (listeners, admin listener, threads, grace period, upgrade socket) are refused with a note to
+//! restart (`ssv-ha run --upgrade`); nothing is half-applied.
+
+use crate::admin::metrics::Metrics;
+use crate::config::model::Config;
+use crate::proxy::routing::RouteTable;
+use crate::proxy::Routing;
+use crate::upstream::session::CutReason;
+use crate::upstream::{Backend, Pool};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// A backend that could not be built (its CA file changed or vanished since validation).
+#[derive(Debug, thiserror::Error)]
+#[error("backend {pool}/{backend}: {message}")]
+pub struct BackendError {
+    pub pool: String,
+    pub backend: String,
+    pub message: String,
+}
+
+/// Builds the routing of `config`, carrying over from `previous` every backend (and pool) whose
+/// settings are unchanged.
+pub fn build_routing(
+    config: &Config,
+    metrics: &Metrics,
+    previous: Option<&Routing>,
+) -> Result<Routing, BackendError> {
+    let mut pools = Vec::with_capacity(config.pools.len());
+    for pool in &config.pools {
+        let old_pool = previous.and_then(|r| r.pools.iter().find(|p| p.config.name == pool.name));
+        let same_timeouts = previous.is_some_and(|r| r.timeouts == config.timeouts);
+        let mut backends = Vec::with_capacity(pool.backends.len());
+        for (index, b) in pool.backends.iter().enumerate() {
+            let kept = old_pool.filter(|_| same_timeouts).and_then(|old| {
+                let candidate = old.backends.get(index)?;
+                (candidate.config == *b && old.config.health == pool.health)
+                    .then(|| candidate.clone())
+            });
+            let backend = match kept {
+                Some(backend) => backend,
+                None => Arc::new(
+                    Backend::new(
+                        pool,
+                        index,
+                        b.clone(),
+                        config.timeouts,
+                        metrics.backend(&pool.name, &b.name),
+                    )
+                    .map_err(|message| BackendError {
+                        pool: pool.name.clone(),
+                        backend: b.name.clone(),
+                        message,
+                    })?,
+                ),
+            };
+            backends.push(backend);
+        }
+        let unchanged = old_pool.filter(|old| {
+            old.config == *pool
+                && old.backends.len() == backends.len()
+                && old
+                    .backends
+                    .iter()
+                    .zip(&backends)
+                    .all(|(a, b)| Arc::ptr_eq(a, b))
+        });
+        pools.push(match unchanged {
+            Some(old) => old.clone(),
+            None => Arc::new(Pool::new(pool.clone(), backends, metrics.pool(&pool.name))),
+        });
+    }
+    let tables = (0..config.listeners.len())
+        .map(|i| RouteTable::for_listener(config, i))
+        .collect();
+    Ok(Routing {
+        pools,
+        tables,
+        retries: config.retries,
+        websocket_idle: config.timeouts.websocket_idle,
+        timeouts: config.timeouts,
+    })
+}
+
+/// Reloads the configuration file into the running gateway.
+pub struct Reloader {
+    /// `None` when the gateway was not started from a file (the demo).
+    path: Option<PathBuf>,
+    current: Mutex<Config>,
+    routing: Arc<ArcSwap<Routing>>,
+    metrics: Arc<Metrics>,
+    /// Bumped after every swap, so the health monitor follows the new pools.
+    generation: watch::Sender<u64>,
+}
+
+impl Reloader {
+    pub fn new(
+        path: Option<PathBuf>,
+        config: Config,
+        routing: Arc<ArcSwap<Routing>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Reloader {
+            path,
+            current: Mutex::new(config),
+            routing,
+            metrics,
+            generation: watch::channel(0).0,
+        }
+    }
+
+    /// Notified after every successful reload.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Reads the file again and applies it; on failure, returns every error and changes nothing.
+    pub fn reload(&self) -> Result<String, Vec<String>> {
+        let result = self.try_reload();
+        match &result {
+            Ok(summary) => {
+                self.metrics.count_reload(true);
+                tracing::info!(%summary, "configuration reloaded");
+            }
+            Err(errors) => {
+                self.metrics.count_reload(false);
+                for error in errors {
+                    tracing::error!(%error, "configuration not reloaded");
+                }
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<String, Vec<String>> {
+        let Some(path) = &self.path else {
+            return Err(vec![
+                "this gateway was not started from a configuration file".to_string(),
+            ]);
+        };
+        let new = crate::config::load(path).map_err(|e| match e {
+            crate::config::LoadError::Invalid { errors, .. } => {
+                errors.iter().map(|e| e.to_string()).collect()
+            }
+            other => vec![other.to_string()],
+        })?;
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let restart = needs_restart(&current, &new);
+        if !restart.is_empty() {
+            return Err(restart
+                .into_iter()
+                .map(|what| format!("{what} changed: that needs a restart (ssv-ha run --upgrade); nothing was applied"))
+                .collect());
+        }
+        let old = self.routing.load_full();
+        let routing =
+            build_routing(&new, &self.metrics, Some(&old)).map_err(|e| vec![e.to_string()])?;
+
+        let kept: Vec<&Arc<Backend>> = routing
+            .pools
+            .iter()
+            .flat_map(|p| &p.backends)
+            .filter(|b| contains(&old, b))
+            .collect();
+        let added = routing.pools.iter().flat_map(|p| &p.backends).count() - kept.len();
+        let mut removed = 0;
+        for backend in old.pools.iter().flat_map(|p| &p.backends) {
+            if !contains(&routing, backend) {
+                removed += 1;
+                backend.set_up(false);
+                backend.cut_sessions(CutReason::Removed);
+            }
+        }
+        let summary = format!(
+            "{} pools, {} routes; backends kept {}, new or changed {added}, removed or replaced {removed}",
+            routing.pools.len(),
+            new.routes.len(),
+            kept.len()
+        );
+        self.routing.store(Arc::new(routing));
+        *current = new;
+        self.generation.send_modify(|g| *g += 1);
+        Ok(summary)
+    }
+}
+
+fn contains(routing: &Routing, backend: &Arc<Backend>) -> bool {
+    routing
+        .pools
+        .iter()
+        .flat_map(|p| &p.backends)
+        .any(|b| Arc::ptr_eq(b, backend))
+}
+
+/// What differs between two configs that only a restart can apply.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut what = Vec::new();
+    if old.listeners != new.listeners {
+        what.push("listeners");
+    }
+    if old.admin != new.admin {
+        what.push("admin.address");
+    }
+    if old.threads != new.threads {
+        what.push("server.threads");
+    }
+    if old.grace_period != new.grace_period
+        || old.upgrade_socket != new.upgrade_socket
+        || old.pid_file != new.pid_file
+    {
+        what.push("server");
+    }
+    what
+}
+
+/// Reloads on SIGHUP.
+pub struct ReloadOnSighup(pub Arc<Reloader>);
+
+#[async_trait]
+impl BackgroundService for ReloadOnSighup {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hangups = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::hangup(),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; reload with POST /reload");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = hangups.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    // The outcome is logged and counted by `reload`.
+                    let _ = self.0.reload();
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

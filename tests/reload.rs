@@ -1,0 +1,253 @@
+//! Configuration reload without a restart: SIGHUP and `POST /reload` swap in a valid file (new,
+//! removed and changed backends and routes take effect; sessions on backends that remain are
+//! untouched) or keep the running config and report every error.
+
+mod common;
+
+use common::*;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use ssv_ha::sim::{NodeKind, NodeStatus};
+use std::process::Command;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+async fn reload_over_http(admin: std::net::SocketAddr) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("http://{admin}/reload"))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+fn metric(metrics: &str, line_start: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_applies_a_valid_file_and_keeps_sessions_on_kept_backends() {
+    let pki = Pki::new();
+    let a = pki
+        .node(NodeKind::Execution, "ec-a", NodeStatus::default())
+        .await;
+    let b = pki
+        .node(NodeKind::Execution, "ec-b", NodeStatus::default())
+        .await;
+    let cc = pki
+        .node(NodeKind::Consensus, "cc-a", NodeStatus::default())
+        .await;
+    let (admin, listen) = (free_addr(), free_addr());
+    // Everything on the listener goes to the execution pool, except what a host route claims.
+    let catch_all = format!("  - {{ listener: \"{listen}\", pool: execution }}\n");
+    let before = config(
+        admin,
+        listen,
+        &pool_yaml(
+            "execution",
+            "execution",
+            "first",
+            &pki.ca_file,
+            &[(&a, false)],
+        ),
+        &catch_all,
+    );
+    let gw = Gateway::start(&before, admin, &[listen]).await;
+    gw.wait_backend("execution", "ec-a", true).await;
+
+    // A live subscription on ec-a, which the new config keeps as it is.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{listen}/"))
+        .await
+        .unwrap();
+    ws.send(Message::Text(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let _subscribed = ws.next().await;
+
+    // New: ec-b as a backup, a consensus pool and its route.
+    let mut pools = pool_yaml(
+        "execution",
+        "execution",
+        "first",
+        &pki.ca_file,
+        &[(&a, false), (&b, true)],
+    );
+    pools += &pool_yaml(
+        "consensus",
+        "consensus",
+        "first",
+        &pki.ca_file,
+        &[(&cc, false)],
+    );
+    std::fs::write(
+        &gw.config_path,
+        config(admin, listen, &pools, &format!("{catch_all}{CC_ROUTE}")),
+    )
+    .unwrap();
+    let pid = gw_pid(&gw);
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+
+    gw.wait_backend("execution", "ec-b", true).await;
+    gw.wait_backend("consensus", "cc-a", true).await;
+    let client = reqwest::Client::new();
+    let (status, node, _) = get(
+        &client,
+        &format!("http://{listen}/eth/v1/node/version"),
+        "beacon.example.com",
+    )
+    .await;
+    assert_eq!(
+        (status, node.as_deref()),
+        (200, Some("cc-a")),
+        "the new route and pool serve"
+    );
+    assert_eq!(
+        who_answers(&client, listen).await.1.as_deref(),
+        Some("ec-a"),
+        "the primary still takes the traffic"
+    );
+
+    // The session on the kept backend was not touched.
+    let head = a.new_head();
+    let note = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let note: Value = serde_json::from_str(note.to_text().unwrap()).unwrap();
+    assert_eq!(note["params"]["result"]["number"], format!("0x{head:x}"));
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(&metrics, "ssv_ha_config_reloads_total{result=\"success\"} "),
+        Some(1.0)
+    );
+
+    // Removing ec-a ends its sessions; traffic goes to what remains (ec-b, now a primary, and so
+    // replaced; the consensus pool is gone).
+    let pools = pool_yaml(
+        "execution",
+        "execution",
+        "first",
+        &pki.ca_file,
+        &[(&b, false)],
+    );
+    std::fs::write(&gw.config_path, config(admin, listen, &pools, &catch_all)).unwrap();
+    let (status, body) = reload_over_http(admin).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["summary"]
+            .as_str()
+            .unwrap()
+            .contains("removed or replaced 3"),
+        "{body}"
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("the session on the removed backend ends");
+    assert!(!matches!(ended, Some(Ok(Message::Text(_)))), "{ended:?}");
+    gw.wait_backend("execution", "ec-b", true).await;
+    assert_eq!(
+        who_answers(&client, listen).await.1.as_deref(),
+        Some("ec-b")
+    );
+    let status = gw.status().await;
+    assert_eq!(status["pools"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_file_is_refused_whole_and_the_running_config_stays() {
+    let pki = Pki::new();
+    let a = pki
+        .node(NodeKind::Execution, "ec-a", NodeStatus::default())
+        .await;
+    let (admin, listen) = (free_addr(), free_addr());
+    let good = config(
+        admin,
+        listen,
+        &pool_yaml(
+            "execution",
+            "execution",
+            "first",
+            &pki.ca_file,
+            &[(&a, false)],
+        ),
+        EC_ROUTE,
+    );
+    let gw = Gateway::start(&good, admin, &[listen]).await;
+    gw.wait_backend("execution", "ec-a", true).await;
+
+    let broken = good
+        .replace("kind: execution", "kind: executoin")
+        .replace("rpc.example.com", "bad host!");
+    std::fs::write(&gw.config_path, &broken).unwrap();
+    let (status, body) = reload_over_http(admin).await;
+    assert_eq!(status, 422);
+    let errors: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("pools.execution: unknown variant `executoin`")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.starts_with("routes[0].host")),
+        "every error is reported: {errors:?}"
+    );
+    // SIGHUP with the same file: refused too, and the gateway keeps serving on the old config.
+    assert!(Command::new("kill")
+        .args(["-HUP", &gw_pid(&gw).to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let client = reqwest::Client::new();
+    wait_for(
+        "the failed SIGHUP reload to be counted",
+        Duration::from_secs(5),
+        || async {
+            (metric(
+                &gw.metrics().await,
+                "ssv_ha_config_reloads_total{result=\"failure\"} ",
+            ) == Some(2.0))
+            .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        who_answers(&client, listen).await,
+        (200, Some("ec-a".to_string()))
+    );
+
+    // A listener change needs a restart: refused, nothing applied.
+    let moved = good.replace(&listen.to_string(), &free_addr().to_string());
+    std::fs::write(&gw.config_path, moved).unwrap();
+    let (status, body) = reload_over_http(admin).await;
+    assert_eq!(status, 422);
+    assert!(
+        body["errors"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("listeners changed: that needs a restart"),
+        "{body}"
+    );
+    assert_eq!(who_answers(&client, listen).await.0, 200);
+}
+
+fn gw_pid(gw: &Gateway) -> u32 {
+    gw.pid()
+}
