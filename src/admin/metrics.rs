@@ -27,6 +27,8 @@ pub struct Metrics {
     unavailable: IntCounterVec,
     unrouted: IntCounterVec,
     reloads: IntCounterVec,
+    active: IntGaugeVec,
+    failovers: IntCounterVec,
 }
 
 /// Handles for one backend, resolved at start.
@@ -44,12 +46,15 @@ pub struct BackendMetrics {
     pub sessions_open: [IntGauge; 2],
     /// Sessions cut, by [`CutReason::index`].
     pub sessions_cut: [IntCounter; 5],
+    /// 1 while this backend is the one its pool sends plain traffic to.
+    pub active: IntGauge,
 }
 
 /// Handles for one pool.
 pub struct PoolMetrics {
     pub retries: IntCounter,
     pub unavailable: IntCounter,
+    pub failovers: IntCounter,
 }
 
 impl Metrics {
@@ -153,6 +158,20 @@ impl Metrics {
             ),
             &["listener"],
         )?;
+        let active = IntGaugeVec::new(
+            Opts::new(
+                "ssv_ha_pool_active_backend",
+                "1 for the backend each pool sends plain traffic to now",
+            ),
+            &["pool", "backend"],
+        )?;
+        let failovers = IntCounterVec::new(
+            Opts::new(
+                "ssv_ha_failovers_total",
+                "Times a pool's traffic moved from one backend to another",
+            ),
+            &["pool"],
+        )?;
         let reloads = IntCounterVec::new(
             Opts::new(
                 "ssv_ha_config_reloads_total",
@@ -170,6 +189,10 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        // Both results show from the start, at 0.
+        for result in ["success", "failure"] {
+            reloads.with_label_values(&[result]);
+        }
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(upstream_latency.clone()),
@@ -185,6 +208,8 @@ impl Metrics {
             Box::new(unavailable.clone()),
             Box::new(unrouted.clone()),
             Box::new(reloads.clone()),
+            Box::new(active.clone()),
+            Box::new(failovers.clone()),
             Box::new(build_info),
         ] {
             registry.register(c)?;
@@ -205,6 +230,8 @@ impl Metrics {
             unavailable,
             unrouted,
             reloads,
+            active,
+            failovers,
         })
     }
 
@@ -221,6 +248,7 @@ impl Metrics {
             check_duration: self.check_duration.with_label_values(&[pool, backend]),
             sessions_open: ["websocket", "sse"]
                 .map(|kind| self.sessions_open.with_label_values(&[pool, backend, kind])),
+            active: self.active.with_label_values(&[pool, backend]),
             sessions_cut: CutReason::ALL.map(|r| {
                 self.sessions_cut
                     .with_label_values(&[pool, backend, r.as_str()])
@@ -236,6 +264,7 @@ impl Metrics {
         PoolMetrics {
             retries: self.retries.with_label_values(&[pool]),
             unavailable: self.unavailable.with_label_values(&[pool]),
+            failovers: self.failovers.with_label_values(&[pool]),
         }
     }
 

@@ -1,7 +1,8 @@
-//! The admin listener: `/metrics` (Prometheus), `/status` (JSON), `/healthz`, `/readyz`, and
-//! `POST /reload`.
+//! The admin listener: `/` (status page), `/metrics` (Prometheus), `/status` (JSON), `/healthz`,
+//! `/readyz`, and `POST /reload`.
 
 pub mod metrics;
+pub mod page;
 pub mod status;
 
 use crate::proxy::Routing;
@@ -27,6 +28,14 @@ impl ServeHttp for AdminApp {
         let path = session.req_header().uri.path().to_string();
         let routing = self.routing.load();
         match (method.as_str(), path.as_str()) {
+            ("GET", "/") => {
+                let page = page::render(&status::snapshot(&routing.pools));
+                reply(
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    page.into_bytes(),
+                )
+            }
             ("GET", "/metrics") => reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",

@@ -41,6 +41,8 @@ pub struct BackendStatus {
     pub verdict: Option<Verdict>,
     pub facts: Option<Facts>,
     pub latency_ms: Option<f64>,
+    /// WebSocket and SSE sessions open to it now.
+    pub sessions: i64,
     pub last_check: Option<String>,
     pub last_change: Option<String>,
 }
@@ -79,6 +81,7 @@ fn pool_status(pool: &Pool) -> PoolStatus {
                 verdict: record.verdict,
                 facts: record.facts,
                 latency_ms: record.latency.map(|d| d.as_secs_f64() * 1000.0),
+                sessions: b.metrics.sessions_open.iter().map(|g| g.get()).sum(),
                 last_check: record.last_check.map(timestamp),
                 last_change: record.last_change.map(timestamp),
             }

@@ -223,6 +223,7 @@ async fn run_pool(pool: Arc<Pool>, mut shutdown: ShutdownWatch, first_round: one
         {
             publish(&pool, backend, observation, verdict);
         }
+        pool.note_active();
         if let Some(done) = first_round.take() {
             // Nobody waiting any more is fine.
             let _ = done.send(());

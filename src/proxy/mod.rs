@@ -265,6 +265,9 @@ impl ProxyHttp for Gateway {
             return Ok(());
         };
         backend.count_failure(&format!("HTTP {status} on live traffic"));
+        if let Some(pool) = self.pool(ctx) {
+            pool.note_active();
+        }
         let another = self.pool(ctx).is_some_and(|p| p.has_untried(ctx.tried));
         if another && self.may_retry(session, ctx) {
             let mut e = Error::explain(
@@ -289,6 +292,9 @@ impl ProxyHttp for Gateway {
         if let Some(backend) = self.backend(ctx) {
             backend.fail_passively(&format!("connect failed ({})", e.etype().as_str()));
         }
+        if let Some(pool) = self.pool(ctx) {
+            pool.note_active();
+        }
         let another = self.pool(ctx).is_some_and(|p| p.has_untried(ctx.tried));
         e.set_retry(another && self.may_retry(session, ctx));
         e
@@ -309,6 +315,9 @@ impl ProxyHttp for Gateway {
                     "no answer within the response timeout ({})",
                     e.etype().as_str()
                 ));
+            }
+            if let Some(pool) = self.pool(ctx) {
+                pool.note_active();
             }
         }
         // A pooled connection the backend had closed while idle: the backend itself may be

@@ -12,8 +12,12 @@ pub struct Pool {
     pub config: model::Pool,
     pub backends: Vec<Arc<Backend>>,
     cursor: AtomicUsize,
+    /// The backend last seen as [`Pool::active`] (`NONE` for none), to count failovers.
+    last_active: AtomicUsize,
     pub metrics: PoolMetrics,
 }
+
+const NONE: usize = usize::MAX;
 
 impl Pool {
     pub fn new(config: model::Pool, backends: Vec<Arc<Backend>>, metrics: PoolMetrics) -> Self {
@@ -21,6 +25,7 @@ impl Pool {
             config,
             backends,
             cursor: AtomicUsize::new(0),
+            last_active: AtomicUsize::new(NONE),
             metrics,
         }
     }
@@ -66,6 +71,33 @@ impl Pool {
             0,
             0,
         )
+    }
+
+    /// Publishes which backend is active now, after a health change; counts a failover when the
+    /// traffic moved from one backend to another.
+    pub fn note_active(&self) {
+        let now = self.active().unwrap_or(NONE);
+        let before = self.last_active.swap(now, Ordering::AcqRel);
+        if before == now {
+            return;
+        }
+        if before != NONE {
+            self.backends[before].metrics.active.set(0);
+            if now != NONE {
+                self.metrics.failovers.inc();
+            }
+        }
+        if now != NONE {
+            self.backends[now].metrics.active.set(1);
+        }
+        let name = |i: usize| {
+            if i == NONE {
+                "none"
+            } else {
+                self.backends[i].name()
+            }
+        };
+        tracing::info!(pool = %self.name(), from = name(before), to = name(now), "active backend changed");
     }
 
     /// Preference order under `first`: primaries in config order, then backups in config order.

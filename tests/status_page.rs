@@ -1,0 +1,126 @@
+//! The status page, loaded in headless Chromium (Debian's `chromium`, installed by scripts/test):
+//! it shows the healthy and the unhealthy backend with the unhealthy one's reason. The run leaves a
+//! screenshot in `target/status-page.png`.
+
+mod common;
+
+use common::*;
+use ssv_ha::sim::{NodeKind, NodeStatus};
+use std::path::PathBuf;
+use std::process::Command;
+
+fn chromium() -> PathBuf {
+    let path = PathBuf::from(
+        std::env::var_os("SSV_HA_CHROMIUM").unwrap_or_else(|| "/usr/bin/chromium".into()),
+    );
+    assert!(
+        path.exists(),
+        "CHROMIUM MISSING: {} not found; scripts/test installs Debian's chromium",
+        path.display()
+    );
+    path
+}
+
+fn headless(args: &[String]) -> std::process::Output {
+    let profile = tempfile::tempdir().unwrap();
+    Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+        ])
+        .args([
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-quic",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .output()
+        .expect("run chromium")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_page_shows_backends_and_reasons_in_a_browser() {
+    let pki = Pki::new();
+    let good = pki
+        .node(NodeKind::Execution, "ec-good", NodeStatus::default())
+        .await;
+    let lonely = pki
+        .node(
+            NodeKind::Execution,
+            "ec-lonely",
+            NodeStatus {
+                peers: 2,
+                ..NodeStatus::default()
+            },
+        )
+        .await;
+    let (admin, listen) = (free_addr(), free_addr());
+    let pools = pool_yaml(
+        "execution",
+        "execution",
+        "first",
+        &pki.ca_file,
+        &[(&lonely, false), (&good, true)],
+    );
+    let gw = Gateway::start(&config(admin, listen, &pools, EC_ROUTE), admin, &[listen]).await;
+    gw.wait_backend("execution", "ec-good", true).await;
+    gw.wait_backend("execution", "ec-lonely", false).await;
+
+    let url = format!("http://{admin}/");
+    let dom = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || headless(&["--dump-dom".into(), url])
+    })
+    .await
+    .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
+    assert!(dom.contains("<title>ssv-ha status</title>"), "{dom}");
+    let row = |name: &str| {
+        let start = dom
+            .find(&format!("id=\"backend-{name}\""))
+            .unwrap_or_else(|| panic!("no row for {name} in {dom}"));
+        let end = dom[start..].find("</tr>").unwrap() + start;
+        dom[start..end].to_string()
+    };
+    let good_row = row("ec-good");
+    assert!(
+        good_row.contains(">up<") && good_row.contains(">active<"),
+        "{good_row}"
+    );
+    let lonely_row = row("ec-lonely");
+    assert!(
+        lonely_row.contains(">down<") && lonely_row.contains("peers 2 &lt; 10"),
+        "{lonely_row}"
+    );
+    assert!(dom.contains("Traffic goes to <b>ec-good</b>"), "{dom}");
+
+    let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = tokio::task::spawn_blocking({
+        let shot = shot.clone();
+        move || {
+            headless(&[
+                format!("--screenshot={}", shot.display()),
+                "--window-size=1400,700".into(),
+                url,
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    let png = std::fs::read(&shot).unwrap_or_else(|e| {
+        panic!(
+            "no screenshot ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "a real screenshot"
+    );
+}
