@@ -45,7 +45,7 @@ code {{ font-size: .92em; }}
 }
 
 fn pool_section(html: &mut String, pool: &PoolStatus) {
-        let _ = writeln!(
+    let _ = writeln!(
         html,
         "<h2 id=\"pool-{name}\">{name} <span class=\"meta\">({kind}, {policy}, {healthy} of {total} healthy)</span></h2>",
         name = escape(&pool.name),
