@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod import;
 pub mod proxy;
 pub mod reload;
 pub mod server;

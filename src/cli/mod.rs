@@ -1,4 +1,4 @@
-//! Command line: `run` (the default), `check`, `healthcheck`, `probe` and `demo`.
+//! Command line: `run` (the default), `check`, `healthcheck`, `probe`, `import-haproxy` and `demo`.
 
 mod probe;
 
@@ -52,6 +52,18 @@ enum Command {
     },
     /// Run one health check of one or more nodes and print the verdict: exit 0 healthy, 1 not.
     Probe(probe::ProbeArgs),
+    /// Read an haproxy configuration of the original setup's shape and print the equivalent
+    /// ssv-ha configuration (comments say what could not be carried over).
+    ImportHaproxy {
+        /// The haproxy configuration file.
+        file: PathBuf,
+        /// Certificate (PEM chain) for the TLS listener that replaces haproxy's TLS pass-through.
+        #[arg(long, requires = "key")]
+        cert: Option<String>,
+        /// Private key (PEM) of that certificate.
+        #[arg(long, requires = "cert")]
+        key: Option<String>,
+    },
     /// Start simulated execution and consensus nodes with the gateway in front, to try failover.
     Demo(crate::demo::DemoArgs),
 }
@@ -63,6 +75,7 @@ pub fn main() -> ExitCode {
         Command::Check => check(&cli.run.config),
         Command::Run => run(&cli.run),
         Command::Probe(args) => probe::run(args),
+        Command::ImportHaproxy { file, cert, key } => import_haproxy(&file, cert.zip(key)),
         Command::Healthcheck { ready } => healthcheck(&cli.run.config, ready),
         Command::Demo(args) => match crate::demo::run(args) {
             Ok(()) => ExitCode::SUCCESS,
@@ -103,6 +116,36 @@ fn check(path: &std::path::Path) -> ExitCode {
         Err(e) => {
             eprintln!("{e}");
             ExitCode::from(EXIT_BAD_CONFIG)
+        }
+    }
+}
+
+fn import_haproxy(file: &std::path::Path, tls: Option<(String, String)>) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", file.display());
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let tls = tls.map(|(cert, key)| crate::import::TlsFiles { cert, key });
+    let yaml = match crate::import::import(&text, tls.as_ref()) {
+        Ok(yaml) => yaml,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    print!("{yaml}");
+    // The output must be usable as it is: check it the way `ssv-ha check` would.
+    match config::parse(&yaml, std::path::Path::new(".")) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(errors) => {
+            eprintln!("the imported configuration does not validate yet:");
+            for e in errors {
+                eprintln!("  - {e}");
+            }
+            ExitCode::from(1)
         }
     }
 }
