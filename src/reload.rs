@@ -91,6 +91,7 @@ pub fn build_routing(
         retries: config.retries,
         websocket_idle: config.timeouts.websocket_idle,
         timeouts: config.timeouts,
+        access_log: config.log.access,
     })
 }
 
@@ -212,6 +213,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.admin != new.admin {
         what.push("admin.address");
+    }
+    if old.log.format != new.log.format || old.log.level != new.log.level {
+        what.push("log.format or log.level");
     }
     if old.threads != new.threads {
         what.push("server.threads");

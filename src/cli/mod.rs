@@ -70,8 +70,12 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
-    match cli.command.unwrap_or(Command::Run) {
+    let command = cli.command.unwrap_or(Command::Run);
+    // `run` logs as its configuration says, once it is loaded.
+    if !matches!(command, Command::Run) {
+        init_logging(None);
+    }
+    match command {
         Command::Check => check(&cli.run.config),
         Command::Run => run(&cli.run),
         Command::Probe(args) => probe::run(args),
@@ -87,16 +91,22 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // A second init (tests, demo) is harmless.
+/// Logs to stderr, as text or JSON lines; `RUST_LOG`, when set, wins over the configured level.
+fn init_logging(settings: Option<&config::model::LogSettings>) {
     use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
+    let level = settings.map_or("info", |s| s.level.as_str());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    // A second init (tests, demo) is harmless: the first one stays.
+    let _ = match settings.map(|s| s.format) {
+        Some(config::model::LogFormat::Json) => builder.json().flatten_event(true).try_init(),
+        _ => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
@@ -207,6 +217,7 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
+    init_logging(Some(&config.log));
     let options = RunOptions {
         upgrade: args.upgrade,
     };

@@ -21,6 +21,25 @@ pub struct ServerSection {
     pub pid_file: Option<PathBuf>,
 }
 
+/// `log:` — how the gateway logs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `text` (default) or `json`.
+    pub format: Option<LogFormat>,
+    /// A level (`info`) or a filter (`info,ssv_ha=debug`); `RUST_LOG` wins when set.
+    pub level: Option<String>,
+    /// One line per request. Default `true`.
+    pub access: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// `admin:` — the admin listener that serves `/metrics` and `/status`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use url::Url;
 
-pub use super::file::{Policy, PoolKind};
+pub use super::file::{LogFormat, Policy, PoolKind};
 
 /// Admin listener address when none is configured.
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:8405";
@@ -59,6 +59,16 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub timeouts: Timeouts,
     pub retries: u32,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// Filter directives (`info`, `warn,ssv_ha=debug`).
+    pub level: String,
+    /// One `access` line per request.
+    pub access: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -5,7 +5,7 @@
 //! whatever parsed.
 
 use super::file::{
-    AdminSection, BackendSection, HealthSection, ListenerSection, Policy, PoolSection,
+    AdminSection, BackendSection, HealthSection, ListenerSection, LogSection, Policy, PoolSection,
     RouteSection, ServerSection, TimeoutSection,
 };
 use super::model::*;
@@ -19,6 +19,7 @@ use std::time::Duration;
 use url::Url;
 
 const TOP_LEVEL_KEYS: &[&str] = &[
+    "log",
     "server",
     "admin",
     "listeners",
@@ -94,6 +95,7 @@ impl Validator {
         let routes = take("routes");
         let timeouts = take("timeouts");
         let retries = take("retries");
+        let log = take("log");
         for (key, _) in top {
             let key = serde_yaml::to_string(&key).unwrap_or_default();
             self.error(
@@ -106,6 +108,20 @@ impl Validator {
         let server: ServerSection = self.optional_section("server", server);
         let admin: AdminSection = self.optional_section("admin", admin);
         let timeouts: TimeoutSection = self.optional_section("timeouts", timeouts);
+        let log: LogSection = self.optional_section("log", log);
+        let level = log.level.unwrap_or_else(|| "info".to_string());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
+            self.error(
+                "log.level",
+                format!("`{level}` is not a level or filter: {e}"),
+                Some("error, warn, info, debug or trace, optionally per target: info,ssv_ha=debug"),
+            );
+        }
+        let log = LogSettings {
+            format: log.format.unwrap_or(LogFormat::Text),
+            level,
+            access: log.access.unwrap_or(true),
+        };
 
         let threads = match server.threads {
             Some(0) => {
@@ -170,6 +186,7 @@ impl Validator {
             routes,
             timeouts,
             retries,
+            log,
         })
     }
 

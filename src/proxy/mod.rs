@@ -7,6 +7,7 @@
 
 pub mod reply;
 pub mod routing;
+pub mod rpc;
 
 use crate::config::model::PoolKind;
 use crate::config::model::{Listener, Timeouts};
@@ -40,6 +41,8 @@ pub struct Routing {
     pub websocket_idle: Duration,
     /// The timeouts the pools' peers were built with.
     pub timeouts: Timeouts,
+    /// Whether each request is logged (target `access`).
+    pub access_log: bool,
 }
 
 pub struct Gateway {
@@ -92,6 +95,10 @@ impl Gateway {
 /// Per-request state.
 #[derive(Default)]
 pub struct RequestCtx {
+    /// When the request arrived; set when it is to be logged.
+    started: Option<Instant>,
+    /// JSON-RPC methods of the request, for the access log.
+    rpc_methods: Option<String>,
     pool: Option<Arc<Pool>>,
     /// The retry budget of the routing the request started with.
     retries: u32,
@@ -147,6 +154,9 @@ impl ProxyHttp for Gateway {
         };
         ctx.pool = Some(routing.pools[pool].clone());
         ctx.retries = routing.retries;
+        if routing.access_log {
+            ctx.started = Some(Instant::now());
+        }
         ctx.traffic = traffic_of(session.req_header(), session.is_upgrade_req());
         if ctx.traffic == Traffic::WebSocket {
             ctx.holds_websocket_slot = true;
@@ -164,6 +174,27 @@ impl ProxyHttp for Gateway {
             session.as_downstream_mut().set_write_timeout(idle);
         }
         Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // The first chunk names the methods; later chunks (and unlogged requests) cost nothing.
+        let logged_rpc = ctx.started.is_some()
+            && ctx
+                .pool
+                .as_ref()
+                .is_some_and(|p| p.config.kind == PoolKind::Execution);
+        if logged_rpc && ctx.rpc_methods.is_none() {
+            if let Some(chunk) = body {
+                ctx.rpc_methods = Some(rpc::methods(chunk));
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -374,6 +405,9 @@ impl ProxyHttp for Gateway {
             let body = match pool.as_ref().map(|p| p.config.kind) {
                 Some(PoolKind::Execution) => {
                     let request = request_body(session).await;
+                    if ctx.started.is_some() && ctx.rpc_methods.is_none() {
+                        ctx.rpc_methods = Some(rpc::methods(&request));
+                    }
                     reply::jsonrpc_error(&request, reply::JSONRPC_UNAVAILABLE, &message)
                 }
                 _ => reply::beacon_error(code, &message),
@@ -405,25 +439,47 @@ impl ProxyHttp for Gateway {
         if ctx.holds_websocket_slot {
             self.websockets.fetch_sub(1, Ordering::Relaxed);
         }
-        let Some(backend) = self.backend(ctx) else {
-            return;
-        };
-        if let Some(kind) = ctx.session_open {
-            backend.metrics.sessions_open[kind].dec();
-            if e.is_some_and(is_timeout) {
-                backend.metrics.count_cut(CutReason::Idle, 1);
-            }
-        }
         let status = session
             .as_downstream()
             .response_written()
             .map_or(0, |r| r.status.as_u16());
-        backend.metrics.count_status(status);
-        if let Some(start) = ctx.upstream_start {
-            backend
-                .metrics
-                .upstream_latency
-                .observe(start.elapsed().as_secs_f64());
+        let backend = self.backend(ctx);
+        if let Some(backend) = backend {
+            if let Some(kind) = ctx.session_open {
+                backend.metrics.sessions_open[kind].dec();
+                if e.is_some_and(is_timeout) {
+                    backend.metrics.count_cut(CutReason::Idle, 1);
+                }
+            }
+            backend.metrics.count_status(status);
+            if let Some(start) = ctx.upstream_start {
+                backend
+                    .metrics
+                    .upstream_latency
+                    .observe(start.elapsed().as_secs_f64());
+            }
+        }
+        if let Some(started) = ctx.started {
+            let request = session.req_header();
+            let client = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip());
+            tracing::info!(
+                target: "access",
+                listener = %self.listener,
+                pool = ctx.pool.as_ref().map_or("-", |p| p.name()),
+                backend = backend.map_or("-", |b| b.name()),
+                client = %client.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+                method = %request.method,
+                path = request.uri.path(),
+                rpc = ctx.rpc_methods.as_deref().unwrap_or(""),
+                status,
+                bytes = session.as_downstream().body_bytes_sent(),
+                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                retries = ctx.attempts.saturating_sub(1),
+                error = e.map_or("", |e| e.etype().as_str()),
+            );
         }
     }
 }
