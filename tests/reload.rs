@@ -40,6 +40,17 @@ async fn reload_applies_a_valid_file_and_keeps_sessions_on_kept_backends() {
     let cc = pki
         .node(NodeKind::Consensus, "cc-a", NodeStatus::default())
         .await;
+    // Under the first config's peer threshold, over the second's.
+    let c = pki
+        .node(
+            NodeKind::Execution,
+            "ec-c",
+            NodeStatus {
+                peers: 7,
+                ..NodeStatus::default()
+            },
+        )
+        .await;
     let (admin, listen) = (free_addr(), free_addr());
     // Everything on the listener goes to the execution pool, except what a host route claims.
     let catch_all = format!("  - {{ listener: \"{listen}\", pool: execution }}\n");
@@ -51,12 +62,14 @@ async fn reload_applies_a_valid_file_and_keeps_sessions_on_kept_backends() {
             "execution",
             "first",
             &pki.ca_file,
-            &[(&a, false)],
+            &[(&a, false), (&c, true)],
         ),
         &catch_all,
     );
     let gw = Gateway::start(&before, admin, &[listen]).await;
     gw.wait_backend("execution", "ec-a", true).await;
+    let lonely = gw.wait_backend("execution", "ec-c", false).await;
+    assert_eq!(lonely["reason"], "peers 7 < 10");
 
     // A live subscription on ec-a, which the new config keeps as it is.
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{listen}/"))
@@ -71,13 +84,14 @@ async fn reload_applies_a_valid_file_and_keeps_sessions_on_kept_backends() {
     .unwrap();
     let _subscribed = ws.next().await;
 
-    // New: ec-b as a backup, a consensus pool and its route.
-    let mut pools = pool_yaml(
+    // New: a lower peer threshold, ec-b as another backup, a consensus pool and its route.
+    let mut pools = pool_yaml_with(
         "execution",
         "execution",
         "first",
         &pki.ca_file,
-        &[(&a, false), (&b, true)],
+        &[(&a, false), (&c, true), (&b, true)],
+        "    min_peers: 5\n",
     );
     pools += &pool_yaml(
         "consensus",
@@ -100,6 +114,7 @@ async fn reload_applies_a_valid_file_and_keeps_sessions_on_kept_backends() {
 
     gw.wait_backend("execution", "ec-b", true).await;
     gw.wait_backend("consensus", "cc-a", true).await;
+    gw.wait_backend("execution", "ec-c", true).await;
     let client = reqwest::Client::new();
     let (status, node, _) = get(
         &client,
@@ -133,8 +148,8 @@ async fn reload_applies_a_valid_file_and_keeps_sessions_on_kept_backends() {
         Some(1.0)
     );
 
-    // Removing ec-a ends its sessions; traffic goes to what remains (ec-b, now a primary, and so
-    // replaced; the consensus pool is gone).
+    // Removing ec-a and ec-c ends their sessions; traffic goes to what remains (ec-b, now a primary,
+    // and so replaced; the consensus pool is gone).
     let pools = pool_yaml(
         "execution",
         "execution",
@@ -149,7 +164,7 @@ async fn reload_applies_a_valid_file_and_keeps_sessions_on_kept_backends() {
         body["summary"]
             .as_str()
             .unwrap()
-            .contains("removed or replaced 3"),
+            .contains("removed or replaced 4"),
         "{body}"
     );
     let ended = tokio::time::timeout(Duration::from_secs(5), ws.next())
