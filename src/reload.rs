@@ -92,6 +92,7 @@ pub fn build_routing(
         websocket_idle: config.timeouts.websocket_idle,
         timeouts: config.timeouts,
         access_log: config.log.access,
+        limits: config.limits,
     })
 }
 

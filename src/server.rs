@@ -79,12 +79,7 @@ pub fn build(
     let monitor = Monitor::new(routing.clone(), reloader.subscribe());
     let health = server.add_service(background_service("health checks", monitor));
     for (index, listener) in config.listeners.iter().enumerate() {
-        let gateway = Gateway::new(
-            index,
-            listener,
-            routing.clone(),
-            metrics.unrouted(&listener.name),
-        );
+        let gateway = Gateway::new(index, listener, routing.clone(), &metrics);
         let mut service = pingora::proxy::http_proxy_service_with_name(
             &server.configuration,
             gateway,

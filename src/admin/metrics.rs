@@ -29,6 +29,8 @@ pub struct Metrics {
     reloads: IntCounterVec,
     active: IntGaugeVec,
     failovers: IntCounterVec,
+    denied: IntCounterVec,
+    refused: IntCounterVec,
 }
 
 /// Handles for one backend, resolved at start.
@@ -52,6 +54,8 @@ pub struct BackendMetrics {
 
 /// Handles for one pool.
 pub struct PoolMetrics {
+    /// Requests (or batch elements) refused by the method policy or batch limit.
+    pub denied: IntCounter,
     pub retries: IntCounter,
     pub unavailable: IntCounter,
     pub failovers: IntCounter,
@@ -172,6 +176,20 @@ impl Metrics {
             ),
             &["pool"],
         )?;
+        let denied = IntCounterVec::new(
+            Opts::new(
+                "ssv_ha_denied_requests_total",
+                "JSON-RPC requests with methods the pool's policy refuses (or too large a batch)",
+            ),
+            &["pool"],
+        )?;
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "ssv_ha_refused_requests_total",
+                "Requests refused at the door, by reason (body_too_large, url_too_long)",
+            ),
+            &["reason"],
+        )?;
         let reloads = IntCounterVec::new(
             Opts::new(
                 "ssv_ha_config_reloads_total",
@@ -210,6 +228,8 @@ impl Metrics {
             Box::new(reloads.clone()),
             Box::new(active.clone()),
             Box::new(failovers.clone()),
+            Box::new(denied.clone()),
+            Box::new(refused.clone()),
             Box::new(build_info),
         ] {
             registry.register(c)?;
@@ -232,6 +252,8 @@ impl Metrics {
             reloads,
             active,
             failovers,
+            denied,
+            refused,
         })
     }
 
@@ -265,7 +287,13 @@ impl Metrics {
             retries: self.retries.with_label_values(&[pool]),
             unavailable: self.unavailable.with_label_values(&[pool]),
             failovers: self.failovers.with_label_values(&[pool]),
+            denied: self.denied.with_label_values(&[pool]),
         }
+    }
+
+    /// Counts a request refused before routing went further (`body_too_large`, `url_too_long`).
+    pub fn refused(&self, reason: &str) -> IntCounter {
+        self.refused.with_label_values(&[reason])
     }
 
     pub fn count_reload(&self, success: bool) {

@@ -99,6 +99,10 @@ pub struct PoolSection {
     pub genesis_validators_root: Option<String>,
     /// Consensus only: the genesis fork version every node must report.
     pub genesis_fork_version: Option<String>,
+    /// Execution only: which JSON-RPC methods are forwarded.
+    pub methods: Option<MethodsSection>,
+    /// Execution only: the largest JSON-RPC batch forwarded. Default 1000.
+    pub max_batch: Option<usize>,
     /// Move sessions back to a primary that is healthy again: `true` (default), `false`.
     pub failback: Option<bool>,
     /// Delay before sessions move back to a healthy-again primary. Default `10s`.
@@ -117,6 +121,26 @@ pub struct HealthSection {
     pub timeout: Option<String>,
     pub rise: Option<u32>,
     pub fall: Option<u32>,
+}
+
+/// `methods:` of an execution pool: prefix patterns (`eth_*`) or exact names.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodsSection {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+/// `limits:` — what a client request may be.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Largest request body, in bytes. Default 10485760 (10 MiB).
+    pub max_body_bytes: Option<usize>,
+    /// Longest request URL (path and query), in bytes. Default 8192.
+    pub max_url_bytes: Option<usize>,
 }
 
 /// One entry of a pool's `backends:`.

@@ -37,6 +37,12 @@ pub const DEFAULT_CONSENSUS_MAX_LAG: u64 = 8;
 pub const DEFAULT_MAX_SLOT_LAG: u64 = 32;
 /// Time live sessions may continue after SIGTERM.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+/// Largest request body accepted.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+/// Longest request URL accepted.
+pub const DEFAULT_MAX_URL_BYTES: usize = 8 * 1024;
+/// Largest JSON-RPC batch forwarded.
+pub const DEFAULT_MAX_BATCH: usize = 1000;
 /// Most WebSocket sessions open at once on one listener.
 pub const DEFAULT_MAX_WEBSOCKETS: usize = 10_000;
 /// Time a healthy-again primary must stay the first choice before sessions on lower-ranked
@@ -60,6 +66,13 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub retries: u32,
     pub log: LogSettings,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_url_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +118,8 @@ pub struct Pool {
     pub max_slot_lag: u64,
     /// The network every node must be on; `None`: the nodes must agree among themselves.
     pub network: ExpectedNetwork,
+    /// Execution only: the JSON-RPC methods forwarded and the largest batch.
+    pub methods: crate::proxy::policy::MethodPolicy,
     /// With policy `first`: move sessions back to a primary this long after it is healthy again;
     /// `None` leaves them where they are.
     pub failback: Option<Duration>,

@@ -5,8 +5,8 @@
 //! whatever parsed.
 
 use super::file::{
-    AdminSection, BackendSection, HealthSection, ListenerSection, LogSection, Policy, PoolSection,
-    RouteSection, ServerSection, TimeoutSection,
+    AdminSection, BackendSection, HealthSection, LimitsSection, ListenerSection, LogSection,
+    Policy, PoolSection, RouteSection, ServerSection, TimeoutSection,
 };
 use super::model::*;
 use super::ConfigError;
@@ -19,6 +19,7 @@ use std::time::Duration;
 use url::Url;
 
 const TOP_LEVEL_KEYS: &[&str] = &[
+    "limits",
     "log",
     "server",
     "admin",
@@ -96,6 +97,7 @@ impl Validator {
         let timeouts = take("timeouts");
         let retries = take("retries");
         let log = take("log");
+        let limits = take("limits");
         for (key, _) in top {
             let key = serde_yaml::to_string(&key).unwrap_or_default();
             self.error(
@@ -117,6 +119,19 @@ impl Validator {
                 Some("error, warn, info, debug or trace, optionally per target: info,ssv_ha=debug"),
             );
         }
+        let limits: LimitsSection = self.optional_section("limits", limits);
+        let limits = Limits {
+            max_body_bytes: self.positive(
+                "limits.max_body_bytes",
+                limits.max_body_bytes,
+                DEFAULT_MAX_BODY_BYTES,
+            ),
+            max_url_bytes: self.positive(
+                "limits.max_url_bytes",
+                limits.max_url_bytes,
+                DEFAULT_MAX_URL_BYTES,
+            ),
+        };
         let log = LogSettings {
             format: log.format.unwrap_or(LogFormat::Text),
             level,
@@ -187,6 +202,7 @@ impl Validator {
             timeouts,
             retries,
             log,
+            limits,
         })
     }
 
@@ -196,6 +212,17 @@ impl Validator {
         }
         self.node(path, value, "see the configuration reference in README.md")
             .unwrap_or_default()
+    }
+
+    fn positive(&mut self, path: &str, value: Option<usize>, default: usize) -> usize {
+        match value {
+            Some(0) => {
+                self.error(path, "must be at least 1", None);
+                default
+            }
+            Some(n) => n,
+            None => default,
+        }
     }
 
     fn duration(&mut self, path: &str, text: Option<String>, default: Duration) -> Duration {
@@ -450,7 +477,42 @@ impl Validator {
             DEFAULT_FAILBACK_DELAY,
         );
         let failback = section.failback.unwrap_or(true).then_some(failback_delay);
+        if section.kind == PoolKind::Consensus
+            && (section.methods.is_some() || section.max_batch.is_some())
+        {
+            self.error(
+                &path,
+                "`methods` and `max_batch` are for execution pools",
+                Some("consensus pools speak REST, not JSON-RPC"),
+            );
+        }
+        let methods = section.methods.take().unwrap_or_default();
+        for (list, patterns) in [("allow", &methods.allow), ("deny", &methods.deny)] {
+            for (i, p) in patterns.iter().enumerate() {
+                let name = p.strip_suffix('*').unwrap_or(p);
+                if name.is_empty()
+                    || name.contains('*')
+                    || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
+                    self.error(
+                        format!("{path}.methods.{list}[{i}]"),
+                        format!("`{p}` is not a method name or prefix"),
+                        Some("write eth_call, or eth_* for a prefix"),
+                    );
+                }
+            }
+        }
+        let methods = crate::proxy::policy::MethodPolicy {
+            allow: methods.allow,
+            deny: methods.deny,
+            max_batch: self.positive(
+                &format!("{path}.max_batch"),
+                section.max_batch,
+                DEFAULT_MAX_BATCH,
+            ),
+        };
         Some(Pool {
+            methods,
             failback,
             name,
             kind: section.kind,

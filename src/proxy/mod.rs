@@ -5,27 +5,36 @@
 //! of the local address. Decisions live in plain functions ([`routing`], [`reply`],
 //! [`crate::upstream::selection`]); this file only wires them to Pingora's hooks.
 
+pub mod policy;
 pub mod reply;
 pub mod routing;
 pub mod rpc;
 
+use crate::admin::metrics::Metrics;
 use crate::config::model::PoolKind;
-use crate::config::model::{Listener, Timeouts};
+use crate::config::model::{Limits, Listener, Timeouts};
 use crate::upstream::session::{CutReason, SESSION_CUT};
 use crate::upstream::{Backend, Pool, Traffic};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType, RetryType};
+use policy::{Decision, Slot};
 use prometheus::IntCounter;
 use routing::RouteTable;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A request body over `limits.max_body_bytes`.
+const TOO_LARGE: ErrorType = ErrorType::Custom("request body too large");
+/// A denied method found in a body scanned while streaming.
+const METHOD_DENIED: ErrorType = ErrorType::Custom("method denied");
+/// Largest body judged before connecting (Pingora's retry buffer, which then carries it).
+const MAX_JUDGED_BODY: usize = 64 * 1024;
 /// The error a request ends with when its pool has no healthy backend left to try.
 const NO_BACKEND: ErrorType = ErrorType::Custom("no healthy backend");
 /// Most request body read to find JSON-RPC ids for an error reply.
@@ -43,6 +52,7 @@ pub struct Routing {
     pub timeouts: Timeouts,
     /// Whether each request is logged (target `access`).
     pub access_log: bool,
+    pub limits: Limits,
 }
 
 pub struct Gateway {
@@ -52,6 +62,8 @@ pub struct Gateway {
     https: bool,
     routing: Arc<ArcSwap<Routing>>,
     unrouted: IntCounter,
+    too_large: IntCounter,
+    too_long: IntCounter,
     /// WebSocket sessions open on this listener, and their cap.
     websockets: AtomicUsize,
     max_websockets: usize,
@@ -62,14 +74,16 @@ impl Gateway {
         index: usize,
         listener: &Listener,
         routing: Arc<ArcSwap<Routing>>,
-        unrouted: IntCounter,
+        metrics: &Metrics,
     ) -> Self {
         Gateway {
             index,
             listener: listener.name.clone(),
             https: listener.tls.is_some(),
             routing,
-            unrouted,
+            unrouted: metrics.unrouted(&listener.name),
+            too_large: metrics.refused("body_too_large"),
+            too_long: metrics.refused("url_too_long"),
             websockets: AtomicUsize::new(0),
             max_websockets: listener.max_websockets,
         }
@@ -81,6 +95,52 @@ impl Gateway {
 
     fn backend<'c>(&self, ctx: &'c RequestCtx) -> Option<&'c Arc<Backend>> {
         Some(&ctx.pool.as_ref()?.backends[ctx.backend?])
+    }
+
+    /// Reads a JSON-RPC body (when small enough) before any backend is chosen, and applies the
+    /// pool's method policy: a denied request is answered here and never reaches a backend.
+    async fn apply_method_policy(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        declared: Option<usize>,
+    ) -> Result<bool> {
+        if !declared.is_some_and(|n| n <= MAX_JUDGED_BODY) {
+            ctx.scan_stream = true;
+            return Ok(false);
+        }
+        // The retry buffer keeps what is read here; Pingora sends it upstream from there.
+        session.as_downstream_mut().enable_retry_buffering();
+        let mut body = BytesMut::new();
+        while let Some(chunk) = session.as_downstream_mut().read_request_body().await? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_JUDGED_BODY {
+                return Error::e_explain(
+                    ErrorType::InvalidHTTPHeader,
+                    "request body longer than its Content-Length",
+                );
+            }
+        }
+        if ctx.started.is_some() {
+            ctx.rpc_methods = Some(rpc::methods(&body));
+        }
+        let Some(pool) = ctx.pool.clone() else {
+            return Ok(false);
+        };
+        match policy::inspect(&body, &pool.config.methods) {
+            Decision::Pass => Ok(false),
+            Decision::Answer(answer) => {
+                pool.metrics.denied.inc();
+                write_json(session, 200, answer).await?;
+                Ok(true)
+            }
+            Decision::Rewrite { body, plan } => {
+                pool.metrics.denied.inc();
+                ctx.rewritten = Some(Bytes::from(body));
+                ctx.plan = Some(plan);
+                Ok(false)
+            }
+        }
     }
 
     /// Whether a failed attempt may be sent again: nothing reached the client yet, the body can
@@ -97,6 +157,17 @@ impl Gateway {
 pub struct RequestCtx {
     /// When the request arrived; set when it is to be logged.
     started: Option<Instant>,
+    /// The body to send instead of the client's (a batch without its denied elements).
+    rewritten: Option<Bytes>,
+    /// How to put a rewritten batch's answer back together.
+    plan: Option<Vec<Slot>>,
+    /// The backend's answer to a rewritten batch, gathered to be merged.
+    answer: Option<BytesMut>,
+    /// Body bytes seen and allowed.
+    body_seen: usize,
+    max_body: usize,
+    /// Scan the body for denied methods as it streams (it was too large to judge up front).
+    scan_stream: bool,
     /// JSON-RPC methods of the request, for the access log.
     rpc_methods: Option<String>,
     pool: Option<Arc<Pool>>,
@@ -173,6 +244,39 @@ impl ProxyHttp for Gateway {
             session.as_downstream_mut().set_read_timeout(idle);
             session.as_downstream_mut().set_write_timeout(idle);
         }
+        let limits = routing.limits;
+        drop(routing);
+        let url_length = session
+            .req_header()
+            .uri
+            .path_and_query()
+            .map_or(0, |pq| pq.as_str().len());
+        if url_length > limits.max_url_bytes {
+            self.too_long.inc();
+            let message = format!(
+                "URL of {url_length} bytes; at most {} are accepted",
+                limits.max_url_bytes
+            );
+            refuse(session, ctx, 414, &message).await?;
+            return Ok(true);
+        }
+        let declared = content_length(session.req_header());
+        if declared.is_some_and(|n| n > limits.max_body_bytes) {
+            self.too_large.inc();
+            let message = format!("request body larger than {} bytes", limits.max_body_bytes);
+            refuse(session, ctx, 413, &message).await?;
+            return Ok(true);
+        }
+        ctx.max_body = limits.max_body_bytes;
+        let json_rpc = ctx
+            .pool
+            .as_ref()
+            .is_some_and(|p| p.config.kind == PoolKind::Execution)
+            && ctx.traffic == Traffic::Plain
+            && session.req_header().method == http::Method::POST;
+        if json_rpc {
+            return self.apply_method_policy(session, ctx, declared).await;
+        }
         Ok(false)
     }
 
@@ -180,9 +284,38 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(rewritten) = &ctx.rewritten {
+            // The body was read and judged before connecting: send the permitted part, whole.
+            *body = Some(if end_of_stream {
+                rewritten.clone()
+            } else {
+                Bytes::new()
+            });
+            return Ok(());
+        }
+        if let Some(chunk) = body.as_ref() {
+            ctx.body_seen += chunk.len();
+            if ctx.body_seen > ctx.max_body {
+                return Error::e_explain(TOO_LARGE, format!("more than {} bytes", ctx.max_body));
+            }
+            // A body too large to judge before connecting is scanned as it streams.
+            if ctx.scan_stream {
+                if let Some(pool) = &ctx.pool {
+                    if let Some(denied) = rpc::methods(chunk)
+                        .split(',')
+                        .find(|m| !m.is_empty() && !pool.config.methods.permits(m))
+                    {
+                        return Error::e_explain(
+                            METHOD_DENIED,
+                            format!("the method {denied} is not available through this gateway"),
+                        );
+                    }
+                }
+            }
+        }
         // The first chunk names the methods; later chunks (and unlogged requests) cost nothing.
         let logged_rpc = ctx.started.is_some()
             && ctx
@@ -236,6 +369,10 @@ impl ProxyHttp for Gateway {
         let Some(backend) = self.backend(ctx) else {
             return Ok(());
         };
+        if let Some(rewritten) = &ctx.rewritten {
+            upstream_request.remove_header(&http::header::TRANSFER_ENCODING);
+            upstream_request.insert_header(http::header::CONTENT_LENGTH, rewritten.len())?;
+        }
         // Backends behind traefik route by Host (and SNI): send the backend's own name.
         upstream_request
             .insert_header(http::header::HOST, backend.host_header(ctx.traffic).clone())?;
@@ -280,6 +417,11 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
+        if ctx.plan.is_some() && upstream_response.status.is_success() {
+            // The merged answer has another length.
+            upstream_response.remove_header(&http::header::CONTENT_LENGTH);
+            ctx.answer = Some(BytesMut::new());
+        }
         if let Some(kind) = session_kind(ctx.traffic, upstream_response) {
             if let Some(backend) = self.backend(ctx) {
                 backend.metrics.sessions_open[kind].inc();
@@ -379,7 +521,22 @@ impl ProxyHttp for Gateway {
         RequestCtx: Send + Sync,
     {
         let pool = self.pool(ctx).cloned();
-        let (code, message) = if *e.etype() == NO_BACKEND {
+        let (code, message) = if *e.etype() == TOO_LARGE {
+            (
+                413,
+                format!(
+                    "request body too large: {}",
+                    e.context.as_ref().map_or(String::new(), |c| c.to_string())
+                ),
+            )
+        } else if *e.etype() == METHOD_DENIED {
+            (
+                403,
+                e.context
+                    .as_ref()
+                    .map_or_else(|| "method denied".to_string(), |c| c.to_string()),
+            )
+        } else if *e.etype() == NO_BACKEND {
             if let Some(pool) = &pool {
                 pool.metrics.unavailable.inc();
             }
@@ -420,6 +577,30 @@ impl ProxyHttp for Gateway {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        let Some(answer) = ctx.answer.as_mut() else {
+            return Ok(None);
+        };
+        if let Some(chunk) = body.take() {
+            answer.extend_from_slice(&chunk);
+        }
+        if end_of_stream {
+            let gathered = std::mem::take(answer).freeze();
+            let merged = ctx
+                .plan
+                .as_deref()
+                .and_then(|plan| policy::merge(plan, &gathered));
+            *body = Some(merged.map_or(gathered, Bytes::from));
+        }
+        Ok(None)
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
@@ -498,6 +679,25 @@ fn session_kind(traffic: Traffic, response: &ResponseHeader) -> Option<usize> {
         Traffic::EventStream if response.status.is_success() => Some(1),
         _ => None,
     }
+}
+
+/// Refuses a request with `status` and a body in the pool's protocol.
+async fn refuse(session: &mut Session, ctx: &RequestCtx, status: u16, message: &str) -> Result<()> {
+    let body = match ctx.pool.as_ref().map(|p| p.config.kind) {
+        Some(PoolKind::Execution) => reply::jsonrpc_error(b"", policy::INVALID_REQUEST, message),
+        _ => reply::beacon_error(status, message),
+    };
+    write_json(session, status, body).await
+}
+
+fn content_length(req: &RequestHeader) -> Option<usize> {
+    req.headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The request body for an error reply: what the retry buffer kept, or else what can still be read.

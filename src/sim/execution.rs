@@ -17,8 +17,12 @@ async fn handle(
     State(state): State<Arc<NodeState>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
     method: http::Method,
+    headers: http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    let probe = headers
+        .get(http::header::USER_AGENT)
+        .is_some_and(|ua| ua == crate::health::PROBE_USER_AGENT);
     if let Ok(ws) = ws {
         return ws.on_upgrade(move |socket| websocket(state, socket));
     }
@@ -33,31 +37,42 @@ async fn handle(
         Ok(v) => v,
         Err(_) => return axum::Json(error(&Value::Null, -32700, "parse error")).into_response(),
     };
-    axum::Json(answer(&state, &request, None)).into_response()
+    axum::Json(answer(&state, &request, None, !probe)).into_response()
 }
 
 /// Answers a single request or a batch. `subscriptions` is set on WebSocket connections.
-fn answer(state: &NodeState, request: &Value, subscriptions: Option<&mut Vec<String>>) -> Value {
+fn answer(
+    state: &NodeState,
+    request: &Value,
+    subscriptions: Option<&mut Vec<String>>,
+    record: bool,
+) -> Value {
     match request {
         Value::Array(items) => {
             let mut subscriptions = subscriptions;
-            Value::Array(
-                items
-                    .iter()
-                    .map(|item| call(state, item, subscriptions.as_deref_mut()))
-                    .collect(),
-            )
+            let answers = items
+                .iter()
+                .map(|item| call(state, item, subscriptions.as_deref_mut(), record));
+            Value::Array(answers.collect())
         }
-        single => call(state, single, subscriptions),
+        single => call(state, single, subscriptions, record),
     }
 }
 
-fn call(state: &NodeState, request: &Value, subscriptions: Option<&mut Vec<String>>) -> Value {
+/// Answers one request; `record` notes client (not probe) methods.
+fn call(
+    state: &NodeState,
+    request: &Value,
+    subscriptions: Option<&mut Vec<String>>,
+    record: bool,
+) -> Value {
     let id = request.get("id").cloned().unwrap_or(Value::Null);
     let Some(method) = request.get("method").and_then(Value::as_str) else {
         return error(&id, -32600, "invalid request");
     };
-    state.record_rpc(method);
+    if record {
+        state.record_rpc(method);
+    }
     let s = state.status();
     let result = match method {
         "eth_syncing" if s.syncing => json!({
@@ -111,7 +126,7 @@ async fn websocket(state: Arc<NodeState>, mut socket: WebSocket) {
                 // WebSocket messages are client traffic too.
                 state.client_requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let reply = match serde_json::from_str::<Value>(&text) {
-                    Ok(request) => answer(&state, &request, Some(&mut subscriptions)),
+                                        Ok(request) => answer(&state, &request, Some(&mut subscriptions), true),
                     Err(_) => error(&Value::Null, -32700, "parse error"),
                 };
                 if socket.send(Message::Text(reply.to_string().into())).await.is_err() {

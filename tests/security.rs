@@ -1,0 +1,226 @@
+//! Hostile and oversized requests: the method policy (single requests and batches), batch, body and
+//! URL limits. Denied requests never reach a backend (the simulated node counts what it receives).
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use ssv_ha::sim::{NodeKind, NodeStatus, SimNode};
+use std::net::SocketAddr;
+
+struct Setup {
+    _pki: Pki,
+    a: SimNode,
+    b: SimNode,
+    gw: Gateway,
+    url: String,
+}
+
+async fn setup(pool_extra: &str, top_extra: &str) -> Setup {
+    let pki = Pki::new();
+    let a = pki
+        .node(NodeKind::Execution, "ec-a", NodeStatus::default())
+        .await;
+    let b = pki
+        .node(NodeKind::Execution, "ec-b", NodeStatus::default())
+        .await;
+    let (admin, listen): (SocketAddr, SocketAddr) = (free_addr(), free_addr());
+    let pools = pool_yaml_with(
+        "execution",
+        "execution",
+        "first",
+        &pki.ca_file,
+        &[(&a, false), (&b, true)],
+        pool_extra,
+    );
+    let yaml = format!("{top_extra}{}", config(admin, listen, &pools, EC_ROUTE));
+    let gw = Gateway::start(&yaml, admin, &[listen]).await;
+    gw.wait_backend("execution", "ec-a", true).await;
+    gw.wait_backend("execution", "ec-b", true).await;
+    Setup {
+        _pki: pki,
+        a,
+        b,
+        gw,
+        url: format!("http://{listen}/"),
+    }
+}
+
+async fn send(url: &str, body: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("host", "rpc.example.com")
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn denied_methods_never_reach_a_backend() {
+    let s = setup("    methods: { deny: [eth_sendRawTransaction] }\n", "").await;
+    for body in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"admin_addPeer","params":["enode://x"]}"#,
+        r#"{"jsonrpc":"2.0","id":2,"METHOD":"debug_setHead","params":["0x1"]}"#,
+        r#"{"jsonrpc":"2.0","id":3,"\u006dethod":"personal_unlockAccount"}"#,
+        r#"{"jsonrpc":"2.0","id":4,"method":"eth_sendRawTransaction","params":["0x00"]}"#,
+        r#"[{"jsonrpc":"2.0","id":5,"method":"engine_forkchoiceUpdatedV3"},{"jsonrpc":"2.0","id":6,"method":"miner_stop"}]"#,
+    ] {
+        let (status, reply) = send(&s.url, body).await;
+        assert_eq!(status, 200, "{body}");
+        let errors: Vec<&Value> = match &reply {
+            Value::Array(items) => items.iter().collect(),
+            one => vec![one],
+        };
+        for e in errors {
+            assert_eq!(e["error"]["code"], -32601, "{body}: {reply}");
+        }
+    }
+    assert_eq!(
+        s.a.client_requests() + s.b.client_requests(),
+        0,
+        "a denied method reached a backend"
+    );
+    assert!(s
+        .gw
+        .metrics()
+        .await
+        .contains("ssv_ha_denied_requests_total{pool=\"execution\"} 5"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_keeps_its_order_and_ids_with_denied_elements_answered_in_place() {
+    let s = setup("", "").await;
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": "first", "method": "eth_chainId"},
+        {"jsonrpc": "2.0", "id": 2, "method": "admin_nodeInfo"},
+        {"jsonrpc": "2.0", "id": 3, "method": "eth_blockNumber"},
+        {"jsonrpc": "2.0", "id": 4, "method": "txpool_content"},
+    ]);
+    let (status, reply) = send(&s.url, &batch.to_string()).await;
+    assert_eq!(status, 200);
+    let ids: Vec<&Value> = reply
+        .as_array()
+        .expect("a batch answer")
+        .iter()
+        .map(|r| &r["id"])
+        .collect();
+    assert_eq!(ids, [&json!("first"), &json!(2), &json!(3), &json!(4)]);
+    assert_eq!(reply[0]["result"], "0x1");
+    assert_eq!(reply[1]["error"]["code"], -32601);
+    assert_eq!(reply[2]["result"], "0x3e8");
+    assert_eq!(reply[3]["error"]["code"], -32601);
+    assert_eq!(
+        s.a.rpc_methods(),
+        ["eth_chainId", "eth_blockNumber"],
+        "only the permitted elements reached the backend"
+    );
+
+    // The rewritten batch survives a retry on another backend.
+    s.a.go_down();
+    let (status, reply) = send(&s.url, &batch.to_string()).await;
+    assert_eq!(status, 200);
+    assert_eq!(reply[2]["result"], "0x3e8", "{reply}");
+    assert_eq!(reply[1]["error"]["code"], -32601);
+    assert_eq!(s.b.rpc_methods(), ["eth_chainId", "eth_blockNumber"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_allow_list_admits_what_it_names() {
+    let s = setup(
+        "    methods: { allow: [eth_*, net_version, debug_traceTransaction] }\n",
+        "",
+    )
+    .await;
+    let (_, reply) = send(
+        &s.url,
+        r#"{"jsonrpc":"2.0","id":1,"method":"debug_traceTransaction","params":["0x1"]}"#,
+    )
+    .await;
+    assert_eq!(
+        reply["error"]["message"],
+        "the method debug_traceTransaction does not exist/is not available",
+        "answered by the node itself"
+    );
+    let (_, reply) = send(
+        &s.url,
+        r#"{"jsonrpc":"2.0","id":2,"method":"web3_clientVersion"}"#,
+    )
+    .await;
+    assert_eq!(
+        reply["error"]["message"],
+        "the method web3_clientVersion is not available through this gateway"
+    );
+    assert_eq!(s.a.rpc_methods(), ["debug_traceTransaction"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_refuse_with_a_clear_status_and_the_gateway_keeps_serving() {
+    let s = setup(
+        "    max_batch: 3\n",
+        "limits: { max_body_bytes: 100000, max_url_bytes: 64 }\n",
+    )
+    .await;
+    // Batch too long: answered, not forwarded.
+    let batch: Vec<Value> = (0..4).map(|i| rpc("eth_chainId", i)).collect();
+    let (status, reply) = send(&s.url, &Value::Array(batch).to_string()).await;
+    assert_eq!(status, 200);
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 3"),
+        "{reply}"
+    );
+    // Body too large (declared).
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"eth_call","params":["{}"]}}"#,
+        "a".repeat(200_000)
+    );
+    let (status, reply) = send(&s.url, &big).await;
+    assert_eq!(status, 413);
+    assert_eq!(
+        reply["jsonrpc"], "2.0",
+        "an execution pool answers in JSON-RPC: {reply}"
+    );
+    // URL too long.
+    let long = format!("{}{}", s.url, "x".repeat(100));
+    let (status, _) = send(&long, r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId"}"#).await;
+    assert_eq!(status, 414);
+    assert_eq!(
+        s.a.client_requests(),
+        0,
+        "nothing refused reached the backend"
+    );
+    // A large body that is allowed streams through (judged as it streams).
+    let large = format!(
+        r#"{{"jsonrpc":"2.0","id":9,"method":"eth_call","params":["{}"]}}"#,
+        "b".repeat(80_000)
+    );
+    let (status, reply) = send(&s.url, &large).await;
+    assert_eq!((status, reply["id"].as_u64()), (200, Some(9)), "{reply}");
+    // Meanwhile other clients are served.
+    assert_eq!(
+        who_answers(&reqwest::Client::new(), s.gw_listen()).await.0,
+        200
+    );
+    let metrics = s.gw.metrics().await;
+    assert!(
+        metrics.contains("ssv_ha_refused_requests_total{reason=\"body_too_large\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("ssv_ha_refused_requests_total{reason=\"url_too_long\"} 1"));
+}
+
+impl Setup {
+    fn gw_listen(&self) -> SocketAddr {
+        self.url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .unwrap()
+    }
+}
