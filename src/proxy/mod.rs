@@ -105,7 +105,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         declared: Option<usize>,
     ) -> Result<bool> {
-        if !declared.is_some_and(|n| n <= MAX_JUDGED_BODY) {
+        if declared.is_none_or(|n| n > MAX_JUDGED_BODY) {
             ctx.scan_stream = true;
             return Ok(false);
         }

@@ -86,7 +86,7 @@ pub fn inspect(body: &[u8], policy: &MethodPolicy) -> Decision {
     }
     let Ok(request) = serde_json::from_slice::<Value>(body) else {
         // Not JSON: the backend will say so in its own words; nothing here could be a method.
-        return if body.iter().any(|&b| b == b'\\') || find_ci(body, b"\"method\"").is_some() {
+        return if body.contains(&b'\\') || find_ci(body, b"\"method\"").is_some() {
             Decision::Answer(
                 error(&Value::Null, INVALID_REQUEST, "request is not valid JSON")
                     .to_string()
