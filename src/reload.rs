@@ -212,8 +212,8 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.listeners != new.listeners {
         what.push("listeners");
     }
-    if old.admin != new.admin {
-        what.push("admin.address");
+    if old.admin != new.admin || old.admin_auth != new.admin_auth {
+        what.push("admin");
     }
     if old.log.format != new.log.format || old.log.level != new.log.level {
         what.push("log.format or log.level");

@@ -109,6 +109,7 @@ pub fn build(
     let mut admin = Service::new(
         "admin".to_string(),
         AdminApp {
+            auth: config.admin_auth.clone(),
             routing: routing.clone(),
             metrics: metrics.clone(),
             reloader: reloader.clone(),

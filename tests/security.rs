@@ -224,3 +224,172 @@ impl Setup {
             .unwrap()
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_guard_the_gateway_and_the_admin_listener() {
+    std::env::set_var("SSV_HA_TEST_GATEWAY_TOKEN", "t0ken-from-env");
+    let pki = Pki::new();
+    let ec = pki
+        .node(NodeKind::Execution, "ec-a", NodeStatus::default())
+        .await;
+    let (admin, listen) = (free_addr(), free_addr());
+    let pools = pool_yaml(
+        "execution",
+        "execution",
+        "first",
+        &pki.ca_file,
+        &[(&ec, false)],
+    );
+    let yaml = format!(
+        "admin: {{ address: \"{admin}\", auth: {{ basic: {{ user: ops, password: pw }} }} }}\nlisteners: [{{ address: \"{listen}\", auth: {{ bearer: \"${{SSV_HA_TEST_GATEWAY_TOKEN}}\" }} }}]\npools:\n{pools}routes:\n{EC_ROUTE}"
+    );
+    let gw = Gateway::start(&yaml, admin, &[listen]).await;
+    let client = reqwest::Client::new();
+    let call = |token: Option<&'static str>| {
+        let client = client.clone();
+        async move {
+            let mut request = client
+                .post(format!("http://{listen}/"))
+                .header("host", "rpc.example.com")
+                .json(&rpc("eth_chainId", 1));
+            if let Some(token) = token {
+                request = request.header("authorization", token);
+            }
+            request.send().await.unwrap()
+        }
+    };
+    let denied = call(None).await;
+    assert_eq!(denied.status(), 401);
+    assert_eq!(denied.headers()["www-authenticate"], "Bearer");
+    assert_eq!(call(Some("Bearer wrong")).await.status(), 401);
+    wait_for(
+        "ec-a to be checked",
+        std::time::Duration::from_secs(10),
+        || async {
+            let r = client
+                .get(format!("http://{admin}/status"))
+                .basic_auth("ops", Some("pw"))
+                .send()
+                .await
+                .ok()?;
+            let v: Value = r.json().await.ok()?;
+            (v["pools"][0]["backends"][0]["healthy"] == true).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(call(Some("Bearer t0ken-from-env")).await.status(), 200);
+    assert_eq!(
+        ec.client_requests(),
+        1,
+        "only the authenticated request reached the backend"
+    );
+    let seen = ec.seen().into_iter().find(|r| !r.probe).unwrap();
+    assert!(
+        !seen.headers.contains_key("authorization"),
+        "the gateway's credentials are not forwarded"
+    );
+
+    // The admin listener: /healthz and /readyz stay open for orchestrators, the rest needs the password.
+    assert_eq!(
+        client
+            .get(format!("http://{admin}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        client
+            .get(format!("http://{admin}/status"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        client
+            .get(format!("http://{admin}/metrics"))
+            .basic_auth("ops", Some("nope"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let status = client
+        .get(format!("http://{admin}/status"))
+        .basic_auth("ops", Some("pw"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !status.contains("t0ken-from-env"),
+        "secrets never show in /status"
+    );
+    drop(gw);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_flight_limit_per_client() {
+    let pki = Pki::new();
+    let slow = pki
+        .node(NodeKind::Execution, "ec-slow", NodeStatus::default())
+        .await;
+    let (admin, listen) = (free_addr(), free_addr());
+    // One check at start: the slowness set below must not take the node down.
+    let once = "    health: { interval: 1h, timeout: 1s }\n";
+    let pools = pool_yaml_with(
+        "execution",
+        "execution",
+        "first",
+        &pki.ca_file,
+        &[(&slow, false)],
+        once,
+    );
+    let yaml = format!(
+        "admin: {{ address: \"{admin}\" }}\nlisteners: [{{ address: \"{listen}\", max_requests_per_client: 2 }}]\npools:\n{pools}routes:\n{EC_ROUTE}"
+    );
+    let gw = Gateway::start(&yaml, admin, &[listen]).await;
+    gw.wait_backend("execution", "ec-slow", true).await;
+    slow.set(|s| s.delay_ms = 800);
+    let client = reqwest::Client::new();
+    let url = format!("http://{listen}/");
+    let slow_calls: Vec<_> = (0..2)
+        .map(|i| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                post(&client, &url, "rpc.example.com", &rpc("eth_chainId", i))
+                    .await
+                    .0
+            })
+        })
+        .collect();
+    wait_for(
+        "two requests in flight",
+        std::time::Duration::from_secs(5),
+        || async { (slow.client_requests() >= 2).then_some(()) },
+    )
+    .await;
+    let (status, _, body) = post(&client, &url, "rpc.example.com", &rpc("eth_chainId", 9)).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("more than 2 requests in flight from 127.0.0.1"));
+    for call in slow_calls {
+        assert_eq!(call.await.unwrap(), 200);
+    }
+    slow.set(|s| s.delay_ms = 0);
+    assert_eq!(
+        post(&client, &url, "rpc.example.com", &rpc("eth_chainId", 10))
+            .await
+            .0,
+        200,
+        "slots are given back"
+    );
+}

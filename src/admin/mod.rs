@@ -16,6 +16,8 @@ use pingora::protocols::http::ServerSession;
 use std::sync::Arc;
 
 pub struct AdminApp {
+    /// Credentials for everything but `/healthz` and `/readyz` (which orchestrators probe).
+    pub auth: Option<crate::config::model::Auth>,
     pub routing: Arc<ArcSwap<Routing>>,
     pub metrics: Arc<Metrics>,
     pub reloader: Arc<Reloader>,
@@ -26,6 +28,28 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
+        if let Some(auth) = &self.auth {
+            let open = matches!(path.as_str(), "/healthz" | "/readyz");
+            if !open
+                && !auth.admits(
+                    session
+                        .req_header()
+                        .headers
+                        .get(http::header::AUTHORIZATION),
+                )
+            {
+                let mut response = reply(
+                    StatusCode::UNAUTHORIZED,
+                    "text/plain",
+                    b"authentication required\n".to_vec(),
+                );
+                response.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static(auth.challenge),
+                );
+                return response;
+            }
+        }
         let routing = self.routing.load();
         match (method.as_str(), path.as_str()) {
             ("GET", "/") => {

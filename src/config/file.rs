@@ -46,6 +46,25 @@ pub enum LogFormat {
 pub struct AdminSection {
     /// Default `127.0.0.1:8405`.
     pub address: Option<String>,
+    /// Credentials required for everything but `/healthz` and `/readyz`.
+    pub auth: Option<AuthSection>,
+}
+
+/// `auth:` — credentials a client must present. Values may be `${NAME}` (read from the environment).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// `Authorization: Bearer TOKEN`.
+    pub bearer: Option<String>,
+    /// `Authorization: Basic ...` with this user and password.
+    pub basic: Option<BasicSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicSection {
+    pub user: String,
+    pub password: String,
 }
 
 /// One entry of `listeners:`.
@@ -58,6 +77,12 @@ pub struct ListenerSection {
     pub tls: Option<TlsSection>,
     /// Most WebSocket sessions open at once on this listener. Default 10000.
     pub max_websockets: Option<usize>,
+    /// Credentials clients must present.
+    pub auth: Option<AuthSection>,
+    /// Most requests (WebSocket sessions included) in flight at once on this listener. Default 20000.
+    pub max_requests: Option<usize>,
+    /// Most requests in flight at once from one client address. Default 1000.
+    pub max_requests_per_client: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

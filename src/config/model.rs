@@ -43,6 +43,10 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 pub const DEFAULT_MAX_URL_BYTES: usize = 8 * 1024;
 /// Largest JSON-RPC batch forwarded.
 pub const DEFAULT_MAX_BATCH: usize = 1000;
+/// Most requests in flight at once on one listener (haproxy's `maxconn 20000`).
+pub const DEFAULT_MAX_REQUESTS: usize = 20_000;
+/// Most requests in flight at once from one client address.
+pub const DEFAULT_MAX_REQUESTS_PER_CLIENT: usize = 1_000;
 /// Most WebSocket sessions open at once on one listener.
 pub const DEFAULT_MAX_WEBSOCKETS: usize = 10_000;
 /// Time a healthy-again primary must stay the first choice before sessions on lower-ranked
@@ -60,6 +64,7 @@ pub struct Config {
     pub upgrade_socket: PathBuf,
     pub pid_file: PathBuf,
     pub admin: SocketAddr,
+    pub admin_auth: Option<Auth>,
     pub listeners: Vec<Listener>,
     pub pools: Vec<Pool>,
     pub routes: Vec<Route>,
@@ -91,6 +96,37 @@ pub struct Listener {
     pub tls: Option<TlsFiles>,
     /// Most WebSocket sessions open at once on this listener.
     pub max_websockets: usize,
+    pub auth: Option<Auth>,
+    /// Most requests in flight at once on this listener, and from one client address.
+    pub max_requests: usize,
+    pub max_requests_per_client: usize,
+}
+
+/// Accepted `Authorization` header values (secret: never logged or shown).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Auth {
+    pub accepted: Vec<http::HeaderValue>,
+    /// The `WWW-Authenticate` challenge sent with a 401.
+    pub challenge: &'static str,
+}
+
+impl Auth {
+    /// Whether the request's `Authorization` header is one of the accepted values. The comparison
+    /// takes the same time wherever the first difference is.
+    pub fn admits(&self, presented: Option<&http::HeaderValue>) -> bool {
+        let Some(presented) = presented else {
+            return false;
+        };
+        let presented = presented.as_bytes();
+        self.accepted.iter().any(|a| {
+            let a = a.as_bytes();
+            a.len() == presented.len()
+                && a.iter()
+                    .zip(presented)
+                    .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+                    == 0
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -5,8 +5,8 @@
 //! whatever parsed.
 
 use super::file::{
-    AdminSection, BackendSection, HealthSection, LimitsSection, ListenerSection, LogSection,
-    Policy, PoolSection, RouteSection, ServerSection, TimeoutSection,
+    AdminSection, AuthSection, BackendSection, HealthSection, LimitsSection, ListenerSection,
+    LogSection, Policy, PoolSection, RouteSection, ServerSection, TimeoutSection,
 };
 use super::model::*;
 use super::ConfigError;
@@ -152,6 +152,7 @@ impl Validator {
             DEFAULT_GRACE_PERIOD,
         );
         let admin_address = admin.address.as_deref().unwrap_or(DEFAULT_ADMIN_ADDRESS);
+        let admin_auth = self.auth("admin.auth", admin.auth);
         let admin = self.socket_addr("admin.address", admin_address);
 
         let timeouts = Timeouts {
@@ -196,6 +197,7 @@ impl Validator {
             upgrade_socket,
             pid_file,
             admin: admin?,
+            admin_auth,
             listeners,
             pools,
             routes,
@@ -337,11 +339,25 @@ impl Validator {
                 TlsFiles { cert, key }
             });
             let max_websockets = section.max_websockets.unwrap_or(DEFAULT_MAX_WEBSOCKETS);
+            let auth = self.auth(&format!("{path}.auth"), section.auth);
+            let max_requests = self.positive(
+                &format!("{path}.max_requests"),
+                section.max_requests,
+                DEFAULT_MAX_REQUESTS,
+            );
+            let max_requests_per_client = self.positive(
+                &format!("{path}.max_requests_per_client"),
+                section.max_requests_per_client,
+                DEFAULT_MAX_REQUESTS_PER_CLIENT,
+            );
             listeners.push(Listener {
                 name,
                 address,
                 tls,
                 max_websockets,
+                auth,
+                max_requests,
+                max_requests_per_client,
             });
         }
         listeners
@@ -611,6 +627,76 @@ impl Validator {
         }
     }
 
+    /// A secret from the config: `${NAME}` is read from the environment variable NAME.
+    fn secret(&mut self, path: &str, value: &str) -> Option<String> {
+        let Some(var) = value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) else {
+            return Some(value.to_string());
+        };
+        match std::env::var(var) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.error(
+                    path,
+                    format!("environment variable `{var}` is not set"),
+                    Some("export it before starting ssv-ha"),
+                );
+                None
+            }
+        }
+    }
+
+    fn auth(&mut self, path: &str, section: Option<AuthSection>) -> Option<Auth> {
+        use base64::Engine;
+        let section = section?;
+        let mut accepted = Vec::new();
+        let mut challenge = "Bearer";
+        if let Some(token) = &section.bearer {
+            if let Some(token) = self.secret(&format!("{path}.bearer"), token) {
+                match http::HeaderValue::from_str(&format!("Bearer {token}")) {
+                    Ok(v) if !token.is_empty() => accepted.push(v),
+                    _ => self.error(
+                        format!("{path}.bearer"),
+                        "the token is empty or has characters a header cannot carry",
+                        None,
+                    ),
+                }
+            }
+        }
+        if let Some(basic) = &section.basic {
+            let user = self.secret(&format!("{path}.basic.user"), &basic.user);
+            let password = self.secret(&format!("{path}.basic.password"), &basic.password);
+            if let (Some(user), Some(password)) = (user, password) {
+                if user.contains(':') || user.is_empty() {
+                    self.error(
+                        format!("{path}.basic.user"),
+                        "the user must be non-empty and without `:`",
+                        None,
+                    );
+                }
+                let encoded =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                if let Ok(v) = http::HeaderValue::from_str(&format!("Basic {encoded}")) {
+                    accepted.push(v);
+                }
+                challenge = "Basic realm=\"ssv-ha\"";
+            }
+        }
+        if section.bearer.is_none() && section.basic.is_none() {
+            self.error(
+                path,
+                "give `bearer` or `basic`",
+                Some("auth: { bearer: \"${ADMIN_TOKEN}\" }"),
+            );
+        }
+        for v in &mut accepted {
+            v.set_sensitive(true);
+        }
+        Some(Auth {
+            accepted,
+            challenge,
+        })
+    }
+
     fn headers(
         &mut self,
         path: &str,
@@ -642,19 +728,8 @@ impl Validator {
                 );
                 continue;
             }
-            let value = match value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
-                Some(var) => match std::env::var(var) {
-                    Ok(v) => v,
-                    Err(_) => {
-                        self.error(
-                            at,
-                            format!("environment variable `{var}` is not set"),
-                            Some("export it before starting ssv-ha"),
-                        );
-                        continue;
-                    }
-                },
-                None => value.clone(),
+            let Some(value) = self.secret(&at, value) else {
+                continue;
             };
             match http::HeaderValue::from_str(&value) {
                 Ok(mut v) => {

@@ -12,7 +12,7 @@ pub mod rpc;
 
 use crate::admin::metrics::Metrics;
 use crate::config::model::PoolKind;
-use crate::config::model::{Limits, Listener, Timeouts};
+use crate::config::model::{Auth, Limits, Listener, Timeouts};
 use crate::upstream::session::{CutReason, SESSION_CUT};
 use crate::upstream::{Backend, Pool, Traffic};
 use arc_swap::ArcSwap;
@@ -67,7 +67,17 @@ pub struct Gateway {
     /// WebSocket sessions open on this listener, and their cap.
     websockets: AtomicUsize,
     max_websockets: usize,
+    auth: Option<Auth>,
+    /// Requests in flight on this listener, and per client address (hashed into buckets: two
+    /// addresses sharing a bucket share its count, which can only make the limit stricter).
+    in_flight: AtomicUsize,
+    per_client: Box<[AtomicUsize]>,
+    max_requests: usize,
+    max_requests_per_client: usize,
 }
+
+/// Buckets of the per-client request count.
+const CLIENT_BUCKETS: usize = 4096;
 
 impl Gateway {
     pub fn new(
@@ -86,6 +96,11 @@ impl Gateway {
             too_long: metrics.refused("url_too_long"),
             websockets: AtomicUsize::new(0),
             max_websockets: listener.max_websockets,
+            auth: listener.auth.clone(),
+            in_flight: AtomicUsize::new(0),
+            per_client: (0..CLIENT_BUCKETS).map(|_| AtomicUsize::new(0)).collect(),
+            max_requests: listener.max_requests,
+            max_requests_per_client: listener.max_requests_per_client,
         }
     }
 
@@ -180,6 +195,9 @@ pub struct RequestCtx {
     traffic: Traffic,
     /// This request counts against the listener's WebSocket cap.
     holds_websocket_slot: bool,
+    /// This request counts against the listener's in-flight cap, and its client's.
+    holds_request_slot: bool,
+    client_bucket: Option<usize>,
     /// Index into the backend's `sessions_open` gauges while a session is open.
     session_open: Option<usize>,
     upstream_start: Option<Instant>,
@@ -211,6 +229,46 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if let Some(auth) = &self.auth {
+            if !auth.admits(
+                session
+                    .req_header()
+                    .headers
+                    .get(http::header::AUTHORIZATION),
+            ) {
+                let body = reply::beacon_error(401, "authentication required");
+                write_reply(session, 401, body, Some(auth.challenge)).await?;
+                return Ok(true);
+            }
+        }
+        // In-flight limits, per listener and per client address; `logging` gives the slots back.
+        ctx.holds_request_slot = true;
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= self.max_requests {
+            let message = format!(
+                "listener {} is at its cap of {} requests in flight",
+                self.listener, self.max_requests
+            );
+            write_json(session, 503, reply::beacon_error(503, &message)).await?;
+            return Ok(true);
+        }
+        if let Some(ip) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
+            let bucket = client_bucket(ip);
+            ctx.client_bucket = Some(bucket);
+            if self.per_client[bucket].fetch_add(1, Ordering::Relaxed)
+                >= self.max_requests_per_client
+            {
+                let message = format!(
+                    "more than {} requests in flight from {ip}",
+                    self.max_requests_per_client
+                );
+                write_json(session, 429, reply::beacon_error(429, &message)).await?;
+                return Ok(true);
+            }
+        }
         let host = routing::request_host(session.req_header());
         let routing = self.routing.load();
         let Some(pool) = routing.tables[self.index].lookup(host) else {
@@ -369,6 +427,10 @@ impl ProxyHttp for Gateway {
         let Some(backend) = self.backend(ctx) else {
             return Ok(());
         };
+        if self.auth.is_some() {
+            // The gateway's credentials are not the backend's business.
+            upstream_request.remove_header(&http::header::AUTHORIZATION);
+        }
         if let Some(rewritten) = &ctx.rewritten {
             upstream_request.remove_header(&http::header::TRANSFER_ENCODING);
             upstream_request.insert_header(http::header::CONTENT_LENGTH, rewritten.len())?;
@@ -620,6 +682,12 @@ impl ProxyHttp for Gateway {
         if ctx.holds_websocket_slot {
             self.websockets.fetch_sub(1, Ordering::Relaxed);
         }
+        if ctx.holds_request_slot {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(bucket) = ctx.client_bucket {
+            self.per_client[bucket].fetch_sub(1, Ordering::Relaxed);
+        }
         let status = session
             .as_downstream()
             .response_written()
@@ -716,12 +784,32 @@ async fn request_body(session: &mut Session) -> Vec<u8> {
 }
 
 async fn write_json(session: &mut Session, status: u16, body: Vec<u8>) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(3))?;
+    write_reply(session, status, body, None).await
+}
+
+/// Writes a JSON reply of the gateway's own, with a `WWW-Authenticate` challenge when given.
+async fn write_reply(
+    session: &mut Session,
+    status: u16,
+    body: Vec<u8>,
+    challenge: Option<&str>,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    if let Some(challenge) = challenge {
+        resp.insert_header(http::header::WWW_AUTHENTICATE, challenge)?;
+    }
     session
         .as_downstream_mut()
         .write_error_response(resp, Bytes::from(body))
         .await
+}
+
+fn client_bucket(ip: std::net::IpAddr) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    ip.hash(&mut h);
+    (h.finish() as usize) % CLIENT_BUCKETS
 }
