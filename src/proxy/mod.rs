@@ -544,7 +544,19 @@ impl ProxyHttp for Gateway {
         client_reused: bool,
     ) -> Box<Error> {
         let name = self.backend(ctx).map_or("?", |b| b.name()).to_string();
-        if is_timeout(&e) && e.esource() == &ErrorSource::Upstream {
+        // Passive health judges plain requests; a long-lived session ending (idle, or cut by the
+        // gateway itself) says nothing about the backend.
+        let judged = ctx.session_open.is_none() && e.esource() == &ErrorSource::Upstream;
+        if judged && !is_timeout(&e) {
+            // A broken answer (garbage, a body cut short): one bad check's worth.
+            if let Some(backend) = self.backend(ctx) {
+                backend.count_failure(&format!("broken response ({})", e.etype().as_str()));
+            }
+            if let Some(pool) = self.pool(ctx) {
+                pool.note_active();
+            }
+        }
+        if judged && is_timeout(&e) {
             if let Some(backend) = self.backend(ctx) {
                 backend.fail_passively(&format!(
                     "no answer within the response timeout ({})",
