@@ -53,13 +53,13 @@ async fn smuggling_attempts_do_not_reach_a_backend_smuggled() {
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId"}"#;
     let attempts = [
         // Both lengths: the chunked body ends at once; what follows is a second, hidden request.
-        format!("POST / HTTP/1.1\r\nHost: rpc.example.com\r\nContent-Length: 60\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: rpc.example.com\r\n\r\n"),
+        "POST / HTTP/1.1\r\nHost: rpc.example.com\r\nContent-Length: 60\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: rpc.example.com\r\n\r\n".to_string(),
         // Two different lengths.
         format!("POST / HTTP/1.1\r\nHost: rpc.example.com\r\nContent-Length: {}\r\nContent-Length: 5\r\n\r\n{body}", body.len()),
         // A chunk size that is not hex.
         format!("POST / HTTP/1.1\r\nHost: rpc.example.com\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{body}\r\n0\r\n\r\n"),
         // An obfuscated Transfer-Encoding.
-        format!("POST / HTTP/1.1\r\nHost: rpc.example.com\r\nContent-Length: 4\r\nTransfer-Encoding: xchunked\r\n\r\nabcdGET /smuggled HTTP/1.1\r\nHost: rpc.example.com\r\n\r\n"),
+        "POST / HTTP/1.1\r\nHost: rpc.example.com\r\nContent-Length: 4\r\nTransfer-Encoding: xchunked\r\n\r\nabcdGET /smuggled HTTP/1.1\r\nHost: rpc.example.com\r\n\r\n".to_string(),
     ];
     for attempt in &attempts {
         let response = raw(listen, attempt.as_bytes()).await;
