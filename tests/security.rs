@@ -190,6 +190,19 @@ async fn limits_refuse_with_a_clear_status_and_the_gateway_keeps_serving() {
     let long = format!("{}{}", s.url, "x".repeat(100));
     let (status, _) = send(&long, r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId"}"#).await;
     assert_eq!(status, 414);
+    // Too many headers.
+    let mut request = reqwest::Client::new()
+        .post(&s.url)
+        .header("host", "rpc.example.com");
+    for i in 0..120 {
+        request = request.header(format!("x-filler-{i}"), "1");
+    }
+    let response = request
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 431);
     assert_eq!(
         s.a.client_requests(),
         0,

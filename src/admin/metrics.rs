@@ -186,7 +186,7 @@ impl Metrics {
         let refused = IntCounterVec::new(
             Opts::new(
                 "ssv_ha_refused_requests_total",
-                "Requests refused at the door, by reason (body_too_large, url_too_long)",
+                "Requests refused at the door, by reason (body_too_large, url_too_long, headers_too_large)",
             ),
             &["reason"],
         )?;

@@ -166,6 +166,10 @@ pub struct LimitsSection {
     pub max_body_bytes: Option<usize>,
     /// Longest request URL (path and query), in bytes. Default 8192.
     pub max_url_bytes: Option<usize>,
+    /// Most request headers. Default 100.
+    pub max_headers: Option<usize>,
+    /// Largest total size of the request headers (names and values), in bytes. Default 16384.
+    pub max_header_bytes: Option<usize>,
 }
 
 /// One entry of a pool's `backends:`.

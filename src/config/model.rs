@@ -41,6 +41,10 @@ pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 /// Longest request URL accepted.
 pub const DEFAULT_MAX_URL_BYTES: usize = 8 * 1024;
+/// Most request headers accepted.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Largest total size of request headers accepted.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Largest JSON-RPC batch forwarded.
 pub const DEFAULT_MAX_BATCH: usize = 1000;
 /// Most requests in flight at once on one listener (haproxy's `maxconn 20000`).
@@ -78,6 +82,8 @@ pub struct Config {
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_url_bytes: usize,
+    pub max_headers: usize,
+    pub max_header_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -131,6 +131,16 @@ impl Validator {
                 limits.max_url_bytes,
                 DEFAULT_MAX_URL_BYTES,
             ),
+            max_headers: self.positive(
+                "limits.max_headers",
+                limits.max_headers,
+                DEFAULT_MAX_HEADERS,
+            ),
+            max_header_bytes: self.positive(
+                "limits.max_header_bytes",
+                limits.max_header_bytes,
+                DEFAULT_MAX_HEADER_BYTES,
+            ),
         };
         let log = LogSettings {
             format: log.format.unwrap_or(LogFormat::Text),

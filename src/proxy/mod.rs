@@ -64,6 +64,7 @@ pub struct Gateway {
     unrouted: IntCounter,
     too_large: IntCounter,
     too_long: IntCounter,
+    too_many_headers: IntCounter,
     /// WebSocket sessions open on this listener, and their cap.
     websockets: AtomicUsize,
     max_websockets: usize,
@@ -94,6 +95,7 @@ impl Gateway {
             unrouted: metrics.unrouted(&listener.name),
             too_large: metrics.refused("body_too_large"),
             too_long: metrics.refused("url_too_long"),
+            too_many_headers: metrics.refused("headers_too_large"),
             websockets: AtomicUsize::new(0),
             max_websockets: listener.max_websockets,
             auth: listener.auth.clone(),
@@ -304,6 +306,22 @@ impl ProxyHttp for Gateway {
         }
         let limits = routing.limits;
         drop(routing);
+        let headers = &session.req_header().headers;
+        let header_bytes: usize = headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len())
+            .sum();
+        if headers.len() > limits.max_headers || header_bytes > limits.max_header_bytes {
+            self.too_many_headers.inc();
+            let message = format!(
+                "{} headers of {header_bytes} bytes; at most {} headers of {} bytes are accepted",
+                headers.len(),
+                limits.max_headers,
+                limits.max_header_bytes
+            );
+            refuse(session, ctx, 431, &message).await?;
+            return Ok(true);
+        }
         let url_length = session
             .req_header()
             .uri
