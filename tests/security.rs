@@ -406,3 +406,65 @@ async fn in_flight_limit_per_client() {
         "slots are given back"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn denied_methods_over_websocket_never_reach_the_backend() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let s = setup("", "").await;
+    let listen = s.gw_listen();
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{listen}/").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("host", "rpc.example.com".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    for (request, denied) in [
+        (
+            json!({"jsonrpc": "2.0", "id": 1, "method": "admin_peers"}),
+            vec![true],
+        ),
+        (
+            json!([{"jsonrpc": "2.0", "id": 2, "method": "eth_chainId"}, {"jsonrpc": "2.0", "id": 3, "method": "debug_setHead", "params": ["0x1"]}]),
+            vec![false, true],
+        ),
+        (
+            json!({"jsonrpc": "2.0", "id": 4, "method": "eth_blockNumber"}),
+            vec![false],
+        ),
+    ] {
+        ws.send(Message::Text(request.to_string().into()))
+            .await
+            .unwrap();
+        let reply = loop {
+            match ws.next().await.unwrap().unwrap() {
+                Message::Text(t) => break serde_json::from_str::<Value>(&t).unwrap(),
+                _ => continue,
+            }
+        };
+        let answers: Vec<Value> = match reply {
+            Value::Array(items) => items,
+            one => vec![one],
+        };
+        assert_eq!(answers.len(), denied.len());
+        let requests: Vec<Value> = match request {
+            Value::Array(items) => items,
+            one => vec![one],
+        };
+        for ((answer, request), denied) in answers.iter().zip(&requests).zip(denied) {
+            assert_eq!(answer["id"], request["id"], "ids and order kept");
+            assert_eq!(answer["error"].is_object(), denied, "{answer}");
+        }
+    }
+    let methods = s.a.rpc_methods();
+    assert_eq!(
+        methods,
+        [
+            "ssv_ha_denied",
+            "eth_chainId",
+            "ssv_ha_denied",
+            "eth_blockNumber"
+        ],
+        "only placeholders stood in for the denied methods"
+    );
+}

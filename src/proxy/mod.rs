@@ -9,6 +9,7 @@ pub mod policy;
 pub mod reply;
 pub mod routing;
 pub mod rpc;
+pub mod websocket;
 
 use crate::admin::metrics::Metrics;
 use crate::config::model::PoolKind;
@@ -185,6 +186,8 @@ pub struct RequestCtx {
     max_body: usize,
     /// Scan the body for denied methods as it streams (it was too large to judge up front).
     scan_stream: bool,
+    /// The client's WebSocket frames, judged message by message (execution pools).
+    ws_frames: Option<websocket::ClientFrames>,
     /// JSON-RPC methods of the request, for the access log.
     rpc_methods: Option<String>,
     pool: Option<Arc<Pool>>,
@@ -344,6 +347,14 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
         ctx.max_body = limits.max_body_bytes;
+        if ctx.traffic == Traffic::WebSocket
+            && ctx
+                .pool
+                .as_ref()
+                .is_some_and(|p| p.config.kind == PoolKind::Execution)
+        {
+            ctx.ws_frames = Some(websocket::ClientFrames::default());
+        }
         let json_rpc = ctx
             .pool
             .as_ref()
@@ -363,6 +374,21 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(frames) = ctx.ws_frames.as_mut() {
+            // Client WebSocket messages are judged like request bodies.
+            if let (Some(chunk), Some(pool)) = (body.as_ref(), ctx.pool.as_ref()) {
+                match frames.feed(chunk, &pool.config.methods, ctx.max_body) {
+                    Ok(forward) => *body = Some(Bytes::from(forward)),
+                    Err(e) => {
+                        return Error::e_explain(
+                            ErrorType::InvalidHTTPHeader,
+                            format!("WebSocket from the client: {e}"),
+                        )
+                    }
+                }
+            }
+            return Ok(());
+        }
         if let Some(rewritten) = &ctx.rewritten {
             // The body was read and judged before connecting: send the permitted part, whole.
             *body = Some(if end_of_stream {
