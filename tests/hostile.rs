@@ -268,3 +268,39 @@ async fn broken_backends_give_clean_errors_and_leave_rotation() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_html_page_for_json_rpc_is_not_passed_off_as_an_answer() {
+    let pki = Pki::new();
+    let a = pki
+        .node(NodeKind::Execution, "ec-a", NodeStatus::default())
+        .await;
+    let b = pki
+        .node(NodeKind::Execution, "ec-b", NodeStatus::default())
+        .await;
+    let (admin, listen) = (free_addr(), free_addr());
+    // Checks run once: only live traffic sees the HTML.
+    let once = "    health: { interval: 1h, timeout: 1s }\n";
+    let pools = pool_yaml_with(
+        "execution",
+        "execution",
+        "first",
+        &pki.ca_file,
+        &[(&a, false), (&b, true)],
+        once,
+    );
+    let gw = Gateway::start(&config(admin, listen, &pools, EC_ROUTE), admin, &[listen]).await;
+    gw.wait_backend("execution", "ec-a", true).await;
+    gw.wait_backend("execution", "ec-b", true).await;
+    a.set(|s| s.fail_status = Some(200));
+    let client = reqwest::Client::new();
+    let (status, node, body) = post(
+        &client,
+        &format!("http://{listen}/"),
+        "rpc.example.com",
+        &rpc("eth_chainId", 1),
+    )
+    .await;
+    assert_eq!((status, node.as_deref()), (200, Some("ec-b")), "{body}");
+    assert_eq!(body["result"], "0x1");
+}

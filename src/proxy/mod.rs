@@ -535,15 +535,31 @@ impl ProxyHttp for Gateway {
             }
         }
         // 502/503/504 are what a node's own reverse proxy (traefik) answers when the node behind it
-        // is gone or overloaded: they count against the backend, and the request goes to another
-        // one while nothing has reached the client. Other statuses are the node's answer and pass.
-        if !matches!(status, 502..=504) {
+        // is gone or overloaded, and an HTML page is never a JSON-RPC answer: they count against
+        // the backend, and the request goes to another one while nothing has reached the client.
+        // Other statuses are the node's answer and pass.
+        let html_for_rpc = ctx.traffic == Traffic::Plain
+            && ctx
+                .pool
+                .as_ref()
+                .is_some_and(|p| p.config.kind == PoolKind::Execution)
+            && upstream_response
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| ct.starts_with("text/html"));
+        if !matches!(status, 502..=504) && !html_for_rpc {
             return Ok(());
         }
         let Some(backend) = self.backend(ctx) else {
             return Ok(());
         };
-        backend.count_failure(&format!("HTTP {status} on live traffic"));
+        let what = if html_for_rpc {
+            format!("an HTML page (HTTP {status}) for JSON-RPC")
+        } else {
+            format!("HTTP {status}")
+        };
+        backend.count_failure(&format!("{what} on live traffic"));
         if let Some(pool) = self.pool(ctx) {
             pool.note_active();
         }
