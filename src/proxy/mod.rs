@@ -554,12 +554,12 @@ impl ProxyHttp for Gateway {
         let Some(backend) = self.backend(ctx) else {
             return Ok(());
         };
-        let what = if html_for_rpc {
-            format!("an HTML page (HTTP {status}) for JSON-RPC")
-        } else {
+        let what = if matches!(status, 502..=504) {
             format!("HTTP {status}")
+        } else {
+            format!("an HTML page (HTTP {status}) in answer to JSON-RPC")
         };
-        backend.count_failure(&format!("{what} on live traffic"));
+        backend.count_failure(&what);
         if let Some(pool) = self.pool(ctx) {
             pool.note_active();
         }
