@@ -9,6 +9,7 @@
 //! (Go's JSON decoder, used by geth, matches keys that way), and a body with any backslash (an
 //! escape that could spell `method` or a method name differently) is always parsed.
 
+use super::rpc::{find_ci, skip_ws};
 use serde_json::{json, Value};
 
 /// Method prefixes denied unless a pool's `allow` list names them: node administration, debugging,
@@ -230,21 +231,6 @@ pub fn merge(plan: &[Slot], backend_answer: &[u8]) -> Option<Vec<u8>> {
 
 fn error(id: &Value, code: i64, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
-}
-
-/// Case-insensitive search for an ASCII needle.
-fn find_ci(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|w| w.eq_ignore_ascii_case(needle))
-}
-
-fn skip_ws(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    &bytes[start..]
 }
 
 #[cfg(test)]

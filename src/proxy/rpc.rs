@@ -9,7 +9,7 @@ pub fn methods(body: &[u8]) -> String {
     let mut found: Vec<&str> = Vec::new();
     let mut more = 0usize;
     let mut rest = body;
-    while let Some(at) = find(rest, b"\"method\"") {
+    while let Some(at) = find_ci(rest, b"\"method\"") {
         rest = &rest[at + 8..];
         let after_colon = skip_ws(rest);
         let Some(after_colon) = after_colon.strip_prefix(b":") else {
@@ -37,11 +37,15 @@ pub fn methods(body: &[u8]) -> String {
     out
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+/// Case-insensitive search for an ASCII needle (Go's JSON decoder, used by geth, matches keys
+/// without regard to case, so `"METHOD"` names a method too).
+pub(crate) fn find_ci(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|w| w.eq_ignore_ascii_case(needle))
 }
 
-fn skip_ws(bytes: &[u8]) -> &[u8] {
+pub(crate) fn skip_ws(bytes: &[u8]) -> &[u8] {
     let start = bytes
         .iter()
         .position(|b| !b.is_ascii_whitespace())

@@ -1,0 +1,28 @@
+//! The benchmark harness in its smoke mode (a few seconds, small counts), so it cannot rot: it
+//! starts the backend, ssv-ha (this build), haproxy and nginx, measures each in turns and prints the
+//! comparison table. The numbers of a debug build mean nothing; that the harness runs does.
+
+use std::process::Command;
+
+#[test]
+fn benchmark_harness_runs_end_to_end() {
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/run"))
+        .arg("--smoke")
+        .env("SSV_HA_BIN", env!("CARGO_BIN_EXE_ssv-ha"))
+        .output()
+        .expect("run benches/run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "benches/run --smoke failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in [
+        "| small-32 | ssv-ha |",
+        "| small-32 | haproxy |",
+        "| small-32 | nginx |",
+        "| body-1MB | ssv-ha |",
+    ] {
+        assert!(stdout.contains(row), "missing `{row}` in:\n{stdout}");
+    }
+}
