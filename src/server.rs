@@ -29,6 +29,9 @@ pub enum BuildError {
     Pingora(#[from] Box<pingora::Error>),
 }
 
+/// Idle upstream connections kept per backend.
+const UPSTREAM_KEEPALIVE_POOL: usize = 1024;
+
 /// Options of the process rather than of the config file.
 #[derive(Debug, Default, Clone)]
 pub struct RunOptions {
@@ -67,6 +70,11 @@ pub fn build(
         graceful_shutdown_timeout_seconds: Some(1),
         upgrade_sock: config.upgrade_socket.to_string_lossy().into_owned(),
         pid_file: config.pid_file.to_string_lossy().into_owned(),
+        // Idle upstream connections kept per peer: as many as clients may keep busy at once, so
+        // a burst of concurrent requests does not turn into new connections (default 128).
+        upstream_keepalive_pool_size: UPSTREAM_KEEPALIVE_POOL,
+        // Each request stays on the thread that accepted it: no cross-thread hand-offs.
+        work_stealing: false,
         ..ServerConf::default()
     };
     let opt = Opt {

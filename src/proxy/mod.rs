@@ -745,8 +745,13 @@ impl ProxyHttp for Gateway {
         // an idle session ending is routine (counted as reason "idle").
         let cut = error.to_string().contains(SESSION_CUT);
         let idle = ctx.session_open.is_some() && is_timeout(error);
-        // So is a client leaving a session.
-        let client_left = ctx.session_open.is_some() && error.esource() == &ErrorSource::Downstream;
+        // So is a client going away (mid-session, or before its answer was ready): the access
+        // line records it; the operator has nothing to act on.
+        let client_left = error.esource() == &ErrorSource::Downstream
+            && matches!(
+                error.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            );
         unavailable || cut || idle || client_left
     }
 
