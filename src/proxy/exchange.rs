@@ -1,0 +1,114 @@
+//! Small pieces of the request/response exchange the gateway's hooks share: telling plain requests
+//! from sessions, reading request facts, and writing the gateway's own replies.
+
+use super::{policy, reply, RequestCtx, CLIENT_BUCKETS, MAX_ERROR_BODY_SCAN};
+use crate::config::model::PoolKind;
+use crate::upstream::Traffic;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use pingora::ErrorType;
+
+/// Tells plain requests from long-lived sessions, which need other connections and timeouts.
+pub(super) fn traffic_of(req: &RequestHeader, upgrade: bool) -> Traffic {
+    if upgrade {
+        return Traffic::WebSocket;
+    }
+    let accepts_events = req
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if accepts_events || req.uri.path().starts_with("/eth/v1/events") {
+        Traffic::EventStream
+    } else {
+        Traffic::Plain
+    }
+}
+
+pub(super) fn is_timeout(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout
+    )
+}
+
+/// Which `sessions_open` gauge (0 WebSocket, 1 SSE) a response opens, if it opens a session.
+pub(super) fn session_kind(traffic: Traffic, response: &ResponseHeader) -> Option<usize> {
+    match traffic {
+        Traffic::WebSocket if response.status == http::StatusCode::SWITCHING_PROTOCOLS => Some(0),
+        Traffic::EventStream if response.status.is_success() => Some(1),
+        _ => None,
+    }
+}
+
+/// Refuses a request with `status` and a body in the pool's protocol.
+pub(super) async fn refuse(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    status: u16,
+    message: &str,
+) -> Result<()> {
+    let body = match ctx.pool.as_ref().map(|p| p.config.kind) {
+        Some(PoolKind::Execution) => reply::jsonrpc_error(b"", policy::INVALID_REQUEST, message),
+        _ => reply::beacon_error(status, message),
+    };
+    write_json(session, status, body).await
+}
+
+pub(super) fn content_length(req: &RequestHeader) -> Option<usize> {
+    req.headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The request body for an error reply: what the retry buffer kept, or else what can still be read.
+pub(super) async fn request_body(session: &mut Session) -> Vec<u8> {
+    if let Some(buffered) = session.as_downstream().get_retry_buffer() {
+        return buffered.to_vec();
+    }
+    let mut body = Vec::new();
+    while body.len() < MAX_ERROR_BODY_SCAN {
+        match session.as_downstream_mut().read_request_body().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    body
+}
+
+pub(super) async fn write_json(session: &mut Session, status: u16, body: Vec<u8>) -> Result<()> {
+    write_reply(session, status, body, None).await
+}
+
+/// Writes a JSON reply of the gateway's own, with a `WWW-Authenticate` challenge when given.
+pub(super) async fn write_reply(
+    session: &mut Session,
+    status: u16,
+    body: Vec<u8>,
+    challenge: Option<&str>,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    if let Some(challenge) = challenge {
+        resp.insert_header(http::header::WWW_AUTHENTICATE, challenge)?;
+    }
+    session
+        .as_downstream_mut()
+        .write_error_response(resp, Bytes::from(body))
+        .await
+}
+
+pub(super) fn client_bucket(ip: std::net::IpAddr) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    ip.hash(&mut h);
+    (h.finish() as usize) % CLIENT_BUCKETS
+}
