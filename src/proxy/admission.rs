@@ -1,0 +1,153 @@
+//! What gets in, decided before any backend is chosen: credentials, in-flight caps, size limits,
+//! and the JSON-RPC method policy (which needs the body, so small bodies are read here).
+
+use super::exchange::{client_bucket, content_length, refuse, write_json, write_reply};
+use super::policy::{self, Decision};
+use super::{reply, rpc, Gateway, RequestCtx, MAX_JUDGED_BODY};
+use crate::config::model::Limits;
+use bytes::{Bytes, BytesMut};
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use pingora::ErrorType;
+use std::sync::atomic::Ordering;
+
+impl Gateway {
+    /// Credentials and in-flight caps; `true` when the request was answered (refused) here.
+    /// `logging` gives the slots taken here back.
+    pub(super) async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if let Some(auth) = &self.auth {
+            if !auth.admits(
+                session
+                    .req_header()
+                    .headers
+                    .get(http::header::AUTHORIZATION),
+            ) {
+                let body = reply::beacon_error(401, "authentication required");
+                write_reply(session, 401, body, Some(auth.challenge)).await?;
+                return Ok(true);
+            }
+        }
+        // In-flight limits, per listener and per client address; `logging` gives the slots back.
+        ctx.holds_request_slot = true;
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= self.max_requests {
+            let message = format!(
+                "listener {} is at its cap of {} requests in flight",
+                self.listener, self.max_requests
+            );
+            write_json(session, 503, reply::beacon_error(503, &message)).await?;
+            return Ok(true);
+        }
+        if let Some(ip) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
+            let bucket = client_bucket(ip);
+            ctx.client_bucket = Some(bucket);
+            if self.per_client[bucket].fetch_add(1, Ordering::Relaxed)
+                >= self.max_requests_per_client
+            {
+                let message = format!(
+                    "more than {} requests in flight from {ip}",
+                    self.max_requests_per_client
+                );
+                write_json(session, 429, reply::beacon_error(429, &message)).await?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Header, URL and body size limits; `true` when the request was refused.
+    pub(super) async fn refuse_oversize(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        limits: &Limits,
+    ) -> Result<bool> {
+        let headers = &session.req_header().headers;
+        let header_bytes: usize = headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len())
+            .sum();
+        if headers.len() > limits.max_headers || header_bytes > limits.max_header_bytes {
+            self.too_many_headers.inc();
+            let message = format!(
+                "{} headers of {header_bytes} bytes; at most {} headers of {} bytes are accepted",
+                headers.len(),
+                limits.max_headers,
+                limits.max_header_bytes
+            );
+            refuse(session, ctx, 431, &message).await?;
+            return Ok(true);
+        }
+        let url_length = session
+            .req_header()
+            .uri
+            .path_and_query()
+            .map_or(0, |pq| pq.as_str().len());
+        if url_length > limits.max_url_bytes {
+            self.too_long.inc();
+            let message = format!(
+                "URL of {url_length} bytes; at most {} are accepted",
+                limits.max_url_bytes
+            );
+            refuse(session, ctx, 414, &message).await?;
+            return Ok(true);
+        }
+        let declared = content_length(session.req_header());
+        if declared.is_some_and(|n| n > limits.max_body_bytes) {
+            self.too_large.inc();
+            let message = format!("request body larger than {} bytes", limits.max_body_bytes);
+            refuse(session, ctx, 413, &message).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Reads a JSON-RPC body (when small enough) before any backend is chosen, and applies the
+    /// pool's method policy: a denied request is answered here and never reaches a backend.
+    pub(super) async fn apply_method_policy(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        declared: Option<usize>,
+    ) -> Result<bool> {
+        if declared.is_none_or(|n| n > MAX_JUDGED_BODY) {
+            ctx.scan_stream = true;
+            return Ok(false);
+        }
+        // The retry buffer keeps what is read here; Pingora sends it upstream from there.
+        session.as_downstream_mut().enable_retry_buffering();
+        let mut body = BytesMut::new();
+        while let Some(chunk) = session.as_downstream_mut().read_request_body().await? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_JUDGED_BODY {
+                return Error::e_explain(
+                    ErrorType::InvalidHTTPHeader,
+                    "request body longer than its Content-Length",
+                );
+            }
+        }
+        if ctx.started.is_some() {
+            ctx.rpc_methods = Some(rpc::methods(&body));
+        }
+        let Some(pool) = ctx.pool.clone() else {
+            return Ok(false);
+        };
+        match policy::inspect(&body, &pool.config.methods) {
+            Decision::Pass => Ok(false),
+            Decision::Answer(answer) => {
+                pool.metrics.denied.inc();
+                write_json(session, 200, answer).await?;
+                Ok(true)
+            }
+            Decision::Rewrite { body, plan } => {
+                pool.metrics.denied.inc();
+                ctx.rewritten = Some(Bytes::from(body));
+                ctx.plan = Some(plan);
+                Ok(false)
+            }
+        }
+    }
+}
