@@ -213,7 +213,7 @@ impl SimNode {
             kind,
             name,
             status,
-            "127.0.0.1:0".parse().expect("literal address"),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
             None,
         )
         .await
