@@ -17,6 +17,17 @@ fn benchmark_harness_runs_end_to_end() {
         "benches/run --smoke failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The cost of health checking: one batch per 5 s interval is 0.2 requests/s to the backend.
+    let checks: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("ssv-ha health checks: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no health-check cost line in:\n{stdout}"));
+    assert!(
+        checks <= 0.5,
+        "health checks cost {checks} requests/s, more than one per interval"
+    );
     for row in [
         "| small-32 | ssv-ha |",
         "| small-32 | haproxy |",
