@@ -89,7 +89,6 @@ pub fn build_routing(
         pools,
         tables,
         retries: config.retries,
-        websocket_idle: config.timeouts.websocket_idle,
         timeouts: config.timeouts,
         access_log: config.log.access,
         limits: config.limits,

@@ -137,4 +137,22 @@ async fn json_access_lines_and_transitions() {
         (Some(503), Some("-"), Some("eth_call")),
         "{refused}"
     );
+
+    // Refused at the door: logged too.
+    let (status, _, _) = post(
+        &client,
+        &format!("http://{listen}/"),
+        "unknown.example.com",
+        &rpc("eth_chainId", 4),
+    )
+    .await;
+    assert_eq!(status, 421);
+    let unrouted = next_line(&lines, "an access line for the 421", |v| {
+        v["target"] == "access"
+    });
+    assert_eq!(
+        (unrouted["status"].as_u64(), unrouted["pool"].as_str()),
+        (Some(421), Some("-")),
+        "{unrouted}"
+    );
 }

@@ -277,28 +277,14 @@ fn publish(pool: &Arc<Pool>, backend: &Backend, observation: Observation, verdic
     let transition = record
         .hysteresis
         .record(verdict.healthy, health.rise, health.fall);
-    backend.set_up(record.hysteresis.is_up());
-    let now = SystemTime::now();
-    record.last_check = Some(now);
+    record.last_check = Some(SystemTime::now());
     record.latency = Some(observation.latency);
     record.facts = observation.facts.ok();
-    if let Some(t) = transition {
-        record.last_change = Some(now);
-        let reason = verdict.summary();
-        match t {
-            Transition::Up => {
-                tracing::info!(pool = %pool.config.name, backend = %backend.name(), %reason, "backend up");
-                if let (Some(delay), true) = (pool.config.failback, recovered) {
-                    schedule_failback(pool.clone(), backend.index, delay);
-                }
-            }
-            Transition::Down => {
-                tracing::warn!(pool = %pool.config.name, backend = %backend.name(), %reason, "backend down");
-                backend.cut_sessions(CutReason::BackendDown);
-            }
-        }
+    backend.settle(&mut record, transition, verdict);
+    if let (Some(Transition::Up), Some(delay), true) = (transition, pool.config.failback, recovered)
+    {
+        schedule_failback(pool.clone(), backend.index, delay);
     }
-    record.verdict = Some(verdict);
 }
 
 /// With policy `first`, once a backend that came up is still the pool's first choice after

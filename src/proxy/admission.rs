@@ -1,7 +1,7 @@
 //! What gets in, decided before any backend is chosen: credentials, in-flight caps, size limits,
 //! and the JSON-RPC method policy (which needs the body, so small bodies are read here).
 
-use super::exchange::{client_bucket, content_length, refuse, write_json, write_reply};
+use super::exchange::{client_bucket, refuse, write_json, write_reply};
 use super::policy::{self, Decision};
 use super::{reply, rpc, Gateway, RequestCtx, MAX_JUDGED_BODY};
 use crate::config::model::Limits;
@@ -64,6 +64,7 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
         limits: &Limits,
+        declared: Option<usize>,
     ) -> Result<bool> {
         let headers = &session.req_header().headers;
         let header_bytes: usize = headers
@@ -95,7 +96,6 @@ impl Gateway {
             refuse(session, ctx, 414, &message).await?;
             return Ok(true);
         }
-        let declared = content_length(session.req_header());
         if declared.is_some_and(|n| n > limits.max_body_bytes) {
             self.too_large.inc();
             let message = format!("request body larger than {} bytes", limits.max_body_bytes);

@@ -52,7 +52,6 @@ pub struct Routing {
     /// One table per listener, in config order.
     pub tables: Vec<RouteTable>,
     pub retries: u32,
-    pub websocket_idle: Duration,
     /// The timeouts the pools' peers were built with.
     pub timeouts: Timeouts,
     /// Whether each request is logged (target `access`).
@@ -175,11 +174,15 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let routing = self.routing.load_full();
+        // Every request gets an access line, those refused at the door too.
+        if routing.access_log {
+            ctx.started = Some(Instant::now());
+        }
         if self.admit(session, ctx).await? {
             return Ok(true);
         }
         let host = routing::request_host(session.req_header());
-        let routing = self.routing.load();
         let Some(pool) = routing.tables[self.index].lookup(host) else {
             self.unrouted.inc();
             let message = format!(
@@ -192,9 +195,6 @@ impl ProxyHttp for Gateway {
         };
         ctx.pool = Some(routing.pools[pool].clone());
         ctx.retries = routing.retries;
-        if routing.access_log {
-            ctx.started = Some(Instant::now());
-        }
         ctx.traffic = traffic_of(session.req_header(), session.is_upgrade_req());
         if ctx.traffic == Traffic::WebSocket {
             ctx.holds_websocket_slot = true;
@@ -207,13 +207,16 @@ impl ProxyHttp for Gateway {
                 return Ok(true);
             }
             // Pingora's downstream read timeout (60 s) would cut an idle WebSocket.
-            let idle = Some(routing.websocket_idle);
+            let idle = Some(routing.timeouts.websocket_idle);
             session.as_downstream_mut().set_read_timeout(idle);
             session.as_downstream_mut().set_write_timeout(idle);
         }
         let limits = routing.limits;
-        drop(routing);
-        if self.refuse_oversize(session, ctx, &limits).await? {
+        let declared = content_length(session.req_header());
+        if self
+            .refuse_oversize(session, ctx, &limits, declared)
+            .await?
+        {
             return Ok(true);
         }
         ctx.max_body = limits.max_body_bytes;
@@ -225,7 +228,6 @@ impl ProxyHttp for Gateway {
         {
             ctx.ws_frames = Some(websocket::ClientFrames::default());
         }
-        let declared = content_length(session.req_header());
         let json_rpc = ctx
             .pool
             .as_ref()

@@ -5,7 +5,7 @@ use super::session::{CutReason, SessionConnector, Sessions};
 use super::Traffic;
 use crate::admin::metrics::BackendMetrics;
 use crate::config::model::{self, Endpoint, HealthSettings, Timeouts};
-use crate::health::hysteresis::Hysteresis;
+use crate::health::hysteresis::{Hysteresis, Transition};
 use crate::health::verdict::Verdict;
 use crate::health::Facts;
 use arc_swap::ArcSwapOption;
@@ -158,30 +158,61 @@ impl Backend {
     /// Only active checks bring it back, after `rise` good ones.
     pub fn fail_passively(&self, reason: &str) {
         let mut record = self.record();
-        let went_down = record.hysteresis.force_down().is_some();
-        self.passive_outcome(&mut record, went_down, reason);
+        let transition = record.hysteresis.force_down();
+        self.settle_passive(&mut record, transition, reason);
     }
 
     /// Counts a failure on live traffic like one failed health check: `fall` of them in a row
     /// take the backend down.
     pub fn count_failure(&self, reason: &str) {
         let mut record = self.record();
-        let went_down = record
+        let transition = record
             .hysteresis
-            .record(false, self.health.rise, self.health.fall)
-            .is_some();
-        self.passive_outcome(&mut record, went_down, reason);
+            .record(false, self.health.rise, self.health.fall);
+        self.settle_passive(&mut record, transition, reason);
     }
 
-    fn passive_outcome(&self, record: &mut HealthRecord, went_down: bool, reason: &str) {
-        self.set_up(record.hysteresis.is_up());
-        if went_down {
-            self.cut_sessions(CutReason::BackendDown);
-            record.last_change = Some(SystemTime::now());
-            let reason = format!("failed on live traffic: {reason}");
-            tracing::warn!(pool = %self.pool, backend = %self.name(), %reason, "backend down");
-            record.verdict = Some(Verdict::failed(reason));
+    fn settle_passive(
+        &self,
+        record: &mut HealthRecord,
+        transition: Option<Transition>,
+        reason: &str,
+    ) {
+        match transition {
+            // The last check's verdict stays until the backend goes down for this.
+            None => self.set_up(record.hysteresis.is_up()),
+            Some(_) => self.settle(
+                record,
+                transition,
+                Verdict::failed(format!("failed on live traffic: {reason}")),
+            ),
         }
+    }
+
+    /// Publishes a verdict after the hysteresis recorded it: the lock-free up flag, the record,
+    /// and on a transition its log line; going down ends the backend's sessions. The one place
+    /// active and passive health both go through.
+    pub(crate) fn settle(
+        &self,
+        record: &mut HealthRecord,
+        transition: Option<Transition>,
+        verdict: Verdict,
+    ) {
+        self.set_up(record.hysteresis.is_up());
+        if let Some(t) = transition {
+            record.last_change = Some(SystemTime::now());
+            let reason = verdict.summary();
+            match t {
+                Transition::Up => {
+                    tracing::info!(pool = %self.pool, backend = %self.name(), %reason, "backend up")
+                }
+                Transition::Down => {
+                    tracing::warn!(pool = %self.pool, backend = %self.name(), %reason, "backend down");
+                    self.cut_sessions(CutReason::BackendDown);
+                }
+            }
+        }
+        record.verdict = Some(verdict);
     }
 
     /// The peer for a request of this kind; `None` while the host name has not resolved.
