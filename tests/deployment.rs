@@ -328,7 +328,6 @@ async fn health_endpoints_used_by_deployments_are_served() {
     let ec = pki
         .node(ssv_ha::sim::NodeKind::Execution, "ec-a", Default::default())
         .await;
-    let (admin, listen) = (free_addr(), free_addr());
     let pools = pool_yaml(
         "execution",
         "execution",
@@ -336,7 +335,8 @@ async fn health_endpoints_used_by_deployments_are_served() {
         &pki.ca_file,
         &[(&ec, false)],
     );
-    let gw = Gateway::start(&config(admin, listen, &pools, EC_ROUTE), admin, &[listen]).await;
+    let (gw, _) = start_on(&pools, EC_ROUTE).await;
+    let admin = gw.admin;
     gw.wait_backend("execution", "ec-a", true).await;
     for path in ["/healthz", "/readyz", "/metrics", "/status"] {
         let r = reqwest::get(format!("http://{admin}{path}")).await.unwrap();

@@ -16,7 +16,6 @@ async fn first_policy_fails_over_without_client_errors_and_fails_back() {
     let b = pki
         .node(NodeKind::Execution, "ec-b", NodeStatus::default())
         .await;
-    let (admin, listen) = (free_addr(), free_addr());
     let pools = pool_yaml(
         "execution",
         "execution",
@@ -24,7 +23,7 @@ async fn first_policy_fails_over_without_client_errors_and_fails_back() {
         &pki.ca_file,
         &[(&a, false), (&b, true)],
     );
-    let gw = Gateway::start(&config(admin, listen, &pools, EC_ROUTE), admin, &[listen]).await;
+    let (gw, listen) = start_on(&pools, EC_ROUTE).await;
     gw.wait_backend("execution", "ec-a", true).await;
     gw.wait_backend("execution", "ec-b", true).await;
     let client = reqwest::Client::new();
@@ -106,7 +105,6 @@ async fn round_robin_spreads_over_healthy_backends_only() {
             },
         )
         .await;
-    let (admin, listen) = (free_addr(), free_addr());
     let pools = pool_yaml(
         "execution",
         "execution",
@@ -114,7 +112,7 @@ async fn round_robin_spreads_over_healthy_backends_only() {
         &pki.ca_file,
         &[(&a, false), (&b, false), (&c, false)],
     );
-    let gw = Gateway::start(&config(admin, listen, &pools, EC_ROUTE), admin, &[listen]).await;
+    let (gw, listen) = start_on(&pools, EC_ROUTE).await;
     gw.wait_backend("execution", "ec-a", true).await;
     gw.wait_backend("execution", "ec-b", true).await;
     gw.wait_backend("execution", "ec-c", false).await;
@@ -298,7 +296,6 @@ async fn a_backend_gets_no_traffic_before_its_first_good_check() {
             },
         )
         .await;
-    let (admin, listen) = (free_addr(), free_addr());
     let pools = pool_yaml(
         "execution",
         "execution",
@@ -306,7 +303,7 @@ async fn a_backend_gets_no_traffic_before_its_first_good_check() {
         &pki.ca_file,
         &[(&slow, false)],
     );
-    let gw = Gateway::start(&config(admin, listen, &pools, EC_ROUTE), admin, &[listen]).await;
+    let (gw, listen) = start_on(&pools, EC_ROUTE).await;
     let client = reqwest::Client::new();
     let (status, _) = who_answers(&client, listen).await;
     assert_eq!(status, 503);

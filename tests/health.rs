@@ -14,7 +14,6 @@ struct Pools {
 }
 
 async fn start(pools: &str) -> Pools {
-    let (admin, listen) = (free_addr(), free_addr());
     let mut routes = String::new();
     if pools.contains("kind: execution") {
         routes += EC_ROUTE;
@@ -22,7 +21,7 @@ async fn start(pools: &str) -> Pools {
     if pools.contains("kind: consensus") {
         routes += CC_ROUTE;
     }
-    let gw = Gateway::start(&config(admin, listen, pools, &routes), admin, &[listen]).await;
+    let (gw, listen) = start_on(pools, &routes).await;
     Pools { gw, listen }
 }
 

@@ -15,7 +15,6 @@ async fn setup() -> (Pki, SimNode, Gateway, SocketAddr) {
     let ec = pki
         .node(NodeKind::Execution, "ec-a", NodeStatus::default())
         .await;
-    let (admin, listen) = (free_addr(), free_addr());
     let pools = pool_yaml(
         "execution",
         "execution",
@@ -23,7 +22,7 @@ async fn setup() -> (Pki, SimNode, Gateway, SocketAddr) {
         &pki.ca_file,
         &[(&ec, false)],
     );
-    let gw = Gateway::start(&config(admin, listen, &pools, EC_ROUTE), admin, &[listen]).await;
+    let (gw, listen) = start_on(&pools, EC_ROUTE).await;
     gw.wait_backend("execution", "ec-a", true).await;
     (pki, ec, gw, listen)
 }
@@ -278,7 +277,6 @@ async fn an_html_page_for_json_rpc_is_not_passed_off_as_an_answer() {
     let b = pki
         .node(NodeKind::Execution, "ec-b", NodeStatus::default())
         .await;
-    let (admin, listen) = (free_addr(), free_addr());
     // Checks run once: only live traffic sees the HTML.
     let once = "    health: { interval: 1h, timeout: 1s }\n";
     let pools = pool_yaml_with(
@@ -289,7 +287,7 @@ async fn an_html_page_for_json_rpc_is_not_passed_off_as_an_answer() {
         &[(&a, false), (&b, true)],
         once,
     );
-    let gw = Gateway::start(&config(admin, listen, &pools, EC_ROUTE), admin, &[listen]).await;
+    let (gw, listen) = start_on(&pools, EC_ROUTE).await;
     gw.wait_backend("execution", "ec-a", true).await;
     gw.wait_backend("execution", "ec-b", true).await;
     a.set(|s| s.fail_status = Some(200));

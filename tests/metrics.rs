@@ -74,7 +74,6 @@ async fn every_documented_metric_is_served_with_its_labels() {
     let b = pki
         .node(NodeKind::Execution, "ec-b", NodeStatus::default())
         .await;
-    let (admin, listen) = (free_addr(), free_addr());
     let pools = pool_yaml(
         "execution",
         "execution",
@@ -82,7 +81,7 @@ async fn every_documented_metric_is_served_with_its_labels() {
         &pki.ca_file,
         &[(&a, false), (&b, true)],
     );
-    let gw = Gateway::start(&config(admin, listen, &pools, EC_ROUTE), admin, &[listen]).await;
+    let (gw, listen) = start_on(&pools, EC_ROUTE).await;
     gw.wait_backend("execution", "ec-a", true).await;
     gw.wait_backend("execution", "ec-b", true).await;
     let client = reqwest::Client::new();

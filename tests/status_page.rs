@@ -59,7 +59,6 @@ async fn status_page_shows_backends_and_reasons_in_a_browser() {
             },
         )
         .await;
-    let (admin, listen) = (free_addr(), free_addr());
     let pools = pool_yaml(
         "execution",
         "execution",
@@ -67,7 +66,8 @@ async fn status_page_shows_backends_and_reasons_in_a_browser() {
         &pki.ca_file,
         &[(&lonely, false), (&good, true)],
     );
-    let gw = Gateway::start(&config(admin, listen, &pools, EC_ROUTE), admin, &[listen]).await;
+    let (gw, _) = start_on(&pools, EC_ROUTE).await;
+    let admin = gw.admin;
     gw.wait_backend("execution", "ec-good", true).await;
     gw.wait_backend("execution", "ec-lonely", false).await;
 

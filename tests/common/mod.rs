@@ -309,3 +309,11 @@ pub async fn who_answers(
     .await;
     (status, node)
 }
+
+/// Starts the gateway on one listener with `pools` (YAML under `pools:`) and `routes`, on free
+/// ports; returns it and its listener.
+pub async fn start_on(pools: &str, routes: &str) -> (Gateway, SocketAddr) {
+    let (admin, listen) = (free_addr(), free_addr());
+    let gw = Gateway::start(&config(admin, listen, pools, routes), admin, &[listen]).await;
+    (gw, listen)
+}
