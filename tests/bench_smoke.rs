@@ -1,14 +1,32 @@
 //! The benchmark harness in its smoke mode (a few seconds, small counts), so it cannot rot: it
-//! starts the backend, ssv-ha (this build), haproxy and nginx, measures each in turns and prints the
-//! comparison table. The numbers of a debug build mean nothing; that the harness runs does.
+//! starts the backends, ssv-ha (this build), haproxy and nginx, measures each in turns and prints
+//! the comparison tables. The numbers of a debug build mean nothing; that the harness runs does.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// The harness's WebSocket/SSE load tool, an example of this package: `cargo test --all-targets`
+/// has built it beside the binary; a narrower `cargo test` run builds it here.
+fn bench_load() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_ssv-ha"));
+    let tool = bin.with_file_name("examples").join("bench-load");
+    if !tool.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--locked", "--example", "bench-load"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the bench-load example failed");
+    }
+    tool
+}
 
 #[test]
 fn benchmark_harness_runs_end_to_end() {
     let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/run"))
         .arg("--smoke")
         .env("SSV_HA_BIN", env!("CARGO_BIN_EXE_ssv-ha"))
+        .env("BENCH_LOAD_BIN", bench_load())
         .output()
         .expect("run benches/run");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -33,6 +51,10 @@ fn benchmark_harness_runs_end_to_end() {
         "| small-32 | haproxy |",
         "| small-32 | nginx |",
         "| body-1MB | ssv-ha |",
+        "| ws-1 | ssv-ha |",
+        "| ws-100 | haproxy |",
+        "| sse-1000 | nginx |",
+        "| ws-idle | ssv-ha |",
     ] {
         assert!(stdout.contains(row), "missing `{row}` in:\n{stdout}");
     }
