@@ -13,7 +13,7 @@ fn main() -> std::process::ExitCode {
 /// unit test below checks the number against the option's default in the bundled mimalloc (1000
 /// ms, set in its `options.c`).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-const PURGE_DELAY_MS: std::os::raw::c_long = 10;
+const PURGE_DELAY_MS: std::os::raw::c_long = 100;
 
 /// Two settings for a process that holds thousands of long-lived connections (measured with idle
 /// WebSockets through ssv-ha, see the README's benchmark section):
@@ -21,11 +21,11 @@ const PURGE_DELAY_MS: std::os::raw::c_long = 10;
 /// - No transparent huge pages. Where the kernel uses them unasked (`enabled` = `always`), each
 ///   session that touches a few bytes of a fresh buffer makes 2 MiB resident instead of 4 KiB:
 ///   2000 sessions took 506 MB with them, 143 MB without.
-/// - Freed memory goes back to the kernel after 10 ms, not mimalloc's default of a second (after
+/// - Freed memory goes back to the kernel after 100 ms, not mimalloc's default of a second (after
 ///   which it purges only when it next collects). Otherwise buffers that Pingora allocates per connection come
 ///   back dirty and fully resident: a process that held 3000 sessions six times over grew from
-///   198 MB to 446 MB; with this it stays at 198 MB. 0 ms did as well for memory but purged on
-///   about every tenth small request.
+///   198 MB to 446 MB; with this it stays at 198 MB. 0 and 10 ms did as well for memory but
+///   purged so often that 1 MB responses lost up to a quarter of their rate.
 fn tune_memory() {
     #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_THP_DISABLE takes plain integers and reads or writes none of our memory. Its
