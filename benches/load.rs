@@ -227,38 +227,51 @@ async fn round_trip(socket: &mut Socket) -> Result<()> {
     }
 }
 
-/// Opens `count` WebSockets, at most 256 handshakes at a time.
-async fn connect_many(url: &str, count: usize) -> Result<Vec<Socket>> {
-    futures::stream::iter((0..count).map(|_| async {
-        let mut socket = connect(url).await?;
-        round_trip(&mut socket).await?;
-        Ok::<_, anyhow::Error>(socket)
-    }))
-    .buffer_unordered(256)
-    .collect::<Vec<_>>()
-    .await
-    .into_iter()
-    .collect()
+/// Opens `count` connections with `open`, at most 256 at a time.
+async fn open_all<T, F, Fut>(count: usize, open: F) -> Result<Vec<T>>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    futures::stream::iter((0..count).map(|_| open()))
+        .buffer_unordered(256)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
 }
 
-async fn ws_round_trips(url: &str, conns: usize, duration: Duration) -> Result<String> {
-    let sockets = connect_many(url, conns).await?;
-    let start = Arc::new(Barrier::new(conns));
-    let tasks: Vec<_> = sockets
+/// Opens `count` WebSockets, each proven by one round trip.
+async fn connect_many(url: &str, count: usize) -> Result<Vec<Socket>> {
+    open_all(count, || async {
+        let mut socket = connect(url).await?;
+        round_trip(&mut socket).await?;
+        Ok(socket)
+    })
+    .await
+}
+
+/// Runs `measure` on every connection, all starting together, and prints the rate of the delays
+/// they gathered over `duration` with their p50 and p99.
+async fn measure_all<T, F, Fut>(
+    connections: Vec<T>,
+    duration: Duration,
+    measure: F,
+) -> Result<String>
+where
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<Duration>>> + Send + 'static,
+{
+    let start = Arc::new(Barrier::new(connections.len()));
+    let tasks: Vec<_> = connections
         .into_iter()
-        .map(|mut socket| {
+        .map(|connection| {
             let start = start.clone();
+            // Not polled before the barrier: each measurement's clock starts with the others.
+            let measurement = measure(connection);
             tokio::spawn(async move {
                 start.wait().await;
-                let deadline = Instant::now() + duration;
-                let mut delays = Vec::new();
-                while Instant::now() < deadline {
-                    let sent = Instant::now();
-                    round_trip(&mut socket).await?;
-                    delays.push(sent.elapsed());
-                }
-                let _ = socket.close(None).await;
-                Ok::<_, anyhow::Error>(delays)
+                measurement.await
             })
         })
         .collect();
@@ -268,6 +281,22 @@ async fn ws_round_trips(url: &str, conns: usize, duration: Duration) -> Result<S
     }
     let rate = delays.len() as f64 / duration.as_secs_f64();
     Ok(format!("{rate:.0} {}", percentiles(&mut delays)))
+}
+
+async fn ws_round_trips(url: &str, conns: usize, duration: Duration) -> Result<String> {
+    let sockets = connect_many(url, conns).await?;
+    measure_all(sockets, duration, |mut socket| async move {
+        let deadline = Instant::now() + duration;
+        let mut delays = Vec::new();
+        while Instant::now() < deadline {
+            let sent = Instant::now();
+            round_trip(&mut socket).await?;
+            delays.push(sent.elapsed());
+        }
+        let _ = socket.close(None).await;
+        Ok(delays)
+    })
+    .await
 }
 
 async fn ws_idle(url: &str, conns: usize, pids: &[u32]) -> Result<String> {
@@ -324,66 +353,47 @@ async fn sse_delivery(url: &str, streams: usize, duration: Duration) -> Result<S
         .pool_max_idle_per_host(0)
         .build()
         .context("building an HTTP client")?;
-    let opened = futures::stream::iter((0..streams).map(|_| {
-        let request = client.get(url).header("accept", "text/event-stream").send();
-        async move {
-            let response = request
-                .await
-                .with_context(|| format!("subscribing {url}"))?;
-            if !response.status().is_success() {
-                bail!("subscribing {url}: {}", response.status());
-            }
-            Ok(response)
+    let opened = open_all(streams, || async {
+        let response = client
+            .get(url)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .with_context(|| format!("subscribing {url}"))?;
+        if !response.status().is_success() {
+            bail!("subscribing {url}: {}", response.status());
         }
-    }))
-    .buffer_unordered(256)
-    .collect::<Vec<_>>()
-    .await
-    .into_iter()
-    .collect::<Result<Vec<_>>>()?;
-
-    let start = Arc::new(Barrier::new(streams));
-    let tasks: Vec<_> = opened
-        .into_iter()
-        .map(|mut response| {
-            let start = start.clone();
-            tokio::spawn(async move {
-                start.wait().await;
-                let deadline = tokio::time::Instant::now() + duration;
-                let mut delays = Vec::new();
-                let mut pending = Vec::new();
-                loop {
-                    let chunk = match tokio::time::timeout_at(deadline, response.chunk()).await {
-                        Err(_) => break,
-                        Ok(chunk) => chunk.context("reading an event stream")?,
-                    };
-                    let Some(chunk) = chunk else {
-                        bail!("an event stream ended early");
-                    };
-                    pending.extend_from_slice(&chunk);
-                    let received = unix_nanos();
-                    while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-                        let line: Vec<u8> = pending.drain(..=end).collect();
-                        if let Some(sent) = line
-                            .strip_prefix(b"data:")
-                            .and_then(|v| std::str::from_utf8(v).ok())
-                            .and_then(|v| v.trim().parse::<u128>().ok())
-                        {
-                            let delay = received.saturating_sub(sent);
-                            delays.push(Duration::from_nanos(delay.min(u64::MAX as u128) as u64));
-                        }
-                    }
+        Ok(response)
+    })
+    .await?;
+    measure_all(opened, duration, |mut response| async move {
+        let deadline = tokio::time::Instant::now() + duration;
+        let mut delays = Vec::new();
+        let mut pending = Vec::new();
+        loop {
+            let chunk = match tokio::time::timeout_at(deadline, response.chunk()).await {
+                Err(_) => return Ok(delays),
+                Ok(chunk) => chunk.context("reading an event stream")?,
+            };
+            let Some(chunk) = chunk else {
+                bail!("an event stream ended early");
+            };
+            pending.extend_from_slice(&chunk);
+            let received = unix_nanos();
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                if let Some(sent) = line
+                    .strip_prefix(b"data:")
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| v.trim().parse::<u128>().ok())
+                {
+                    let delay = received.saturating_sub(sent);
+                    delays.push(Duration::from_nanos(delay.min(u64::MAX as u128) as u64));
                 }
-                Ok(delays)
-            })
-        })
-        .collect();
-    let mut delays = Vec::new();
-    for task in tasks {
-        delays.extend(task.await.context("a client task failed")??);
-    }
-    let rate = delays.len() as f64 / duration.as_secs_f64();
-    Ok(format!("{rate:.0} {}", percentiles(&mut delays)))
+            }
+        }
+    })
+    .await
 }
 
 /// "p50 p99" in milliseconds.
