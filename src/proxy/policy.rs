@@ -153,6 +153,19 @@ pub fn inspect(body: &[u8], policy: &MethodPolicy) -> Decision {
 /// `Some(Pass)` when a scan proves the request harmless: no backslash, and every method key found
 /// names a permitted method, in a batch no longer than allowed.
 fn quick_pass(body: &[u8], policy: &MethodPolicy) -> Option<Decision> {
+    let count = scan_methods(body, policy)?;
+    (count <= policy.max_batch).then_some(Decision::Pass)
+}
+
+/// Whether a scan proves every method named in `body` permitted, whatever the batch's size (for
+/// WebSocket messages, which have no batch limit). `false` means only "look closer".
+pub fn all_methods_permitted(body: &[u8], policy: &MethodPolicy) -> bool {
+    scan_methods(body, policy).is_some()
+}
+
+/// How many method keys `body` has, when it has no backslash and each names a permitted method;
+/// `None` when the scan cannot tell.
+fn scan_methods(body: &[u8], policy: &MethodPolicy) -> Option<usize> {
     if body.contains(&b'\\') {
         return None;
     }
@@ -170,7 +183,7 @@ fn quick_pass(body: &[u8], policy: &MethodPolicy) -> Option<Decision> {
         }
         rest = &value[end..];
     }
-    (count <= policy.max_batch).then_some(Decision::Pass)
+    Some(count)
 }
 
 /// The gateway's answer to one request object it will not forward, or `None` to forward it.

@@ -52,12 +52,18 @@ impl ClientFrames {
                 }
                 if frame.fin {
                     if let Some((opcode, mask, data)) = self.message.take() {
-                        let data = if opcode == 1 {
-                            judge(data, policy)
+                        // Began and ended in this frame (not a continuation).
+                        let single = frame.opcode != 0;
+                        let judged = if opcode == 1 {
+                            judge(&data, policy)
                         } else {
-                            data
+                            None
                         };
-                        out.extend_from_slice(&encode(opcode, mask, &data));
+                        match judged {
+                            None if single => out.extend_from_slice(&self.pending[..consumed]),
+                            None => out.extend_from_slice(&encode(opcode, mask, &data)),
+                            Some(data) => out.extend_from_slice(&encode(opcode, mask, &data)),
+                        }
                     }
                 }
             }
@@ -67,17 +73,21 @@ impl ClientFrames {
     }
 }
 
-/// The text message to forward: unchanged, or with its denied requests replaced.
-fn judge(message: Vec<u8>, policy: &MethodPolicy) -> Vec<u8> {
+/// `None` to forward the text message unchanged, or the message with its denied requests replaced.
+fn judge(message: &[u8], policy: &MethodPolicy) -> Option<Vec<u8>> {
+    // The common case, decided by a scan without copying the policy or parsing the JSON.
+    if policy::all_methods_permitted(message, policy) {
+        return None;
+    }
     let lenient = MethodPolicy {
         max_batch: usize::MAX,
         ..policy.clone()
     };
-    if policy::inspect(&message, &lenient) == policy::Decision::Pass {
-        return message;
+    if policy::inspect(message, &lenient) == policy::Decision::Pass {
+        return None;
     }
-    let Ok(request) = serde_json::from_slice::<Value>(&message) else {
-        return placeholder(&Value::Null).to_string().into_bytes();
+    let Ok(request) = serde_json::from_slice::<Value>(message) else {
+        return Some(placeholder(&Value::Null).to_string().into_bytes());
     };
     let neutral = |item: &Value| -> Value {
         let permitted =
@@ -92,7 +102,7 @@ fn judge(message: Vec<u8>, policy: &MethodPolicy) -> Vec<u8> {
         Value::Array(items) => Value::Array(items.iter().map(neutral).collect()),
         single => neutral(single),
     };
-    judged.to_string().into_bytes()
+    Some(judged.to_string().into_bytes())
 }
 
 fn placeholder(id: &Value) -> Value {
