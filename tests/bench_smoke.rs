@@ -58,4 +58,16 @@ fn benchmark_harness_runs_end_to_end() {
     ] {
         assert!(stdout.contains(row), "missing `{row}` in:\n{stdout}");
     }
+    // Through ssv-ha, every stream scenario moved something: messages answered, events delivered
+    // (a proxy that buffered SSE would deliver none in the window), memory read.
+    for scenario in ["ws-1", "ws-100", "sse-1000", "ws-idle"] {
+        let prefix = format!("| {scenario} | ssv-ha | ");
+        let figure: f64 = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no figure for {scenario} in:\n{stdout}"));
+        assert!(figure > 0.0, "{scenario} through ssv-ha measured {figure}");
+    }
 }
