@@ -100,8 +100,17 @@ impl Sessions {
     fn register(&self) -> Arc<CutHandle> {
         let handle = Arc::new(CutHandle::default());
         let mut live = self.lock();
-        // Forget sockets that are gone, so the list stays as long as the live sessions.
-        live.retain(|h| h.strong_count() > 0);
+        // Forget sockets that are gone when the list is full, rather than on every new session:
+        // the list stays within a few times the live sessions, and a new session costs O(1)
+        // amortized.
+        if live.len() == live.capacity() {
+            live.retain(|h| h.strong_count() > 0);
+            // Mostly live: grow, so the next sweep is as many sessions away as there are now.
+            let len = live.len();
+            if len * 2 > live.capacity() {
+                live.reserve(len);
+            }
+        }
         live.push(Arc::downgrade(&handle));
         handle
     }
@@ -207,6 +216,26 @@ impl VirtualSocket for CuttableSocket {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn the_list_of_sessions_stays_as_short_as_the_live_ones_allow() {
+        let sessions = Sessions::default();
+        let held: Vec<_> = (0..100).map(|_| sessions.register()).collect();
+        for _ in 0..10_000 {
+            drop(sessions.register());
+        }
+        let len = sessions.lock().len();
+        assert!(
+            len <= 4 * held.len(),
+            "{len} entries for {} live sessions",
+            held.len()
+        );
+        drop(held);
+        for _ in 0..1_000 {
+            drop(sessions.register());
+        }
+        assert_eq!(sessions.cut_all(), 0, "nothing is live any more");
+    }
 
     #[tokio::test]
     async fn cutting_ends_a_blocked_read_at_once() {
