@@ -55,6 +55,8 @@ async fn start_lodestar() -> (Lodestar, u16) {
         ])
         .arg("--dataDir")
         .arg(data.path())
+        // `dev` writes genesis.ssz into its working directory: keep it out of the repository.
+        .current_dir(data.path())
         .args([
             "--rest.address",
             "127.0.0.1",
