@@ -3,7 +3,7 @@
 
 use super::exchange::{client_bucket, refuse, write_json, write_reply};
 use super::policy::{self, Decision};
-use super::{reply, rpc, Gateway, RequestCtx, MAX_JUDGED_BODY};
+use super::{reply, rpc, Gateway, RequestCtx, MAX_HELD_BODY};
 use crate::config::model::Limits;
 use bytes::{Bytes, BytesMut};
 use pingora::prelude::*;
@@ -105,37 +105,49 @@ impl Gateway {
         Ok(false)
     }
 
-    /// Reads a JSON-RPC body (when small enough) before any backend is chosen, and applies the
-    /// pool's method policy: a denied request is answered here and never reaches a backend.
-    pub(super) async fn apply_method_policy(
+    /// Reads the whole request body, when it is small enough to hold: the method policy judges it
+    /// before any backend is chosen, and the gateway sends it on in one write. `None` when the
+    /// body is too large or of unknown length: it streams through Pingora's path instead.
+    pub(super) async fn read_small_body(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
         declared: Option<usize>,
-    ) -> Result<bool> {
-        if declared.is_none_or(|n| n > MAX_JUDGED_BODY) {
-            ctx.scan_stream = true;
-            return Ok(false);
+    ) -> Result<Option<Bytes>> {
+        if session.as_downstream_mut().is_body_empty() {
+            return Ok(Some(Bytes::new()));
         }
-        // The retry buffer keeps what is read here; Pingora sends it upstream from there.
-        session.as_downstream_mut().enable_retry_buffering();
+        if declared.is_none_or(|n| n > MAX_HELD_BODY) {
+            return Ok(None);
+        }
         let mut body = BytesMut::new();
         while let Some(chunk) = session.as_downstream_mut().read_request_body().await? {
             body.extend_from_slice(&chunk);
-            if body.len() > MAX_JUDGED_BODY {
+            if body.len() > MAX_HELD_BODY {
                 return Error::e_explain(
                     ErrorType::InvalidHTTPHeader,
                     "request body longer than its Content-Length",
                 );
             }
         }
+        Ok(Some(body.freeze()))
+    }
+
+    /// Applies the pool's JSON-RPC method policy to a body read in full: a denied request is
+    /// answered here (`true`) and never reaches a backend; a batch with denied calls goes on
+    /// without them (`ctx.rewritten`).
+    pub(super) async fn apply_method_policy(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        body: &[u8],
+    ) -> Result<bool> {
         if ctx.started.is_some() {
-            ctx.rpc_methods = Some(rpc::methods(&body));
+            ctx.rpc_methods = Some(rpc::methods(body));
         }
         let Some(pool) = ctx.pool.clone() else {
             return Ok(false);
         };
-        match policy::inspect(&body, &pool.config.methods) {
+        match policy::inspect(body, &pool.config.methods) {
             Decision::Pass => Ok(false),
             Decision::Answer(answer) => {
                 pool.metrics.denied.inc();

@@ -6,6 +6,7 @@
 //! [`crate::upstream::selection`]); this file only wires them to Pingora's hooks.
 
 mod admission;
+mod direct;
 mod exchange;
 pub mod policy;
 pub mod reply;
@@ -38,8 +39,9 @@ use std::time::{Duration, Instant};
 const TOO_LARGE: ErrorType = ErrorType::Custom("request body too large");
 /// A denied method found in a body scanned while streaming.
 const METHOD_DENIED: ErrorType = ErrorType::Custom("method denied");
-/// Largest body judged before connecting (Pingora's retry buffer, which then carries it).
-const MAX_JUDGED_BODY: usize = 64 * 1024;
+/// Largest request body read before a backend is chosen: judged by the method policy, sent by
+/// the gateway itself ([`direct`]). Larger ones stream through Pingora's path.
+const MAX_HELD_BODY: usize = 64 * 1024;
 /// The error a request ends with when its pool has no healthy backend left to try.
 const NO_BACKEND: ErrorType = ErrorType::Custom("no healthy backend");
 /// Most request body read to find JSON-RPC ids for an error reply.
@@ -118,6 +120,112 @@ impl Gateway {
         Some(&ctx.pool.as_ref()?.backends[ctx.backend?])
     }
 
+    /// Picks the backend for the next attempt and counts the attempt; `reach` gives what the
+    /// attempt needs of the backend (`None` skips a backend whose address is not known yet: a
+    /// healthy backend always has one, health checks resolve before they pass).
+    fn next_attempt<T>(
+        &self,
+        ctx: &mut RequestCtx,
+        reach: impl Fn(&Backend) -> Option<T>,
+    ) -> Result<T> {
+        let Some(pool) = ctx.pool.clone() else {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "request chose a backend without a pool",
+            );
+        };
+        loop {
+            let Some(index) = pool.select(ctx.tried) else {
+                return Err(Error::new(NO_BACKEND));
+            };
+            ctx.tried |= 1 << index;
+            let Some(reached) = reach(&pool.backends[index]) else {
+                continue;
+            };
+            ctx.attempts += 1;
+            if ctx.attempts > 1 {
+                pool.metrics.retries.inc();
+            }
+            ctx.backend = Some(index);
+            ctx.upstream_start = Some(Instant::now());
+            return Ok(reached);
+        }
+    }
+
+    /// A connection to the chosen backend failed: passive health, then whether to try another
+    /// (decided on the returned error).
+    fn connect_failed(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // A backend that refuses or cannot complete a connection leaves rotation now, not at its
+        // next failed check.
+        if let Some(backend) = self.backend(ctx) {
+            backend.fail_passively(&format!("connect failed ({})", e.etype().as_str()));
+        }
+        if let Some(pool) = self.pool(ctx) {
+            pool.note_active();
+        }
+        let another = self.pool(ctx).is_some_and(|p| p.has_untried(ctx.tried));
+        e.set_retry(another && self.may_retry(session, ctx));
+        e
+    }
+
+    /// An exchange with the chosen backend failed after connecting: passive health, then whether
+    /// to try again (decided on the returned error). `client_reused`: the connection was pooled.
+    fn proxy_failed(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        e: Box<Error>,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let name = self.backend(ctx).map_or("?", |b| b.name()).to_string();
+        // A pooled connection the backend had closed while idle: the backend itself may be
+        // fine, so it may be chosen again.
+        let stale_connection = client_reused && matches!(e.retry, RetryType::ReusedOnly);
+        // Passive health judges plain requests; a long-lived session ending (idle, or cut by the
+        // gateway itself) says nothing about the backend, nor does a stale pooled connection.
+        let judged = ctx.session_open.is_none()
+            && e.esource() == &ErrorSource::Upstream
+            && !stale_connection;
+        if judged && !is_timeout(&e) {
+            // A broken answer (garbage, a body cut short): one bad check's worth.
+            if let Some(backend) = self.backend(ctx) {
+                backend.count_failure(&format!("broken response ({})", e.etype().as_str()));
+            }
+            if let Some(pool) = self.pool(ctx) {
+                pool.note_active();
+            }
+        }
+        if judged && is_timeout(&e) {
+            if let Some(backend) = self.backend(ctx) {
+                backend.fail_passively(&format!(
+                    "no answer within the response timeout ({})",
+                    e.etype().as_str()
+                ));
+            }
+            if let Some(pool) = self.pool(ctx) {
+                pool.note_active();
+            }
+        }
+        let mut e = e.more_context(format!("backend {name}"));
+        let retry = self.may_retry(session, ctx) && {
+            if stale_connection {
+                if let Some(b) = ctx.backend {
+                    ctx.tried &= !(1 << b);
+                }
+                true
+            } else {
+                self.pool(ctx).is_some_and(|p| p.has_untried(ctx.tried))
+            }
+        };
+        e.set_retry(retry);
+        e
+    }
+
     /// Whether a failed attempt may be sent again: nothing reached the client yet, the body can
     /// be replayed, and the retry budget is not spent.
     fn may_retry(&self, session: &Session, ctx: &RequestCtx) -> bool {
@@ -134,6 +242,8 @@ pub struct RequestCtx {
     started: Option<Instant>,
     /// The body to send instead of the client's (a batch without its denied elements).
     rewritten: Option<Bytes>,
+    /// The whole request body, when it was read before choosing a backend (for error replies).
+    body: Option<Bytes>,
     /// How to put a rewritten batch's answer back together.
     plan: Option<Vec<Slot>>,
     /// The backend's answer to a rewritten batch, gathered to be merged.
@@ -234,10 +344,22 @@ impl ProxyHttp for Gateway {
             .is_some_and(|p| p.config.kind == PoolKind::Execution)
             && ctx.traffic == Traffic::Plain
             && session.req_header().method == http::Method::POST;
-        if json_rpc {
-            return self.apply_method_policy(session, ctx, declared).await;
+        if ctx.traffic != Traffic::Plain {
+            return Ok(false);
         }
-        Ok(false)
+        let Some(body) = self.read_small_body(session, declared).await? else {
+            // Judged as it streams instead.
+            ctx.scan_stream = json_rpc;
+            return Ok(false);
+        };
+        if json_rpc && self.apply_method_policy(session, ctx, &body).await? {
+            return Ok(true);
+        }
+        ctx.body = Some(body.clone());
+        let sent = ctx.rewritten.clone().unwrap_or(body);
+        self.exchange_directly(session, ctx, sent, routing.timeouts.response)
+            .await?;
+        Ok(true)
     }
 
     async fn request_body_filter(
@@ -310,29 +432,8 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let Some(pool) = ctx.pool.clone() else {
-            return Error::e_explain(
-                ErrorType::InternalError,
-                "request reached upstream_peer without a pool",
-            );
-        };
-        loop {
-            let Some(index) = pool.select(ctx.tried) else {
-                return Err(Error::new(NO_BACKEND));
-            };
-            ctx.tried |= 1 << index;
-            // A healthy backend always has a peer: health checks resolve before they pass.
-            let Some(peer) = pool.backends[index].peer(ctx.traffic) else {
-                continue;
-            };
-            ctx.attempts += 1;
-            if ctx.attempts > 1 {
-                pool.metrics.retries.inc();
-            }
-            ctx.backend = Some(index);
-            ctx.upstream_start = Some(Instant::now());
-            return Ok(Box::new(peer));
-        }
+        let traffic = ctx.traffic;
+        self.next_attempt(ctx, |b| b.peer(traffic)).map(Box::new)
     }
 
     async fn upstream_request_filter(
@@ -453,19 +554,9 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut RequestCtx,
-        mut e: Box<Error>,
+        e: Box<Error>,
     ) -> Box<Error> {
-        // A backend that refuses or cannot complete a connection leaves rotation now, not at its
-        // next failed check.
-        if let Some(backend) = self.backend(ctx) {
-            backend.fail_passively(&format!("connect failed ({})", e.etype().as_str()));
-        }
-        if let Some(pool) = self.pool(ctx) {
-            pool.note_active();
-        }
-        let another = self.pool(ctx).is_some_and(|p| p.has_untried(ctx.tried));
-        e.set_retry(another && self.may_retry(session, ctx));
-        e
+        self.connect_failed(session, ctx, e)
     }
 
     fn error_while_proxy(
@@ -476,48 +567,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
-        let name = self.backend(ctx).map_or("?", |b| b.name()).to_string();
-        // Passive health judges plain requests; a long-lived session ending (idle, or cut by the
-        // gateway itself) says nothing about the backend.
-        let judged = ctx.session_open.is_none() && e.esource() == &ErrorSource::Upstream;
-        if judged && !is_timeout(&e) {
-            // A broken answer (garbage, a body cut short): one bad check's worth.
-            if let Some(backend) = self.backend(ctx) {
-                backend.count_failure(&format!("broken response ({})", e.etype().as_str()));
-            }
-            if let Some(pool) = self.pool(ctx) {
-                pool.note_active();
-            }
-        }
-        if judged && is_timeout(&e) {
-            if let Some(backend) = self.backend(ctx) {
-                backend.fail_passively(&format!(
-                    "no answer within the response timeout ({})",
-                    e.etype().as_str()
-                ));
-            }
-            if let Some(pool) = self.pool(ctx) {
-                pool.note_active();
-            }
-        }
-        // A pooled connection the backend had closed while idle: the backend itself may be
-        // fine, so it may be chosen again.
-        let stale_connection = client_reused && matches!(e.retry, RetryType::ReusedOnly);
-        let mut e = e.more_context(format!("backend {name}"));
-        let retry = self.may_retry(session, ctx) && {
-            if stale_connection {
-                if let Some(b) = ctx.backend {
-                    ctx.tried &= !(1 << b);
-                }
-                true
-            } else {
-                self.pool(ctx).is_some_and(|p| p.has_untried(ctx.tried))
-            }
-        };
-        e.set_retry(retry);
-        e
+        self.proxy_failed(session, ctx, e, client_reused)
     }
-
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -568,7 +619,10 @@ impl ProxyHttp for Gateway {
         if code > 0 && session.as_downstream().response_written().is_none() {
             let body = match pool.as_ref().map(|p| p.config.kind) {
                 Some(PoolKind::Execution) => {
-                    let request = request_body(session).await;
+                    let request = match &ctx.body {
+                        Some(body) => body.to_vec(),
+                        None => request_body(session).await,
+                    };
                     if ctx.started.is_some() && ctx.rpc_methods.is_none() {
                         ctx.rpc_methods = Some(rpc::methods(&request));
                     }

@@ -1,6 +1,7 @@
 //! One backend at run time: its ready-made upstream peers, its health as an atomic flag for the
 //! request path, and its last observation for `/status`.
 
+use super::connections::{self, Connections, TlsTarget};
 use super::session::{CutReason, SessionConnector, Sessions};
 use super::Traffic;
 use crate::admin::metrics::BackendMetrics;
@@ -52,11 +53,13 @@ struct Upstream {
     template: PeerTemplate,
 }
 
-/// The two ways to reach an endpoint: pooled connections for plain requests, and cuttable
-/// connections (their own pool key) for long-lived sessions.
+/// The ways to reach an endpoint: pooled connections for plain requests, cuttable connections
+/// (their own pool key) for long-lived sessions, and the gateway's own kept-alive connections for
+/// requests it exchanges itself.
 struct Peers {
     plain: HttpPeer,
     session: HttpPeer,
+    direct: Arc<Connections>,
 }
 
 struct PeerTemplate {
@@ -68,6 +71,8 @@ struct PeerTemplate {
     session_idle: Duration,
     group_key: u64,
     connector: Arc<SessionConnector>,
+    /// TLS for the gateway's own connections (`https`/`wss` endpoints).
+    tls: Option<TlsTarget>,
 }
 
 impl Backend {
@@ -79,16 +84,21 @@ impl Backend {
         timeouts: Timeouts,
         metrics: BackendMetrics,
     ) -> Result<Self, String> {
-        let ca = match &config.ca {
+        let ca_certs = match &config.ca {
             None => None,
-            Some(path) => {
-                let certs = crate::tls::load_certs(path)?;
-                let wrapped: Vec<WrappedX509> = certs
-                    .into_iter()
-                    .map(|der| WrappedX509::new(der.to_vec(), parse_x509))
-                    .collect();
-                Some(Arc::from(wrapped.into_boxed_slice()))
-            }
+            Some(path) => Some(crate::tls::load_certs(path)?),
+        };
+        let ca = ca_certs.as_ref().map(|certs| {
+            let wrapped: Vec<WrappedX509> = certs
+                .iter()
+                .map(|der| WrappedX509::new(der.to_vec(), parse_x509))
+                .collect();
+            Arc::from(wrapped.into_boxed_slice())
+        });
+        let tls = if config.http.tls || config.ws.tls {
+            Some(connections::tls_config(ca_certs.as_deref())?)
+        } else {
+            None
         };
         let sessions = Arc::new(Sessions::default());
         let connector = Arc::new(SessionConnector {
@@ -111,6 +121,12 @@ impl Backend {
                     session_idle: timeouts.websocket_idle,
                     group_key: h.finish(),
                     connector: connector.clone(),
+                    tls: match &tls {
+                        Some(config) if endpoint.tls => {
+                            Some(TlsTarget::new(config.clone(), &endpoint.host)?)
+                        }
+                        _ => None,
+                    },
                 },
             })
         };
@@ -225,6 +241,12 @@ impl Backend {
         })
     }
 
+    /// The gateway's own connections for plain requests; `None` while the host name has not
+    /// resolved.
+    pub fn connections(&self) -> Option<Arc<Connections>> {
+        Some(self.http.peers.load().as_ref()?.direct.clone())
+    }
+
     pub fn endpoint(&self, traffic: Traffic) -> &Endpoint {
         &self.upstream(traffic).endpoint
     }
@@ -297,6 +319,11 @@ impl Upstream {
         let mut session = build(t.session_idle);
         session.options.custom_l4 = Some(t.connector.clone());
         session.group_key = t.group_key.wrapping_add(1);
-        self.peers.store(Some(Arc::new(Peers { plain, session })));
+        let direct = Arc::new(Connections::new(addr, t.tls.clone(), t.connect));
+        self.peers.store(Some(Arc::new(Peers {
+            plain,
+            session,
+            direct,
+        })));
     }
 }

@@ -2,6 +2,7 @@
 //! path, and the selection policies.
 
 pub mod backend;
+pub mod connections;
 pub mod pool;
 pub mod selection;
 pub mod session;

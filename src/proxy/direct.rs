@@ -1,0 +1,282 @@
+//! The gateway's own exchange with a backend, for plain requests whose whole body is already in
+//! hand: small JSON-RPC calls (read before connecting, for the method policy) and requests without
+//! a body. Most of the traffic an SSV node sends is of this kind.
+//!
+//! Pingora's HTTP/1 client writes and flushes the request header before the body, one send each;
+//! here header and body leave in one write, over the backend's own kept-alive connections
+//! ([`crate::upstream::connections`]). Everything else is the same as on Pingora's path, because
+//! it is the same code: the request and response hooks of [`Gateway`], its backend choice, its
+//! passive health and retry rules, and `fail_to_proxy` and `logging` after it.
+
+use super::{Gateway, RequestCtx};
+use crate::upstream::connections::{upstream_error, Connections, Sender};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::ErrorType;
+use std::time::Duration;
+
+/// Request headers that describe one hop, not the request: the gateway's own connection to the
+/// backend decides them.
+const HOP_BY_HOP_REQUEST: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+];
+
+/// Response headers of the backend's hop; Pingora sets the client's.
+const HOP_BY_HOP_RESPONSE: [&str; 3] = ["connection", "keep-alive", "proxy-connection"];
+
+impl Gateway {
+    /// Answers the request from a backend, trying others as the retry rules allow. `Ok` when the
+    /// answer reached the client; an error goes on to `fail_to_proxy` like one of Pingora's.
+    pub(super) async fn exchange_directly(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        body: Bytes,
+        response_timeout: Duration,
+    ) -> Result<()> {
+        loop {
+            let connections = self.next_attempt(ctx, |b| b.connections())?;
+            let mut request = session.req_header().clone();
+            self.upstream_request_filter(session, &mut request, ctx)
+                .await?;
+            this_hop(&mut request, body.len())?;
+            let (sender, response) =
+                match send(&connections, &request, &body, response_timeout).await {
+                    Ok(exchange) => exchange,
+                    Err(Failure::Connect(e)) => {
+                        let e = self.connect_failed(session, ctx, e);
+                        if e.retry() {
+                            continue;
+                        }
+                        return Err(e);
+                    }
+                    Err(Failure::Exchange(e)) => {
+                        let e = self.proxy_failed(session, ctx, e, false);
+                        if e.retry() {
+                            continue;
+                        }
+                        return Err(e);
+                    }
+                };
+            let (parts, incoming) = response.into_parts();
+            let mut header = ResponseHeader::from(parts);
+            for name in HOP_BY_HOP_RESPONSE {
+                header.remove_header(name);
+            }
+            if let Err(e) = self
+                .upstream_response_filter(session, &mut header, ctx)
+                .await
+            {
+                // Retrying elsewhere: this connection is left with an unread answer, so it goes.
+                if e.retry() {
+                    continue;
+                }
+                return Err(e);
+            }
+            self.relay(session, ctx, header, incoming, response_timeout)
+                .await?;
+            connections.give_back(sender);
+            return Ok(());
+        }
+    }
+
+    /// Sends the backend's answer to the client as it arrives, through the response body hook.
+    async fn relay(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        mut header: ResponseHeader,
+        mut incoming: Incoming,
+        response_timeout: Duration,
+    ) -> Result<()> {
+        let no_body = session.req_header().method == http::Method::HEAD
+            || matches!(header.status.as_u16(), 204 | 304);
+        let framed = header.headers.contains_key(http::header::TRANSFER_ENCODING)
+            || header.headers.contains_key(http::header::CONTENT_LENGTH);
+        // An answer framed by the backend closing its connection (or one whose length a hook
+        // removed) goes to the client chunked, so the client's connection stays usable.
+        header.set_version(http::Version::HTTP_11);
+        if !no_body && !framed {
+            header.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+        }
+        let done = no_body || hyper::body::Body::is_end_stream(&incoming);
+        session
+            .write_response_header(Box::new(header), done)
+            .await?;
+        if done {
+            return Ok(());
+        }
+        loop {
+            let frame = match tokio::time::timeout(response_timeout, incoming.frame()).await {
+                Err(_) => Err(upstream_error(
+                    ErrorType::ReadTimedout,
+                    format!("answer stalled for {response_timeout:?}"),
+                    "response timeout",
+                )),
+                Ok(None) => Ok(None),
+                Ok(Some(Ok(frame))) => Ok(Some(frame)),
+                Ok(Some(Err(e))) => Err(upstream_error(
+                    ErrorType::ReadError,
+                    "reading the answer's body",
+                    e,
+                )),
+            };
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(e) => return Err(self.proxy_failed(session, ctx, e, false)),
+            };
+            // Trailers carry nothing the client needs from a JSON-RPC or beacon answer.
+            let mut chunk = match frame.map(|f| f.into_data()) {
+                Some(Ok(data)) => Some(data),
+                Some(Err(_trailers)) => continue,
+                None => None,
+            };
+            let end = chunk.is_none() || hyper::body::Body::is_end_stream(&incoming);
+            self.response_body_filter(session, &mut chunk, end, ctx)?;
+            session.write_response_body(chunk, end).await?;
+            if end {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Takes off the headers of the client's hop and sets the length of the body the gateway holds.
+fn this_hop(request: &mut RequestHeader, body_len: usize) -> Result<()> {
+    for name in HOP_BY_HOP_REQUEST {
+        request.remove_header(name);
+    }
+    if body_len > 0 || request.headers.contains_key(http::header::CONTENT_LENGTH) {
+        request.insert_header(http::header::CONTENT_LENGTH, body_len)?;
+    }
+    Ok(())
+}
+
+/// The request as hyper sends it: HTTP/1.1, origin-form.
+fn to_hyper(request: &RequestHeader, body: &Bytes) -> Result<http::Request<Full<Bytes>>> {
+    let target = request
+        .uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .parse::<http::Uri>()
+        .or_err(ErrorType::InvalidHTTPHeader, "request target")?;
+    let mut parts = request.as_owned_parts();
+    parts.uri = target;
+    parts.version = http::Version::HTTP_11;
+    Ok(http::Request::from_parts(parts, Full::new(body.clone())))
+}
+
+/// How an attempt failed before the answer's header.
+enum Failure {
+    Connect(Box<Error>),
+    Exchange(Box<Error>),
+}
+
+/// Sends the request on a kept-alive connection, or a new one. A kept-alive connection that turns
+/// out closed (the backend closed it while idle, racing the request) is not the backend's fault
+/// and costs no retry: the request goes again on a new connection, once.
+async fn send(
+    connections: &Connections,
+    request: &RequestHeader,
+    body: &Bytes,
+    response_timeout: Duration,
+) -> Result<(Sender, http::Response<Incoming>), Failure> {
+    let lease = connections.lease().await.map_err(Failure::Connect)?;
+    let first = exchange(
+        lease.sender,
+        to_hyper(request, body).map_err(Failure::Exchange)?,
+        response_timeout,
+    )
+    .await;
+    match first {
+        Ok(answered) => Ok(answered),
+        Err(Broken::Closed(_)) if lease.reused => {
+            let sender = connections.connect().await.map_err(Failure::Connect)?;
+            let request = to_hyper(request, body).map_err(Failure::Exchange)?;
+            exchange(sender, request, response_timeout)
+                .await
+                .map_err(|b| Failure::Exchange(b.into_error()))
+        }
+        Err(broken) => Err(Failure::Exchange(broken.into_error())),
+    }
+}
+
+/// An exchange that ended before the answer's header.
+enum Broken {
+    /// The connection closed under the request.
+    Closed(Box<Error>),
+    /// Anything else: a garbled answer, a timeout, a reset.
+    Other(Box<Error>),
+}
+
+impl Broken {
+    fn into_error(self) -> Box<Error> {
+        match self {
+            Broken::Closed(e) | Broken::Other(e) => e,
+        }
+    }
+}
+
+async fn exchange(
+    mut sender: Sender,
+    request: http::Request<Full<Bytes>>,
+    response_timeout: Duration,
+) -> Result<(Sender, http::Response<Incoming>), Broken> {
+    match tokio::time::timeout(response_timeout, sender.send_request(request)).await {
+        Ok(Ok(response)) => Ok((sender, response)),
+        Ok(Err(e)) if e.is_parse() || e.is_parse_status() => Err(Broken::Other(upstream_error(
+            ErrorType::InvalidHTTPHeader,
+            "the backend's answer is not HTTP/1.1",
+            e,
+        ))),
+        Ok(Err(e)) => {
+            let closed =
+                e.is_incomplete_message() || e.is_closed() || e.is_canceled() || io_reset(&e);
+            let error = upstream_error(
+                if closed {
+                    ErrorType::ConnectionClosed
+                } else {
+                    ErrorType::ReadError
+                },
+                "exchanging with the backend",
+                e,
+            );
+            Err(if closed {
+                Broken::Closed(error)
+            } else {
+                Broken::Other(error)
+            })
+        }
+        Err(_) => Err(Broken::Other(upstream_error(
+            ErrorType::ReadTimedout,
+            format!("no answer within {response_timeout:?}"),
+            "response timeout",
+        ))),
+    }
+}
+
+/// A connection reset or a broken pipe: the backend closed the connection as the request went out.
+fn io_reset(e: &hyper::Error) -> bool {
+    use std::error::Error as _;
+    let mut source = e.source();
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            );
+        }
+        source = cause.source();
+    }
+    false
+}
