@@ -155,7 +155,7 @@ async fn broken_backend(mode: &'static str) -> SocketAddr {
             tokio::spawn(async move {
                 let mut buf = [0u8; 8192];
                 let _ = s.read(&mut buf).await;
-                let healthy = br#"[{"jsonrpc":"2.0","id":1,"result":false},{"jsonrpc":"2.0","id":2,"result":"0x19"},{"jsonrpc":"2.0","id":3,"result":"0x3e8"},{"jsonrpc":"2.0","id":4,"result":"0x1"}]"#;
+                let healthy = HEALTHY_BATCH.as_bytes();
                 let probe = String::from_utf8_lossy(&buf).contains("ssv-ha-health");
                 if probe {
                     let head = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", healthy.len());

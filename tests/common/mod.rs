@@ -202,6 +202,23 @@ impl Drop for Gateway {
     }
 }
 
+/// What a healthy execution node answers to the gateway's health-check batch (for test backends
+/// that speak raw HTTP).
+pub const HEALTHY_BATCH: &str = r#"[{"jsonrpc":"2.0","id":1,"result":false},{"jsonrpc":"2.0","id":2,"result":"0x19"},{"jsonrpc":"2.0","id":3,"result":"0x3e8"},{"jsonrpc":"2.0","id":4,"result":"0x1"}]"#;
+
+/// The value of a metric series in Prometheus text (`0` when the series is absent).
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
 pub fn rpc(method: &str, id: u64) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": method, "params": []})
 }
