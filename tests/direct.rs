@@ -322,3 +322,55 @@ async fn an_answer_is_relayed_as_it_arrives_not_when_complete() {
     }
     assert_eq!(received, 20_000);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_leaving_mid_answer_is_neither_an_error_nor_the_backends_fault() {
+    let backend = backend(Mode::Stalls).await;
+    let (admin, listen) = (free_addr(), free_addr());
+    let pools = format!(
+        "  execution:\n    kind: execution\n    min_peers: 0\n    health: {{ interval: 1h, timeout: 1s, rise: 1, fall: 1 }}\n    backends:\n      - {{ name: raw, url: \"http://{}\" }}\n",
+        backend.addr
+    );
+    let (gw, log) =
+        Gateway::start_logged(&config(admin, listen, &pools, EC_ROUTE), admin, &[listen]).await;
+    gw.wait_backend("execution", "raw", true).await;
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    let body = serde_json::to_string(&rpc("eth_getLogs", 1)).unwrap();
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: rpc.example.com\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut first = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut first))
+        .await
+        .expect("the answer starts")
+        .unwrap();
+    assert!(n > 0);
+    drop(s);
+    // The rest goes out to a closed connection.
+    backend.release.notify_one();
+    wait_for(
+        "the request to end at the gateway",
+        Duration::from_secs(5),
+        || {
+            let gw = &gw;
+            async move {
+                let metrics = gw.metrics().await;
+                (metric(
+                    &metrics,
+                    "ssv_ha_requests_total{backend=\"raw\",class=\"2xx\",pool=\"execution\"}",
+                ) >= 1.0)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let errors: Vec<String> = log.try_iter().filter(|l| l.contains("ERROR")).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let status = gw.status().await;
+    assert_eq!(
+        Gateway::backend_status(&status, "execution", "raw")["healthy"],
+        true
+    );
+}

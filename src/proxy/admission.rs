@@ -120,7 +120,12 @@ impl Gateway {
             return Ok(None);
         }
         let mut body = BytesMut::new();
-        while let Some(chunk) = session.as_downstream_mut().read_request_body().await? {
+        while let Some(chunk) = session
+            .as_downstream_mut()
+            .read_request_body()
+            .await
+            .map_err(|e| e.into_down())?
+        {
             body.extend_from_slice(&chunk);
             if body.len() > MAX_HELD_BODY {
                 return Error::e_explain(

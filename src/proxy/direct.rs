@@ -112,7 +112,8 @@ impl Gateway {
         let done = no_body || hyper::body::Body::is_end_stream(&incoming);
         session
             .write_response_header(Box::new(header), done)
-            .await?;
+            .await
+            .map_err(|e| e.into_down())?;
         if done {
             return Ok(());
         }
@@ -143,7 +144,11 @@ impl Gateway {
             };
             let end = chunk.is_none() || hyper::body::Body::is_end_stream(&incoming);
             self.response_body_filter(session, &mut chunk, end, ctx)?;
-            session.write_response_body(chunk, end).await?;
+            // The client's side: one that went away is not the backend's failure.
+            session
+                .write_response_body(chunk, end)
+                .await
+                .map_err(|e| e.into_down())?;
             if end {
                 return Ok(());
             }

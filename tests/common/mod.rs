@@ -85,6 +85,25 @@ impl Gateway {
     /// Writes `yaml` to a temp dir and starts `ssv-ha run` on it; returns once `/healthz` answers
     /// and every listener in `listeners` accepts connections.
     pub async fn start(yaml: &str, admin: SocketAddr, listeners: &[SocketAddr]) -> Gateway {
+        Self::launch(yaml, admin, listeners, None).await
+    }
+
+    /// Like [`Gateway::start`], and every line the gateway logs is also sent to the receiver.
+    pub async fn start_logged(
+        yaml: &str,
+        admin: SocketAddr,
+        listeners: &[SocketAddr],
+    ) -> (Gateway, std::sync::mpsc::Receiver<String>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        (Self::launch(yaml, admin, listeners, Some(tx)).await, rx)
+    }
+
+    async fn launch(
+        yaml: &str,
+        admin: SocketAddr,
+        listeners: &[SocketAddr],
+        log: Option<std::sync::mpsc::Sender<String>>,
+    ) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("ssv-ha.yaml");
         std::fs::write(&config_path, yaml).expect("write config");
@@ -96,8 +115,26 @@ impl Gateway {
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .stdin(Stdio::null())
+            .stderr(if log.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .expect("start ssv-ha");
+        let mut child = child;
+        if let (Some(tx), Some(stderr)) = (log, child.stderr.take()) {
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stderr)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    eprintln!("{line}");
+                    let _ = tx.send(line);
+                }
+            });
+        }
         let mut gateway = Gateway {
             child,
             admin,
