@@ -17,6 +17,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::ErrorType;
+use pingora::prelude::fast_timeout::fast_timeout;
 use std::time::Duration;
 
 /// Request headers that describe one hop, not the request: the gateway's own connection to the
@@ -118,7 +119,7 @@ impl Gateway {
             return Ok(());
         }
         loop {
-            let frame = match tokio::time::timeout(response_timeout, incoming.frame()).await {
+            let frame = match fast_timeout(response_timeout, incoming.frame()).await {
                 Err(_) => Err(upstream_error(
                     ErrorType::ReadTimedout,
                     format!("answer stalled for {response_timeout:?}"),
@@ -169,14 +170,17 @@ fn this_hop(request: &mut RequestHeader, body_len: usize) -> Result<()> {
 
 /// The request as hyper sends it: HTTP/1.1, origin-form.
 fn to_hyper(request: &RequestHeader, body: &Bytes) -> Result<http::Request<Full<Bytes>>> {
-    let target = request
-        .uri
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .parse::<http::Uri>()
-        .or_err(ErrorType::InvalidHTTPHeader, "request target")?;
+    let mut target = http::uri::Parts::default();
+    target.path_and_query = Some(
+        request
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
     let mut parts = request.as_owned_parts();
-    parts.uri = target;
+    parts.uri =
+        http::Uri::from_parts(target).or_err(ErrorType::InvalidHTTPHeader, "request target")?;
     parts.version = http::Version::HTTP_11;
     Ok(http::Request::from_parts(parts, Full::new(body.clone())))
 }
@@ -237,7 +241,7 @@ async fn exchange(
     request: http::Request<Full<Bytes>>,
     response_timeout: Duration,
 ) -> Result<(Sender, http::Response<Incoming>), Broken> {
-    match tokio::time::timeout(response_timeout, sender.send_request(request)).await {
+    match fast_timeout(response_timeout, sender.send_request(request)).await {
         Ok(Ok(response)) => Ok((sender, response)),
         Ok(Err(e)) if e.is_parse() || e.is_parse_status() => Err(Broken::Other(upstream_error(
             ErrorType::InvalidHTTPHeader,

@@ -44,6 +44,8 @@ const METHOD_DENIED: ErrorType = ErrorType::Custom("method denied");
 const MAX_HELD_BODY: usize = 64 * 1024;
 /// The error a request ends with when its pool has no healthy backend left to try.
 const NO_BACKEND: ErrorType = ErrorType::Custom("no healthy backend");
+const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
 /// Most request body read to find JSON-RPC ids for an error reply.
 const MAX_ERROR_BODY_SCAN: usize = 1 << 20;
 
@@ -472,21 +474,19 @@ impl ProxyHttp for Gateway {
             let ip = addr.ip().to_string();
             let forwarded = match upstream_request
                 .headers
-                .get("x-forwarded-for")
+                .get(&X_FORWARDED_FOR)
                 .and_then(|v| v.to_str().ok())
             {
                 Some(existing) => format!("{existing}, {ip}"),
                 None => ip,
             };
-            upstream_request.insert_header("x-forwarded-for", forwarded)?;
+            upstream_request.insert_header(X_FORWARDED_FOR, forwarded)?;
         }
         for (name, value) in &backend.config.headers {
             upstream_request.insert_header(name.clone(), value.clone())?;
         }
-        upstream_request.insert_header(
-            "x-forwarded-proto",
-            if self.https { "https" } else { "http" },
-        )?;
+        upstream_request
+            .insert_header(X_FORWARDED_PROTO, if self.https { "https" } else { "http" })?;
         Ok(())
     }
 
