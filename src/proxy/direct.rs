@@ -14,10 +14,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::fast_timeout::fast_timeout;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::ErrorType;
-use pingora::prelude::fast_timeout::fast_timeout;
 use std::time::Duration;
 
 /// Request headers that describe one hop, not the request: the gateway's own connection to the

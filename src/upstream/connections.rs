@@ -12,6 +12,7 @@ use crossbeam_queue::ArrayQueue;
 use http_body_util::Full;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use pingora::prelude::fast_timeout::fast_timeout;
 use pingora::{Error, ErrorSource, ErrorType};
 use rustls_pki_types::ServerName;
 use std::net::SocketAddr;
@@ -72,8 +73,15 @@ impl Connections {
     /// An idle connection that is still open, or else a new one.
     pub async fn lease(&self) -> Result<Lease, Box<Error>> {
         while let Some(mut sender) = self.idle.pop() {
-            // Closed by the backend while idle: the connection task has seen its end.
-            if sender.is_closed() || sender.ready().await.is_err() {
+            // Closed by the backend while idle: the connection task has seen its end. One that is
+            // still not ready after the connect timeout is stuck, and dropped.
+            if sender.is_closed() {
+                continue;
+            }
+            if !matches!(
+                fast_timeout(self.connect_timeout, sender.ready()).await,
+                Ok(Ok(()))
+            ) {
                 continue;
             }
             return Ok(Lease {
@@ -88,9 +96,11 @@ impl Connections {
         })
     }
 
-    /// Gives a connection back after its response was read to the end.
+    /// Gives a connection back after its response was read to the end. It may not be ready for
+    /// the next request yet (the connection task finishes the answer on its own time): `lease`
+    /// waits for that.
     pub fn give_back(&self, sender: Sender) {
-        if sender.is_ready() {
+        if !sender.is_closed() {
             // A full queue drops the connection, which closes it.
             let _ = self.idle.push(sender);
         }
