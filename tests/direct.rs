@@ -374,3 +374,41 @@ async fn a_client_leaving_mid_answer_is_neither_an_error_nor_the_backends_fault(
         true
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_expecting_100_continue_is_told_to_go_on() {
+    let backend = backend(Mode::KeepAlive).await;
+    let (_gw, listen) = gateway(backend.addr).await;
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    let body = serde_json::to_string(&rpc("eth_blockNumber", 1)).unwrap();
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: rpc.example.com\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    // The body is held back until the gateway says to go on, as curl does.
+    let mut interim = Vec::new();
+    let mut byte = [0u8; 1];
+    while !interim.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte))
+            .await
+            .expect("a 100 Continue before the body is sent")
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "connection closed: {:?}",
+            String::from_utf8_lossy(&interim)
+        );
+        interim.push(byte[0]);
+    }
+    let interim = String::from_utf8_lossy(&interim);
+    assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
+    s.write_all(body.as_bytes()).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), read_answer(&mut s))
+        .await
+        .expect("the answer");
+    assert_eq!(answer, ANSWER);
+    let request = backend.seen.requests.load(Ordering::SeqCst);
+    assert_eq!(request, 1);
+}

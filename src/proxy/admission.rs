@@ -6,6 +6,7 @@ use super::policy::{self, Decision};
 use super::{reply, rpc, Gateway, RequestCtx, MAX_HELD_BODY};
 use crate::config::model::Limits;
 use bytes::{Bytes, BytesMut};
+use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use pingora::ErrorType;
@@ -118,6 +119,20 @@ impl Gateway {
         }
         if declared.is_none_or(|n| n > MAX_HELD_BODY) {
             return Ok(None);
+        }
+        // A client that asked to be told to go on waits for it before sending the body (curl
+        // for a second); the backend that would say so is not asked until the body is here.
+        let expects_continue = session
+            .req_header()
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if expects_continue {
+            let go_on = ResponseHeader::build(100, Some(0))?;
+            session
+                .write_response_header(Box::new(go_on), false)
+                .await
+                .map_err(|e| e.into_down())?;
         }
         let mut body = BytesMut::new();
         while let Some(chunk) = session
