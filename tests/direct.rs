@@ -412,3 +412,31 @@ async fn a_client_expecting_100_continue_is_told_to_go_on() {
     let request = backend.seen.requests.load(Ordering::SeqCst);
     assert_eq!(request, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_1_0_client_gets_answers_it_can_read() {
+    for mode in [Mode::Chunked, Mode::CloseDelimited, Mode::KeepAlive] {
+        let backend = backend(mode).await;
+        let (_gw, listen) = gateway(backend.addr).await;
+        let mut s = TcpStream::connect(listen).await.unwrap();
+        let body = serde_json::to_string(&rpc("eth_blockNumber", 1)).unwrap();
+        let request = format!(
+            "POST / HTTP/1.0\r\nHost: rpc.example.com\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(request.as_bytes()).await.unwrap();
+        // HTTP/1.0 without keep-alive: the answer ends when the gateway closes the connection.
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer))
+            .await
+            .expect("the gateway closes the connection after the answer")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a whole response");
+        assert!(
+            !head.to_lowercase().contains("transfer-encoding"),
+            "HTTP/1.0 has no chunked encoding: {head}"
+        );
+        assert_eq!(body, ANSWER, "{head}");
+    }
+}
