@@ -143,10 +143,11 @@ impl Gateway {
         {
             body.extend_from_slice(&chunk);
             if body.len() > MAX_HELD_BODY {
-                return Error::e_explain(
+                return Err(Error::explain(
                     ErrorType::InvalidHTTPHeader,
                     "request body longer than its Content-Length",
-                );
+                )
+                .into_down());
             }
         }
         Ok(Some(body.freeze()))

@@ -340,15 +340,14 @@ impl ProxyHttp for Gateway {
         {
             ctx.ws_frames = Some(websocket::ClientFrames::default());
         }
+        if ctx.traffic != Traffic::Plain {
+            return Ok(false);
+        }
         let json_rpc = ctx
             .pool
             .as_ref()
             .is_some_and(|p| p.config.kind == PoolKind::Execution)
-            && ctx.traffic == Traffic::Plain
             && session.req_header().method == http::Method::POST;
-        if ctx.traffic != Traffic::Plain {
-            return Ok(false);
-        }
         let Some(body) = self.read_small_body(session, declared).await? else {
             // Judged as it streams instead.
             ctx.scan_stream = json_rpc;
