@@ -104,16 +104,14 @@ impl Gateway {
             || matches!(header.status.as_u16(), 204 | 304);
         let framed = header.headers.contains_key(http::header::TRANSFER_ENCODING)
             || header.headers.contains_key(http::header::CONTENT_LENGTH);
+        // As on Pingora's path: an answer framed by the backend closing its connection (or one
+        // whose length a hook removed) goes chunked, so the client's connection stays usable;
+        // then the response hook has its say.
         header.set_version(http::Version::HTTP_11);
-        if session.req_header().version < http::Version::HTTP_11 {
-            // An HTTP/1.0 client knows no chunked encoding: without a length, the answer ends
-            // where the gateway closes the connection.
-            header.remove_header(&http::header::TRANSFER_ENCODING);
-        } else if !no_body && !framed {
-            // An answer framed by the backend closing its connection (or one whose length a
-            // hook removed) goes chunked, so the client's connection stays usable.
+        if !no_body && !framed {
             header.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
         }
+        self.response_filter(session, &mut header, ctx).await?;
         let done = no_body || hyper::body::Body::is_end_stream(&incoming);
         session
             .write_response_header(Box::new(header), done)

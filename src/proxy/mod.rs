@@ -548,6 +548,20 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if session.req_header().version < http::Version::HTTP_11 {
+            // An HTTP/1.0 client knows no chunked encoding: without a length, the answer ends
+            // where the gateway closes the connection.
+            upstream_response.remove_header(&http::header::TRANSFER_ENCODING);
+        }
+        Ok(())
+    }
+
     fn fail_to_connect(
         &self,
         session: &mut Session,
