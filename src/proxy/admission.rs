@@ -153,33 +153,32 @@ impl Gateway {
         Ok(Some(body.freeze()))
     }
 
-    /// Applies the pool's JSON-RPC method policy to a body read in full: a denied request is
-    /// answered here (`true`) and never reaches a backend; a batch with denied calls goes on
-    /// without them (`ctx.rewritten`).
+    /// Applies the pool's JSON-RPC method policy to a body read in full. Returns the body to send
+    /// on: the client's, or a batch without its denied calls (their answers wait in `ctx.plan`);
+    /// `None` when the request was denied and answered here, never reaching a backend.
     pub(super) async fn apply_method_policy(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        body: &[u8],
-    ) -> Result<bool> {
+        body: &Bytes,
+    ) -> Result<Option<Bytes>> {
         if ctx.started.is_some() {
             ctx.rpc_methods = Some(rpc::methods(body));
         }
         let Some(pool) = ctx.pool.clone() else {
-            return Ok(false);
+            return Ok(Some(body.clone()));
         };
         match policy::inspect(body, &pool.config.methods) {
-            Decision::Pass => Ok(false),
+            Decision::Pass => Ok(Some(body.clone())),
             Decision::Answer(answer) => {
                 pool.metrics.denied.inc();
                 write_json(session, 200, answer).await?;
-                Ok(true)
+                Ok(None)
             }
             Decision::Rewrite { body, plan } => {
                 pool.metrics.denied.inc();
-                ctx.rewritten = Some(Bytes::from(body));
                 ctx.plan = Some(plan);
-                Ok(false)
+                Ok(Some(Bytes::from(body)))
             }
         }
     }

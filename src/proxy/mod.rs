@@ -242,8 +242,6 @@ impl Gateway {
 pub struct RequestCtx {
     /// When the request arrived; set when it is to be logged.
     started: Option<Instant>,
-    /// The body to send instead of the client's (a batch without its denied elements).
-    rewritten: Option<Bytes>,
     /// The whole request body, when it was read before choosing a backend (for error replies).
     body: Option<Bytes>,
     /// How to put a rewritten batch's answer back together.
@@ -353,11 +351,15 @@ impl ProxyHttp for Gateway {
             ctx.scan_stream = json_rpc;
             return Ok(false);
         };
-        if json_rpc && self.apply_method_policy(session, ctx, &body).await? {
-            return Ok(true);
-        }
-        ctx.body = Some(body.clone());
-        let sent = ctx.rewritten.clone().unwrap_or(body);
+        let sent = if json_rpc {
+            match self.apply_method_policy(session, ctx, &body).await? {
+                Some(sent) => sent,
+                None => return Ok(true),
+            }
+        } else {
+            body.clone()
+        };
+        ctx.body = Some(body);
         self.exchange_directly(session, ctx, sent, routing.timeouts.response)
             .await?;
         Ok(true)
@@ -367,7 +369,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        end_of_stream: bool,
+        _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(frames) = ctx.ws_frames.as_mut() {
@@ -383,15 +385,6 @@ impl ProxyHttp for Gateway {
                     }
                 }
             }
-            return Ok(());
-        }
-        if let Some(rewritten) = &ctx.rewritten {
-            // The body was read and judged before connecting: send the permitted part, whole.
-            *body = Some(if end_of_stream {
-                rewritten.clone()
-            } else {
-                Bytes::new()
-            });
             return Ok(());
         }
         if let Some(chunk) = body.as_ref() {
@@ -449,10 +442,6 @@ impl ProxyHttp for Gateway {
         if self.auth.is_some() {
             // The gateway's credentials are not the backend's business.
             upstream_request.remove_header(&http::header::AUTHORIZATION);
-        }
-        if let Some(rewritten) = &ctx.rewritten {
-            upstream_request.remove_header(&http::header::TRANSFER_ENCODING);
-            upstream_request.insert_header(http::header::CONTENT_LENGTH, rewritten.len())?;
         }
         // Backends behind traefik route by Host (and SNI): send the backend's own name.
         upstream_request
