@@ -59,7 +59,7 @@ struct Upstream {
 struct Peers {
     plain: HttpPeer,
     session: HttpPeer,
-    direct: Arc<Connections>,
+    direct: Option<Arc<Connections>>,
 }
 
 struct PeerTemplate {
@@ -71,7 +71,12 @@ struct PeerTemplate {
     session_idle: Duration,
     group_key: u64,
     connector: Arc<SessionConnector>,
-    /// TLS for the gateway's own connections (`https`/`wss` endpoints).
+    /// The gateway's own connections are made to the HTTP endpoint only (plain requests).
+    direct: Option<DirectTemplate>,
+}
+
+struct DirectTemplate {
+    /// For an `https` endpoint.
     tls: Option<TlsTarget>,
 }
 
@@ -95,17 +100,23 @@ impl Backend {
                 .collect();
             Arc::from(wrapped.into_boxed_slice())
         });
-        let tls = if config.http.tls || config.ws.tls {
-            Some(connections::tls_config(ca_certs.as_deref())?)
-        } else {
-            None
+        let direct = DirectTemplate {
+            tls: if config.http.tls {
+                let settings = connections::tls_config(ca_certs.as_deref())?;
+                Some(TlsTarget::new(settings, &config.http.host)?)
+            } else {
+                None
+            },
         };
         let sessions = Arc::new(Sessions::default());
         let connector = Arc::new(SessionConnector {
             sessions: sessions.clone(),
             connect_timeout: timeouts.connect,
         });
-        let upstream = |endpoint: &Endpoint, kind: &str| -> Result<Upstream, String> {
+        let upstream = |endpoint: &Endpoint,
+                        kind: &str,
+                        direct: Option<DirectTemplate>|
+         -> Result<Upstream, String> {
             let host_header = HeaderValue::from_str(&endpoint.host_header())
                 .map_err(|_| format!("host `{}` cannot be sent as a Host header", endpoint.host))?;
             let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -121,17 +132,12 @@ impl Backend {
                     session_idle: timeouts.websocket_idle,
                     group_key: h.finish(),
                     connector: connector.clone(),
-                    tls: match &tls {
-                        Some(config) if endpoint.tls => {
-                            Some(TlsTarget::new(config.clone(), &endpoint.host)?)
-                        }
-                        _ => None,
-                    },
+                    direct,
                 },
             })
         };
-        let http = upstream(&config.http, "http")?;
-        let ws = upstream(&config.ws, "ws")?;
+        let http = upstream(&config.http, "http", Some(direct))?;
+        let ws = upstream(&config.ws, "ws", None)?;
         Ok(Backend {
             pool: pool.name.clone(),
             health: pool.health,
@@ -244,7 +250,7 @@ impl Backend {
     /// The gateway's own connections for plain requests; `None` while the host name has not
     /// resolved.
     pub fn connections(&self) -> Option<Arc<Connections>> {
-        Some(self.http.peers.load().as_ref()?.direct.clone())
+        self.http.peers.load().as_ref()?.direct.clone()
     }
 
     pub fn endpoint(&self, traffic: Traffic) -> &Endpoint {
@@ -319,7 +325,10 @@ impl Upstream {
         let mut session = build(t.session_idle);
         session.options.custom_l4 = Some(t.connector.clone());
         session.group_key = t.group_key.wrapping_add(1);
-        let direct = Arc::new(Connections::new(addr, t.tls.clone(), t.connect));
+        let direct = t
+            .direct
+            .as_ref()
+            .map(|d| Arc::new(Connections::new(addr, d.tls.clone(), t.connect)));
         self.peers.store(Some(Arc::new(Peers {
             plain,
             session,
