@@ -54,15 +54,11 @@ impl Gateway {
             let (sender, response) =
                 match send(&connections, &request, &body, response_timeout).await {
                     Ok(exchange) => exchange,
-                    Err(Failure::Connect(e)) => {
-                        let e = self.connect_failed(session, ctx, e);
-                        if e.retry() {
-                            continue;
-                        }
-                        return Err(e);
-                    }
-                    Err(Failure::Exchange(e)) => {
-                        let e = self.proxy_failed(session, ctx, e, false);
+                    Err(failure) => {
+                        let e = match failure {
+                            Failure::Connect(e) => self.connect_failed(session, ctx, e),
+                            Failure::Exchange(e) => self.proxy_failed(session, ctx, e, false),
+                        };
                         if e.retry() {
                             continue;
                         }
@@ -211,69 +207,46 @@ async fn send(
     .await;
     match first {
         Ok(answered) => Ok(answered),
-        Err(Broken::Closed(_)) if lease.reused => {
+        Err(e) if lease.reused && *e.etype() == ErrorType::ConnectionClosed => {
             let sender = connections.connect().await.map_err(Failure::Connect)?;
             let request = to_hyper(request, body).map_err(Failure::Exchange)?;
             exchange(sender, request, response_timeout)
                 .await
-                .map_err(|b| Failure::Exchange(b.into_error()))
+                .map_err(Failure::Exchange)
         }
-        Err(broken) => Err(Failure::Exchange(broken.into_error())),
+        Err(e) => Err(Failure::Exchange(e)),
     }
 }
 
-/// An exchange that ended before the answer's header.
-enum Broken {
-    /// The connection closed under the request.
-    Closed(Box<Error>),
-    /// Anything else: a garbled answer, a timeout, a reset.
-    Other(Box<Error>),
-}
-
-impl Broken {
-    fn into_error(self) -> Box<Error> {
-        match self {
-            Broken::Closed(e) | Broken::Other(e) => e,
-        }
-    }
-}
-
+/// One request and the answer's header. A connection that closed under the request (the backend
+/// closed it, reset it, or was gone) is `ConnectionClosed`.
 async fn exchange(
     mut sender: Sender,
     request: http::Request<Full<Bytes>>,
     response_timeout: Duration,
-) -> Result<(Sender, http::Response<Incoming>), Broken> {
-    match fast_timeout(response_timeout, sender.send_request(request)).await {
-        Ok(Ok(response)) => Ok((sender, response)),
-        Ok(Err(e)) if e.is_parse() || e.is_parse_status() => Err(Broken::Other(upstream_error(
+) -> Result<(Sender, http::Response<Incoming>), Box<Error>> {
+    let e = match fast_timeout(response_timeout, sender.send_request(request)).await {
+        Ok(Ok(response)) => return Ok((sender, response)),
+        Ok(Err(e)) => e,
+        Err(_) => {
+            return Err(upstream_error(
+                ErrorType::ReadTimedout,
+                format!("no answer within {response_timeout:?}"),
+                "response timeout",
+            ))
+        }
+    };
+    let (etype, what) = if e.is_parse() || e.is_parse_status() {
+        (
             ErrorType::InvalidHTTPHeader,
             "the backend's answer is not HTTP/1.1",
-            e,
-        ))),
-        Ok(Err(e)) => {
-            let closed =
-                e.is_incomplete_message() || e.is_closed() || e.is_canceled() || io_reset(&e);
-            let error = upstream_error(
-                if closed {
-                    ErrorType::ConnectionClosed
-                } else {
-                    ErrorType::ReadError
-                },
-                "exchanging with the backend",
-                e,
-            );
-            Err(if closed {
-                Broken::Closed(error)
-            } else {
-                Broken::Other(error)
-            })
-        }
-        Err(_) => Err(Broken::Other(upstream_error(
-            ErrorType::ReadTimedout,
-            format!("no answer within {response_timeout:?}"),
-            "response timeout",
-        ))),
-    }
+        )
+    } else if e.is_incomplete_message() || e.is_closed() || e.is_canceled() || io_reset(&e) {
+        (ErrorType::ConnectionClosed, "the connection closed")
+    } else {
+        (ErrorType::ReadError, "exchanging with the backend")
+    };
+    Err(upstream_error(etype, what, e))
 }
 
 /// A connection reset or a broken pipe: the backend closed the connection as the request went out.

@@ -4,8 +4,8 @@
 //! made the extra send the largest cost of a small JSON-RPC call.
 //!
 //! Idle connections wait in a lock-free queue. A connection the backend closed while idle is
-//! dropped when taken; one it closes as the request goes out is reported as reused, so the caller
-//! may send again on a fresh connection without blaming the backend.
+//! dropped when taken; one it closes as the request goes out is marked as reused in its lease, so
+//! the caller may send again on a fresh connection without blaming the backend.
 
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
@@ -140,11 +140,10 @@ impl Connections {
         };
         match tokio::time::timeout(timeout, establish).await {
             Ok(result) => result,
-            Err(_) => Err(Error::create(
+            Err(_) => Err(upstream_error(
                 ErrorType::ConnectTimedout,
-                ErrorSource::Upstream,
-                Some(format!("connecting to {} took over {timeout:?}", self.addr).into()),
-                None,
+                format!("connecting to {}", self.addr),
+                format!("no connection within {timeout:?}"),
             )),
         }
     }
