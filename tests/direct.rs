@@ -147,12 +147,28 @@ async fn backend(mode: Mode) -> Backend {
 /// The gateway with one execution backend at `addr`, checked once (only live traffic after
 /// that), taken down by a single failure: anything held against the backend shows.
 async fn gateway(addr: SocketAddr) -> (Gateway, SocketAddr) {
-    let pools = format!(
-        "  execution:\n    kind: execution\n    min_peers: 0\n    health: {{ interval: 1h, timeout: 1s, rise: 1, fall: 1 }}\n    backends:\n      - {{ name: raw, url: \"http://{addr}\" }}\n"
-    );
-    let (gw, listen) = start_on(&pools, EC_ROUTE).await;
+    let (gw, listen) = start_on(&pools(addr), EC_ROUTE).await;
     gw.wait_backend("execution", "raw", true).await;
     (gw, listen)
+}
+
+fn pools(addr: SocketAddr) -> String {
+    format!(
+        "  execution:\n    kind: execution\n    min_peers: 0\n    health: {{ interval: 1h, timeout: 1s, rise: 1, fall: 1 }}\n    backends:\n      - {{ name: raw, url: \"http://{addr}\" }}\n"
+    )
+}
+
+/// A raw POST of `body` to the execution route; `extra` holds more header lines, each ending in
+/// CRLF. With `Expect: 100-continue` among them, the body is left for the caller to send.
+fn raw_post(version: &str, body: &str, extra: &str) -> String {
+    let mut request = format!(
+        "POST / {version}\r\nHost: rpc.example.com\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n",
+        body.len()
+    );
+    if !extra.contains("100-continue") {
+        request.push_str(body);
+    }
+    request
 }
 
 async fn call(client: &reqwest::Client, listen: SocketAddr) -> (u16, String) {
@@ -229,10 +245,7 @@ async fn chunked_and_close_delimited_answers_reach_the_client_whole() {
         // Raw, on one client connection: both answers must be framed for it to stay usable.
         let mut s = TcpStream::connect(listen).await.unwrap();
         let body = serde_json::to_string(&rpc("eth_blockNumber", 1)).unwrap();
-        let request = format!(
-            "POST / HTTP/1.1\r\nHost: rpc.example.com\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
+        let request = raw_post("HTTP/1.1", &body, "");
         for round in 0..2 {
             s.write_all(request.as_bytes()).await.unwrap();
             let answer = tokio::time::timeout(Duration::from_secs(5), read_answer(&mut s))
@@ -327,19 +340,12 @@ async fn an_answer_is_relayed_as_it_arrives_not_when_complete() {
 async fn a_client_leaving_mid_answer_is_neither_an_error_nor_the_backends_fault() {
     let backend = backend(Mode::Stalls).await;
     let (admin, listen) = (free_addr(), free_addr());
-    let pools = format!(
-        "  execution:\n    kind: execution\n    min_peers: 0\n    health: {{ interval: 1h, timeout: 1s, rise: 1, fall: 1 }}\n    backends:\n      - {{ name: raw, url: \"http://{}\" }}\n",
-        backend.addr
-    );
-    let (gw, log) =
-        Gateway::start_logged(&config(admin, listen, &pools, EC_ROUTE), admin, &[listen]).await;
+    let yaml = config(admin, listen, &pools(backend.addr), EC_ROUTE);
+    let (gw, log) = Gateway::start_logged(&yaml, admin, &[listen]).await;
     gw.wait_backend("execution", "raw", true).await;
     let mut s = TcpStream::connect(listen).await.unwrap();
     let body = serde_json::to_string(&rpc("eth_getLogs", 1)).unwrap();
-    let request = format!(
-        "POST / HTTP/1.1\r\nHost: rpc.example.com\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let request = raw_post("HTTP/1.1", &body, "");
     s.write_all(request.as_bytes()).await.unwrap();
     let mut first = [0u8; 1024];
     let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut first))
@@ -381,10 +387,7 @@ async fn a_client_expecting_100_continue_is_told_to_go_on() {
     let (_gw, listen) = gateway(backend.addr).await;
     let mut s = TcpStream::connect(listen).await.unwrap();
     let body = serde_json::to_string(&rpc("eth_blockNumber", 1)).unwrap();
-    let head = format!(
-        "POST / HTTP/1.1\r\nHost: rpc.example.com\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
-        body.len()
-    );
+    let head = raw_post("HTTP/1.1", &body, "Expect: 100-continue\r\n");
     s.write_all(head.as_bytes()).await.unwrap();
     // The body is held back until the gateway says to go on, as curl does.
     let mut interim = Vec::new();
@@ -426,10 +429,7 @@ async fn an_http_1_0_client_gets_answers_it_can_read() {
         let backend = backend(mode).await;
         let (_gw, listen) = gateway(backend.addr).await;
         let mut s = TcpStream::connect(listen).await.unwrap();
-        let request = format!(
-            "POST / HTTP/1.0\r\nHost: rpc.example.com\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
+        let request = raw_post("HTTP/1.0", body, "");
         s.write_all(request.as_bytes()).await.unwrap();
         // HTTP/1.0 without keep-alive: the answer ends when the gateway closes the connection.
         let mut answer = Vec::new();
