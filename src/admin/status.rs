@@ -47,6 +47,27 @@ pub struct BackendStatus {
     pub last_change: Option<String>,
 }
 
+/// A backend URL as shown to whoever reads the status: scheme, host and port. A path, a query
+/// and credentials often carry a provider's key (`https://provider.example/v3/KEY`), so each is
+/// shown only as `…`.
+pub fn redacted(url: &url::Url) -> String {
+    let mut shown = format!("{}://", url.scheme());
+    if !url.username().is_empty() || url.password().is_some() {
+        shown.push_str("…@");
+    }
+    shown.push_str(url.host_str().unwrap_or_default());
+    if let Some(port) = url.port() {
+        shown.push_str(&format!(":{port}"));
+    }
+    if !matches!(url.path(), "" | "/") {
+        shown.push_str("/…");
+    }
+    if url.query().is_some() {
+        shown.push_str("?…");
+    }
+    shown
+}
+
 pub fn snapshot(pools: &[Arc<Pool>]) -> Status {
     Status {
         version: env!("CARGO_PKG_VERSION"),
@@ -62,8 +83,8 @@ fn pool_status(pool: &Pool) -> PoolStatus {
             let record = b.record().clone();
             BackendStatus {
                 name: b.name().to_string(),
-                url: b.config.http.url.to_string(),
-                ws_url: b.config.ws.url.to_string(),
+                url: redacted(&b.config.http.url),
+                ws_url: redacted(&b.config.ws.url),
                 backup: b.config.backup,
                 headers: b
                     .config
@@ -105,4 +126,35 @@ fn pool_status(pool: &Pool) -> PoolStatus {
 
 fn timestamp(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn keys_in_urls_are_not_shown() {
+        for (url, shown) in [
+            ("https://node.example:8545/", "https://node.example:8545"),
+            (
+                "https://provider.example/v3/0123456789abcdef",
+                "https://provider.example/…",
+            ),
+            (
+                "wss://provider.example/ws?apikey=secret",
+                "wss://provider.example/…?…",
+            ),
+            (
+                "https://user:pass@provider.example",
+                "https://…@provider.example",
+            ),
+            ("http://[::1]:5052", "http://[::1]:5052"),
+        ] {
+            let got = redacted(&url.parse().unwrap());
+            assert_eq!(got, shown, "{url}");
+            for secret in ["0123456789abcdef", "secret", "pass", "user"] {
+                assert!(!got.contains(secret), "{got}");
+            }
+        }
+    }
 }

@@ -38,10 +38,9 @@ pub async fn fetch_json(request: reqwest::RequestBuilder, what: &str) -> Result<
         .await
         .map_err(|e| format!("{what}: {}", transport_error(&e)))?;
     let status = response.status();
-    let body = response
-        .bytes()
+    let body = read_bounded(response)
         .await
-        .map_err(|e| format!("{what}: reading the reply failed: {}", transport_error(&e)))?;
+        .map_err(|e| format!("{what}: {e}"))?;
     if !status.is_success() {
         return Err(format!(
             "{what}: HTTP {} ({})",
@@ -51,6 +50,33 @@ pub async fn fetch_json(request: reqwest::RequestBuilder, what: &str) -> Result<
     }
     serde_json::from_slice(&body)
         .map_err(|_| format!("{what}: reply is not JSON ({})", excerpt(&body)))
+}
+
+/// Largest probe reply read: the answers a probe asks for are a few hundred bytes, and a node
+/// that sends without end must not cost the gateway more than this.
+pub const MAX_PROBE_REPLY: usize = 1024 * 1024;
+
+/// Reads a reply's body, failing once it is longer than [`MAX_PROBE_REPLY`].
+async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    let too_long = || format!("reply longer than {} KiB", MAX_PROBE_REPLY / 1024);
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_PROBE_REPLY as u64)
+    {
+        return Err(too_long());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("reading the reply failed: {}", transport_error(&e)))?
+    {
+        if body.len() + chunk.len() > MAX_PROBE_REPLY {
+            return Err(too_long());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// The first bytes of a body, printable, for an error message.

@@ -3,7 +3,8 @@
 
 use super::exchange::{client_bucket, refuse, write_json, write_reply};
 use super::policy::{self, Decision};
-use super::{reply, rpc, Gateway, RequestCtx, MAX_HELD_BODY};
+use super::websocket::Closing;
+use super::{reply, rpc, Gateway, RequestCtx, WEBSOCKET_REFUSED};
 use crate::config::model::Limits;
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
@@ -11,6 +12,24 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 use pingora::ErrorType;
 use std::sync::atomic::Ordering;
+
+/// How much of a request body is read before a backend is chosen.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Hold {
+    /// All of it, refused (413) past this many bytes.
+    Whole(usize),
+    /// All of it when it declares at most this many bytes; otherwise it streams.
+    UpTo(usize),
+}
+
+/// What became of a request body.
+pub(super) enum Body {
+    Held(Bytes),
+    /// Too large to hold: it streams through Pingora's path.
+    Streams,
+    /// Refused and answered here.
+    Refused,
+}
 
 impl Gateway {
     /// Credentials and in-flight caps; `true` when the request was answered (refused) here.
@@ -106,20 +125,43 @@ impl Gateway {
         Ok(false)
     }
 
-    /// Reads the whole request body, when it is small enough to hold: the method policy judges it
-    /// before any backend is chosen, and the gateway sends it on in one write. `None` when the
-    /// body is too large or of unknown length: it streams through Pingora's path instead.
-    pub(super) async fn read_small_body(
+    /// Refuses a request body in a content coding (gzip, ...): the method policy could not read
+    /// it, and a node that decodes it would run what is inside. `true` when refused.
+    pub(super) async fn refuse_encoded_body(
         &self,
         session: &mut Session,
+        ctx: &RequestCtx,
+    ) -> Result<bool> {
+        let encoded = session
+            .req_header()
+            .headers
+            .get_all(http::header::CONTENT_ENCODING)
+            .iter()
+            .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        if encoded {
+            let message = "request bodies with a Content-Encoding are not accepted: the method policy reads every body";
+            refuse(session, ctx, 415, message).await?;
+        }
+        Ok(encoded)
+    }
+
+    /// Reads the request body before any backend is chosen, as `hold` says: the method policy
+    /// judges it, and the gateway sends it on in one write ([`super::direct`]).
+    pub(super) async fn read_body(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
         declared: Option<usize>,
-    ) -> Result<Option<Bytes>> {
+        hold: Hold,
+    ) -> Result<Body> {
         if session.as_downstream_mut().is_body_empty() {
-            return Ok(Some(Bytes::new()));
+            return Ok(Body::Held(Bytes::new()));
         }
-        if declared.is_none_or(|n| n > MAX_HELD_BODY) {
-            return Ok(None);
-        }
+        let limit = match hold {
+            Hold::Whole(limit) => limit,
+            Hold::UpTo(limit) if declared.is_some_and(|n| n <= limit) => limit,
+            Hold::UpTo(_) => return Ok(Body::Streams),
+        };
         // A client that asked to be told to go on waits for it before sending the body (curl
         // for a second); the backend that would say so is not asked until the body is here.
         let expects_continue = session
@@ -134,7 +176,7 @@ impl Gateway {
                 .await
                 .map_err(|e| e.into_down())?;
         }
-        let mut body = BytesMut::new();
+        let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
         while let Some(chunk) = session
             .as_downstream_mut()
             .read_request_body()
@@ -142,15 +184,66 @@ impl Gateway {
             .map_err(|e| e.into_down())?
         {
             body.extend_from_slice(&chunk);
-            if body.len() > MAX_HELD_BODY {
+            if body.len() <= limit {
+                continue;
+            }
+            if declared.is_some() {
                 return Err(Error::explain(
                     ErrorType::InvalidHTTPHeader,
                     "request body longer than its Content-Length",
                 )
                 .into_down());
             }
+            // A chunked body past the limit: refused before more of it is read.
+            self.too_large.inc();
+            let message = format!("request body larger than {limit} bytes");
+            refuse(session, ctx, 413, &message).await?;
+            return Ok(Body::Refused);
         }
-        Ok(Some(body.freeze()))
+        Ok(Body::Held(body.freeze()))
+    }
+
+    /// Ends a client's WebSocket session that the gateway refuses: a close frame with the code
+    /// goes to the client when it can fall between two of the backend's frames, then the error
+    /// that ends the proxying of both sides.
+    pub(super) async fn close_websocket(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        closing: Closing,
+    ) -> Box<Error> {
+        let code = u16::from(closing.code);
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        tracing::warn!(
+            listener = %self.listener,
+            client = %client.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+            code,
+            reason = %closing.reason,
+            "WebSocket session closed by the gateway"
+        );
+        if code == 1009 {
+            self.websocket_too_large.inc();
+        } else {
+            self.websocket_protocol.inc();
+        }
+        if ctx.ws_server.at_boundary() {
+            let frame = Bytes::from(closing.frame());
+            if let Err(e) = session
+                .as_downstream_mut()
+                .write_response_body(frame, true)
+                .await
+            {
+                tracing::debug!(error = %e, "could not send the close frame");
+            }
+        }
+        Error::explain(
+            WEBSOCKET_REFUSED,
+            format!("{} (close {code})", closing.reason),
+        )
+        .into_down()
     }
 
     /// Applies the pool's JSON-RPC method policy to a body read in full. Returns the body to send

@@ -11,9 +11,14 @@ use pingora::proxy::Session;
 use pingora::ErrorType;
 
 /// Tells plain requests from long-lived sessions, which need other connections and timeouts.
-pub(super) fn traffic_of(req: &RequestHeader, upgrade: bool) -> Traffic {
+/// Only a consensus pool's `GET` is an event stream: an execution pool's request is JSON-RPC
+/// whatever it accepts, and goes through the method policy.
+pub(super) fn traffic_of(req: &RequestHeader, upgrade: bool, kind: PoolKind) -> Traffic {
     if upgrade {
         return Traffic::WebSocket;
+    }
+    if kind != PoolKind::Consensus || req.method != http::Method::GET {
+        return Traffic::Plain;
     }
     let accepts_events = req
         .headers

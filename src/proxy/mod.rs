@@ -14,6 +14,7 @@ pub mod routing;
 pub mod rpc;
 pub mod websocket;
 
+use admission::{Body, Hold};
 use exchange::{content_length, is_timeout, request_body, session_kind, traffic_of, write_json};
 
 use crate::admin::metrics::Metrics;
@@ -37,10 +38,11 @@ use std::time::{Duration, Instant};
 
 /// A request body over `limits.max_body_bytes`.
 const TOO_LARGE: ErrorType = ErrorType::Custom("request body too large");
-/// A denied method found in a body scanned while streaming.
-const METHOD_DENIED: ErrorType = ErrorType::Custom("method denied");
-/// Largest request body read before a backend is chosen: judged by the method policy, sent by
-/// the gateway itself ([`direct`]). Larger ones stream through Pingora's path.
+/// A client's WebSocket session ended by the gateway (a frame too large or against the protocol).
+const WEBSOCKET_REFUSED: ErrorType = ErrorType::Custom("WebSocket frame refused");
+/// Largest request body of a consensus pool read before a backend is chosen and sent by the
+/// gateway itself ([`direct`]); larger ones stream through Pingora's path. Execution pools hold
+/// every body whole (up to `limits.max_body_bytes`): the method policy judges it parsed in full.
 const MAX_HELD_BODY: usize = 64 * 1024;
 /// The error a request ends with when its pool has no healthy backend left to try.
 const NO_BACKEND: ErrorType = ErrorType::Custom("no healthy backend");
@@ -73,6 +75,8 @@ pub struct Gateway {
     too_large: IntCounter,
     too_long: IntCounter,
     too_many_headers: IntCounter,
+    websocket_too_large: IntCounter,
+    websocket_protocol: IntCounter,
     /// WebSocket sessions open on this listener, and their cap.
     websockets: AtomicUsize,
     max_websockets: usize,
@@ -104,6 +108,8 @@ impl Gateway {
             too_large: metrics.refused("body_too_large"),
             too_long: metrics.refused("url_too_long"),
             too_many_headers: metrics.refused("headers_too_large"),
+            websocket_too_large: metrics.refused("websocket_message_too_large"),
+            websocket_protocol: metrics.refused("websocket_protocol"),
             websockets: AtomicUsize::new(0),
             max_websockets: listener.max_websockets,
             auth: listener.auth.clone(),
@@ -251,10 +257,10 @@ pub struct RequestCtx {
     /// Body bytes seen and allowed.
     body_seen: usize,
     max_body: usize,
-    /// Scan the body for denied methods as it streams (it was too large to judge up front).
-    scan_stream: bool,
     /// The client's WebSocket frames, judged message by message (execution pools).
     ws_frames: Option<websocket::ClientFrames>,
+    /// The backend's WebSocket frames, followed to know where the gateway may put a close frame.
+    ws_server: websocket::ServerFrames,
     /// JSON-RPC methods of the request, for the access log.
     rpc_methods: Option<String>,
     pool: Option<Arc<Pool>>,
@@ -303,9 +309,11 @@ impl ProxyHttp for Gateway {
             write_json(session, 421, reply::beacon_error(421, &message)).await?;
             return Ok(true);
         };
-        ctx.pool = Some(routing.pools[pool].clone());
+        let pool = routing.pools[pool].clone();
+        let kind = pool.config.kind;
+        ctx.pool = Some(pool);
         ctx.retries = routing.retries;
-        ctx.traffic = traffic_of(session.req_header(), session.is_upgrade_req());
+        ctx.traffic = traffic_of(session.req_header(), session.is_upgrade_req(), kind);
         if ctx.traffic == Traffic::WebSocket {
             ctx.holds_websocket_slot = true;
             if self.websockets.fetch_add(1, Ordering::Relaxed) >= self.max_websockets {
@@ -330,28 +338,29 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
         ctx.max_body = limits.max_body_bytes;
-        if ctx.traffic == Traffic::WebSocket
-            && ctx
-                .pool
-                .as_ref()
-                .is_some_and(|p| p.config.kind == PoolKind::Execution)
-        {
+        let execution = kind == PoolKind::Execution;
+        if ctx.traffic == Traffic::WebSocket && execution {
             ctx.ws_frames = Some(websocket::ClientFrames::default());
         }
         if ctx.traffic != Traffic::Plain {
             return Ok(false);
         }
-        let json_rpc = ctx
-            .pool
-            .as_ref()
-            .is_some_and(|p| p.config.kind == PoolKind::Execution)
-            && session.req_header().method == http::Method::POST;
-        let Some(body) = self.read_small_body(session, declared).await? else {
-            // Judged as it streams instead.
-            ctx.scan_stream = json_rpc;
-            return Ok(false);
+        // Whatever its method, path or headers, a body sent to an execution node is JSON-RPC to
+        // it (geth serves a GET with a body as one): every such body is read whole and judged.
+        let hold = if execution {
+            if self.refuse_encoded_body(session, ctx).await? {
+                return Ok(true);
+            }
+            Hold::Whole(limits.max_body_bytes)
+        } else {
+            Hold::UpTo(MAX_HELD_BODY)
         };
-        let sent = if json_rpc {
+        let body = match self.read_body(session, ctx, declared, hold).await? {
+            Body::Held(body) => body,
+            Body::Refused => return Ok(true),
+            Body::Streams => return Ok(false),
+        };
+        let sent = if execution && !body.is_empty() {
             match self.apply_method_policy(session, ctx, &body).await? {
                 Some(sent) => sent,
                 None => return Ok(true),
@@ -367,7 +376,7 @@ impl ProxyHttp for Gateway {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
@@ -377,12 +386,7 @@ impl ProxyHttp for Gateway {
             if let (Some(chunk), Some(pool)) = (body.as_ref(), ctx.pool.as_ref()) {
                 match frames.feed(chunk, &pool.config.methods, ctx.max_body) {
                     Ok(forward) => *body = Some(Bytes::from(forward)),
-                    Err(e) => {
-                        return Error::e_explain(
-                            ErrorType::InvalidHTTPHeader,
-                            format!("WebSocket from the client: {e}"),
-                        )
-                    }
+                    Err(closing) => return Err(self.close_websocket(session, ctx, closing).await),
                 }
             }
             return Ok(());
@@ -391,20 +395,6 @@ impl ProxyHttp for Gateway {
             ctx.body_seen += chunk.len();
             if ctx.body_seen > ctx.max_body {
                 return Error::e_explain(TOO_LARGE, format!("more than {} bytes", ctx.max_body));
-            }
-            // A body too large to judge before connecting is scanned as it streams.
-            if ctx.scan_stream {
-                if let Some(pool) = &ctx.pool {
-                    if let Some(denied) = rpc::methods(chunk)
-                        .split(',')
-                        .find(|m| !m.is_empty() && !pool.config.methods.permits(m))
-                    {
-                        return Error::e_explain(
-                            METHOD_DENIED,
-                            format!("the method {denied} is not available through this gateway"),
-                        );
-                    }
-                }
             }
         }
         // The first chunk names the methods; later chunks (and unlogged requests) cost nothing.
@@ -442,6 +432,11 @@ impl ProxyHttp for Gateway {
         if self.auth.is_some() {
             // The gateway's credentials are not the backend's business.
             upstream_request.remove_header(&http::header::AUTHORIZATION);
+        }
+        if ctx.ws_frames.is_some() {
+            // A compressed message could not be judged: no extension is negotiated, so a frame
+            // with RSV bits set is a violation (see `websocket`).
+            upstream_request.remove_header(&http::header::SEC_WEBSOCKET_EXTENSIONS);
         }
         // Backends behind traefik route by Host (and SNI): send the backend's own name.
         upstream_request
@@ -589,13 +584,6 @@ impl ProxyHttp for Gateway {
                     e.context.as_ref().map_or(String::new(), |c| c.to_string())
                 ),
             )
-        } else if *e.etype() == METHOD_DENIED {
-            (
-                403,
-                e.context
-                    .as_ref()
-                    .map_or_else(|| "method denied".to_string(), |c| c.to_string()),
-            )
         } else if *e.etype() == NO_BACKEND {
             if let Some(pool) = &pool {
                 pool.metrics.unavailable.inc();
@@ -649,6 +637,11 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
+        if ctx.ws_frames.is_some() {
+            if let Some(chunk) = body {
+                ctx.ws_server.pass(chunk);
+            }
+        }
         let Some(answer) = ctx.answer.as_mut() else {
             return Ok(None);
         };
@@ -670,6 +663,8 @@ impl ProxyHttp for Gateway {
         // Counted in ssv_ha_unavailable_total and explained by the backends' down transitions;
         // one log line per refused request would flood the log exactly when it matters.
         let unavailable = *error.etype() == NO_BACKEND;
+        // Logged once with its reason when the gateway ended the session.
+        let refused = *error.etype() == WEBSOCKET_REFUSED;
         // A session the gateway cut on purpose is logged once per backend ("sessions cut"), and
         // an idle session ending is routine (counted as reason "idle").
         let cut = error.to_string().contains(SESSION_CUT);
@@ -681,7 +676,7 @@ impl ProxyHttp for Gateway {
                 error.etype(),
                 ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
             );
-        unavailable || cut || idle || client_left
+        unavailable || refused || cut || idle || client_left
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {

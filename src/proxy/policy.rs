@@ -1,16 +1,19 @@
 //! JSON-RPC method policy and batch limits for execution pools, as pure functions.
 //!
-//! A request passes untouched when a cheap scan shows only permitted methods. Otherwise it is
-//! parsed, and: a denied single request is answered by the gateway; in a batch, the denied elements
-//! are taken out and answered in place, the others go to the backend, and [`merge`] puts the
-//! backend's answers and the gateway's errors back in the original order.
-//!
-//! The scan is only trusted where it cannot be fooled: method keys are found case-insensitively
-//! (Go's JSON decoder, used by geth, matches keys that way), and a body with any backslash (an
-//! escape that could spell `method` or a method name differently) is always parsed.
+//! Every body is judged by a full parse ([`parse`]): it must be valid JSON, and every key that is
+//! `method` in any case (duplicates included, escapes decoded) must name a permitted method. There
+//! is no cheaper scan in front of it that could disagree. A denied single request is answered by
+//! the gateway; in a batch, the denied elements are taken out and answered in place, the others
+//! go to the backend byte for byte, and [`merge`] puts the backend's answers (matched by id) and
+//! the gateway's errors back in the client's order.
 
-use super::rpc::{find_ci, skip_ws};
+use super::rpc::skip_ws;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
 
 /// Method prefixes denied unless a pool's `allow` list names them: node administration, debugging,
 /// key management, mining, the engine API and the mempool.
@@ -26,6 +29,8 @@ pub const DEFAULT_DENY: &[&str] = &[
 pub const METHOD_DENIED: i64 = -32601;
 /// JSON-RPC error code for a refused request (too large a batch, not JSON-RPC).
 pub const INVALID_REQUEST: i64 = -32600;
+/// JSON-RPC error code for a body that is not JSON.
+pub const PARSE_ERROR: i64 = -32700;
 
 /// Which methods a pool forwards. Patterns are exact names or prefixes ending in `*`, compared
 /// without regard to case.
@@ -69,177 +74,399 @@ pub enum Decision {
     Pass,
     /// Answer it here (every method denied, or an invalid request); no backend sees it.
     Answer(Vec<u8>),
-    /// Forward `body` (the permitted elements of a batch) and merge the answer with `plan`.
+    /// Forward `body` (the permitted elements of a batch, each byte for byte as the client sent
+    /// it) and merge the backend's answer with `plan`.
     Rewrite { body: Vec<u8>, plan: Vec<Slot> },
 }
 
-/// One element of the client's batch: answered by the backend, or by the gateway.
+/// One element of the client's batch that expects an answer (notifications expect none and have
+/// no slot): answered by the backend, or by the gateway.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Slot {
-    Forwarded,
+    /// Sent to the backend; its answer is the one with this id (as compact JSON text).
+    Forwarded(String),
+    /// Answered by the gateway.
     Answered(Value),
 }
 
-/// Decides what to do with a JSON-RPC request body.
-pub fn inspect(body: &[u8], policy: &MethodPolicy) -> Decision {
-    if let Some(decision) = quick_pass(body, policy) {
-        return decision;
+/// What the policy makes of one request object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Permitted,
+    /// A method key names a denied method.
+    Denied(String),
+    /// Not a request the gateway forwards (not an object, a method that is not a string).
+    Invalid(&'static str),
+}
+
+/// One request object, as far as the policy reads it.
+#[derive(Debug)]
+pub struct Call<'a> {
+    /// The `id`, as the client wrote it; `None` for a notification.
+    pub id: Option<&'a RawValue>,
+    pub verdict: Verdict,
+}
+
+impl Call<'_> {
+    /// The id as a JSON value (`null` for a notification).
+    pub fn id_value(&self) -> Value {
+        self.id
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+            .unwrap_or(Value::Null)
     }
-    let Ok(request) = serde_json::from_slice::<Value>(body) else {
-        // Not JSON: the backend will say so in its own words; nothing here could be a method.
-        return if body.contains(&b'\\') || find_ci(body, b"\"method\"").is_some() {
-            Decision::Answer(
-                error(&Value::Null, INVALID_REQUEST, "request is not valid JSON")
+}
+
+/// A request body parsed in full: one call, or a batch with each element's exact text.
+#[derive(Debug)]
+pub enum Request<'a> {
+    Single(Call<'a>),
+    Batch(Vec<(&'a RawValue, Call<'a>)>),
+}
+
+/// Parses a body the way the policy judges it: the whole body must be valid JSON (serde_json,
+/// the same grammar the nodes accept), and every key of a request object that is `method` in any
+/// case, duplicates included, must name a permitted method. Keys and names are read after JSON
+/// unescaping, so `"\u006dethod"` and `"admin\u005fpeers"` are what they spell.
+pub fn parse<'a>(body: &'a [u8], policy: &MethodPolicy) -> serde_json::Result<Request<'a>> {
+    if skip_ws(body).first() == Some(&b'[') {
+        let items: Vec<&RawValue> = serde_json::from_slice(body)?;
+        let calls = items
+            .into_iter()
+            .map(|raw| Ok((raw, call(raw.get().as_bytes(), policy)?)))
+            .collect::<serde_json::Result<_>>()?;
+        return Ok(Request::Batch(calls));
+    }
+    call(body, policy).map(Request::Single)
+}
+
+fn call<'a>(text: &'a [u8], policy: &MethodPolicy) -> serde_json::Result<Call<'a>> {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let call = CallSeed { policy }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(call)
+}
+
+/// Decides what to do with a JSON-RPC request body sent over HTTP.
+pub fn inspect(body: &[u8], policy: &MethodPolicy) -> Decision {
+    let request = match parse(body, policy) {
+        Ok(request) => request,
+        Err(e) => {
+            let message = format!("request is not valid JSON: {e}");
+            return Decision::Answer(
+                error(&Value::Null, PARSE_ERROR, &message)
                     .to_string()
                     .into_bytes(),
-            )
-        } else {
-            Decision::Pass
-        };
+            );
+        }
     };
-    match request {
-        Value::Array(items) => {
-            if items.len() > policy.max_batch {
-                let message = format!(
-                    "batch of {} requests; this gateway takes at most {}",
-                    items.len(),
-                    policy.max_batch
-                );
-                return Decision::Answer(
-                    error(&Value::Null, INVALID_REQUEST, &message)
-                        .to_string()
-                        .into_bytes(),
-                );
+    let items = match request {
+        Request::Single(call) => {
+            return match refusal(&call) {
+                Some(answer) => Decision::Answer(answer.to_string().into_bytes()),
+                None => Decision::Pass,
             }
-            let mut plan = Vec::with_capacity(items.len());
-            let mut forward = Vec::new();
-            for item in items {
-                match refusal(&item, policy) {
-                    Some(answer) => plan.push(Slot::Answered(answer)),
-                    None => {
-                        plan.push(Slot::Forwarded);
-                        forward.push(item);
-                    }
+        }
+        Request::Batch(items) => items,
+    };
+    if items.is_empty() || items.len() > policy.max_batch {
+        let message = if items.is_empty() {
+            "empty batch".to_string()
+        } else {
+            format!(
+                "batch of {} requests; this gateway takes at most {}",
+                items.len(),
+                policy.max_batch
+            )
+        };
+        return Decision::Answer(
+            error(&Value::Null, INVALID_REQUEST, &message)
+                .to_string()
+                .into_bytes(),
+        );
+    }
+    if items
+        .iter()
+        .all(|(_, call)| call.verdict == Verdict::Permitted)
+    {
+        return Decision::Pass;
+    }
+    let mut plan = Vec::with_capacity(items.len());
+    let mut forward: Vec<&str> = Vec::new();
+    for (raw, call) in &items {
+        match refusal(call) {
+            // A denied notification gets no answer, not even an error (an invalid element is
+            // answered with a null id, as JSON-RPC 2.0 asks).
+            Some(_) if call.id.is_none() && matches!(call.verdict, Verdict::Denied(_)) => {}
+            Some(answer) => plan.push(Slot::Answered(answer)),
+            None => {
+                forward.push(raw.get());
+                if call.id.is_some() {
+                    plan.push(Slot::Forwarded(call.id_value().to_string()));
                 }
             }
-            if forward.is_empty() {
-                let answers: Vec<Value> = plan
-                    .into_iter()
-                    .filter_map(|s| {
-                        if let Slot::Answered(v) = s {
-                            Some(v)
-                        } else {
-                            None
-                        }
-                    })
-                    .collect();
-                return Decision::Answer(Value::Array(answers).to_string().into_bytes());
-            }
-            if forward.len() == plan.len() {
-                return Decision::Pass;
-            }
-            Decision::Rewrite {
-                body: Value::Array(forward).to_string().into_bytes(),
-                plan,
-            }
-        }
-        single => match refusal(&single, policy) {
-            Some(answer) => Decision::Answer(answer.to_string().into_bytes()),
-            None => Decision::Pass,
-        },
-    }
-}
-
-/// `Some(Pass)` when a scan proves the request harmless: no backslash, and every method key found
-/// names a permitted method, in a batch no longer than allowed.
-fn quick_pass(body: &[u8], policy: &MethodPolicy) -> Option<Decision> {
-    let count = scan_methods(body, policy)?;
-    (count <= policy.max_batch).then_some(Decision::Pass)
-}
-
-/// Whether a scan proves every method named in `body` permitted, whatever the batch's size (for
-/// WebSocket messages, which have no batch limit). `false` means only "look closer".
-pub fn all_methods_permitted(body: &[u8], policy: &MethodPolicy) -> bool {
-    scan_methods(body, policy).is_some()
-}
-
-/// How many method keys `body` has, when it has no backslash and each names a permitted method;
-/// `None` when the scan cannot tell.
-fn scan_methods(body: &[u8], policy: &MethodPolicy) -> Option<usize> {
-    if body.contains(&b'\\') {
-        return None;
-    }
-    let mut rest = body;
-    let mut count = 0usize;
-    while let Some(at) = find_ci(rest, b"\"method\"") {
-        rest = &rest[at + 8..];
-        count += 1;
-        let value = skip_ws(rest).strip_prefix(b":").map(skip_ws)?;
-        let value = value.strip_prefix(b"\"")?;
-        let end = value.iter().position(|&b| b == b'"')?;
-        let method = std::str::from_utf8(&value[..end]).ok()?;
-        if !policy.permits(method) {
-            return None;
-        }
-        rest = &value[end..];
-    }
-    Some(count)
-}
-
-/// The gateway's answer to one request object it will not forward, or `None` to forward it.
-fn refusal(item: &Value, policy: &MethodPolicy) -> Option<Value> {
-    let Value::Object(object) = item else {
-        return Some(error(
-            &Value::Null,
-            INVALID_REQUEST,
-            "a JSON-RPC request must be an object",
-        ));
-    };
-    let id = object
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("id"))
-        .map_or(Value::Null, |(_, v)| v.clone());
-    let methods: Vec<&Value> = object
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("method"))
-        .map(|(_, v)| v)
-        .collect();
-    for method in &methods {
-        match method.as_str() {
-            Some(m) if policy.permits(m) => {}
-            Some(m) => {
-                return Some(error(
-                    &id,
-                    METHOD_DENIED,
-                    &format!("the method {m} is not available through this gateway"),
-                ))
-            }
-            None => return Some(error(&id, INVALID_REQUEST, "the method must be a string")),
         }
     }
-    None
+    if forward.is_empty() {
+        return Decision::Answer(answers_body(plan.into_iter().filter_map(
+            |slot| match slot {
+                Slot::Answered(v) => Some(v),
+                Slot::Forwarded(_) => None,
+            },
+        )));
+    }
+    Decision::Rewrite {
+        body: format!("[{}]", forward.join(",")).into_bytes(),
+        plan,
+    }
 }
 
-/// Puts a rewritten batch back together: the backend's answers (matched by position among the
-/// forwarded elements) and the gateway's errors, in the client's order. `None` when the backend's
-/// answer is not an array of the expected length (it is passed on unchanged then).
+/// The gateway's answer to a request it will not forward, or `None` to forward it.
+fn refusal(call: &Call) -> Option<Value> {
+    match &call.verdict {
+        Verdict::Permitted => None,
+        Verdict::Denied(m) => Some(error(
+            &call.id_value(),
+            METHOD_DENIED,
+            &format!("the method {m} is not available through this gateway"),
+        )),
+        Verdict::Invalid(why) => Some(error(&call.id_value(), INVALID_REQUEST, why)),
+    }
+}
+
+/// A batch's answers as a body: a JSON array, or nothing at all when no element expects an
+/// answer (JSON-RPC 2.0: never an empty array).
+fn answers_body(answers: impl Iterator<Item = Value>) -> Vec<u8> {
+    let answers: Vec<Value> = answers.collect();
+    if answers.is_empty() {
+        Vec::new()
+    } else {
+        Value::Array(answers).to_string().into_bytes()
+    }
+}
+
+/// Puts a rewritten batch back together in the client's order: each forwarded element's answer
+/// is found by its id (the backend may answer in any order, and sends nothing for
+/// notifications), the gateway's own errors stand in place, and answers the plan does not know
+/// (an error with a null id, say) follow at the end. `None` when the backend's answer is not a
+/// JSON array (a single error for the whole batch): it is passed on unchanged then.
 pub fn merge(plan: &[Slot], backend_answer: &[u8]) -> Option<Vec<u8>> {
-    let Ok(Value::Array(answers)) = serde_json::from_slice::<Value>(backend_answer) else {
-        return None;
+    let answers: Vec<Value> = if skip_ws(backend_answer).is_empty() {
+        Vec::new()
+    } else {
+        match serde_json::from_slice::<Value>(backend_answer) {
+            Ok(Value::Array(answers)) => answers,
+            _ => return None,
+        }
     };
-    let forwarded = plan.iter().filter(|s| matches!(s, Slot::Forwarded)).count();
-    if answers.len() != forwarded {
-        return None;
+    let mut by_id: HashMap<String, VecDeque<Value>> = HashMap::new();
+    let mut unknown = Vec::new();
+    for answer in answers {
+        match answer.get("id") {
+            Some(id) if !id.is_null() => by_id.entry(id.to_string()).or_default().push_back(answer),
+            _ => unknown.push(answer),
+        }
     }
-    let mut answers = answers.into_iter();
-    let merged: Vec<Value> = plan
-        .iter()
-        .map(|slot| match slot {
-            Slot::Forwarded => answers.next().unwrap_or(Value::Null),
-            Slot::Answered(v) => v.clone(),
+    let mut merged = Vec::with_capacity(plan.len());
+    for slot in plan {
+        match slot {
+            Slot::Forwarded(id) => {
+                if let Some(answer) = by_id.get_mut(id).and_then(VecDeque::pop_front) {
+                    merged.push(answer);
+                }
+            }
+            Slot::Answered(v) => merged.push(v.clone()),
+        }
+    }
+    merged.extend(by_id.into_values().flatten());
+    merged.extend(unknown);
+    Some(answers_body(merged.into_iter()))
+}
+
+/// Reads one request object: its id and every method key, without building a tree.
+struct CallSeed<'p> {
+    policy: &'p MethodPolicy,
+}
+
+impl<'de> DeserializeSeed<'de> for CallSeed<'_> {
+    type Value = Call<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Call<'de>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+const NOT_AN_OBJECT: Verdict = Verdict::Invalid("a JSON-RPC request must be an object");
+
+impl<'de> Visitor<'de> for CallSeed<'_> {
+    type Value = Call<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON-RPC request")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Call<'de>, A::Error> {
+        let mut id = None;
+        let mut verdict = Verdict::Permitted;
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Method => {
+                    let name = map.next_value::<Name>()?;
+                    if verdict != Verdict::Permitted {
+                        continue;
+                    }
+                    verdict = match name.as_str() {
+                        Some(m) if self.policy.permits(m) => Verdict::Permitted,
+                        Some(m) => Verdict::Denied(m.to_string()),
+                        None => Verdict::Invalid("the method must be a string"),
+                    };
+                }
+                Key::Id if id.is_none() => id = Some(map.next_value::<&RawValue>()?),
+                Key::Id | Key::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Call { id, verdict })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Call<'de>, A::Error> {
+        IgnoredAny.visit_seq(seq)?;
+        Ok(Call {
+            id: None,
+            verdict: NOT_AN_OBJECT,
         })
-        .collect();
-    Some(Value::Array(merged).to_string().into_bytes())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Call<'de>, E> {
+        Ok(Call {
+            id: None,
+            verdict: NOT_AN_OBJECT,
+        })
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Call<'de>, E> {
+        Ok(Call {
+            id: None,
+            verdict: NOT_AN_OBJECT,
+        })
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Call<'de>, E> {
+        Ok(Call {
+            id: None,
+            verdict: NOT_AN_OBJECT,
+        })
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Call<'de>, E> {
+        Ok(Call {
+            id: None,
+            verdict: NOT_AN_OBJECT,
+        })
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Call<'de>, E> {
+        Ok(Call {
+            id: None,
+            verdict: NOT_AN_OBJECT,
+        })
+    }
+
+    fn visit_unit<E>(self) -> Result<Call<'de>, E> {
+        Ok(Call {
+            id: None,
+            verdict: NOT_AN_OBJECT,
+        })
+    }
+}
+
+/// An object key, as far as the policy cares. Keys match without regard to ASCII case: Go's
+/// JSON decoder (geth, Erigon) does, so `"METHOD"` names the method there.
+enum Key {
+    Method,
+    Id,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Key, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_str<E>(self, key: &str) -> Result<Key, E> {
+                Ok(if key.eq_ignore_ascii_case("method") {
+                    Key::Method
+                } else if key.eq_ignore_ascii_case("id") {
+                    Key::Id
+                } else {
+                    Key::Other
+                })
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// A method value: a name (borrowed unless it had escapes), or anything else.
+enum Name<'a> {
+    Borrowed(&'a str),
+    Owned(String),
+    NotAString,
+}
+
+impl Name<'_> {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Name::Borrowed(s) => Some(s),
+            Name::Owned(s) => Some(s),
+            Name::NotAString => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Name<'de>, D::Error> {
+        struct NameVisitor;
+        impl<'de> Visitor<'de> for NameVisitor {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a method name")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name::Borrowed(s))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Name<'de>, E> {
+                Ok(Name::Owned(s.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Name<'de>, A::Error> {
+                IgnoredAny.visit_map(map)?;
+                Ok(Name::NotAString)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Name<'de>, A::Error> {
+                IgnoredAny.visit_seq(seq)?;
+                Ok(Name::NotAString)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Name<'de>, E> {
+                Ok(Name::NotAString)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Name<'de>, E> {
+                Ok(Name::NotAString)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Name<'de>, E> {
+                Ok(Name::NotAString)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Name<'de>, E> {
+                Ok(Name::NotAString)
+            }
+            fn visit_unit<E>(self) -> Result<Name<'de>, E> {
+                Ok(Name::NotAString)
+            }
+        }
+        deserializer.deserialize_any(NameVisitor)
+    }
 }
 
 fn error(id: &Value, code: i64, message: &str) -> Value {
@@ -287,7 +514,7 @@ mod tests {
     }
 
     #[test]
-    fn permitted_requests_pass_without_parsing_decisions() {
+    fn permitted_requests_pass_and_non_json_is_answered() {
         assert_eq!(
             inspect(
                 br#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber"}"#,
@@ -297,12 +524,23 @@ mod tests {
         );
         assert_eq!(
             inspect(
-                br#"[{"method":"eth_chainId","id":1},{"method":"eth_call","id":2}]"#,
+                br#" [{"method":"eth_chainId","id":1},{"method":"eth_call","id":2}] "#,
                 &policy()
             ),
             Decision::Pass
         );
-        assert_eq!(inspect(b"not json at all", &policy()), Decision::Pass);
+        for junk in [
+            &b"not json at all"[..],
+            b"{'method':'admin_peers'}",
+            b"{}{}",
+            b"",
+        ] {
+            let Decision::Answer(body) = inspect(junk, &policy()) else {
+                panic!("{}", String::from_utf8_lossy(junk))
+            };
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["error"]["code"], PARSE_ERROR);
+        }
     }
 
     #[test]
@@ -325,7 +563,11 @@ mod tests {
             br#"{"id":1,"\u006dethod":"admin_addPeer"}"#,
             br#"{"id":1,"method":"admin\u005faddPeer"}"#,
             br#"{"id":1,"method":"eth_call","method":"admin_addPeer"}"#,
+            br#"{"id":1,"method":"admin_addPeer","method":"eth_call"}"#,
+            br#"{"id":1,"method":"admin_addPeer","Method":"eth_call"}"#,
             br#"{"id":1,"method" : "debug_setHead"}"#,
+            br#"{"id":1,"method":["admin_addPeer"]}"#,
+            br#"{"id":1,"method":"eth_call"} {"id":2,"method":"admin_addPeer"}"#,
         ] {
             assert!(
                 matches!(inspect(body, &policy()), Decision::Answer(_)),
@@ -335,9 +577,18 @@ mod tests {
         }
     }
 
+    fn ids(body: &[u8]) -> Vec<Value> {
+        let v: Value = serde_json::from_slice(body).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].clone())
+            .collect()
+    }
+
     #[test]
-    fn batch_with_denied_elements_is_rewritten_and_merged_in_order() {
-        let body = br#"[{"id":1,"method":"eth_chainId"},{"id":2,"method":"admin_peers"},{"id":3,"method":"eth_blockNumber"}]"#;
+    fn batch_with_denied_elements_is_rewritten_and_merged_by_id() {
+        let body = br#"[{"id":1,"method":"eth_chainId"},{"id":2,"method":"admin_peers"},{"id":3, "method":"eth_blockNumber"}]"#;
         let Decision::Rewrite {
             body: forward,
             plan,
@@ -345,21 +596,61 @@ mod tests {
         else {
             panic!()
         };
-        let forward: Value = serde_json::from_slice(&forward).unwrap();
-        assert_eq!(forward.as_array().unwrap().len(), 2);
-        assert_eq!(forward[1]["id"], 3);
-        let backend = br#"[{"jsonrpc":"2.0","id":1,"result":"0x1"},{"jsonrpc":"2.0","id":3,"result":"0x10"}]"#;
-        let merged: Value = serde_json::from_slice(&merge(&plan, backend).unwrap()).unwrap();
-        let ids: Vec<&Value> = merged
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| &v["id"])
-            .collect();
-        assert_eq!(ids, [&json!(1), &json!(2), &json!(3)]);
+        assert_eq!(
+            forward, br#"[{"id":1,"method":"eth_chainId"},{"id":3, "method":"eth_blockNumber"}]"#,
+            "forwarded elements keep their bytes"
+        );
+        // The backend answers in another order.
+        let backend = br#"[{"jsonrpc":"2.0","id":3,"result":"0x10"},{"jsonrpc":"2.0","id":1,"result":"0x1"}]"#;
+        let merged = merge(&plan, backend).unwrap();
+        assert_eq!(ids(&merged), [json!(1), json!(2), json!(3)]);
+        let merged: Value = serde_json::from_slice(&merged).unwrap();
         assert_eq!(merged[1]["error"]["code"], METHOD_DENIED);
         assert_eq!(merged[2]["result"], "0x10");
         assert_eq!(merge(&plan, b"{}"), None);
+    }
+
+    #[test]
+    fn notifications_get_no_answer_and_the_rest_are_complete() {
+        // A permitted notification, a denied notification, a denied call, a permitted call.
+        let body = br#"[{"method":"eth_chainId"},{"method":"admin_peers"},{"id":"d","method":"debug_x"},{"id":9,"method":"eth_call"}]"#;
+        let roomy = MethodPolicy {
+            max_batch: 10,
+            ..policy()
+        };
+        let Decision::Rewrite {
+            body: forward,
+            plan,
+        } = inspect(body, &roomy)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            forward,
+            br#"[{"method":"eth_chainId"},{"id":9,"method":"eth_call"}]"#
+        );
+        // The backend answers only the call.
+        let merged = merge(&plan, br#"[{"jsonrpc":"2.0","id":9,"result":"0x"}]"#).unwrap();
+        assert_eq!(ids(&merged), [json!("d"), json!(9)]);
+        // Only notifications forwarded: the backend's empty answer, the gateway's errors.
+        let Decision::Rewrite { plan, .. } = inspect(
+            br#"[{"method":"eth_chainId"},{"id":1,"method":"admin_x"}]"#,
+            &policy(),
+        ) else {
+            panic!()
+        };
+        assert_eq!(ids(&merge(&plan, b"").unwrap()), [json!(1)]);
+        // Nothing expects an answer: no body at all, never an empty array.
+        assert_eq!(
+            inspect(br#"[{"method":"admin_x"}]"#, &policy()),
+            Decision::Answer(Vec::new())
+        );
+        // An answer the plan does not know is kept, not dropped.
+        let merged = merge(
+            &[Slot::Forwarded("1".into())],
+            br#"[{"id":null,"error":{}},{"id":1}]"#,
+        );
+        assert_eq!(ids(&merged.unwrap()), [json!(1), Value::Null]);
     }
 
     #[test]
@@ -376,6 +667,10 @@ mod tests {
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v[0]["id"], 7);
         assert_eq!(v[1]["error"]["code"], INVALID_REQUEST);
+        let Decision::Answer(body) = inspect(b"[]", &policy()) else {
+            panic!()
+        };
+        assert!(String::from_utf8_lossy(&body).contains("empty batch"));
     }
 
     #[test]
@@ -395,7 +690,7 @@ mod tests {
                     let mut bytes = seed.to_vec();
                     bytes[i] = flip;
                     let _ = inspect(&bytes, &policy());
-                    let _ = merge(&[Slot::Forwarded], &bytes);
+                    let _ = merge(&[Slot::Forwarded("1".into())], &bytes);
                 }
             }
         }

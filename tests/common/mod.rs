@@ -2,6 +2,9 @@
 //! TLS from a CA made for the test, and polling helpers with deadlines (no fixed sleeps).
 #![allow(dead_code)]
 
+pub mod recorder;
+pub mod wire;
+
 use serde_json::{json, Value};
 use ssv_ha::sim::tls::TestCa;
 use ssv_ha::sim::{NodeKind, NodeStatus, SimNode};
