@@ -108,7 +108,9 @@ impl Gateway {
             header.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
         }
         self.response_filter(session, &mut header, ctx).await?;
-        let done = no_body || hyper::body::Body::is_end_stream(&incoming);
+        // A batch answer to merge goes through the body hook even when the backend sent none
+        // (a batch of notifications): the gateway's own answers are in the merge.
+        let done = no_body || (hyper::body::Body::is_end_stream(&incoming) && ctx.answer.is_none());
         session
             .write_response_header(Box::new(header), done)
             .await
