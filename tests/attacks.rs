@@ -465,3 +465,100 @@ async fn a_probe_reply_without_end_fails_the_check_at_a_bounded_cost() {
         peak - before
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_large_bodies_at_once_meet_the_listener_limit_not_the_memory_limit() {
+    const BODY: usize = 600 * 1024;
+    // Room for two large bodies (beyond their free 64 KiB each), not three.
+    let s = setup("limits: { max_body_bytes: 1048576, max_held_bytes: 1200000 }\n").await;
+    let call = |id: usize| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"eth_call","params":["{}"]}}"#,
+            "x".repeat(BODY)
+        )
+    };
+    // Two clients send most of a large body and stop; the gateway holds what came.
+    let mut holders = Vec::new();
+    for id in 0..2 {
+        let body = call(id);
+        let mut c = tokio::net::TcpStream::connect(s.listen).await.unwrap();
+        let head = format!(
+            "POST / HTTP/1.1\r\nhost: {HOST}\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        c.write_all(head.as_bytes()).await.unwrap();
+        c.write_all(&body.as_bytes()[..body.len() - 10])
+            .await
+            .unwrap();
+        holders.push((c, body));
+    }
+    // A third large body is refused with a clear answer once the two are held (polled: the
+    // gateway reads them at its own pace)...
+    let refused = wait_for(
+        "a refusal for the listener's limit",
+        Duration::from_secs(10),
+        || async {
+            let answer = wire::request(
+                s.listen,
+                "POST",
+                HOST,
+                "",
+                call(9).as_bytes(),
+                Framing::ContentLength,
+            )
+            .await;
+            (wire::status(&answer) == 503).then_some(answer)
+        },
+    )
+    .await;
+    assert!(refused.contains("holds its limit"), "{refused}");
+    // ... while small calls go on being served.
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/", s.listen);
+    assert_eq!(
+        post(&client, &url, HOST, &rpc("eth_chainId", 1)).await.0,
+        200
+    );
+    // A WebSocket message that would take the listener over is closed with 1013.
+    let (mut socket, _) = wire::ws_handshake(s.listen, HOST, "").await;
+    let mut header = vec![0x81];
+    wire::client_header(&mut header, BODY as u64);
+    header.extend_from_slice(&[0, 0, 0, 0]);
+    socket.write_all(&header).await.unwrap();
+    socket.write_all(&vec![b' '; BODY / 2]).await.unwrap();
+    let (code, _) = wire::read_until_close(&mut socket, Duration::from_secs(10)).await;
+    assert_eq!(code, Some(1013));
+    // The held bodies finish and are served; their room is given back.
+    for (c, body) in &mut holders {
+        c.write_all(&body.as_bytes()[body.len() - 10..])
+            .await
+            .unwrap();
+    }
+    for (mut c, _) in holders {
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&answer).contains("\"result\"") {
+            let n = tokio::time::timeout(
+                Duration::from_secs(10),
+                tokio::io::AsyncReadExt::read(&mut c, &mut buf),
+            )
+            .await
+            .expect("the held body's answer")
+            .unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buf[..n]);
+        }
+    }
+    let answer = wire::request(
+        s.listen,
+        "POST",
+        HOST,
+        "",
+        call(10).as_bytes(),
+        Framing::Chunked(&[0.5]),
+    )
+    .await;
+    assert_eq!(wire::status(&answer), 200, "{answer}");
+    let full = r#"ssv_ha_refused_requests_total{reason="held_bytes"}"#;
+    assert!(metric(&s.gw.metrics().await, full) >= 2.0);
+}

@@ -170,6 +170,9 @@ pub struct LimitsSection {
     pub max_headers: Option<usize>,
     /// Largest total size of the request headers (names and values), in bytes. Default 16384.
     pub max_header_bytes: Option<usize>,
+    /// Most bytes of request bodies and WebSocket messages held at once on one listener, beyond
+    /// the first 64 KiB of each. Default 268435456 (256 MiB).
+    pub max_held_bytes: Option<usize>,
 }
 
 /// One entry of a pool's `backends:`.

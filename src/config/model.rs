@@ -41,6 +41,8 @@ pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 /// Longest request URL accepted.
 pub const DEFAULT_MAX_URL_BYTES: usize = 8 * 1024;
+/// Bytes of request bodies and WebSocket messages held at once per listener: 256 MiB.
+pub const DEFAULT_MAX_HELD_BYTES: usize = 256 * 1024 * 1024;
 /// Most request headers accepted.
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 /// Largest total size of request headers accepted.
@@ -84,6 +86,9 @@ pub struct Limits {
     pub max_url_bytes: usize,
     pub max_headers: usize,
     pub max_header_bytes: usize,
+    /// Bytes of request bodies and WebSocket messages held at once per listener, beyond the
+    /// first 64 KiB of each.
+    pub max_held_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]

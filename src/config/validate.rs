@@ -141,7 +141,22 @@ impl Validator {
                 limits.max_header_bytes,
                 DEFAULT_MAX_HEADER_BYTES,
             ),
+            max_held_bytes: self.positive(
+                "limits.max_held_bytes",
+                limits.max_held_bytes,
+                DEFAULT_MAX_HELD_BYTES,
+            ),
         };
+        if limits.max_held_bytes < limits.max_body_bytes {
+            self.error(
+                "limits.max_held_bytes",
+                format!(
+                    "{} is less than limits.max_body_bytes ({}): a body of the largest size could never be held",
+                    limits.max_held_bytes, limits.max_body_bytes
+                ),
+                Some("raise max_held_bytes or lower max_body_bytes"),
+            );
+        }
         let log = LogSettings {
             format: log.format.unwrap_or(LogFormat::Text),
             level,
@@ -1031,6 +1046,17 @@ timeouts: { connect: 0s }
         assert!(unknown.message.contains("colour"), "{unknown}");
         let pool = errs.iter().find(|e| e.path == "routes[0].pool").unwrap();
         assert_eq!(pool.hint.as_deref(), Some("pools: execution"));
+    }
+
+    #[test]
+    fn the_held_bytes_limit_must_hold_one_largest_body() {
+        let errs = errors(&format!(
+            "{MINIMAL}\nlimits: {{ max_body_bytes: 2000000, max_held_bytes: 1000000 }}\n"
+        ));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "limits.max_held_bytes");
+        let c = parse(MINIMAL, Path::new(".")).expect("valid");
+        assert_eq!(c.limits.max_held_bytes, DEFAULT_MAX_HELD_BYTES);
     }
 
     #[test]

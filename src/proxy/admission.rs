@@ -12,6 +12,7 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 use pingora::ErrorType;
 use std::sync::atomic::Ordering;
+use tungstenite::protocol::frame::coding::CloseCode;
 
 /// How much of a request body is read before a backend is chosen.
 #[derive(Debug, Clone, Copy)]
@@ -150,7 +151,7 @@ impl Gateway {
     pub(super) async fn read_body(
         &self,
         session: &mut Session,
-        ctx: &RequestCtx,
+        ctx: &mut RequestCtx,
         declared: Option<usize>,
         hold: Hold,
     ) -> Result<Body> {
@@ -176,13 +177,23 @@ impl Gateway {
                 .await
                 .map_err(|e| e.into_down())?;
         }
-        let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+        let mut share = self.held.share();
+        let mut body = BytesMut::new();
         while let Some(chunk) = session
             .as_downstream_mut()
             .read_request_body()
             .await
             .map_err(|e| e.into_down())?
         {
+            if !share.hold(body.len() + chunk.len(), ctx.max_held) {
+                self.held_full.inc();
+                let message = format!(
+                    "listener {} holds its limit of {} bytes of request bodies; try again later",
+                    self.listener, ctx.max_held
+                );
+                refuse(session, ctx, 503, &message).await?;
+                return Ok(Body::Refused);
+            }
             body.extend_from_slice(&chunk);
             if body.len() <= limit {
                 continue;
@@ -200,6 +211,7 @@ impl Gateway {
             refuse(session, ctx, 413, &message).await?;
             return Ok(Body::Refused);
         }
+        ctx.held = Some(share);
         Ok(Body::Held(body.freeze()))
     }
 
@@ -224,10 +236,10 @@ impl Gateway {
             reason = %closing.reason,
             "WebSocket session closed by the gateway"
         );
-        if code == 1009 {
-            self.websocket_too_large.inc();
-        } else {
-            self.websocket_protocol.inc();
+        match closing.code {
+            CloseCode::Size => self.websocket_too_large.inc(),
+            CloseCode::Again => self.held_full.inc(),
+            _ => self.websocket_protocol.inc(),
         }
         if ctx.ws_server.at_boundary() {
             let frame = Bytes::from(closing.frame());

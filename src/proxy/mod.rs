@@ -8,6 +8,7 @@
 mod admission;
 mod direct;
 mod exchange;
+pub mod held;
 pub mod policy;
 pub mod reply;
 pub mod routing;
@@ -42,8 +43,9 @@ const TOO_LARGE: ErrorType = ErrorType::Custom("request body too large");
 const WEBSOCKET_REFUSED: ErrorType = ErrorType::Custom("WebSocket frame refused");
 /// Largest request body of a consensus pool read before a backend is chosen and sent by the
 /// gateway itself ([`direct`]); larger ones stream through Pingora's path. Execution pools hold
-/// every body whole (up to `limits.max_body_bytes`): the method policy judges it parsed in full.
-const MAX_HELD_BODY: usize = 64 * 1024;
+/// every body whole (up to `limits.max_body_bytes`, and together within `limits.max_held_bytes`):
+/// the method policy judges it parsed in full.
+const MAX_HELD_BODY: usize = held::FREE_BYTES;
 /// The error a request ends with when its pool has no healthy backend left to try.
 const NO_BACKEND: ErrorType = ErrorType::Custom("no healthy backend");
 const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
@@ -77,6 +79,9 @@ pub struct Gateway {
     too_many_headers: IntCounter,
     websocket_too_large: IntCounter,
     websocket_protocol: IntCounter,
+    /// Request bodies and WebSocket messages held on this listener, and refusals for its limit.
+    held: Arc<held::HeldBudget>,
+    held_full: IntCounter,
     /// WebSocket sessions open on this listener, and their cap.
     websockets: AtomicUsize,
     max_websockets: usize,
@@ -110,6 +115,8 @@ impl Gateway {
             too_many_headers: metrics.refused("headers_too_large"),
             websocket_too_large: metrics.refused("websocket_message_too_large"),
             websocket_protocol: metrics.refused("websocket_protocol"),
+            held: Arc::default(),
+            held_full: metrics.refused("held_bytes"),
             websockets: AtomicUsize::new(0),
             max_websockets: listener.max_websockets,
             auth: listener.auth.clone(),
@@ -261,6 +268,9 @@ pub struct RequestCtx {
     ws_frames: Option<websocket::ClientFrames>,
     /// The backend's WebSocket frames, followed to know where the gateway may put a close frame.
     ws_server: websocket::ServerFrames,
+    /// This request's part of the listener's held bytes (a body read whole, a WebSocket message).
+    held: Option<held::Share>,
+    max_held: usize,
     /// JSON-RPC methods of the request, for the access log.
     rpc_methods: Option<String>,
     pool: Option<Arc<Pool>>,
@@ -338,9 +348,11 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
         ctx.max_body = limits.max_body_bytes;
+        ctx.max_held = limits.max_held_bytes;
         let execution = kind == PoolKind::Execution;
         if ctx.traffic == Traffic::WebSocket && execution {
             ctx.ws_frames = Some(websocket::ClientFrames::default());
+            ctx.held = Some(self.held.share());
         }
         if ctx.traffic != Traffic::Plain {
             return Ok(false);
@@ -384,7 +396,17 @@ impl ProxyHttp for Gateway {
         if let Some(frames) = ctx.ws_frames.as_mut() {
             // Client WebSocket messages are judged like request bodies.
             if let (Some(chunk), Some(pool)) = (body.as_ref(), ctx.pool.as_ref()) {
-                match frames.feed(chunk, &pool.config.methods, ctx.max_body) {
+                let judged = frames
+                    .feed(chunk, &pool.config.methods, ctx.max_body)
+                    .and_then(|forward| {
+                        let (held, max) = (frames.held(), ctx.max_held);
+                        if ctx.held.as_mut().is_none_or(|share| share.hold(held, max)) {
+                            Ok(forward)
+                        } else {
+                            Err(websocket::Closing::busy(max))
+                        }
+                    });
+                match judged {
                     Ok(forward) => *body = Some(Bytes::from(forward)),
                     Err(closing) => return Err(self.close_websocket(session, ctx, closing).await),
                 }

@@ -17,6 +17,7 @@
 //! The backend's frames are not judged, only followed ([`ServerFrames`]), so that the gateway's
 //! own close frame goes to the client between two of them and never inside one.
 
+use super::held::FREE_BYTES;
 use super::policy::{self, MethodPolicy, Request, Verdict};
 use serde_json::Value;
 use std::io::Cursor;
@@ -37,6 +38,16 @@ pub struct Closing {
 }
 
 impl Closing {
+    /// The listener holds as much of its clients' messages as it may (1013, try again later).
+    pub fn busy(max_held: usize) -> Closing {
+        Closing {
+            code: CloseCode::Again,
+            reason: format!(
+                "the listener holds its limit of {max_held} bytes of messages; try again later"
+            ),
+        }
+    }
+
     fn protocol(reason: impl Into<String>) -> Closing {
         Closing {
             code: CloseCode::Protocol,
@@ -154,7 +165,16 @@ impl ClientFrames {
             }
         }
         self.pending.drain(..at);
+        // A large frame's room is given back once it is through.
+        if self.pending.capacity() > FREE_BYTES && self.pending.len() < FREE_BYTES / 2 {
+            self.pending.shrink_to(FREE_BYTES / 2);
+        }
         Ok(out)
+    }
+
+    /// Bytes of the client's held now: the frame being received and the message so far.
+    pub fn held(&self) -> usize {
+        self.pending.len() + self.message.as_ref().map_or(0, |m| m.data.len())
     }
 
     /// Judges a frame from its header alone; returns its mask key.
