@@ -2,7 +2,7 @@
 //! mutated JSON-RPC bodies (single calls, batches with notifications, escaped keys and names,
 //! duplicate keys, case tricks, bodies over 64 KiB), sent with a Content-Length, chunked and cut
 //! across reads, under any HTTP method and `Accept` header, and as WebSocket messages in one
-//! frame, in fragments with pings between them, and compressed. A recording backend keeps every
+//! frame, in fragments with pings between them, as text or binary, and compressed. A recording backend keeps every
 //! byte it receives; the oracle parses each in full with serde_json, every key seen (duplicates
 //! too), and the test asserts that
 //! - every body and message the backend received names only permitted methods;
@@ -327,6 +327,12 @@ async fn over_websocket_every_forwarded_message_passes_a_full_parse_whatever_its
     let (mut forwarded_whole, mut compressed) = (0, 0);
     for case in 0..WS_CASES {
         let body = body(&mut rng, case);
+        // Nodes read JSON-RPC from binary messages too.
+        let opcode = if rng.chance(25) {
+            Data::Binary
+        } else {
+            Data::Text
+        };
         match rng.below(8) {
             // Compressed (RSV1 set, as permessage-deflate marks it): the session ends, 1002.
             0 => {
@@ -357,7 +363,7 @@ async fn over_websocket_every_forwarded_message_passes_a_full_parse_whatever_its
             // In fragments, a ping between them.
             1..=3 => {
                 let cut = rng.below(body.len() + 1);
-                let first = Frame::message(body[..cut].to_vec(), OpCode::Data(Data::Text), false);
+                let first = Frame::message(body[..cut].to_vec(), OpCode::Data(opcode), false);
                 let rest = Frame::message(body[cut..].to_vec(), OpCode::Data(Data::Continue), true);
                 socket.send(Message::Frame(first)).await.unwrap();
                 socket
@@ -367,8 +373,8 @@ async fn over_websocket_every_forwarded_message_passes_a_full_parse_whatever_its
                 socket.send(Message::Frame(rest)).await.unwrap();
             }
             _ => {
-                // Not valid UTF-8 cannot go as a text message through the client library.
-                let frame = Frame::message(body.clone(), OpCode::Data(Data::Text), true);
+                // Raw frames: a mutated body need not be valid UTF-8.
+                let frame = Frame::message(body.clone(), OpCode::Data(opcode), true);
                 socket.send(Message::Frame(frame)).await.unwrap();
             }
         }

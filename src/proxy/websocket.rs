@@ -9,7 +9,7 @@
 //! (the gateway takes `Sec-WebSocket-Extensions` out of the client's upgrade request), so every
 //! RSV bit is a violation: a compressed message, which the gateway could not judge, never passes.
 //!
-//! Each complete text message is judged with the same full parse as an HTTP body
+//! Each complete message, text or binary, is judged with the same full parse as an HTTP body
 //! ([`policy::parse`]); a denied request (or batch element) is replaced by a call to a method no
 //! node has, [`DENIED_PLACEHOLDER`], with the same id, so the backend answers a JSON-RPC error in
 //! its place and the order of answers is kept, while the denied method never reaches the backend.
@@ -145,10 +145,8 @@ impl ClientFrames {
             let Some(message) = self.message.take() else {
                 continue;
             };
-            let judged = match message.opcode {
-                Data::Text => judge(&message.data, policy),
-                _ => None,
-            };
+            // Nodes read JSON-RPC from binary messages too (geth's reader takes either).
+            let judged = judge(&message.data, policy);
             match judged {
                 // Began and ended in this frame: forwarded as received.
                 None if opcode.is_some() => out.extend_from_slice(received),
