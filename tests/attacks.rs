@@ -69,30 +69,6 @@ fn methods(received: &[Received]) -> Vec<String> {
     names
 }
 
-/// The JSON body of a raw HTTP answer (chunked or not).
-fn json_body(answer: &str) -> Value {
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let chunked = answer
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = if chunked {
-        let mut out = String::new();
-        let mut rest = body;
-        while let Some((size, tail)) = rest.split_once("\r\n") {
-            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if size == 0 {
-                break;
-            }
-            out.push_str(&tail[..size]);
-            rest = &tail[size + 2..];
-        }
-        out
-    } else {
-        body.to_string()
-    };
-    serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {answer}"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn no_header_method_or_path_takes_a_call_past_the_method_policy() {
     let s = setup("").await;
@@ -118,7 +94,7 @@ async fn no_header_method_or_path_takes_a_call_past_the_method_policy() {
         )
         .await;
         assert_eq!(wire::status(&answer), 200, "{method} {headers}: {answer}");
-        let reply = json_body(&answer);
+        let reply = wire::json_body(&answer);
         assert_eq!(reply["id"], 7, "{reply}");
         assert_eq!(
             reply["error"]["code"], -32601,
@@ -175,7 +151,7 @@ async fn streamed_bodies_are_judged_whole_escapes_split_names_and_batch_limit_in
     ];
     for (body, framing) in &cases {
         let answer = wire::request(s.listen, "POST", HOST, "", body.as_bytes(), *framing).await;
-        let reply = json_body(&answer);
+        let reply = wire::json_body(&answer);
         assert_eq!(reply["error"]["code"], -32601, "{framing:?}: {reply}");
     }
     // max_batch (3) holds for a chunked batch too.
@@ -195,7 +171,7 @@ async fn streamed_bodies_are_judged_whole_escapes_split_names_and_batch_limit_in
         Framing::Chunked(&[0.5]),
     )
     .await;
-    let reply = json_body(&answer);
+    let reply = wire::json_body(&answer);
     assert_eq!(reply["error"]["code"], -32600, "{reply}");
     assert!(reply["error"]["message"]
         .as_str()
@@ -218,7 +194,7 @@ async fn streamed_bodies_are_judged_whole_escapes_split_names_and_batch_limit_in
         Framing::Chunked(&[0.3, 0.6]),
     )
     .await;
-    assert_eq!(json_body(&answer)["result"], "0x1");
+    assert_eq!(wire::json_body(&answer)["result"], "0x1");
     assert_eq!(s.backend.take(), [Received::Body(body.into_bytes())]);
 }
 
@@ -395,10 +371,7 @@ async fn provider_keys_in_backend_urls_never_show_in_status() {
     let (gw, _) = start_on(&pools, EC_ROUTE).await;
     let entry = gw.wait_backend("execution", "provider", true).await;
     assert_eq!(entry["url"], format!("http://{}/…", backend.addr));
-    assert!(entry["ws_url"]
-        .as_str()
-        .unwrap()
-        .ends_with(&format!("{}/…", backend.addr)));
+    assert_eq!(entry["ws_url"], format!("ws://{}/…", backend.addr));
     let status = reqwest::get(format!("http://{}/status", gw.admin))
         .await
         .unwrap()
@@ -561,4 +534,130 @@ async fn many_large_bodies_at_once_meet_the_listener_limit_not_the_memory_limit(
     assert_eq!(wire::status(&answer), 200, "{answer}");
     let full = r#"ssv_ha_refused_requests_total{reason="held_bytes"}"#;
     assert!(metric(&s.gw.metrics().await, full) >= 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn names_that_are_not_ascii_are_judged_and_cost_no_place() {
+    // Few places per client: a request that left its place taken would show at once.
+    let s = setup("").await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/", s.listen);
+    for i in 0..30 {
+        for name in ["debugéx", "admin_é", "txpoolé_content"] {
+            let (status, _, reply) = post(&client, &url, HOST, &rpc(name, i)).await;
+            assert_eq!(status, 200, "{name}: {reply}");
+            let denied = reply["error"]["code"] == -32601;
+            assert_eq!(denied, name == "admin_é", "{name}: {reply}");
+        }
+    }
+    assert_eq!(
+        post(&client, &url, HOST, &rpc("eth_chainId", 1)).await.0,
+        200
+    );
+    assert!(!methods(&s.backend.take()).iter().any(|m| m == "admin_é"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_of_millions_is_refused_without_the_gateway_growing_or_stalling() {
+    let s = setup("").await;
+    let pid = s.gw.pid();
+    let before = rss(pid);
+    // Just under 10 MiB (the body limit) of `[1,1,1,...]`: five million elements.
+    let body = format!("[{}1]", "1,".repeat(5 * 1024 * 1024 - 2));
+    let attack = {
+        let listen = s.listen;
+        tokio::spawn(async move {
+            wire::request(
+                listen,
+                "POST",
+                HOST,
+                "",
+                body.as_bytes(),
+                Framing::ContentLength,
+            )
+            .await
+        })
+    };
+    // Meanwhile another client's calls are answered promptly.
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/", s.listen);
+    let mut peak = before;
+    while !attack.is_finished() {
+        let started = std::time::Instant::now();
+        assert_eq!(
+            post(&client, &url, HOST, &rpc("eth_chainId", 1)).await.0,
+            200
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a small call waited {:?} behind the batch",
+            started.elapsed()
+        );
+        peak = peak.max(rss(pid));
+    }
+    let answer = attack.await.unwrap();
+    let reply = wire::json_body(&answer);
+    assert_eq!(reply["error"]["code"], -32600, "{answer}");
+    assert!(reply["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("batch of 5242879 requests"));
+    let growth = peak.max(rss(pid)).saturating_sub(before);
+    assert!(
+        growth < 48 * 1024 * 1024,
+        "the gateway grew by {growth} bytes for a 10 MiB body"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trimmed_batch_is_answered_whole_for_a_client_that_accepts_gzip() {
+    let s = setup("").await;
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"},
+        {"jsonrpc": "2.0", "id": 2, "method": "admin_peers"},
+    ])
+    .to_string();
+    let answer = wire::request(
+        s.listen,
+        "POST",
+        HOST,
+        "accept-encoding: gzip\r\n",
+        batch.as_bytes(),
+        Framing::ContentLength,
+    )
+    .await;
+    let reply = wire::json_body(&answer);
+    let ids: Vec<&Value> = reply.as_array().unwrap().iter().map(|a| &a["id"]).collect();
+    assert_eq!(ids, [&json!(1), &json!(2)], "{answer}");
+    // The node was asked for a plain answer, which the gateway can merge.
+    assert!(s.backend.take().iter().all(|r| match r {
+        Received::Body(b) => !String::from_utf8_lossy(b).contains("admin"),
+        _ => true,
+    }));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_that_drips_is_refused_at_the_body_timeout() {
+    let s = setup("limits: { body_timeout: 1s }\n").await;
+    let body = br#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId"}"#;
+    let mut c = tokio::net::TcpStream::connect(s.listen).await.unwrap();
+    let head = format!(
+        "POST / HTTP/1.1\r\nhost: {HOST}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    c.write_all(&body[..10]).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut c, &mut answer),
+    )
+    .await
+    .expect("answered")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(wire::status(&answer), 408, "{answer}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert!(s.backend.take().is_empty(), "nothing reached the node");
 }

@@ -77,7 +77,8 @@ fn pool_status(pool: &Pool) -> PoolStatus {
             BackendStatus {
                 name: b.name().to_string(),
                 url: redacted(&b.config.http.url),
-                ws_url: redacted(&b.config.ws.url),
+                // Kept as the HTTP URL the upgrade is sent to; shown as the WebSocket URL it is.
+                ws_url: redacted(&b.config.ws.url).replacen("http", "ws", 1),
                 backup: b.config.backup,
                 headers: b
                     .config

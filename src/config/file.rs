@@ -171,8 +171,10 @@ pub struct LimitsSection {
     /// Largest total size of the request headers (names and values), in bytes. Default 16384.
     pub max_header_bytes: Option<usize>,
     /// Most bytes of request bodies and WebSocket messages held at once on one listener, beyond
-    /// the first 64 KiB of each. Default 268435456 (256 MiB).
+    /// the first 64 KiB of each. Default 67108864 (64 MiB).
     pub max_held_bytes: Option<usize>,
+    /// Longest time a request body read whole (execution pools) may take to arrive. Default 30s.
+    pub body_timeout: Option<String>,
 }
 
 /// One entry of a pool's `backends:`.

@@ -41,8 +41,11 @@ pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 /// Longest request URL accepted.
 pub const DEFAULT_MAX_URL_BYTES: usize = 8 * 1024;
-/// Bytes of request bodies and WebSocket messages held at once per listener: 256 MiB.
-pub const DEFAULT_MAX_HELD_BYTES: usize = 256 * 1024 * 1024;
+/// Longest time a body read whole may take to arrive: 30 s.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes of request bodies and WebSocket messages held at once per listener: 64 MiB (six bodies
+/// of the largest default size; the shipped container limits are 256 MiB).
+pub const DEFAULT_MAX_HELD_BYTES: usize = 64 * 1024 * 1024;
 /// Most request headers accepted.
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 /// Largest total size of request headers accepted.
@@ -89,6 +92,8 @@ pub struct Limits {
     /// Bytes of request bodies and WebSocket messages held at once per listener, beyond the
     /// first 64 KiB of each.
     pub max_held_bytes: usize,
+    /// Longest time a body the gateway reads whole may take to arrive.
+    pub body_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

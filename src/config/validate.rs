@@ -146,6 +146,11 @@ impl Validator {
                 limits.max_held_bytes,
                 DEFAULT_MAX_HELD_BYTES,
             ),
+            body_timeout: self.positive_duration(
+                "limits.body_timeout",
+                limits.body_timeout,
+                DEFAULT_BODY_TIMEOUT,
+            ),
         };
         if limits.max_held_bytes < limits.max_body_bytes {
             self.error(

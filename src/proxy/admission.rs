@@ -2,17 +2,21 @@
 //! and the JSON-RPC method policy (which needs the body, so small bodies are read here).
 
 use super::exchange::{client_bucket, refuse, write_json, write_reply};
+use super::held::{Share, FREE_BYTES};
 use super::policy::{self, Decision};
 use super::websocket::Closing;
-use super::{reply, rpc, Gateway, RequestCtx, WEBSOCKET_REFUSED};
+use super::{places, reply, rpc, Gateway, RequestCtx, WEBSOCKET_REFUSED};
 use crate::config::model::Limits;
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use pingora::ErrorType;
-use std::sync::atomic::Ordering;
 use tungstenite::protocol::frame::coding::CloseCode;
+
+/// Bodies and WebSocket messages larger than this are parsed on a blocking thread: tens of
+/// milliseconds of parsing must not hold up the other requests of a worker thread.
+const JUDGE_ELSEWHERE: usize = 1024 * 1024;
 
 /// How much of a request body is read before a backend is chosen.
 #[derive(Debug, Clone, Copy)]
@@ -49,8 +53,11 @@ impl Gateway {
             }
         }
         // In-flight limits, per listener and per client address; `logging` gives the slots back.
-        ctx.holds_request_slot = true;
-        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= self.max_requests {
+        let (place, within) = self
+            .in_flight
+            .take(places::Count::Requests, self.max_requests);
+        ctx.request_place = Some(place);
+        if !within {
             let message = format!(
                 "listener {} is at its cap of {} requests in flight",
                 self.listener, self.max_requests
@@ -63,11 +70,12 @@ impl Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip())
         {
-            let bucket = client_bucket(ip);
-            ctx.client_bucket = Some(bucket);
-            if self.per_client[bucket].fetch_add(1, Ordering::Relaxed)
-                >= self.max_requests_per_client
-            {
+            let (place, within) = self.in_flight.take(
+                places::Count::Client(client_bucket(ip)),
+                self.max_requests_per_client,
+            );
+            ctx.client_place = Some(place);
+            if !within {
                 let message = format!(
                     "more than {} requests in flight from {ip}",
                     self.max_requests_per_client
@@ -177,15 +185,31 @@ impl Gateway {
                 .await
                 .map_err(|e| e.into_down())?;
         }
-        let mut share = self.held.share();
+        // A part of the listener's budget, once the body is past what every request may hold.
+        let mut share: Option<Share> = None;
         let mut body = BytesMut::new();
-        while let Some(chunk) = session
-            .as_downstream_mut()
-            .read_request_body()
-            .await
-            .map_err(|e| e.into_down())?
-        {
-            if !share.hold(body.len() + chunk.len(), ctx.max_held) {
+        // However slowly it drips, the whole body arrives within the body timeout.
+        let deadline = tokio::time::Instant::now() + ctx.body_timeout;
+        loop {
+            let read = session.as_downstream_mut().read_request_body();
+            let chunk = match tokio::time::timeout_at(deadline, read).await {
+                Ok(chunk) => chunk.map_err(|e| e.into_down())?,
+                Err(_) => {
+                    let message =
+                        format!("request body not complete within {:?}", ctx.body_timeout);
+                    refuse(session, ctx, 408, &message).await?;
+                    return Ok(Body::Refused);
+                }
+            };
+            let Some(chunk) = chunk else {
+                break;
+            };
+            let holding = body.len() + chunk.len();
+            let within = holding <= FREE_BYTES
+                || share
+                    .get_or_insert_with(|| self.held.share())
+                    .hold(holding, ctx.max_held);
+            if !within {
                 self.held_full.inc();
                 let message = format!(
                     "listener {} holds its limit of {} bytes of request bodies; try again later",
@@ -211,8 +235,49 @@ impl Gateway {
             refuse(session, ctx, 413, &message).await?;
             return Ok(Body::Refused);
         }
-        ctx.held = Some(share);
+        ctx.held = share;
         Ok(Body::Held(body.freeze()))
+    }
+
+    /// Judges the client's next WebSocket bytes; returns what goes on to the backend, or the
+    /// error that ends a session the gateway closed.
+    pub(super) async fn judge_client_frames(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        chunk: Bytes,
+    ) -> Result<Bytes> {
+        let (Some(frames), Some(pool)) = (ctx.ws_frames.as_mut(), ctx.pool.clone()) else {
+            return Ok(chunk);
+        };
+        let max_body = ctx.max_body;
+        let judged = if frames.held() + chunk.len() > JUDGE_ELSEWHERE {
+            // A large message is parsed on a blocking thread, not on one that serves others.
+            let mut moved = std::mem::take(frames);
+            let (moved, judged) = tokio::task::spawn_blocking(move || {
+                let judged = moved.feed(&chunk, &pool.config.methods, max_body);
+                (moved, judged)
+            })
+            .await
+            .or_err(ErrorType::InternalError, "judging a WebSocket message")?;
+            *frames = moved;
+            judged
+        } else {
+            frames.feed(&chunk, &pool.config.methods, max_body)
+        };
+        let held = frames.held();
+        let judged = judged.and_then(|forward| {
+            let max = ctx.max_held;
+            if ctx.held.as_mut().is_none_or(|share| share.hold(held, max)) {
+                Ok(Bytes::from(forward))
+            } else {
+                Err(Closing::busy(max))
+            }
+        });
+        match judged {
+            Ok(forward) => Ok(forward),
+            Err(closing) => Err(self.close_websocket(session, ctx, closing).await),
+        }
     }
 
     /// Ends a client's WebSocket session that the gateway refuses: a close frame with the code
@@ -241,7 +306,9 @@ impl Gateway {
             CloseCode::Again => self.held_full.inc(),
             _ => self.websocket_protocol.inc(),
         }
-        if ctx.ws_server.at_boundary() {
+        // Before the upgrade (bytes sent with the upgrade request) there is no WebSocket to close:
+        // the error answers the request.
+        if session.as_downstream().was_upgraded() && ctx.ws_server.at_boundary() {
             let frame = Bytes::from(closing.frame());
             if let Err(e) = session
                 .as_downstream_mut()
@@ -273,7 +340,16 @@ impl Gateway {
         let Some(pool) = ctx.pool.clone() else {
             return Ok(Some(body.clone()));
         };
-        match policy::inspect(body, &pool.config.methods) {
+        let decision = if body.len() > JUDGE_ELSEWHERE {
+            // A large body is parsed on a blocking thread, not on one that serves others.
+            let (body, pool) = (body.clone(), pool.clone());
+            tokio::task::spawn_blocking(move || policy::inspect(&body, &pool.config.methods))
+                .await
+                .or_err(ErrorType::InternalError, "judging the request body")?
+        } else {
+            policy::inspect(body, &pool.config.methods)
+        };
+        match decision {
             Decision::Pass => Ok(Some(body.clone())),
             Decision::Answer(answer) => {
                 pool.metrics.denied.inc();

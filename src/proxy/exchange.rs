@@ -1,7 +1,8 @@
 //! Small pieces of the request/response exchange the gateway's hooks share: telling plain requests
 //! from sessions, reading request facts, and writing the gateway's own replies.
 
-use super::{policy, reply, RequestCtx, CLIENT_BUCKETS, MAX_ERROR_BODY_SCAN};
+use super::places::CLIENT_BUCKETS;
+use super::{policy, reply, RequestCtx, MAX_ERROR_BODY_SCAN};
 use crate::config::model::PoolKind;
 use crate::upstream::Traffic;
 use bytes::Bytes;

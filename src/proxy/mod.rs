@@ -9,6 +9,7 @@ mod admission;
 mod direct;
 mod exchange;
 pub mod held;
+mod places;
 pub mod policy;
 pub mod reply;
 pub mod routing;
@@ -33,7 +34,7 @@ use pingora::{ErrorSource, ErrorType, RetryType};
 use policy::Slot;
 use prometheus::IntCounter;
 use routing::RouteTable;
-use std::sync::atomic::{AtomicUsize, Ordering};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,19 +84,13 @@ pub struct Gateway {
     held: Arc<held::HeldBudget>,
     held_full: IntCounter,
     /// WebSocket sessions open on this listener, and their cap.
-    websockets: AtomicUsize,
     max_websockets: usize,
     auth: Option<Auth>,
-    /// Requests in flight on this listener, and per client address (hashed into buckets: two
-    /// addresses sharing a bucket share its count, which can only make the limit stricter).
-    in_flight: AtomicUsize,
-    per_client: Box<[AtomicUsize]>,
+    /// Requests and WebSocket sessions in flight on this listener, and requests per client.
+    in_flight: Arc<places::Counts>,
     max_requests: usize,
     max_requests_per_client: usize,
 }
-
-/// Buckets of the per-client request count.
-const CLIENT_BUCKETS: usize = 4096;
 
 impl Gateway {
     pub fn new(
@@ -117,11 +112,9 @@ impl Gateway {
             websocket_protocol: metrics.refused("websocket_protocol"),
             held: Arc::default(),
             held_full: metrics.refused("held_bytes"),
-            websockets: AtomicUsize::new(0),
             max_websockets: listener.max_websockets,
             auth: listener.auth.clone(),
-            in_flight: AtomicUsize::new(0),
-            per_client: (0..CLIENT_BUCKETS).map(|_| AtomicUsize::new(0)).collect(),
+            in_flight: Arc::default(),
             max_requests: listener.max_requests,
             max_requests_per_client: listener.max_requests_per_client,
         }
@@ -271,6 +264,7 @@ pub struct RequestCtx {
     /// This request's part of the listener's held bytes (a body read whole, a WebSocket message).
     held: Option<held::Share>,
     max_held: usize,
+    body_timeout: Duration,
     /// JSON-RPC methods of the request, for the access log.
     rpc_methods: Option<String>,
     pool: Option<Arc<Pool>>,
@@ -282,10 +276,10 @@ pub struct RequestCtx {
     attempts: u32,
     traffic: Traffic,
     /// This request counts against the listener's WebSocket cap.
-    holds_websocket_slot: bool,
+    websocket_place: Option<places::Place>,
     /// This request counts against the listener's in-flight cap, and its client's.
-    holds_request_slot: bool,
-    client_bucket: Option<usize>,
+    request_place: Option<places::Place>,
+    client_place: Option<places::Place>,
     /// Index into the backend's `sessions_open` gauges while a session is open.
     session_open: Option<usize>,
     upstream_start: Option<Instant>,
@@ -325,8 +319,11 @@ impl ProxyHttp for Gateway {
         ctx.retries = routing.retries;
         ctx.traffic = traffic_of(session.req_header(), session.is_upgrade_req(), kind);
         if ctx.traffic == Traffic::WebSocket {
-            ctx.holds_websocket_slot = true;
-            if self.websockets.fetch_add(1, Ordering::Relaxed) >= self.max_websockets {
+            let (place, within) = self
+                .in_flight
+                .take(places::Count::WebSockets, self.max_websockets);
+            ctx.websocket_place = Some(place);
+            if !within {
                 let message = format!(
                     "listener {} is at its cap of {} WebSocket sessions; try again later",
                     self.listener, self.max_websockets
@@ -349,6 +346,7 @@ impl ProxyHttp for Gateway {
         }
         ctx.max_body = limits.max_body_bytes;
         ctx.max_held = limits.max_held_bytes;
+        ctx.body_timeout = limits.body_timeout;
         let execution = kind == PoolKind::Execution;
         if ctx.traffic == Traffic::WebSocket && execution {
             ctx.ws_frames = Some(websocket::ClientFrames::default());
@@ -393,23 +391,10 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(frames) = ctx.ws_frames.as_mut() {
+        if ctx.ws_frames.is_some() {
             // Client WebSocket messages are judged like request bodies.
-            if let (Some(chunk), Some(pool)) = (body.as_ref(), ctx.pool.as_ref()) {
-                let judged = frames
-                    .feed(chunk, &pool.config.methods, ctx.max_body)
-                    .and_then(|forward| {
-                        let (held, max) = (frames.held(), ctx.max_held);
-                        if ctx.held.as_mut().is_none_or(|share| share.hold(held, max)) {
-                            Ok(forward)
-                        } else {
-                            Err(websocket::Closing::busy(max))
-                        }
-                    });
-                match judged {
-                    Ok(forward) => *body = Some(Bytes::from(forward)),
-                    Err(closing) => return Err(self.close_websocket(session, ctx, closing).await),
-                }
+            if let Some(chunk) = body.take() {
+                *body = Some(self.judge_client_frames(session, ctx, chunk).await?);
             }
             return Ok(());
         }
@@ -454,6 +439,10 @@ impl ProxyHttp for Gateway {
         if self.auth.is_some() {
             // The gateway's credentials are not the backend's business.
             upstream_request.remove_header(&http::header::AUTHORIZATION);
+        }
+        if ctx.plan.is_some() {
+            // The answer to a trimmed batch is merged with the gateway's own: it must come plain.
+            upstream_request.remove_header(&http::header::ACCEPT_ENCODING);
         }
         if ctx.ws_frames.is_some() {
             // A compressed message could not be judged: no extension is negotiated, so a frame
@@ -702,15 +691,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        if ctx.holds_websocket_slot {
-            self.websockets.fetch_sub(1, Ordering::Relaxed);
-        }
-        if ctx.holds_request_slot {
-            self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        }
-        if let Some(bucket) = ctx.client_bucket {
-            self.per_client[bucket].fetch_sub(1, Ordering::Relaxed);
-        }
+        // Give the places back now rather than when the context goes (they would be given
+        // back then too, whatever ended the request).
+        ctx.websocket_place = None;
+        ctx.request_place = None;
+        ctx.client_place = None;
         let status = session
             .as_downstream()
             .response_written()

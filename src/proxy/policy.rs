@@ -31,6 +31,8 @@ pub const METHOD_DENIED: i64 = -32601;
 pub const INVALID_REQUEST: i64 = -32600;
 /// JSON-RPC error code for a body that is not JSON.
 pub const PARSE_ERROR: i64 = -32700;
+/// JSON-RPC error code for a call of a merged batch that the node left unanswered.
+pub const NO_ANSWER: i64 = -32603;
 
 /// Which methods a pool forwards. Patterns are exact names or prefixes ending in `*`, compared
 /// without regard to case.
@@ -44,11 +46,11 @@ pub struct MethodPolicy {
 
 fn matches(pattern: &str, method: &str) -> bool {
     match pattern.strip_suffix('*') {
-        Some(prefix) => {
-            method.len() >= prefix.len()
-                && method[..prefix.len()].eq_ignore_ascii_case(prefix)
-                && method.is_char_boundary(prefix.len())
-        }
+        // `get` is `None` past the end and inside a character (`"debugé"` has no 6-byte
+        // prefix): no match, never a panic.
+        Some(prefix) => method
+            .get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix)),
         None => pattern.eq_ignore_ascii_case(method),
     }
 }
@@ -121,6 +123,9 @@ impl Call<'_> {
 pub enum Request<'a> {
     Single(Call<'a>),
     Batch(Vec<(&'a RawValue, Call<'a>)>),
+    /// A batch of this many elements, more than the policy's `max_batch`: only counted (no
+    /// element was read into anything), so its size costs the gateway nothing per element.
+    TooLarge(usize),
 }
 
 /// Parses a body the way the policy judges it: the whole body must be valid JSON (serde_json,
@@ -128,22 +133,14 @@ pub enum Request<'a> {
 /// case, duplicates included, must name a permitted method. Keys and names are read after JSON
 /// unescaping, so `"\u006dethod"` and `"admin\u005fpeers"` are what they spell.
 pub fn parse<'a>(body: &'a [u8], policy: &MethodPolicy) -> serde_json::Result<Request<'a>> {
-    if skip_ws(body).first() == Some(&b'[') {
-        let items: Vec<&RawValue> = serde_json::from_slice(body)?;
-        let calls = items
-            .into_iter()
-            .map(|raw| Ok((raw, call(raw.get().as_bytes(), policy)?)))
-            .collect::<serde_json::Result<_>>()?;
-        return Ok(Request::Batch(calls));
-    }
-    call(body, policy).map(Request::Single)
-}
-
-fn call<'a>(text: &'a [u8], policy: &MethodPolicy) -> serde_json::Result<Call<'a>> {
-    let mut de = serde_json::Deserializer::from_slice(text);
-    let call = CallSeed { policy }.deserialize(&mut de)?;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let request = if skip_ws(body).first() == Some(&b'[') {
+        de.deserialize_seq(BatchSeed { policy })?
+    } else {
+        Request::Single(CallSeed { policy }.deserialize(&mut de)?)
+    };
     de.end()?;
-    Ok(call)
+    Ok(request)
 }
 
 /// Decides what to do with a JSON-RPC request body sent over HTTP.
@@ -166,24 +163,22 @@ pub fn inspect(body: &[u8], policy: &MethodPolicy) -> Decision {
                 None => Decision::Pass,
             }
         }
-        Request::Batch(items) => items,
+        Request::Batch(items) if !items.is_empty() => items,
+        Request::Batch(_) | Request::TooLarge(_) => {
+            let message = match request {
+                Request::TooLarge(n) => format!(
+                    "batch of {n} requests; this gateway takes at most {}",
+                    policy.max_batch
+                ),
+                _ => "empty batch".to_string(),
+            };
+            return Decision::Answer(
+                error(&Value::Null, INVALID_REQUEST, &message)
+                    .to_string()
+                    .into_bytes(),
+            );
+        }
     };
-    if items.is_empty() || items.len() > policy.max_batch {
-        let message = if items.is_empty() {
-            "empty batch".to_string()
-        } else {
-            format!(
-                "batch of {} requests; this gateway takes at most {}",
-                items.len(),
-                policy.max_batch
-            )
-        };
-        return Decision::Answer(
-            error(&Value::Null, INVALID_REQUEST, &message)
-                .to_string()
-                .into_bytes(),
-        );
-    }
     if items
         .iter()
         .all(|(_, call)| call.verdict == Verdict::Permitted)
@@ -200,8 +195,8 @@ pub fn inspect(body: &[u8], policy: &MethodPolicy) -> Decision {
             Some(answer) => plan.push(Slot::Answered(answer)),
             None => {
                 forward.push(raw.get());
-                if call.id.is_some() {
-                    plan.push(Slot::Forwarded(call.id_value().to_string()));
+                if let Some(id) = call.id {
+                    plan.push(Slot::Forwarded(id.get().to_string()));
                 }
             }
         }
@@ -209,7 +204,7 @@ pub fn inspect(body: &[u8], policy: &MethodPolicy) -> Decision {
     if forward.is_empty() {
         return Decision::Answer(answers_body(plan.into_iter().filter_map(
             |slot| match slot {
-                Slot::Answered(v) => Some(v),
+                Slot::Answered(v) => Some(v.to_string()),
                 Slot::Forwarded(_) => None,
             },
         )));
@@ -235,51 +230,125 @@ fn refusal(call: &Call) -> Option<Value> {
 
 /// A batch's answers as a body: a JSON array, or nothing at all when no element expects an
 /// answer (JSON-RPC 2.0: never an empty array).
-fn answers_body(answers: impl Iterator<Item = Value>) -> Vec<u8> {
-    let answers: Vec<Value> = answers.collect();
-    if answers.is_empty() {
-        Vec::new()
-    } else {
-        Value::Array(answers).to_string().into_bytes()
+fn answers_body<S: AsRef<str>>(answers: impl Iterator<Item = S>) -> Vec<u8> {
+    let mut body = Vec::new();
+    for answer in answers {
+        body.push(if body.is_empty() { b'[' } else { b',' });
+        body.extend_from_slice(answer.as_ref().as_bytes());
     }
+    if !body.is_empty() {
+        body.push(b']');
+    }
+    body
 }
 
 /// Puts a rewritten batch back together in the client's order: each forwarded element's answer
-/// is found by its id (the backend may answer in any order, and sends nothing for
-/// notifications), the gateway's own errors stand in place, and answers the plan does not know
-/// (an error with a null id, say) follow at the end. `None` when the backend's answer is not a
-/// JSON array (a single error for the whole batch): it is passed on unchanged then.
+/// is found by its id, compared as the JSON text the client sent (nodes echo it as it came, so
+/// big numbers and escapes match exactly); the backend may answer in any order and sends nothing
+/// for notifications. The gateway's own errors stand in place; answers the plan does not know
+/// (an error with a null id, say) follow at the end; a call the node left unanswered gets an
+/// error of the gateway's. The backend's answers keep their bytes.
+/// `None` when its answer is not a JSON array (a single error for the whole batch): it is passed
+/// on unchanged then.
 pub fn merge(plan: &[Slot], backend_answer: &[u8]) -> Option<Vec<u8>> {
-    let answers: Vec<Value> = if skip_ws(backend_answer).is_empty() {
+    let answers: Vec<&RawValue> = if skip_ws(backend_answer).is_empty() {
         Vec::new()
     } else {
-        match serde_json::from_slice::<Value>(backend_answer) {
-            Ok(Value::Array(answers)) => answers,
-            _ => return None,
-        }
+        serde_json::from_slice(backend_answer).ok()?
     };
-    let mut by_id: HashMap<String, VecDeque<Value>> = HashMap::new();
+    let mut by_id: HashMap<&str, VecDeque<&str>> = HashMap::new();
     let mut unknown = Vec::new();
     for answer in answers {
-        match answer.get("id") {
-            Some(id) if !id.is_null() => by_id.entry(id.to_string()).or_default().push_back(answer),
-            _ => unknown.push(answer),
+        let mut de = serde_json::Deserializer::from_str(answer.get());
+        match EchoedId.deserialize(&mut de) {
+            Ok(Some(id)) => by_id.entry(id.get()).or_default().push_back(answer.get()),
+            _ => unknown.push(answer.get().to_string()),
         }
     }
-    let mut merged = Vec::with_capacity(plan.len());
+    let mut merged: Vec<String> = Vec::with_capacity(plan.len());
     for slot in plan {
         match slot {
-            Slot::Forwarded(id) => {
-                if let Some(answer) = by_id.get_mut(id).and_then(VecDeque::pop_front) {
-                    merged.push(answer);
-                }
-            }
-            Slot::Answered(v) => merged.push(v.clone()),
+            Slot::Forwarded(id) => match by_id.get_mut(id.as_str()).and_then(VecDeque::pop_front) {
+                Some(answer) => merged.push(answer.to_string()),
+                // A call the node left unanswered still gets an answer: a client library
+                // waits for every id it sent.
+                None => merged.push(format!(
+                    r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{NO_ANSWER},"message":"the node sent no answer for this call"}}}}"#
+                )),
+            },
+            Slot::Answered(v) => merged.push(v.to_string()),
         }
     }
-    merged.extend(by_id.into_values().flatten());
+    merged.extend(by_id.into_values().flatten().map(str::to_string));
     merged.extend(unknown);
-    Some(answers_body(merged.into_iter()))
+    Some(answers_body(merged.iter()))
+}
+
+/// Reads a batch: each element's text and verdict, for up to `max_batch` elements; past that,
+/// the rest is only counted.
+struct BatchSeed<'p> {
+    policy: &'p MethodPolicy,
+}
+
+impl<'de> Visitor<'de> for BatchSeed<'_> {
+    type Value = Request<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON-RPC batch")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Request<'de>, A::Error> {
+        let mut items = Vec::new();
+        while let Some(raw) = seq.next_element::<&RawValue>()? {
+            if items.len() == self.policy.max_batch {
+                let mut count = items.len() + 1;
+                while seq.next_element::<IgnoredAny>()?.is_some() {
+                    count += 1;
+                }
+                return Ok(Request::TooLarge(count));
+            }
+            let mut de = serde_json::Deserializer::from_str(raw.get());
+            let call = CallSeed {
+                policy: self.policy,
+            }
+            .deserialize(&mut de)
+            .map_err(serde::de::Error::custom)?;
+            items.push((raw, call));
+        }
+        Ok(Request::Batch(items))
+    }
+}
+
+/// The `id` of an answer object, as its raw JSON text (`null` included); `None` without one.
+struct EchoedId;
+
+impl<'de> DeserializeSeed<'de> for EchoedId {
+    type Value = Option<&'de RawValue>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EchoedId {
+    type Value = Option<&'de RawValue>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON-RPC answer")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut id = None;
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Id => id = Some(map.next_value::<&RawValue>()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(id)
+    }
 }
 
 /// Reads one request object: its id and every method key, without building a tree.
@@ -320,8 +389,9 @@ impl<'de> Visitor<'de> for CallSeed<'_> {
                         None => Verdict::Invalid("the method must be a string"),
                     };
                 }
-                Key::Id if id.is_none() => id = Some(map.next_value::<&RawValue>()?),
-                Key::Id | Key::Other => {
+                // The last one, as Go's decoder keeps.
+                Key::Id => id = Some(map.next_value::<&RawValue>()?),
+                Key::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
@@ -558,23 +628,102 @@ mod tests {
 
     #[test]
     fn tricks_do_not_get_past() {
-        for body in [
-            &br#"{"id":1,"METHOD":"admin_addPeer"}"#[..],
-            br#"{"id":1,"\u006dethod":"admin_addPeer"}"#,
-            br#"{"id":1,"method":"admin\u005faddPeer"}"#,
-            br#"{"id":1,"method":"eth_call","method":"admin_addPeer"}"#,
-            br#"{"id":1,"method":"admin_addPeer","method":"eth_call"}"#,
-            br#"{"id":1,"method":"admin_addPeer","Method":"eth_call"}"#,
-            br#"{"id":1,"method" : "debug_setHead"}"#,
-            br#"{"id":1,"method":["admin_addPeer"]}"#,
-            br#"{"id":1,"method":"eth_call"} {"id":2,"method":"admin_addPeer"}"#,
+        for (body, code) in [
+            (&br#"{"id":1,"METHOD":"admin_addPeer"}"#[..], METHOD_DENIED),
+            (br#"{"id":1,"\u006dethod":"admin_addPeer"}"#, METHOD_DENIED),
+            (br#"{"id":1,"method":"admin\u005faddPeer"}"#, METHOD_DENIED),
+            (
+                br#"{"id":1,"method":"eth_call","method":"admin_addPeer"}"#,
+                METHOD_DENIED,
+            ),
+            (
+                br#"{"id":1,"method":"admin_addPeer","method":"eth_call"}"#,
+                METHOD_DENIED,
+            ),
+            (
+                br#"{"id":1,"method":"admin_addPeer","Method":"eth_call"}"#,
+                METHOD_DENIED,
+            ),
+            (br#"{"id":1,"method" : "debug_setHead"}"#, METHOD_DENIED),
+            (
+                "{\"id\":1,\"method\":\"admin_é\"}".as_bytes(),
+                METHOD_DENIED,
+            ),
+            (br#"{"id":1,"method":["admin_addPeer"]}"#, INVALID_REQUEST),
+            (
+                br#"{"id":1,"method":"eth_call"} {"id":2,"method":"admin_addPeer"}"#,
+                PARSE_ERROR,
+            ),
         ] {
-            assert!(
-                matches!(inspect(body, &policy()), Decision::Answer(_)),
+            let Decision::Answer(answer) = inspect(body, &policy()) else {
+                panic!("{}", String::from_utf8_lossy(body))
+            };
+            let answer: Value = serde_json::from_slice(&answer).unwrap();
+            assert_eq!(
+                answer["error"]["code"],
+                code,
                 "{}",
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn names_that_are_not_ascii_never_cut_a_character() {
+        // Each default prefix with a two-byte character across its end.
+        for prefix in DEFAULT_DENY {
+            let stem = prefix.trim_end_matches('*');
+            for cut in 1..stem.len() {
+                let name = format!("{}é{}", &stem[..cut], &stem[cut..]);
+                let body = format!(r#"{{"id":1,"method":"{name}"}}"#);
+                assert_eq!(
+                    inspect(body.as_bytes(), &policy()),
+                    Decision::Pass,
+                    "{name}"
+                );
+            }
+            let name = format!("{stem}é");
+            assert!(!policy().permits(&name), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_huge_batch_is_counted_not_read() {
+        let body = format!("[{}1]", "1,".repeat(100_000));
+        let Decision::Answer(answer) = inspect(body.as_bytes(), &policy()) else {
+            panic!()
+        };
+        let answer: Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(answer["error"]["code"], INVALID_REQUEST);
+        assert!(answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("batch of 100001 requests"));
+        // Still a full parse: a broken tail is not valid JSON.
+        let broken = format!("[{}1", "1,".repeat(100));
+        let Decision::Answer(answer) = inspect(broken.as_bytes(), &policy()) else {
+            panic!()
+        };
+        assert!(String::from_utf8_lossy(&answer).contains(&PARSE_ERROR.to_string()));
+    }
+
+    #[test]
+    fn ids_match_as_written_big_numbers_and_null_included() {
+        let body = br#"[{"id":100000000000000000001,"method":"eth_call"},{"id":100000000000000000002,"method":"eth_call"},{"id":null,"method":"eth_call"},{"id":"x","method":"admin_x"}]"#;
+        let roomy = MethodPolicy {
+            max_batch: 10,
+            ..policy()
+        };
+        let Decision::Rewrite { plan, .. } = inspect(body, &roomy) else {
+            panic!()
+        };
+        let backend = br#"[{"id":null,"result":"n"},{"id":100000000000000000002,"result":"b"},{"id":100000000000000000001,"result":"a"}]"#;
+        let merged = String::from_utf8(merge(&plan, backend).unwrap()).unwrap();
+        let a = merged.find(r#""result":"a""#).unwrap();
+        let b = merged.find(r#""result":"b""#).unwrap();
+        let n = merged.find(r#""result":"n""#).unwrap();
+        let x = merged.find(r#""id":"x""#).unwrap();
+        assert!(a < b && b < n && n < x, "{merged}");
     }
 
     fn ids(body: &[u8]) -> Vec<Value> {
@@ -645,6 +794,10 @@ mod tests {
             inspect(br#"[{"method":"admin_x"}]"#, &policy()),
             Decision::Answer(Vec::new())
         );
+        // A call the node left unanswered is answered all the same.
+        let merged = merge(&plan, b"[]").unwrap();
+        assert_eq!(ids(&merged), [json!("d"), json!(9)]);
+        assert!(String::from_utf8_lossy(&merged).contains(&NO_ANSWER.to_string()));
         // An answer the plan does not know is kept, not dropped.
         let merged = merge(
             &[Slot::Forwarded("1".into())],

@@ -282,6 +282,8 @@ fn judge(message: &[u8], policy: &MethodPolicy) -> Option<Vec<u8>> {
     };
     match request {
         Request::Single(call) => stand_in(&call).map(String::into_bytes),
+        // One call in place of a batch over the limit: its elements are never expanded.
+        Request::TooLarge(_) => Some(placeholder(Some(&Value::Null)).to_string().into_bytes()),
         Request::Batch(items) => {
             if items.iter().all(|(_, c)| c.verdict == Verdict::Permitted) {
                 return None;
@@ -436,13 +438,48 @@ mod tests {
     }
 
     #[test]
-    fn held_bytes_stay_within_one_message() {
+    fn held_bytes_are_what_arrived_of_one_message_and_go_when_it_is_through() {
         let mut judge = ClientFrames::default();
-        let message = client_frame(true, 1, &[b' '; 1000]);
+        let call = format!(
+            r#"{{"id":1,"method":"eth_call","params":["{}"]}}"#,
+            "x".repeat(950)
+        );
+        let message = client_frame(true, 1, call.as_bytes());
+        let mut fed = 0;
         for piece in message[..900].chunks(100) {
+            fed += piece.len();
             assert!(judge.feed(piece, &policy(), 1000).unwrap().is_empty());
+            assert_eq!(
+                judge.held(),
+                fed,
+                "held is what came, not what was declared"
+            );
         }
-        assert!(judge.pending.len() <= 1000 + 14);
+        assert_eq!(
+            judge.feed(&message[900..], &policy(), 1000).unwrap(),
+            message
+        );
+        assert_eq!(judge.held(), 0);
+        // A large frame's room is given back once it is through.
+        let big = client_frame(true, 1, &vec![b' '; 200_000]);
+        judge.feed(&big, &policy(), 1 << 20).unwrap();
+        assert!(judge.pending.capacity() <= FREE_BYTES);
+    }
+
+    #[test]
+    fn a_batch_over_the_limit_becomes_one_call_and_is_never_expanded() {
+        let small = MethodPolicy {
+            max_batch: 3,
+            ..policy()
+        };
+        let batch = format!("[{}1]", "1,".repeat(5000));
+        let out = ClientFrames::default()
+            .feed(&client_frame(true, 1, batch.as_bytes()), &small, 1 << 20)
+            .unwrap();
+        let got = frames(&out);
+        let call: Value = serde_json::from_slice(&got[0].1).unwrap();
+        assert_eq!(call["method"], DENIED_PLACEHOLDER);
+        assert!(got[0].1.len() < 100);
     }
 
     #[test]

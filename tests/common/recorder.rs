@@ -73,6 +73,23 @@ async fn http(seen: Seen, headers: HeaderMap, body: axum::body::Bytes) -> Respon
         seen.lock().unwrap().push(Received::Body(body.to_vec()));
     }
     let answer = answer(&body).unwrap_or_default();
+    // Like geth, answer compressed to a client that accepts it.
+    let gzip = headers
+        .get("accept-encoding")
+        .is_some_and(|v| String::from_utf8_lossy(v.as_bytes()).contains("gzip"));
+    if gzip {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut encoder, answer.as_bytes()).unwrap();
+        let compressed = encoder.finish().unwrap();
+        return (
+            [
+                ("content-type", "application/json"),
+                ("content-encoding", "gzip"),
+            ],
+            compressed,
+        )
+            .into_response();
+    }
     ([("content-type", "application/json")], answer).into_response()
 }
 

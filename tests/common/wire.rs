@@ -175,3 +175,30 @@ pub async fn read_until_close(s: &mut TcpStream, within: Duration) -> (Option<u1
         }
     }
 }
+
+/// The JSON body of a raw HTTP answer (chunked or not); `null` when it has none.
+pub fn json_body(answer: &str) -> serde_json::Value {
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let chunked = answer
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if size == 0 {
+                break;
+            }
+            let (Some(piece), Some(next)) = (tail.get(..size), tail.get(size + 2..)) else {
+                break;
+            };
+            out.push_str(piece);
+            rest = next;
+        }
+        out
+    } else {
+        body.to_string()
+    };
+    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+}
