@@ -210,4 +210,6 @@ pub struct TimeoutSection {
     pub connect: Option<String>,
     pub response: Option<String>,
     pub websocket_idle: Option<String>,
+    /// A kept-alive connection to a backend unused this long is closed, not reused. Default 30s.
+    pub backend_idle: Option<String>,
 }

@@ -17,6 +17,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
 /// A WebSocket with no traffic either way for this long is closed; haproxy's `timeout tunnel`.
 pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Longest a kept-alive backend connection is kept unused: 30 s, well below what NATs and Docker
+/// Swarm's IPVS (900 s) allow an idle flow before they forget it without a word.
+pub const DEFAULT_BACKEND_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many more backends a failed request is tried on; haproxy's `retries`.
 pub const DEFAULT_RETRIES: u32 = 2;
 /// Time between two health checks of a backend.
@@ -156,6 +159,8 @@ pub struct Timeouts {
     pub connect: Duration,
     pub response: Duration,
     pub websocket_idle: Duration,
+    /// Longest a kept-alive backend connection waits unused before it is closed.
+    pub backend_idle: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

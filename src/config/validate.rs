@@ -201,6 +201,11 @@ impl Validator {
                 timeouts.websocket_idle,
                 DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
             ),
+            backend_idle: self.positive_duration(
+                "timeouts.backend_idle",
+                timeouts.backend_idle,
+                DEFAULT_BACKEND_IDLE_TIMEOUT,
+            ),
         };
         let retries = match retries {
             Value::Null => DEFAULT_RETRIES,

@@ -209,15 +209,7 @@ impl Gateway {
             }
         }
         if judged && is_timeout(&e) {
-            if let Some(backend) = self.backend(ctx) {
-                backend.fail_passively(&format!(
-                    "no answer within the response timeout ({})",
-                    e.etype().as_str()
-                ));
-            }
-            if let Some(pool) = self.pool(ctx) {
-                pool.note_active();
-            }
+            self.timed_out(session, ctx, &e);
         }
         let mut e = e.more_context(format!("backend {name}"));
         let retry = self.may_retry(session, ctx) && {
@@ -232,6 +224,41 @@ impl Gateway {
         };
         e.set_retry(retry);
         e
+    }
+
+    /// A request got no answer within the response timeout. One expensive call (a wide
+    /// `eth_getLogs`) times out on every node alike, so a timeout is one failed check's worth,
+    /// and never takes a pool's last healthy backend: only its health checks may.
+    fn timed_out(&self, session: &Session, ctx: &RequestCtx, e: &Error) {
+        let (Some(backend), Some(pool)) = (self.backend(ctx), self.pool(ctx)) else {
+            return;
+        };
+        let others_up = pool
+            .backends
+            .iter()
+            .any(|b| b.index != backend.index && b.is_up());
+        if others_up || !backend.is_up() {
+            backend.count_failure(&format!(
+                "no answer within the response timeout ({})",
+                e.etype().as_str()
+            ));
+            pool.note_active();
+            return;
+        }
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let methods = ctx.body.as_deref().map(rpc::methods).unwrap_or_default();
+        tracing::warn!(
+            pool = %pool.name(),
+            backend = %backend.name(),
+            client = %client.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+            rpc = %methods,
+            "a request timed out on the pool's last healthy backend, which stays in rotation: \
+             the request is the likely cause (an expensive call), not the node; its health \
+             checks still judge it"
+        );
     }
 
     /// Whether a failed attempt may be sent again: nothing reached the client yet, the body can

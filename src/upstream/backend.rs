@@ -69,6 +69,8 @@ struct PeerTemplate {
     read: Duration,
     /// Longest silence on a session (WebSocket or SSE).
     session_idle: Duration,
+    /// Longest a pooled connection waits unused.
+    backend_idle: Duration,
     group_key: u64,
     connector: Arc<SessionConnector>,
     /// The gateway's own connections are made to the HTTP endpoint only (plain requests).
@@ -130,6 +132,7 @@ impl Backend {
                     connect: timeouts.connect,
                     read: timeouts.response,
                     session_idle: timeouts.websocket_idle,
+                    backend_idle: timeouts.backend_idle,
                     group_key: h.finish(),
                     connector: connector.clone(),
                     direct,
@@ -319,16 +322,22 @@ impl Upstream {
             peer.options.read_timeout = Some(read);
             peer.options.write_timeout = Some(read);
             peer.options.ca = t.ca.clone();
+            peer.options.idle_timeout = Some(t.backend_idle);
+            peer.options.tcp_keepalive = Some(connections::keepalive());
             peer
         };
         let plain = build(t.read);
         let mut session = build(t.session_idle);
         session.options.custom_l4 = Some(t.connector.clone());
         session.group_key = t.group_key.wrapping_add(1);
-        let direct = t
-            .direct
-            .as_ref()
-            .map(|d| Arc::new(Connections::new(addr, d.tls.clone(), t.connect)));
+        let direct = t.direct.as_ref().map(|d| {
+            Arc::new(Connections::new(
+                addr,
+                d.tls.clone(),
+                t.connect,
+                t.backend_idle,
+            ))
+        });
         self.peers.store(Some(Arc::new(Peers {
             plain,
             session,

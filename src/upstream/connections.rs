@@ -3,21 +3,27 @@
 //! single write, header and body together; Pingora's client writes and flushes them apart, which
 //! made the extra send the largest cost of a small JSON-RPC call.
 //!
-//! Idle connections wait in a lock-free queue. A connection the backend closed while idle is
-//! dropped when taken; one it closes as the request goes out is marked as reused in its lease, so
-//! the caller may send again on a fresh connection without blaming the backend.
+//! Idle connections wait on a stack: the most recently used goes out first, so a quiet gateway
+//! keeps reusing a few warm connections instead of cycling through every one it ever opened. One
+//! unused for `timeouts.backend_idle` is closed rather than reused: NATs and Docker Swarm's IPVS
+//! forget idle flows without a word, and a request sent on such a connection would wait for an
+//! answer that never comes. TCP keepalive probes run on every connection. A connection the backend
+//! closed while idle is dropped when taken; one it closes as the request goes out is marked as
+//! reused in its lease, so the caller may send again on a fresh connection without blaming the
+//! backend.
 
 use bytes::Bytes;
-use crossbeam_queue::ArrayQueue;
 use http_body_util::Full;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use pingora::prelude::fast_timeout::fast_timeout;
+use pingora::protocols::l4::ext::TcpKeepalive;
 use pingora::{Error, ErrorSource, ErrorType};
 use rustls_pki_types::ServerName;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -28,12 +34,26 @@ pub type Sender = SendRequest<Full<Bytes>>;
 /// connections past it are closed when their request ends.
 const IDLE_PER_ENDPOINT: usize = 1024;
 
+/// TCP keepalive on backend connections: probes after 15 s of silence, every 5 s, 3 of them.
+pub fn keepalive() -> TcpKeepalive {
+    TcpKeepalive {
+        idle: Duration::from_secs(15),
+        interval: Duration::from_secs(5),
+        count: 3,
+        #[cfg(target_os = "linux")]
+        user_timeout: Duration::ZERO,
+    }
+}
+
 /// How to reach one endpoint at one address.
 pub struct Connections {
     addr: SocketAddr,
     tls: Option<TlsTarget>,
     connect_timeout: Duration,
-    idle: ArrayQueue<Sender>,
+    /// Longest a connection waits unused before it is closed.
+    idle_timeout: Duration,
+    /// Idle connections and when each went idle: oldest at the front, next to use at the back.
+    idle: Mutex<VecDeque<(Sender, Instant)>>,
 }
 
 /// The TLS side of an `https`/`wss` endpoint: client settings and the name its certificate must bear.
@@ -61,21 +81,37 @@ pub struct Lease {
 }
 
 impl Connections {
-    pub fn new(addr: SocketAddr, tls: Option<TlsTarget>, connect_timeout: Duration) -> Self {
+    pub fn new(
+        addr: SocketAddr,
+        tls: Option<TlsTarget>,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
         Connections {
             addr,
             tls,
             connect_timeout,
-            idle: ArrayQueue::new(IDLE_PER_ENDPOINT),
+            idle_timeout,
+            idle: Mutex::new(VecDeque::new()),
         }
     }
 
-    /// An idle connection that is still open, or else a new one.
+    fn idle(&self) -> std::sync::MutexGuard<'_, VecDeque<(Sender, Instant)>> {
+        // A poisoned lock only means a panic elsewhere mid-push; the queue is still usable.
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently used idle connection that is still open and not idle too long, or else
+    /// a new one.
     pub async fn lease(&self) -> Result<Lease, Box<Error>> {
-        while let Some(mut sender) = self.idle.pop() {
-            // Closed by the backend while idle: the connection task has seen its end. One that is
-            // still not ready after the connect timeout is stuck, and dropped.
-            if sender.is_closed() {
+        loop {
+            let Some((mut sender, since)) = self.idle().pop_back() else {
+                break;
+            };
+            // Idle too long: a middlebox may have forgotten it. Closed by the backend while idle:
+            // the connection task has seen its end. One still not ready after the connect
+            // timeout is stuck. Each is dropped.
+            if since.elapsed() >= self.idle_timeout || sender.is_closed() {
                 continue;
             }
             if !matches!(
@@ -100,10 +136,17 @@ impl Connections {
     /// the next request yet (the connection task finishes the answer on its own time): `lease`
     /// waits for that.
     pub fn give_back(&self, sender: Sender) {
-        if !sender.is_closed() {
-            // A full queue drops the connection, which closes it.
-            let _ = self.idle.push(sender);
+        if sender.is_closed() {
+            return;
         }
+        let mut idle = self.idle();
+        // The oldest connections go when they expire or the queue is full (dropping one closes it).
+        while idle.front().is_some_and(|(_, since)| {
+            since.elapsed() >= self.idle_timeout || idle.len() >= IDLE_PER_ENDPOINT
+        }) {
+            idle.pop_front();
+        }
+        idle.push_back((sender, Instant::now()));
     }
 
     /// A new connection, past the idle ones.
@@ -120,6 +163,10 @@ impl Connections {
             })?;
             // Small requests and answers must not wait for more to fill a segment.
             let _ = tcp.set_nodelay(true);
+            // A connection the network lost shows up as an error, not as a silent wait.
+            if let Err(e) = pingora::protocols::l4::ext::set_tcp_keepalive(&tcp, &keepalive()) {
+                tracing::debug!(error = %e, "TCP keepalive not set");
+            }
             match &self.tls {
                 None => handshake(tcp).await,
                 Some(tls) => {

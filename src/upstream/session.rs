@@ -142,6 +142,12 @@ impl L4Connect for SessionConnector {
         };
         tcp.set_nodelay(true)
             .or_err(ErrorType::ConnectError, "setting TCP_NODELAY")?;
+        // A session idles for up to an hour: a backend the network lost must show as an error.
+        if let Err(e) =
+            pingora::protocols::l4::ext::set_tcp_keepalive(&tcp, &super::connections::keepalive())
+        {
+            tracing::debug!(error = %e, "TCP keepalive not set on a session");
+        }
         let socket = CuttableSocket {
             tcp,
             handle: self.sessions.register(),

@@ -10,6 +10,9 @@ use ssv_ha::health::PROBE_USER_AGENT;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+/// A method the recorder answers only after 3 s (a wide `eth_getLogs`, say).
+pub const SLOW_METHOD: &str = "test_slowCall";
+
 /// One thing a client's traffic brought to the backend.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Received {
@@ -71,6 +74,10 @@ async fn http(seen: Seen, headers: HeaderMap, body: axum::body::Bytes) -> Respon
         .is_some_and(|ua| ua.as_bytes() == PROBE_USER_AGENT.as_bytes());
     if !probe {
         seen.lock().unwrap().push(Received::Body(body.to_vec()));
+    }
+    // An expensive call: answered, but only after a while.
+    if String::from_utf8_lossy(&body).contains(SLOW_METHOD) {
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     }
     let answer = answer(&body).unwrap_or_default();
     // Like geth, answer compressed to a client that accepts it.

@@ -1,0 +1,183 @@
+//! Faults of a real network and of real load: an expensive call that outlasts the response
+//! timeout on every node, and kept-alive backend connections that a middlebox forgot while idle.
+
+mod common;
+
+use common::recorder::{Recorder, SLOW_METHOD};
+use common::*;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const HOST: &str = "rpc.example.com";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_that_outlasts_the_response_timeout_everywhere_never_empties_the_pool() {
+    let (a, b) = (Recorder::start().await, Recorder::start().await);
+    let pools = format!(
+        "  execution:\n    kind: execution\n    policy: first\n    health: {{ interval: 200ms, timeout: 150ms, rise: 5, fall: 1 }}\n    backends:\n{}{}",
+        a.backend_yaml("ec-a"),
+        b.backend_yaml("ec-b").replace(" }", ", backup: true }")
+    );
+    let (admin, listen) = (free_addr(), free_addr());
+    let yaml = format!(
+        "timeouts: {{ response: 500ms }}\n{}",
+        config(admin, listen, &pools, EC_ROUTE)
+    );
+    let (gw, log) = Gateway::start_logged(&yaml, admin, &[listen]).await;
+    gw.wait_backend("execution", "ec-a", true).await;
+    gw.wait_backend("execution", "ec-b", true).await;
+    // (`rise: 5` keeps a backend taken down out for a second: long enough for the slow call to
+    // time out on the other one meanwhile, which is then the pool's last.)
+    let client = reqwest::Client::new();
+    let url = format!("http://{listen}/");
+    // Other clients call all along, and the pool is watched: it never has no healthy backend.
+    let calling = Arc::new(AtomicBool::new(true));
+    let others = {
+        let (calling, client, url, admin) =
+            (calling.clone(), client.clone(), url.clone(), gw.admin);
+        tokio::spawn(async move {
+            let mut served = 0;
+            while calling.load(Ordering::Relaxed) {
+                let (status, _, reply) = post(&client, &url, HOST, &rpc("eth_chainId", 1)).await;
+                assert_eq!(status, 200, "another client was refused: {reply}");
+                assert_eq!(reply["result"], "0x1", "{reply}");
+                let status: serde_json::Value = reqwest::get(format!("http://{admin}/status"))
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let healthy = status["pools"][0]["backends"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|b| b["healthy"] == true)
+                    .count();
+                assert!(
+                    healthy > 0,
+                    "the pool was left with no healthy backend: {status}"
+                );
+                served += 1;
+            }
+            served
+        })
+    };
+    for i in 0..3 {
+        let (status, _, reply) = post(&client, &url, HOST, &rpc(SLOW_METHOD, i)).await;
+        assert_eq!(status, 502, "{reply}");
+        assert_eq!(
+            reply["id"], i,
+            "the slow call gets an error with its id: {reply}"
+        );
+    }
+    calling.store(false, Ordering::Relaxed);
+    assert!(others.await.unwrap() > 0);
+    // The gateway says what it thinks the cause is.
+    let lines: Vec<String> = log.try_iter().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("last healthy backend") && l.contains(SLOW_METHOD)),
+        "no log line names the request as the likely cause"
+    );
+}
+
+/// A TCP relay that, like a NAT or IPVS, forgets a flow idle for longer than `forget_after`:
+/// what is sent on it afterwards is dropped without a reset.
+async fn forgetful_relay(to: SocketAddr, forget_after: Duration) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(to).await else {
+                continue;
+            };
+            let last = Arc::new(std::sync::Mutex::new(Instant::now()));
+            let forgotten = Arc::new(AtomicBool::new(false));
+            let (ri, wi) = inbound.into_split();
+            let (ro, wo) = outbound.into_split();
+            for (mut from, mut to) in [
+                (
+                    Box::new(ri) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                    Box::new(wo) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                ),
+                (Box::new(ro), Box::new(wi)),
+            ] {
+                let (last, forgotten) = (last.clone(), forgotten.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    loop {
+                        let n = match from.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let idle = {
+                            let mut last = last.lock().unwrap();
+                            let idle = last.elapsed();
+                            *last = Instant::now();
+                            idle
+                        };
+                        if idle > forget_after {
+                            forgotten.store(true, Ordering::Relaxed);
+                        }
+                        if forgotten.load(Ordering::Relaxed) {
+                            continue;
+                        }
+                        if to.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_the_network_forgot_while_idle_costs_no_request_and_no_health() {
+    let backend = Recorder::start().await;
+    let relay = forgetful_relay(backend.addr, Duration::from_millis(600)).await;
+    // Probes go straight to the node; traffic goes through the relay, which forgets flows idle
+    // for 600 ms. The gateway keeps idle connections for 300 ms.
+    let pools = format!(
+        "  execution:\n    kind: execution\n    health: {{ interval: 10s, timeout: 1s, rise: 1, fall: 1 }}\n    backends:\n      - {{ name: ec-a, url: \"http://{relay}/\" }}\n"
+    );
+    let (admin, listen) = (free_addr(), free_addr());
+    let yaml = format!(
+        "timeouts: {{ response: 5s, backend_idle: 300ms }}\n{}",
+        config(admin, listen, &pools, EC_ROUTE)
+    );
+    let gw = Gateway::start(&yaml, admin, &[listen]).await;
+    gw.wait_backend("execution", "ec-a", true).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{listen}/");
+    for round in 0..3 {
+        assert_eq!(
+            post(&client, &url, HOST, &rpc("eth_chainId", round))
+                .await
+                .0,
+            200
+        );
+        // Quiet for longer than the relay remembers a flow.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let started = Instant::now();
+        let (status, _, reply) = post(&client, &url, HOST, &rpc("eth_chainId", round)).await;
+        assert_eq!(status, 200, "{reply}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the call after a quiet spell took {:?}: it went on a forgotten connection",
+            started.elapsed()
+        );
+    }
+    let entry = gw.wait_backend("execution", "ec-a", true).await;
+    assert_eq!(entry["state"], "up");
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(&metrics, "ssv_ha_retries_total{pool=\"execution\"}"),
+        0.0
+    );
+}
