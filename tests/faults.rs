@@ -181,3 +181,79 @@ async fn a_connection_the_network_forgot_while_idle_costs_no_request_and_no_heal
         0.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runaway_head_does_not_make_the_healthy_nodes_lag() {
+    use ssv_ha::sim::{NodeKind, NodeStatus};
+    let pki = Pki::new();
+    let at = |head: u64| NodeStatus {
+        head,
+        ..NodeStatus::default()
+    };
+    let a = pki.node(NodeKind::Execution, "ec-a", at(1000)).await;
+    let b = pki.node(NodeKind::Execution, "ec-b", at(1001)).await;
+    let c = pki.node(NodeKind::Execution, "ec-c", at(1000)).await;
+    let fork = pki.node(NodeKind::Execution, "fork", at(9000)).await;
+    let pools = pool_yaml(
+        "execution",
+        "execution",
+        "first",
+        &pki.ca_file,
+        &[(&a, false), (&b, false), (&c, false), (&fork, false)],
+    );
+    let (gw, _) = start_on(&pools, EC_ROUTE).await;
+    for name in ["ec-a", "ec-b", "ec-c"] {
+        gw.wait_backend("execution", name, true).await;
+    }
+    let entry = gw.wait_backend("execution", "fork", false).await;
+    assert!(
+        entry["reason"]
+            .as_str()
+            .unwrap()
+            .contains("ahead of every other node"),
+        "{entry}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pool_whose_first_node_is_on_another_chain_ends_up_on_the_majority_s() {
+    use ssv_ha::sim::{NodeKind, NodeStatus};
+    let pki = Pki::new();
+    let wrong = pki
+        .node(
+            NodeKind::Execution,
+            "early-wrong",
+            NodeStatus {
+                chain_id: 5,
+                ..NodeStatus::default()
+            },
+        )
+        .await;
+    let b = pki
+        .node(NodeKind::Execution, "ec-b", NodeStatus::default())
+        .await;
+    let c = pki
+        .node(NodeKind::Execution, "ec-c", NodeStatus::default())
+        .await;
+    b.go_down();
+    c.go_down();
+    let pools = pool_yaml(
+        "execution",
+        "execution",
+        "first",
+        &pki.ca_file,
+        &[(&wrong, false), (&b, false), (&c, false)],
+    );
+    let (gw, _) = start_on(&pools, EC_ROUTE).await;
+    // Alone and undisputed, the early node serves; nothing is decided by it.
+    gw.wait_backend("execution", "early-wrong", true).await;
+    b.come_back().unwrap();
+    c.come_back().unwrap();
+    gw.wait_backend("execution", "ec-b", true).await;
+    gw.wait_backend("execution", "ec-c", true).await;
+    let entry = gw.wait_backend("execution", "early-wrong", false).await;
+    assert_eq!(
+        entry["reason"],
+        "wrong network: chain id 5, the pool agreed on chain id 1 (ec-b, ec-c)"
+    );
+}

@@ -2,9 +2,10 @@
 //! with reasons an operator can act on.
 //!
 //! A node is judged on its own facts (syncing, peers, optimistic, EL offline) and against the pool:
-//! it must be on the pool's network (from the config, or else the network most of the pool's nodes
-//! agree on, remembered from then on), and not more than `max_lag` behind the best head among the
-//! pool's responding nodes. A consensus node must also not trail the wall-clock slot by more than
+//! it must be on the pool's network (from the config, or else the network more than half of the
+//! pool's configured nodes agree on, remembered from then on), and not more than `max_lag` behind
+//! the best head among the nodes that pass every other rule (a head far ahead of all the others is
+//! suspect, not the leader). A consensus node must also not trail the wall-clock slot by more than
 //! `max_slot_lag`.
 
 use super::{ConsensusFacts, ExecutionFacts, Facts};
@@ -107,18 +108,12 @@ pub fn judge_pool(
         Ok(Facts::Consensus(f)) => f.head_slot,
         Err(_) => None,
     };
-    let best = nodes
-        .iter()
-        .zip(&network)
-        .filter(|(_, net)| net.is_ok())
-        .filter_map(|(n, _)| head(n).map(|h| (h, n.name)))
-        .max_by_key(|(h, _)| *h);
     let unit = match kind {
         PoolKind::Execution => "blocks",
         PoolKind::Consensus => "slots",
     };
-
-    nodes
+    // Each node on its own rules and the pool's network first.
+    let mut judged: Vec<(Vec<String>, Vec<String>)> = nodes
         .iter()
         .zip(network)
         .map(|(node, net)| {
@@ -132,6 +127,38 @@ pub fn judge_pool(
             if let Err(reason) = net {
                 reasons.push(reason);
             }
+            (reasons, notes)
+        })
+        .collect();
+    // The lag rule's leader comes from the nodes that pass all of that: a syncing node, one on
+    // another network or one that stopped cannot set the pace.
+    let candidates: Vec<(usize, u64)> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| judged[*i].0.is_empty())
+        .filter_map(|(i, n)| head(n).map(|h| (i, h)))
+        .collect();
+    let suspects = outliers(&candidates, rules.max_lag);
+    let best = candidates
+        .iter()
+        .filter(|(i, _)| !suspects.contains(i))
+        .max_by_key(|(_, h)| *h)
+        .map(|&(i, h)| (h, nodes[i].name));
+    for &i in &suspects {
+        let others = candidates.iter().filter(|(j, _)| *j != i);
+        if let (Some(h), Some(&(other, next))) = (head(&nodes[i]), others.max_by_key(|(_, h)| *h)) {
+            judged[i].0.push(format!(
+                "head {h} is {} {unit} ahead of every other node (next best: {next} at {}): another fork or a wrong head",
+                h - next,
+                nodes[other].name
+            ));
+        }
+    }
+
+    nodes
+        .iter()
+        .zip(judged)
+        .map(|(node, (mut reasons, notes))| {
             let lag = match (head(node), best) {
                 (Some(h), Some((best, _))) => Some(best.saturating_sub(h)),
                 _ => None,
@@ -148,6 +175,25 @@ pub fn judge_pool(
                 lag,
             }
         })
+        .collect()
+}
+
+/// The candidates (index, head) whose head is more than `max_lag` ahead of every other one,
+/// where at least two others exist: the others then outvote it. With fewer, nobody can tell
+/// which side is wrong (the head-age and wall-clock rules catch a stalled side).
+fn outliers(candidates: &[(usize, u64)], max_lag: u64) -> Vec<usize> {
+    if candidates.len() < 3 {
+        return Vec::new();
+    }
+    candidates
+        .iter()
+        .filter(|(i, h)| {
+            candidates
+                .iter()
+                .filter(|(j, _)| j != i)
+                .all(|(_, other)| h.saturating_sub(*other) > max_lag)
+        })
+        .map(|(i, _)| *i)
         .collect()
 }
 
@@ -187,6 +233,9 @@ fn network_checks(
     if memory.agreed.is_none() {
         memory.agreed = majority(nodes, identities);
     }
+    // Until then, the network most nodes report gets traffic and the others do not; a tie
+    // gets none.
+    let leading = plurality(identities);
     nodes
         .iter()
         .zip(identities)
@@ -203,6 +252,7 @@ fn network_checks(
             match &memory.agreed {
                 Some((agreed, _)) if agreed == id => Ok(()),
                 Some((agreed, by)) => Err(format!("wrong network: {id}, the pool agreed on {agreed} ({})", by.join(", "))),
+                None if leading.as_ref() == Some(id) => Ok(()),
                 None => {
                     let others: Vec<String> = nodes
                         .iter()
@@ -211,8 +261,9 @@ fn network_checks(
                         .map(|(n, other)| format!("{} at {}", other.as_ref().map(|o| o.to_string()).unwrap_or_default(), n.name))
                         .collect();
                     Err(format!(
-                        "networks disagree: {id} here, {}; set the expected network in the pool's config",
-                        others.join(", ")
+                        "networks disagree: {id} here, {}; no network has a majority of the pool's {} nodes yet (set the expected network in the pool's config)",
+                        others.join(", "),
+                        nodes.len()
                     ))
                 }
             }
@@ -220,24 +271,32 @@ fn network_checks(
         .collect()
 }
 
-/// The network held by more than half of the nodes that reported one.
+/// The network held by more than half of the pool's configured nodes (not of those that
+/// happened to answer: one node answering first must not decide for the pool).
 fn majority(
     nodes: &[Observed<'_>],
     identities: &[Option<NetworkId>],
 ) -> Option<(NetworkId, Vec<String>)> {
-    let reported: Vec<(&NetworkId, &str)> = identities
-        .iter()
-        .zip(nodes)
-        .filter_map(|(id, n)| id.as_ref().map(|id| (id, n.name)))
-        .collect();
-    reported.iter().find_map(|(candidate, _)| {
-        let holders: Vec<String> = reported
+    identities.iter().flatten().find_map(|candidate| {
+        let holders: Vec<String> = identities
             .iter()
-            .filter(|(id, _)| id == candidate)
-            .map(|(_, name)| name.to_string())
+            .zip(nodes)
+            .filter(|(id, _)| id.as_ref() == Some(candidate))
+            .map(|(_, n)| n.name.to_string())
             .collect();
-        (holders.len() * 2 > reported.len()).then(|| ((*candidate).clone(), holders))
+        (holders.len() * 2 > nodes.len()).then(|| (candidate.clone(), holders))
     })
+}
+
+/// The network reported by more nodes than any other, if one is.
+fn plurality(identities: &[Option<NetworkId>]) -> Option<NetworkId> {
+    let count = |id: &NetworkId| identities.iter().flatten().filter(|o| *o == id).count();
+    let best = identities.iter().flatten().max_by_key(|id| count(id))?;
+    let unique = identities
+        .iter()
+        .flatten()
+        .all(|id| id == best || count(id) < count(best));
+    unique.then(|| best.clone())
 }
 
 fn configured_check(
@@ -623,6 +682,92 @@ mod tests {
             &mut PoolMemory::default(),
         );
         assert!(!v[0].healthy && !v[1].healthy);
-        assert_eq!(v[0].reasons, ["networks disagree: chain id 1 here, chain id 5 at ec-b; set the expected network in the pool's config"]);
+        assert_eq!(v[0].reasons, ["networks disagree: chain id 1 here, chain id 5 at ec-b; no network has a majority of the pool's 2 nodes yet (set the expected network in the pool's config)"]);
+    }
+
+    #[test]
+    fn one_early_node_does_not_decide_the_network_for_the_pool() {
+        let mut memory = PoolMemory::default();
+        let down = || Err::<Facts, String>("cannot connect".to_string());
+        // Three nodes configured; the one on another chain answers first.
+        let facts = [
+            ("early-wrong", ec(100, 5)),
+            ("ec-b", down()),
+            ("ec-c", down()),
+        ];
+        let v = judge(PoolKind::Execution, &facts, &rules(), &mut memory);
+        assert!(
+            v[0].healthy,
+            "alone and undisputed, it may serve: {:?}",
+            v[0]
+        );
+        // The two right ones come up: they are the majority of the three configured.
+        let facts = [
+            ("early-wrong", ec(100, 5)),
+            ("ec-b", ec(100, 1)),
+            ("ec-c", ec(100, 1)),
+        ];
+        let v = judge(PoolKind::Execution, &facts, &rules(), &mut memory);
+        assert!(v[1].healthy && v[2].healthy, "{v:?}");
+        assert_eq!(
+            v[0].reasons,
+            ["wrong network: chain id 5, the pool agreed on chain id 1 (ec-b, ec-c)"]
+        );
+        // Undecided among five: the network most report serves, the other does not.
+        let mut memory = PoolMemory::default();
+        let facts = [
+            ("a", ec(100, 1)),
+            ("b", ec(100, 1)),
+            ("c", ec(100, 5)),
+            ("d", down()),
+            ("e", down()),
+        ];
+        let v = judge(PoolKind::Execution, &facts, &rules(), &mut memory);
+        assert!(v[0].healthy && v[1].healthy && !v[2].healthy, "{v:?}");
+        assert!(v[2].reasons[0].contains("no network has a majority of the pool's 5 nodes"));
+    }
+
+    #[test]
+    fn the_lag_leader_passes_its_own_rules_and_a_lone_runaway_head_is_suspect() {
+        let syncing_ahead = ec_with(|f| {
+            f.head = Some(5000);
+            f.syncing = true;
+        });
+        let facts = [("ec-a", ec(100, 1)), ("ec-b", syncing_ahead)];
+        let v = judge(
+            PoolKind::Execution,
+            &facts,
+            &rules(),
+            &mut PoolMemory::default(),
+        );
+        assert!(v[0].healthy, "a syncing node does not lead: {:?}", v[0]);
+        // Three right nodes close together, one far ahead (another fork or a wrong head).
+        let facts = [
+            ("ec-a", ec(100, 1)),
+            ("ec-b", ec(102, 1)),
+            ("ec-c", ec(101, 1)),
+            ("fork", ec(900, 1)),
+        ];
+        let v = judge(
+            PoolKind::Execution,
+            &facts,
+            &rules(),
+            &mut PoolMemory::default(),
+        );
+        assert!(v[0].healthy && v[1].healthy && v[2].healthy, "{v:?}");
+        assert_eq!(v[0].lag, Some(2));
+        assert_eq!(
+            v[3].reasons,
+            ["head 900 is 798 blocks ahead of every other node (next best: 102 at ec-b): another fork or a wrong head"]
+        );
+        // Two nodes apart: nobody can tell which is wrong, the lag rule stands.
+        let facts = [("ec-a", ec(100, 1)), ("ec-b", ec(900, 1))];
+        let v = judge(
+            PoolKind::Execution,
+            &facts,
+            &rules(),
+            &mut PoolMemory::default(),
+        );
+        assert!(!v[0].healthy && v[1].healthy);
     }
 }
