@@ -465,8 +465,14 @@ async fn many_large_bodies_at_once_meet_the_listener_limit_not_the_memory_limit(
             .unwrap();
         holders.push((c, body));
     }
-    // A third large body is refused with a clear answer once the two are held (polled: the
-    // gateway reads them at its own pace)...
+    // Once the gateway has read them (it reads at its own pace)...
+    let gauge = format!("ssv_ha_held_bytes{{listener=\"{}\"}}", s.listen);
+    let held = 2.0 * (BODY - 10 - 64 * 1024) as f64;
+    wait_for("both bodies held", Duration::from_secs(10), || async {
+        (metric(&s.gw.metrics().await, &gauge) >= held).then_some(())
+    })
+    .await;
+    // ... a third large body is refused with a clear answer...
     let refused = wait_for(
         "a refusal for the listener's limit",
         Duration::from_secs(10),

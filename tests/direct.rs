@@ -154,7 +154,7 @@ async fn gateway(addr: SocketAddr) -> (Gateway, SocketAddr) {
 
 fn pools(addr: SocketAddr) -> String {
     format!(
-        "  execution:\n    kind: execution\n    min_peers: 0\n    health: {{ interval: 1h, timeout: 1s, rise: 1, fall: 1 }}\n    backends:\n      - {{ name: raw, url: \"http://{addr}\" }}\n"
+        "  execution:\n    kind: execution\n    min_peers: 0\n    max_head_age: off\n    health: {{ interval: 1h, timeout: 1s, rise: 1, fall: 1 }}\n    backends:\n      - {{ name: raw, url: \"http://{addr}\" }}\n"
     )
 }
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::recorder::{Recorder, SLOW_METHOD};
+use common::recorder::{Recorder, GATEWAY_TIMEOUT_METHOD, SLOW_METHOD, TOO_LARGE_METHOD};
 use common::*;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -256,4 +256,131 @@ async fn a_pool_whose_first_node_is_on_another_chain_ends_up_on_the_majority_s()
         entry["reason"],
         "wrong network: chain id 5, the pool agreed on chain id 1 (ec-b, ec-c)"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn execution_nodes_stalled_together_both_go_down_with_a_reason() {
+    use ssv_ha::sim::{NodeKind, NodeStatus};
+    let pki = Pki::new();
+    let a = pki
+        .node(NodeKind::Execution, "ec-a", NodeStatus::default())
+        .await;
+    let b = pki
+        .node(NodeKind::Execution, "ec-b", NodeStatus::default())
+        .await;
+    // The default max_head_age (2 minutes) applies.
+    let pools = pool_yaml(
+        "execution",
+        "execution",
+        "first",
+        &pki.ca_file,
+        &[(&a, false), (&b, true)],
+    );
+    let (gw, _) = start_on(&pools, EC_ROUTE).await;
+    gw.wait_backend("execution", "ec-a", true).await;
+    gw.wait_backend("execution", "ec-b", true).await;
+    // Their consensus client died: same head, no new block for five minutes.
+    for node in [&a, &b] {
+        node.set(|s| s.head_age_s = 300);
+    }
+    for name in ["ec-a", "ec-b"] {
+        let entry = gw.wait_backend("execution", name, false).await;
+        let reason = entry["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("latest block is") && reason.contains("max_head_age 120 s"),
+            "{entry}"
+        );
+    }
+}
+
+/// A primary and a backup recorder behind a gateway with a 500 ms response timeout; health
+/// checks every 200 ms with `fall` as given and `rise: 5` (a backend taken down stays out a
+/// second).
+async fn primary_and_backup(
+    fall: u32,
+) -> (
+    Recorder,
+    Recorder,
+    Gateway,
+    SocketAddr,
+    std::sync::mpsc::Receiver<String>,
+) {
+    let (a, b) = (Recorder::start().await, Recorder::start().await);
+    let pools = format!(
+        "  execution:\n    kind: execution\n    policy: first\n    health: {{ interval: 200ms, timeout: 150ms, rise: 5, fall: {fall} }}\n    backends:\n{}{}",
+        a.backend_yaml("ec-a"),
+        b.backend_yaml("ec-b").replace(" }", ", backup: true }")
+    );
+    let (admin, listen) = (free_addr(), free_addr());
+    let yaml = format!(
+        "timeouts: {{ response: 500ms }}\n{}",
+        config(admin, listen, &pools, EC_ROUTE)
+    );
+    let (gw, log) = Gateway::start_logged(&yaml, admin, &[listen]).await;
+    gw.wait_backend("execution", "ec-a", true).await;
+    gw.wait_backend("execution", "ec-b", true).await;
+    (a, b, gw, listen, log)
+}
+
+fn healthy(status: &serde_json::Value) -> Vec<String> {
+    status["pools"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["healthy"] == true)
+        .map(|b| b["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn status_of(client: &reqwest::Client, url: &str, method: &str, id: u64) -> u16 {
+    client
+        .post(url)
+        .header("host", HOST)
+        .json(&rpc(method, id))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timeout_counts_as_one_failed_check_not_a_take_down() {
+    let (_a, _b, gw, listen, _log) = primary_and_backup(2).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{listen}/");
+    assert_eq!(status_of(&client, &url, SLOW_METHOD, 1).await, 502);
+    // One timeout on each: one failed check's worth of `fall: 2`, so both stay in.
+    assert_eq!(healthy(&gw.status().await), ["ec-a", "ec-b"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn error_pages_the_request_draws_from_every_node_never_empty_the_pool() {
+    let (_a, _b, gw, listen, log) = primary_and_backup(1).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{listen}/");
+    for i in 0..3 {
+        // The nodes' proxies answer 504 (the call outlasts their timeout).
+        assert_eq!(
+            status_of(&client, &url, GATEWAY_TIMEOUT_METHOD, i).await,
+            504
+        );
+        assert!(
+            !healthy(&gw.status().await).is_empty(),
+            "the pool was emptied"
+        );
+        assert_eq!(status_of(&client, &url, "eth_chainId", i).await, 200);
+    }
+    let lines: Vec<String> = log.try_iter().collect();
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("last healthy backend") && l.contains(GATEWAY_TIMEOUT_METHOD)));
+    // A body the node's proxy refuses as too large is the request's doing: passed on, neither
+    // counted nor retried.
+    let retries = "ssv_ha_retries_total{pool=\"execution\"}";
+    let retried = metric(&gw.metrics().await, retries);
+    let before = healthy(&gw.status().await);
+    assert_eq!(status_of(&client, &url, TOO_LARGE_METHOD, 9).await, 413);
+    assert_eq!(healthy(&gw.status().await), before);
+    assert_eq!(metric(&gw.metrics().await, retries), retried, "not retried");
 }

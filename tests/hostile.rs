@@ -188,7 +188,7 @@ async fn broken_backends_give_clean_errors_and_leave_rotation() {
         let broken = broken_backend(mode).await;
         let (admin, listen) = (free_addr(), free_addr());
         let pools = format!(
-            "  execution:\n    kind: execution\n    min_peers: 0\n    ca: {}\n    health: {{ interval: 1h, timeout: 1s }}\n    backends:\n      - {{ name: broken, url: \"http://{broken}\" }}\n      - {{ name: ec-good, url: \"{}\", backup: true }}\n",
+            "  execution:\n    kind: execution\n    min_peers: 0\n    max_head_age: off\n    ca: {}\n    health: {{ interval: 1h, timeout: 1s }}\n    backends:\n      - {{ name: broken, url: \"http://{broken}\" }}\n      - {{ name: ec-good, url: \"{}\", backup: true }}\n",
             pki.ca_file.display(),
             good.url()
         );

@@ -78,11 +78,13 @@ listeners:
 pools:
   execution:
     kind: execution
+    max_head_age: off   # anvil makes blocks on demand
     min_peers: 0      # anvil has no net_peerCount
     health: {{ interval: 200ms, timeout: 150ms }}
     backends: [{{ name: anvil, url: "http://127.0.0.1:{port}" }}]
   strict:
     kind: execution
+    max_head_age: off   # anvil makes blocks on demand
     health: {{ interval: 200ms, timeout: 150ms }}
     backends: [{{ name: anvil, url: "http://127.0.0.1:{port}" }}]
 routes:
@@ -176,6 +178,7 @@ listeners: [{{ address: "{listen}" }}]
 pools:
   execution:
     kind: execution
+    max_head_age: off   # anvil makes blocks on demand
     min_peers: 0
     max_lag: 2
     chain_id: 31337
@@ -292,6 +295,7 @@ listeners: [{{ address: "{listen}" }}]
 pools:
   execution:
     kind: execution
+    max_head_age: off   # anvil makes blocks on demand
     min_peers: 0
     max_lag: 2
     failback: false

@@ -26,6 +26,7 @@ pub struct Metrics {
     retries: IntCounterVec,
     unavailable: IntCounterVec,
     unrouted: IntCounterVec,
+    held: IntGaugeVec,
     reloads: IntCounterVec,
     active: IntGaugeVec,
     failovers: IntCounterVec,
@@ -162,6 +163,13 @@ impl Metrics {
             ),
             &["listener"],
         )?;
+        let held = IntGaugeVec::new(
+            Opts::new(
+                "ssv_ha_held_bytes",
+                "Bytes of request bodies and WebSocket messages a listener holds now, beyond the first 64 KiB of each",
+            ),
+            &["listener"],
+        )?;
         let active = IntGaugeVec::new(
             Opts::new(
                 "ssv_ha_pool_active_backend",
@@ -225,6 +233,7 @@ impl Metrics {
             Box::new(retries.clone()),
             Box::new(unavailable.clone()),
             Box::new(unrouted.clone()),
+            Box::new(held.clone()),
             Box::new(reloads.clone()),
             Box::new(active.clone()),
             Box::new(failovers.clone()),
@@ -249,6 +258,7 @@ impl Metrics {
             retries,
             unavailable,
             unrouted,
+            held,
             reloads,
             active,
             failovers,
@@ -304,6 +314,11 @@ impl Metrics {
 
     pub fn unrouted(&self, listener: &str) -> IntCounter {
         self.unrouted.with_label_values(&[listener])
+    }
+
+    /// The gauge of what a listener holds (see `proxy::held`).
+    pub fn held(&self, listener: &str) -> IntGauge {
+        self.held.with_label_values(&[listener])
     }
 
     /// The Prometheus text exposition of every metric.

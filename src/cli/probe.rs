@@ -33,6 +33,10 @@ pub struct ProbeArgs {
     /// Consensus: the genesis validators root the nodes must report.
     #[arg(long)]
     genesis_validators_root: Option<String>,
+    /// Execution: how old the latest block may be, like 2m, or `off` for a chain that makes blocks
+    /// on demand.
+    #[arg(long, default_value = "2m", value_parser = head_age)]
+    max_head_age: HeadAge,
     /// Longest a probe may take, like 2s or 500ms.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -42,6 +46,19 @@ pub struct ProbeArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// `--max-head-age`: a duration, or off.
+#[derive(Debug, Clone, Copy)]
+struct HeadAge(Option<Duration>);
+
+fn head_age(text: &str) -> Result<HeadAge, String> {
+    if text.trim() == "off" {
+        return Ok(HeadAge(None));
+    }
+    humantime::parse_duration(text.trim())
+        .map(|d| HeadAge(Some(d)))
+        .map_err(|e| format!("`{text}` is neither a duration (2m) nor off: {e}"))
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -62,6 +79,10 @@ pub fn run(args: ProbeArgs) -> ExitCode {
             PoolKind::Consensus => model::DEFAULT_CONSENSUS_MAX_LAG,
         }),
         max_slot_lag: args.max_slot_lag,
+        max_head_age: match kind {
+            PoolKind::Execution => args.max_head_age.0.map(|d| d.as_secs()),
+            PoolKind::Consensus => None,
+        },
         expected: ExpectedNetwork {
             chain_id: args.chain_id,
             genesis_validators_root: args.genesis_validators_root.map(|r| r.to_ascii_lowercase()),
@@ -91,7 +112,7 @@ pub fn run(args: ProbeArgs) -> ExitCode {
     let observations: Vec<Observation> = runtime.block_on(futures::future::join_all(
         targets
             .iter()
-            .map(|t| monitor::observe(kind, t, rules.min_peers > 0, args.timeout)),
+            .map(|t| monitor::observe(kind, t, &rules, args.timeout)),
     ));
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let verdicts = monitor::judge(

@@ -118,6 +118,9 @@ pub struct PoolSection {
     pub max_lag: Option<u64>,
     /// Consensus only: slots a node's head may be behind the wall-clock slot.
     pub max_slot_lag: Option<u64>,
+    /// Execution only: how old a node's latest block may be (`2m`), or `off` for chains that
+    /// produce blocks on demand. Default 2m.
+    pub max_head_age: Option<String>,
     /// Execution only: the chain id every node must report.
     pub chain_id: Option<u64>,
     /// Consensus only: the genesis validators root every node must report.

@@ -38,6 +38,9 @@ pub const DEFAULT_EXECUTION_MAX_LAG: u64 = 5;
 pub const DEFAULT_CONSENSUS_MAX_LAG: u64 = 8;
 /// Slots a consensus node's head may be behind the wall clock (one epoch: missed slots happen).
 pub const DEFAULT_MAX_SLOT_LAG: u64 = 32;
+/// How old an execution node's latest block may be: 2 minutes, ten 12-second slots without a block
+/// (an execution client stops advancing when its consensus client is gone).
+pub const DEFAULT_MAX_HEAD_AGE: Duration = Duration::from_secs(120);
 /// Time live sessions may continue after SIGTERM.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
 /// Largest request body accepted.
@@ -173,6 +176,8 @@ pub struct Pool {
     pub max_lag: u64,
     /// Consensus only: slots behind the wall clock that are tolerated.
     pub max_slot_lag: u64,
+    /// Execution only: how old a node's latest block may be; `None`: not checked.
+    pub max_head_age: Option<Duration>,
     /// The network every node must be on; `None`: the nodes must agree among themselves.
     pub network: ExpectedNetwork,
     /// Execution only: the JSON-RPC methods forwarded and the largest batch.

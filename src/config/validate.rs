@@ -425,7 +425,7 @@ impl Validator {
         let mut section: PoolSection = self.node(
             &path,
             value,
-            "a pool has `kind` (execution or consensus), `backends`, and optionally `policy`, `min_peers`, `max_lag`, `max_slot_lag`, `chain_id`, `genesis_validators_root`, `genesis_fork_version`, `ca`, `health`",
+            "a pool has `kind` (execution or consensus), `backends`, and optionally `policy`, `min_peers`, `max_lag`, `max_slot_lag`, `max_head_age`, `chain_id`, `genesis_validators_root`, `genesis_fork_version`, `ca`, `health`",
         )?;
         let network = self.network(&path, section.kind, &section);
         let health = self.health(&path, section.health.take().unwrap_or_default());
@@ -522,6 +522,23 @@ impl Validator {
                 Some("use max_lag for execution pools"),
             );
         }
+        let max_head_age = match (section.kind, section.max_head_age.take()) {
+            (PoolKind::Consensus, Some(_)) => {
+                self.error(
+                    format!("{path}.max_head_age"),
+                    "only execution pools are judged by their latest block's age",
+                    Some("consensus pools have max_slot_lag against the wall clock"),
+                );
+                None
+            }
+            (PoolKind::Consensus, None) => None,
+            (PoolKind::Execution, Some(off)) if off.trim() == "off" => None,
+            (PoolKind::Execution, text) => Some(self.positive_duration(
+                &format!("{path}.max_head_age"),
+                text,
+                DEFAULT_MAX_HEAD_AGE,
+            )),
+        };
         let failback_delay = self.duration(
             &format!("{path}.failback_delay"),
             section.failback_delay.take(),
@@ -571,6 +588,7 @@ impl Validator {
             min_peers: section.min_peers.unwrap_or(DEFAULT_MIN_PEERS),
             max_lag: section.max_lag.unwrap_or(default_lag),
             max_slot_lag: section.max_slot_lag.unwrap_or(DEFAULT_MAX_SLOT_LAG),
+            max_head_age,
             network,
             health,
             backends,

@@ -1,30 +1,46 @@
 //! Execution client probe: one JSON-RPC batch per check (`eth_syncing`, `net_peerCount`,
-//! `eth_blockNumber`, `eth_chainId`), parsed strictly.
+//! `eth_blockNumber`, `eth_chainId`, and `eth_getBlockByNumber("latest")` for the head's age when
+//! the pool checks it), parsed strictly.
 
 use super::probe::{fetch_json, hex_quantity};
 use super::{ExecutionFacts, Facts};
 use serde_json::{json, Value};
 
-const METHODS: [&str; 4] = [
+const METHODS: [&str; 5] = [
     "eth_syncing",
     "net_peerCount",
     "eth_blockNumber",
     "eth_chainId",
+    "eth_getBlockByNumber",
 ];
 
-/// Probes an execution node at `url` (its HTTP JSON-RPC endpoint).
-pub async fn probe(client: &reqwest::Client, url: &url::Url) -> Result<Facts, String> {
-    let batch: Vec<Value> = METHODS
+/// Probes an execution node at `url` (its HTTP JSON-RPC endpoint); `head_time`: also ask when
+/// its latest block was made.
+pub async fn probe(
+    client: &reqwest::Client,
+    url: &url::Url,
+    head_time: bool,
+) -> Result<Facts, String> {
+    let asked = if head_time { 5 } else { 4 };
+    let batch: Vec<Value> = METHODS[..asked]
         .iter()
         .enumerate()
-        .map(|(i, m)| json!({"jsonrpc": "2.0", "id": i + 1, "method": m, "params": []}))
+        .map(|(i, m)| {
+            let params = if *m == "eth_getBlockByNumber" {
+                json!(["latest", false])
+            } else {
+                json!([])
+            };
+            json!({"jsonrpc": "2.0", "id": i + 1, "method": m, "params": params})
+        })
         .collect();
     let reply = fetch_json(client.post(url.clone()).json(&batch), "JSON-RPC batch").await?;
-    parse_batch(&reply).map(Facts::Execution)
+    parse_batch(&reply, head_time).map(Facts::Execution)
 }
 
 /// Interprets the batch reply. Public for tests; any unexpected shape is an error, never a pass.
-pub fn parse_batch(reply: &Value) -> Result<ExecutionFacts, String> {
+/// `head_time`: the batch asked for the latest block (its timestamp is then required).
+pub fn parse_batch(reply: &Value, head_time: bool) -> Result<ExecutionFacts, String> {
     let Some(items) = reply.as_array() else {
         if let Some(error) = reply.get("error") {
             return Err(format!("batch refused: {}", rpc_error(error)));
@@ -80,12 +96,26 @@ pub fn parse_batch(reply: &Value) -> Result<ExecutionFacts, String> {
         ),
         Err(_) => None,
     };
+    let head_time = if !head_time {
+        None
+    } else {
+        match answer(5)? {
+            Ok(block) => Some(
+                block
+                    .get("timestamp")
+                    .and_then(hex_quantity)
+                    .ok_or_else(|| format!("eth_getBlockByNumber returned {block}, expected a block with a hex timestamp"))?,
+            ),
+            Err(e) => return Err(format!("eth_getBlockByNumber failed: {e}")),
+        }
+    };
     Ok(ExecutionFacts {
         syncing,
         peers,
         peers_error,
         head,
         chain_id,
+        head_time,
     })
 }
 
@@ -117,7 +147,7 @@ mod tests {
             ok(1, json!(false)),
             ok(3, json!("0x10"))
         ]);
-        let f = parse_batch(&reply).unwrap();
+        let f = parse_batch(&reply, false).unwrap();
         assert_eq!(
             f,
             ExecutionFacts {
@@ -125,7 +155,8 @@ mod tests {
                 peers: Some(25),
                 peers_error: None,
                 head: Some(16),
-                chain_id: Some(1)
+                chain_id: Some(1),
+                head_time: None,
             }
         );
     }
@@ -138,7 +169,7 @@ mod tests {
             ok(3, json!("0x5")),
             ok(4, json!("0x7a69")),
         ]);
-        let f = parse_batch(&reply).unwrap();
+        let f = parse_batch(&reply, false).unwrap();
         assert!(f.syncing);
         assert_eq!(f.peers, None);
         assert_eq!(
@@ -157,17 +188,17 @@ mod tests {
                 ok(4, json!("0x1"))
             ])
         };
-        assert!(parse_batch(&base(json!(null)))
+        assert!(parse_batch(&base(json!(null)), false)
             .unwrap_err()
             .contains("eth_syncing returned null"));
-        assert!(parse_batch(&base(json!("false"))).is_err());
+        assert!(parse_batch(&base(json!("false")), false).is_err());
         let wrong_id = json!([
             ok(1, json!(false)),
             ok(2, json!("0x19")),
             ok(7, json!("0x10")),
             ok(4, json!("0x1"))
         ]);
-        assert!(parse_batch(&wrong_id)
+        assert!(parse_batch(&wrong_id, false)
             .unwrap_err()
             .contains("no reply to eth_blockNumber"));
         let bad_hex = json!([
@@ -176,14 +207,15 @@ mod tests {
             ok(3, json!("0x10")),
             ok(4, json!("0x1"))
         ]);
-        assert!(parse_batch(&bad_hex)
+        assert!(parse_batch(&bad_hex, false)
             .unwrap_err()
             .contains("net_peerCount returned"));
-        assert!(
-            parse_batch(&json!({"error": {"code": -32600, "message": "batch not allowed"}}))
-                .unwrap_err()
-                .contains("batch refused")
-        );
-        assert!(parse_batch(&json!({"result": 1})).is_err());
+        assert!(parse_batch(
+            &json!({"error": {"code": -32600, "message": "batch not allowed"}}),
+            false
+        )
+        .unwrap_err()
+        .contains("batch refused"));
+        assert!(parse_batch(&json!({"result": 1}), false).is_err());
     }
 }

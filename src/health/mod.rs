@@ -32,6 +32,9 @@ pub struct ExecutionFacts {
     pub peers_error: Option<String>,
     pub head: Option<u64>,
     pub chain_id: Option<u64>,
+    /// Unix time of the latest block, when it was asked (`max_head_age` is on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head_time: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

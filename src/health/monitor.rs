@@ -60,11 +60,11 @@ pub struct Observation {
 pub async fn observe(
     kind: PoolKind,
     target: &Target,
-    want_peers: bool,
+    rules: &Rules,
     timeout: Duration,
 ) -> Observation {
     let started = Instant::now();
-    let facts = tokio::time::timeout(timeout, probe_facts(kind, target, want_peers))
+    let facts = tokio::time::timeout(timeout, probe_facts(kind, target, rules))
         .await
         .unwrap_or_else(|_| Err(no_answer(timeout)));
     Observation {
@@ -73,10 +73,15 @@ pub async fn observe(
     }
 }
 
-async fn probe_facts(kind: PoolKind, target: &Target, want_peers: bool) -> Result<Facts, String> {
+/// Probes a node for what the rules need: peers only when they are checked, the head's age only
+/// when it is.
+async fn probe_facts(kind: PoolKind, target: &Target, rules: &Rules) -> Result<Facts, String> {
     let client = target.client.as_ref().map_err(Clone::clone)?;
+    let want_peers = rules.min_peers > 0;
     match kind {
-        PoolKind::Execution => execution::probe(client, &target.url).await,
+        PoolKind::Execution => {
+            execution::probe(client, &target.url, rules.max_head_age.is_some()).await
+        }
         PoolKind::Consensus => {
             let mut constants = target
                 .constants
@@ -122,6 +127,7 @@ pub fn rules(pool: &Pool) -> Rules {
         min_peers: pool.config.min_peers,
         max_lag: pool.config.max_lag,
         max_slot_lag: pool.config.max_slot_lag,
+        max_head_age: pool.config.max_head_age.map(|d| d.as_secs()),
         expected: pool.config.network.clone(),
     }
 }
@@ -234,9 +240,13 @@ async fn run_pool(pool: Arc<Pool>, mut shutdown: ShutdownWatch, first_round: one
 async fn check(pool: &Pool, backend: &Backend, target: &Target) -> Observation {
     let timeout = pool.config.health.timeout;
     let started = Instant::now();
+    // Idle connections of a backend that gets no traffic expire here.
+    if let Some(connections) = backend.connections() {
+        connections.sweep();
+    }
     let facts = tokio::time::timeout(timeout, async {
         backend.resolve().await?;
-        probe_facts(pool.config.kind, target, pool.config.min_peers > 0).await
+        probe_facts(pool.config.kind, target, &rules(pool)).await
     })
     .await
     .unwrap_or_else(|_| Err(no_answer(timeout)));

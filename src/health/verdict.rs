@@ -22,6 +22,8 @@ pub struct Rules {
     pub max_lag: u64,
     /// Consensus: slots behind the wall clock that are tolerated.
     pub max_slot_lag: u64,
+    /// Execution: seconds the latest block may be old; `None`: not checked.
+    pub max_head_age: Option<u64>,
     pub expected: ExpectedNetwork,
 }
 
@@ -121,7 +123,7 @@ pub fn judge_pool(
             let mut notes = Vec::new();
             match node.facts {
                 Err(error) => reasons.push(error.clone()),
-                Ok(Facts::Execution(f)) => execution(f, rules, &mut reasons),
+                Ok(Facts::Execution(f)) => execution(f, rules, now_unix, &mut reasons),
                 Ok(Facts::Consensus(f)) => consensus(f, rules, now_unix, &mut reasons, &mut notes),
             }
             if let Err(reason) = net {
@@ -337,9 +339,17 @@ fn configured_check(
     }
 }
 
-fn execution(f: &ExecutionFacts, rules: &Rules, reasons: &mut Vec<String>) {
+fn execution(f: &ExecutionFacts, rules: &Rules, now_unix: u64, reasons: &mut Vec<String>) {
     if f.syncing {
         reasons.push("syncing (eth_syncing is not false)".to_string());
+    }
+    if let (Some(max), Some(made)) = (rules.max_head_age, f.head_time) {
+        let age = now_unix.saturating_sub(made);
+        if age > max {
+            reasons.push(format!(
+                "latest block is {age} s old (max_head_age {max} s): the node stopped following the chain; set max_head_age: off for a chain that makes blocks on demand"
+            ));
+        }
     }
     if rules.min_peers > 0 {
         match (f.peers, &f.peers_error) {
@@ -419,6 +429,7 @@ mod tests {
             peers_error: None,
             head: Some(head),
             chain_id: Some(chain),
+            head_time: None,
         }))
     }
 
@@ -429,6 +440,7 @@ mod tests {
             peers_error: None,
             head: Some(100),
             chain_id: Some(1),
+            head_time: None,
         };
         f(&mut facts);
         Ok(Facts::Execution(facts))
@@ -457,6 +469,7 @@ mod tests {
             min_peers: 10,
             max_lag: 5,
             max_slot_lag: 32,
+            max_head_age: Some(120),
             expected: ExpectedNetwork::default(),
         }
     }
@@ -725,6 +738,43 @@ mod tests {
         let v = judge(PoolKind::Execution, &facts, &rules(), &mut memory);
         assert!(v[0].healthy && v[1].healthy && !v[2].healthy, "{v:?}");
         assert!(v[2].reasons[0].contains("no network has a majority of the pool's 5 nodes"));
+    }
+
+    #[test]
+    fn nodes_stalled_together_are_judged_by_their_latest_block_s_age() {
+        let stalled = |made: u64| ec_with(|f| f.head_time = Some(made));
+        let facts = [("ec-a", stalled(NOW - 300)), ("ec-b", stalled(NOW - 300))];
+        let v = judge(
+            PoolKind::Execution,
+            &facts,
+            &rules(),
+            &mut PoolMemory::default(),
+        );
+        for verdict in &v {
+            assert_eq!(
+                verdict.reasons,
+                ["latest block is 300 s old (max_head_age 120 s): the node stopped following the chain; set max_head_age: off for a chain that makes blocks on demand"]
+            );
+        }
+        let facts = [("ec-a", stalled(NOW - 20))];
+        let v = judge(
+            PoolKind::Execution,
+            &facts,
+            &rules(),
+            &mut PoolMemory::default(),
+        );
+        assert!(v[0].healthy);
+        let off = Rules {
+            max_head_age: None,
+            ..rules()
+        };
+        let v = judge(
+            PoolKind::Execution,
+            &[("ec-a", stalled(0))],
+            &off,
+            &mut PoolMemory::default(),
+        );
+        assert!(v[0].healthy, "off for chains that make blocks on demand");
     }
 
     #[test]

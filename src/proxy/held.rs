@@ -7,19 +7,33 @@
 //! out. The first 64 KiB of each are free: small calls, the bulk of the traffic, never touch the
 //! shared count.
 
+use prometheus::IntGauge;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Bytes each request or session holds without counting against the listener's budget.
 pub const FREE_BYTES: usize = 64 * 1024;
 
-/// The bytes held on one listener beyond each holder's free part.
-#[derive(Debug, Default)]
+/// The bytes held on one listener beyond each holder's free part, also shown as a gauge.
+#[derive(Debug)]
 pub struct HeldBudget {
     held: AtomicUsize,
+    gauge: IntGauge,
 }
 
 impl HeldBudget {
+    pub fn new(gauge: IntGauge) -> Self {
+        HeldBudget {
+            held: AtomicUsize::new(0),
+            gauge,
+        }
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.held.fetch_sub(bytes, Ordering::Relaxed);
+        self.gauge.sub(bytes as i64);
+    }
+
     /// A new holder's share, empty.
     pub fn share(self: &Arc<Self>) -> Share {
         Share {
@@ -47,9 +61,7 @@ impl Share {
     pub fn hold(&mut self, holding: usize, max: usize) -> bool {
         let want = holding.saturating_sub(FREE_BYTES);
         if want <= self.bytes {
-            self.budget
-                .held
-                .fetch_sub(self.bytes - want, Ordering::Relaxed);
+            self.budget.give_back(self.bytes - want);
             self.bytes = want;
             return true;
         }
@@ -59,6 +71,7 @@ impl Share {
             self.budget.held.fetch_sub(more, Ordering::Relaxed);
             return false;
         }
+        self.budget.gauge.add(more as i64);
         self.bytes = want;
         true
     }
@@ -66,7 +79,7 @@ impl Share {
 
 impl Drop for Share {
     fn drop(&mut self) {
-        self.budget.held.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.budget.give_back(self.bytes);
     }
 }
 
@@ -76,7 +89,8 @@ mod tests {
 
     #[test]
     fn shares_count_beyond_the_free_part_and_are_given_back() {
-        let budget = Arc::new(HeldBudget::default());
+        let gauge = IntGauge::new("held", "held").unwrap();
+        let budget = Arc::new(HeldBudget::new(gauge.clone()));
         let max = 1000;
         let mut a = budget.share();
         assert!(a.hold(FREE_BYTES, max), "the free part costs nothing");
@@ -88,7 +102,9 @@ mod tests {
         assert!(b.hold(FREE_BYTES + 400, max));
         assert!(a.hold(10, max), "shrinking gives back");
         assert_eq!(budget.held(), 400);
+        assert_eq!(gauge.get(), 400, "the gauge follows");
         drop(b);
         assert_eq!(budget.held(), 0);
+        assert_eq!(gauge.get(), 0);
     }
 }

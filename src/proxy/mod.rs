@@ -110,7 +110,7 @@ impl Gateway {
             too_many_headers: metrics.refused("headers_too_large"),
             websocket_too_large: metrics.refused("websocket_message_too_large"),
             websocket_protocol: metrics.refused("websocket_protocol"),
-            held: Arc::default(),
+            held: Arc::new(held::HeldBudget::new(metrics.held(&listener.name))),
             held_full: metrics.refused("held_bytes"),
             max_websockets: listener.max_websockets,
             auth: listener.auth.clone(),
@@ -168,6 +168,13 @@ impl Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        // The gateway out of descriptors or local ports fails every connect alike: its own
+        // trouble, not the nodes'. Nothing is held against a backend, and no other is tried.
+        if exchange::out_of_local_resources(&e) {
+            tracing::warn!(error = %e, "cannot open a backend connection: the gateway is out of file descriptors or local ports (raise LimitNOFILE / ulimit -n, or lower the in-flight caps)");
+            e.set_retry(false);
+            return e;
+        }
         // A backend that refuses or cannot complete a connection leaves rotation now, not at its
         // next failed check.
         if let Some(backend) = self.backend(ctx) {
@@ -199,17 +206,17 @@ impl Gateway {
         let judged = ctx.session_open.is_none()
             && e.esource() == &ErrorSource::Upstream
             && !stale_connection;
-        if judged && !is_timeout(&e) {
-            // A broken answer (garbage, a body cut short): one bad check's worth.
-            if let Some(backend) = self.backend(ctx) {
-                backend.count_failure(&format!("broken response ({})", e.etype().as_str()));
-            }
-            if let Some(pool) = self.pool(ctx) {
-                pool.note_active();
-            }
-        }
-        if judged && is_timeout(&e) {
-            self.timed_out(session, ctx, &e);
+        if judged {
+            let reason = if is_timeout(&e) {
+                format!(
+                    "no answer within the response timeout ({})",
+                    e.etype().as_str()
+                )
+            } else {
+                // Garbage, a body cut short.
+                format!("broken response ({})", e.etype().as_str())
+            };
+            self.live_failure(session, ctx, &reason);
         }
         let mut e = e.more_context(format!("backend {name}"));
         let retry = self.may_retry(session, ctx) && {
@@ -226,23 +233,15 @@ impl Gateway {
         e
     }
 
-    /// A request got no answer within the response timeout. One expensive call (a wide
-    /// `eth_getLogs`) times out on every node alike, so a timeout is one failed check's worth,
-    /// and never takes a pool's last healthy backend: only its health checks may.
-    fn timed_out(&self, session: &Session, ctx: &RequestCtx, e: &Error) {
+    /// A request failed on live traffic in a way one call can cause on every node alike (no
+    /// answer within the response timeout, a broken answer, an error page): one failed check's
+    /// worth, never the pool's last healthy backend ([`Pool::count_live_failure`]). When that is
+    /// what it would have been, the gateway says the request is the likely cause.
+    fn live_failure(&self, session: &Session, ctx: &RequestCtx, reason: &str) {
         let (Some(backend), Some(pool)) = (self.backend(ctx), self.pool(ctx)) else {
             return;
         };
-        let others_up = pool
-            .backends
-            .iter()
-            .any(|b| b.index != backend.index && b.is_up());
-        if others_up || !backend.is_up() {
-            backend.count_failure(&format!(
-                "no answer within the response timeout ({})",
-                e.etype().as_str()
-            ));
-            pool.note_active();
+        if pool.count_live_failure(backend.index, reason) {
             return;
         }
         let client = session
@@ -255,7 +254,8 @@ impl Gateway {
             backend = %backend.name(),
             client = %client.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
             rpc = %methods,
-            "a request timed out on the pool's last healthy backend, which stays in rotation: \
+            %reason,
+            "a request failed on the pool's last healthy backend, which stays in rotation: \
              the request is the likely cause (an expensive call), not the node; its health \
              checks still judge it"
         );
@@ -532,8 +532,11 @@ impl ProxyHttp for Gateway {
         // 502/503/504 are what a node's own reverse proxy (traefik) answers when the node behind it
         // is gone or overloaded, and an HTML page is never a JSON-RPC answer: they count against
         // the backend, and the request goes to another one while nothing has reached the client.
-        // Other statuses are the node's answer and pass.
-        let html_for_rpc = ctx.traffic == Traffic::Plain
+        // Other statuses are the node's answer and pass; so does a node's proxy refusing the
+        // request itself as too large (every node would), which says nothing of the node.
+        let refused_request = matches!(status, 413 | 414 | 431);
+        let html_for_rpc = !refused_request
+            && ctx.traffic == Traffic::Plain
             && ctx
                 .pool
                 .as_ref()
@@ -554,15 +557,13 @@ impl ProxyHttp for Gateway {
         } else {
             format!("an HTML page (HTTP {status}) in answer to JSON-RPC")
         };
-        backend.count_failure(&what);
-        if let Some(pool) = self.pool(ctx) {
-            pool.note_active();
-        }
+        let name = backend.name().to_string();
+        self.live_failure(session, ctx, &what);
         let another = self.pool(ctx).is_some_and(|p| p.has_untried(ctx.tried));
         if another && self.may_retry(session, ctx) {
             let mut e = Error::explain(
                 ErrorType::HTTPStatus(status),
-                format!("backend {} answered {status}", backend.name()),
+                format!("backend {name} answered {status}"),
             );
             e.set_retry(true);
             return Err(e);

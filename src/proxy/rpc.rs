@@ -3,6 +3,8 @@
 
 /// Most method names listed for one request (a large batch is summarised).
 pub const MAX_METHODS: usize = 8;
+/// Longest method name written out (a log line must not grow with a hostile body).
+const MAX_NAME: usize = 64;
 
 /// The method names in a JSON-RPC request or batch, comma-separated, `+N` for the rest.
 pub fn methods(body: &[u8]) -> String {
@@ -22,7 +24,7 @@ pub fn methods(body: &[u8]) -> String {
         let Some(end) = value.iter().position(|&b| b == b'"' || b == b'\\') else {
             break;
         };
-        let name = std::str::from_utf8(&value[..end]).unwrap_or("?");
+        let name = std::str::from_utf8(&value[..end.min(MAX_NAME)]).unwrap_or("?");
         if found.len() < MAX_METHODS {
             found.push(name);
         } else {
@@ -81,5 +83,7 @@ mod tests {
         assert_eq!(methods(b""), "");
         assert_eq!(methods(br#"{"method": 5, "x": "method"}"#), "");
         assert_eq!(methods(br#"{"method":"unterminated"#), "");
+        let long = format!(r#"{{"method":"{}"}}"#, "x".repeat(10_000));
+        assert_eq!(methods(long.as_bytes()).len(), 64);
     }
 }

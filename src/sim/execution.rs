@@ -86,7 +86,7 @@ fn call(
         "eth_chainId" => json!(hex(s.chain_id)),
         "net_version" => json!(s.chain_id.to_string()),
         "web3_clientVersion" => json!(format!("ssv-ha-sim/{}", state.name)),
-        "eth_getBlockByNumber" => block(s.head),
+        "eth_getBlockByNumber" => block(s.head, super::unix_now().saturating_sub(s.head_age_s)),
         "eth_subscribe" => match (
             subscriptions,
             request.pointer("/params/0").and_then(Value::as_str),
@@ -139,7 +139,7 @@ async fn websocket(state: Arc<NodeState>, mut socket: WebSocket) {
                     let note = json!({
                         "jsonrpc": "2.0",
                         "method": "eth_subscription",
-                        "params": {"subscription": sub, "result": block(head)},
+                        "params": {"subscription": sub, "result": block(head, super::unix_now())},
                     });
                     if socket.send(Message::Text(note.to_string().into())).await.is_err() {
                         return;
@@ -151,12 +151,12 @@ async fn websocket(state: Arc<NodeState>, mut socket: WebSocket) {
     }
 }
 
-fn block(number: u64) -> Value {
+fn block(number: u64, timestamp: u64) -> Value {
     json!({
         "number": hex(number),
         "hash": format!("0x{:064x}", number),
         "parentHash": format!("0x{:064x}", number.saturating_sub(1)),
-        "timestamp": hex(number * 12),
+        "timestamp": hex(timestamp),
     })
 }
 

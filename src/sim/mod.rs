@@ -50,6 +50,9 @@ pub struct NodeStatus {
     pub delay_ms: u64,
     /// Consensus only: send an SSE `:keep-alive` comment line this often (ms); `None`: never.
     pub sse_keep_alive_ms: Option<u64>,
+    /// Execution only: how old (s) the latest block is; 0 makes it fresh on every ask, more
+    /// makes a node that stopped following its chain.
+    pub head_age_s: u64,
     /// Answer every request with this body (status 200, JSON content type), whatever it asked.
     pub reply_override: Option<String>,
     /// Consensus only: genesis time (Unix seconds); by default the head is the wall-clock slot.
@@ -75,6 +78,7 @@ impl Default for NodeStatus {
             delay_ms: 0,
             reply_override: None,
             sse_keep_alive_ms: None,
+            head_age_s: 0,
             genesis_time: unix_now().saturating_sub(1000 * SECONDS_PER_SLOT),
             genesis_validators_root: format!("0x{:064x}", 0x4b36_3db9u64),
         }

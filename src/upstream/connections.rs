@@ -132,6 +132,18 @@ impl Connections {
         })
     }
 
+    /// Closes the idle connections unused for `idle_timeout` (also done as connections are
+    /// taken and given back; this is for a backend that gets no traffic, a backup say).
+    pub fn sweep(&self) {
+        let mut idle = self.idle();
+        while idle
+            .front()
+            .is_some_and(|(_, since)| since.elapsed() >= self.idle_timeout)
+        {
+            idle.pop_front();
+        }
+    }
+
     /// Gives a connection back after its response was read to the end. It may not be ready for
     /// the next request yet (the connection task finishes the answer on its own time): `lease`
     /// waits for that.

@@ -5,7 +5,7 @@ use super::Backend;
 use crate::admin::metrics::PoolMetrics;
 use crate::config::model::{self, Policy};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub struct Pool {
     /// The pool's settings as configured (its `backends` are also in [`Pool::backends`]).
@@ -14,6 +14,9 @@ pub struct Pool {
     cursor: AtomicUsize,
     /// The backend last seen as [`Pool::active`] (`NONE` for none), to count failovers.
     last_active: AtomicUsize,
+    /// Held while a failure on live traffic is judged against the rest of the pool, so two
+    /// failing at once cannot each see the other as the spare.
+    passive: Mutex<()>,
     pub metrics: PoolMetrics,
 }
 
@@ -26,8 +29,28 @@ impl Pool {
             backends,
             cursor: AtomicUsize::new(0),
             last_active: AtomicUsize::new(NONE),
+            passive: Mutex::new(()),
             metrics,
         }
+    }
+
+    /// Counts a failure on live traffic against backend `index` as one failed check, unless it
+    /// is the pool's last healthy backend: a request that times out or draws an error page from
+    /// every node (an expensive call, a body the node's proxy refuses) says more about the request
+    /// than about the nodes, and only health checks may take the last one out. `false` when the
+    /// failure was not counted for that reason.
+    pub fn count_live_failure(&self, index: usize, reason: &str) -> bool {
+        let Some(backend) = self.backends.get(index) else {
+            return false;
+        };
+        let _judging = self.passive.lock().unwrap_or_else(|e| e.into_inner());
+        let spare = self.backends.iter().any(|b| b.index != index && b.is_up());
+        if spare || !backend.is_up() {
+            backend.count_failure(reason);
+            self.note_active();
+            return true;
+        }
+        false
     }
 
     pub fn name(&self) -> &str {

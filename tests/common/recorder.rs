@@ -12,6 +12,12 @@ use std::sync::{Arc, Mutex};
 
 /// A method the recorder answers only after 3 s (a wide `eth_getLogs`, say).
 pub const SLOW_METHOD: &str = "test_slowCall";
+/// A method the recorder answers with an HTML 504, as a node's reverse proxy does for a call that
+/// outlasts its timeout.
+pub const GATEWAY_TIMEOUT_METHOD: &str = "test_proxyTimeout";
+/// A method the recorder answers with an HTML 413, as a node's reverse proxy does for a body
+/// over its limit.
+pub const TOO_LARGE_METHOD: &str = "test_proxyTooLarge";
 
 /// One thing a client's traffic brought to the backend.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,8 +82,18 @@ async fn http(seen: Seen, headers: HeaderMap, body: axum::body::Bytes) -> Respon
         seen.lock().unwrap().push(Received::Body(body.to_vec()));
     }
     // An expensive call: answered, but only after a while.
-    if String::from_utf8_lossy(&body).contains(SLOW_METHOD) {
+    let text = String::from_utf8_lossy(&body);
+    if text.contains(SLOW_METHOD) {
         tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    }
+    // What a node's nginx or traefik answers to a call that outlasts its own timeout, or to a body
+    // over its size limit.
+    for (method, status) in [(GATEWAY_TIMEOUT_METHOD, 504), (TOO_LARGE_METHOD, 413)] {
+        if text.contains(method) {
+            let status = axum::http::StatusCode::from_u16(status).unwrap();
+            let page = format!("<html><body><h1>{status}</h1></body></html>");
+            return (status, [("content-type", "text/html")], page).into_response();
+        }
     }
     let answer = answer(&body).unwrap_or_default();
     // Like geth, answer compressed to a client that accepts it.
