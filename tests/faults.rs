@@ -384,3 +384,90 @@ async fn error_pages_the_request_draws_from_every_node_never_empty_the_pool() {
     assert_eq!(healthy(&gw.status().await), before);
     assert_eq!(metric(&gw.metrics().await, retries), retried, "not retried");
 }
+
+/// Reads one HTTP/1.1 answer (a Content-Length or chunked body) from `buf`, filled from `s`.
+async fn next_answer(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> (u16, String) {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+            let body_start = end + 4;
+            if let Some(length) = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse::<usize>().unwrap())
+            {
+                if buf.len() >= body_start + length {
+                    let body =
+                        String::from_utf8_lossy(&buf[body_start..body_start + length]).into_owned();
+                    buf.drain(..body_start + length);
+                    return (status, body);
+                }
+            } else if head.contains("transfer-encoding: chunked") {
+                // Whole when the last chunk is in.
+                let rest = &buf[body_start..];
+                if let Some(last) = rest.windows(5).position(|w| w == b"0\r\n\r\n") {
+                    let mut body = String::new();
+                    let mut chunks = String::from_utf8_lossy(&rest[..last]).into_owned();
+                    while let Some((size, tail)) = chunks.split_once("\r\n") {
+                        let size = usize::from_str_radix(size, 16).unwrap();
+                        body.push_str(&tail[..size]);
+                        chunks = tail[size + 2..].to_string();
+                    }
+                    buf.drain(..body_start + last + 5);
+                    return (status, body);
+                }
+            } else {
+                buf.drain(..body_start);
+                return (status, String::new());
+            }
+        }
+        let mut chunk = [0u8; 65536];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert!(n > 0, "the connection closed with answers missing");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_requests_get_every_answer_in_order() {
+    let backend = Recorder::start().await;
+    let pools = format!(
+        "  execution:\n    kind: execution\n    health: {FAST_HEALTH}\n    backends:\n{}",
+        backend.backend_yaml("ec-a")
+    );
+    let (gw, listen) = start_on(&pools, EC_ROUTE).await;
+    gw.wait_backend("execution", "ec-a", true).await;
+    let post = |id: usize, params: &str| {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"eth_chainId","params":["{params}"]}}"#
+        );
+        format!(
+            "POST / HTTP/1.1\r\nhost: {HOST}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let mut requests = String::new();
+    for id in 0..8 {
+        requests.push_str(&match id {
+            3 => format!("GET / HTTP/1.1\r\nhost: {HOST}\r\n\r\n"),
+            5 => post(id, &"x".repeat(70_000)),
+            _ => post(id, ""),
+        });
+    }
+    let mut s = tokio::net::TcpStream::connect(listen).await.unwrap();
+    // All eight at once, before any answer.
+    s.write_all(requests.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    for id in 0..8 {
+        let (status, body) = next_answer(&mut s, &mut buf).await;
+        assert_eq!(status, 200, "answer {id}: {body}");
+        if id != 3 {
+            let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(reply["id"], id, "answers in order");
+        }
+    }
+}

@@ -322,6 +322,12 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let routing = self.routing.load_full();
+        // HTTP/1.1 clients may send requests before the last answer came (pipelining, which
+        // haproxy, nginx and the nodes serve): each is served in turn, answers in order, and none
+        // is lost with the connection. The setting carries over to the connection's next request.
+        if !session.as_downstream().pipelining_enabled() {
+            session.as_downstream_mut().set_pipelining_enabled(true);
+        }
         // Every request gets an access line, those refused at the door too.
         if routing.access_log {
             ctx.started = Some(Instant::now());
