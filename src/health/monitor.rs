@@ -29,6 +29,8 @@ pub struct Target {
     pub name: String,
     pub url: Url,
     client: Result<reqwest::Client, String>,
+    /// The address the probe's host name stands for (see [`probe::Pin`]).
+    pin: probe::Pin,
     constants: Mutex<NodeConstants>,
 }
 
@@ -40,10 +42,12 @@ impl Target {
         ca: Option<&Path>,
         headers: &[(http::HeaderName, http::HeaderValue)],
     ) -> Self {
+        let pin = probe::Pin::default();
         Target {
             name: name.to_string(),
             url,
-            client: probe::client(ca, headers),
+            client: probe::client(ca, headers, pin.clone()),
+            pin,
             constants: Mutex::new(NodeConstants::default()),
         }
     }
@@ -245,7 +249,9 @@ async fn check(pool: &Pool, backend: &Backend, target: &Target) -> Observation {
         connections.sweep();
     }
     let facts = tokio::time::timeout(timeout, async {
-        backend.resolve().await?;
+        // Resolved once: the probe goes where the traffic goes.
+        let addr = backend.resolve().await?;
+        target.pin.store(Some(Arc::new(addr)));
         probe_facts(pool.config.kind, target, &rules(pool)).await
     })
     .await

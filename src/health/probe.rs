@@ -2,14 +2,41 @@
 //! failure reasons.
 
 use super::PROBE_USER_AGENT;
+use arc_swap::ArcSwapOption;
 use serde_json::Value;
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
+
+/// The address a probe's host name stands for: set before each check to the address the
+/// gateway's traffic goes to, so that the node judged is the node served (a name with several
+/// addresses could otherwise be probed on one and served on another).
+pub type Pin = Arc<ArcSwapOption<SocketAddr>>;
+
+/// Resolves probe host names to the pinned address; to the system's answer until one is set.
+struct Pinned(Pin);
+
+impl reqwest::dns::Resolve for Pinned {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let pinned = self.0.load_full();
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            if let Some(addr) = pinned {
+                return Ok(Box::new(std::iter::once(*addr)) as reqwest::dns::Addrs);
+            }
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
 
 /// Builds the probe client of one backend: its own CA list, no proxy from the environment (a probe
 /// must reach the node itself). The monitor bounds each whole probe (DNS included) by the timeout.
 pub fn client(
     ca: Option<&Path>,
     headers: &[(http::HeaderName, http::HeaderValue)],
+    pin: Pin,
 ) -> Result<reqwest::Client, String> {
     let headers: http::HeaderMap = headers.iter().cloned().collect();
     let mut builder = reqwest::Client::builder()
@@ -17,6 +44,7 @@ pub fn client(
         .use_rustls_tls()
         .user_agent(PROBE_USER_AGENT)
         .no_proxy()
+        .dns_resolver(Arc::new(Pinned(pin)))
         .pool_max_idle_per_host(1);
     if let Some(ca) = ca {
         for cert in crate::tls::load_certs(ca)? {
@@ -153,6 +181,27 @@ mod tests {
         for bad in [json!("-1"), json!("1.5"), json!(12), json!(""), json!(" 1")] {
             assert_eq!(decimal_string(&bad), None, "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn probes_go_to_the_pinned_address_whatever_the_name_resolves_to() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = s.read(&mut request).await;
+            let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 4\r\n\r\ntrue";
+            s.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let pin = Pin::default();
+        let client = client(None, &[], pin.clone()).unwrap();
+        // A name no resolver knows: only the pin can make it reach the node.
+        let url = format!("http://node.invalid:{}/", addr.port());
+        pin.store(Some(Arc::new(addr)));
+        let reply = fetch_json(client.get(&url), "probe").await.unwrap();
+        assert_eq!(reply, json!(true));
     }
 
     #[test]
