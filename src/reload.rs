@@ -1,10 +1,11 @@
 //! Configuration reload without a restart (SIGHUP, or `POST /reload` on the admin listener).
 //!
 //! The file is read and validated again. If anything is wrong, the running configuration stays and
-//! every error is reported. Otherwise a new [`Routing`] is built and swapped in at once: backends
-//! whose settings did not change are carried over as they are (health state, pooled connections,
-//! live sessions untouched), new ones start unknown and get traffic after their first good check,
-//! removed ones have their sessions ended. Changes that need new sockets or a new runtime
+//! every error is reported. Otherwise a new [`Routing`] is built and swapped in at once. Backends
+//! are matched by pool and name: unchanged ones are carried over as they are; the same node under
+//! other settings is rebuilt with its health state, addresses and live sessions carried over; new
+//! ones (and nodes whose endpoints changed) start unknown and get traffic after their first good
+//! check; removed ones have their sessions ended. Changes that need new sockets or a new runtime
 //! (listeners, admin listener, threads, grace period, upgrade socket) are refused with a note to
 //! restart (`ssv-ha run --upgrade`); nothing is half-applied.
 
@@ -31,8 +32,11 @@ pub struct BackendError {
     pub message: String,
 }
 
-/// Builds the routing of `config`, carrying over from `previous` every backend (and pool) whose
-/// settings are unchanged.
+/// Builds the routing of `config`. With a `previous` routing, backends are matched by pool and
+/// name: one whose settings are all unchanged (and in the same place) is kept as it is; the same
+/// node under other settings (timeouts, health thresholds, headers, its place) is rebuilt with
+/// its health, addresses and live sessions carried over; only a node whose endpoints changed
+/// starts anew.
 pub fn build_routing(
     config: &Config,
     metrics: &Metrics,
@@ -40,17 +44,21 @@ pub fn build_routing(
 ) -> Result<Routing, BackendError> {
     let mut pools = Vec::with_capacity(config.pools.len());
     for pool in &config.pools {
-        let old_pool = previous.and_then(|r| r.pools.iter().find(|p| p.config.name == pool.name));
+        let old_pool = previous
+            .and_then(|r| r.pools.iter().find(|p| p.config.name == pool.name))
+            .filter(|old| old.config.kind == pool.kind);
         let same_timeouts = previous.is_some_and(|r| r.timeouts == config.timeouts);
         let mut backends = Vec::with_capacity(pool.backends.len());
         for (index, b) in pool.backends.iter().enumerate() {
-            let kept = old_pool.filter(|_| same_timeouts).and_then(|old| {
-                let candidate = old.backends.get(index)?;
-                (candidate.config == *b && old.config.health == pool.health)
-                    .then(|| candidate.clone())
+            let old = old_pool.and_then(|old| old.backends.iter().find(|o| o.name() == b.name));
+            let unchanged = old.filter(|o| {
+                same_timeouts
+                    && o.index == index
+                    && o.config == *b
+                    && old_pool.is_some_and(|p| p.config.health == pool.health)
             });
-            let backend = match kept {
-                Some(backend) => backend,
+            let backend = match unchanged {
+                Some(backend) => backend.clone(),
                 None => Arc::new(
                     Backend::new(
                         pool,
@@ -58,6 +66,7 @@ pub fn build_routing(
                         b.clone(),
                         config.timeouts,
                         metrics.backend(&pool.name, &b.name),
+                        old.map(|o| o.as_ref()).filter(|o| o.same_node(b)),
                     )
                     .map_err(|message| BackendError {
                         pool: pool.name.clone(),
@@ -169,26 +178,28 @@ impl Reloader {
         let routing =
             build_routing(&new, &self.metrics, Some(&old)).map_err(|e| vec![e.to_string()])?;
 
-        let kept: Vec<&Arc<Backend>> = routing
-            .pools
-            .iter()
-            .flat_map(|p| &p.backends)
-            .filter(|b| contains(&old, b))
-            .collect();
-        let added = routing.pools.iter().flat_map(|p| &p.backends).count() - kept.len();
+        let backends: Vec<&Arc<Backend>> = routing.pools.iter().flat_map(|p| &p.backends).collect();
+        let kept = backends.iter().filter(|b| contains(&old, b)).count();
+        let mut updated = 0;
         let mut removed = 0;
         for backend in old.pools.iter().flat_map(|p| &p.backends) {
-            if !contains(&routing, backend) {
-                removed += 1;
-                backend.set_up(false);
-                backend.cut_sessions(CutReason::Removed);
+            if contains(&routing, backend) {
+                continue;
             }
+            if backends.iter().any(|b| b.carries(backend)) {
+                // The same node under new settings: its sessions go on with the new backend.
+                updated += 1;
+                continue;
+            }
+            removed += 1;
+            backend.set_up(false);
+            backend.cut_sessions(CutReason::Removed);
         }
+        let added = backends.len() - kept - updated;
         let summary = format!(
-            "{} pools, {} routes; backends kept {}, new or changed {added}, removed or replaced {removed}",
+            "{} pools, {} routes; backends kept {kept}, updated in place {updated}, new {added}, removed or replaced {removed}",
             routing.pools.len(),
             new.routes.len(),
-            kept.len()
         );
         self.routing.store(Arc::new(routing));
         *current = new;

@@ -164,7 +164,7 @@ async fn reload_applies_a_valid_file_and_keeps_sessions_on_kept_backends() {
         body["summary"]
             .as_str()
             .unwrap()
-            .contains("removed or replaced 4"),
+            .contains("updated in place 1, new 0, removed or replaced 3"),
         "{body}"
     );
     let ended = tokio::time::timeout(Duration::from_secs(5), ws.next())
@@ -265,4 +265,91 @@ async fn a_bad_file_is_refused_whole_and_the_running_config_stays() {
 
 fn gw_pid(gw: &Gateway) -> u32 {
     gw.pid()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn settings_changed_and_a_backend_inserted_in_front_keep_the_others_health_and_sessions() {
+    let pki = Pki::new();
+    let a = pki
+        .node(NodeKind::Execution, "ec-a", NodeStatus::default())
+        .await;
+    let b = pki
+        .node(NodeKind::Execution, "ec-b", NodeStatus::default())
+        .await;
+    let new = pki
+        .node(NodeKind::Execution, "ec-new", NodeStatus::default())
+        .await;
+    let (admin, listen) = (free_addr(), free_addr());
+    let catch_all = format!("  - {{ listener: \"{listen}\", pool: execution }}\n");
+    let pools = pool_yaml(
+        "execution",
+        "execution",
+        "first",
+        &pki.ca_file,
+        &[(&a, false), (&b, true)],
+    );
+    let gw = Gateway::start(&config(admin, listen, &pools, &catch_all), admin, &[listen]).await;
+    let before_a = gw.wait_backend("execution", "ec-a", true).await;
+    let before_b = gw.wait_backend("execution", "ec-b", true).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{listen}/"))
+        .await
+        .unwrap();
+    ws.send(Message::Text(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let _subscribed = ws.next().await;
+
+    // Another response timeout, other thresholds and health settings, and a new backend in
+    // front of the two (a backup, so that the traffic stays where it is).
+    let pools = pool_yaml_with(
+        "execution",
+        "execution",
+        "first",
+        &pki.ca_file,
+        &[(&new, true), (&a, false), (&b, true)],
+        "    max_lag: 3\n    min_peers: 5\n    health: { interval: 150ms, timeout: 140ms, rise: 3, fall: 2 }\n",
+    );
+    let changed = format!(
+        "timeouts: {{ response: 30s }}\n{}",
+        config(admin, listen, &pools, &catch_all)
+    );
+    std::fs::write(&gw.config_path, changed).unwrap();
+    let (status, body) = reload_over_http(admin).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["summary"]
+            .as_str()
+            .unwrap()
+            .contains("updated in place 2, new 1, removed or replaced 0"),
+        "{body}"
+    );
+    // Their health went on: up at once, the same transition as before the reload.
+    let status = gw.status().await;
+    for (name, before) in [("ec-a", &before_a), ("ec-b", &before_b)] {
+        let after = Gateway::backend_status(&status, "execution", name);
+        assert_eq!(after["state"], "up", "{name}: {after}");
+        assert_eq!(after["last_change"], before["last_change"], "{name}");
+    }
+    // The session on ec-a goes on.
+    let head = a.new_head();
+    let note = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("the session lives")
+        .unwrap()
+        .unwrap();
+    let note: Value = serde_json::from_str(note.to_text().unwrap()).unwrap();
+    assert_eq!(note["params"]["result"]["number"], format!("0x{head:x}"));
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "ssv_ha_sessions_cut_total{backend=\"ec-a\",pool=\"execution\",reason=\"removed\"} "
+        ),
+        Some(0.0)
+    );
+    gw.wait_backend("execution", "ec-new", true).await;
 }

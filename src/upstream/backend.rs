@@ -57,6 +57,8 @@ struct Upstream {
 /// (their own pool key) for long-lived sessions, and the gateway's own kept-alive connections for
 /// requests it exchanges itself.
 struct Peers {
+    /// The address they reach.
+    addr: SocketAddr,
     plain: HttpPeer,
     session: HttpPeer,
     direct: Option<Arc<Connections>>,
@@ -83,13 +85,17 @@ struct DirectTemplate {
 }
 
 impl Backend {
-    /// Builds the run-time backend. Fails only when its CA file cannot be loaded.
+    /// Builds the run-time backend. Fails only when its CA file cannot be loaded. `carried`: the
+    /// same node under its previous settings (a reload changed a timeout, a threshold, a header
+    /// or its place in the pool): its health, its resolved addresses and its live sessions go on
+    /// here, so the change costs neither a health reset nor a cut session.
     pub fn new(
         pool: &model::Pool,
         index: usize,
         config: model::Backend,
         timeouts: Timeouts,
         metrics: BackendMetrics,
+        carried: Option<&Backend>,
     ) -> Result<Self, String> {
         let ca_certs = match &config.ca {
             None => None,
@@ -110,7 +116,7 @@ impl Backend {
                 None
             },
         };
-        let sessions = Arc::new(Sessions::default());
+        let sessions = carried.map_or_else(Arc::default, |c| c.sessions.clone());
         let connector = Arc::new(SessionConnector {
             sessions: sessions.clone(),
             connect_timeout: timeouts.connect,
@@ -141,7 +147,7 @@ impl Backend {
         };
         let http = upstream(&config.http, "http", Some(direct))?;
         let ws = upstream(&config.ws, "ws", None)?;
-        Ok(Backend {
+        let backend = Backend {
             pool: pool.name.clone(),
             health: pool.health,
             index,
@@ -152,7 +158,28 @@ impl Backend {
             record: Mutex::new(HealthRecord::default()),
             metrics,
             config,
-        })
+        };
+        if let Some(old) = carried {
+            for (from, to) in [(&old.http, &backend.http), (&old.ws, &backend.ws)] {
+                if let Some(peers) = from.peers.load().as_ref() {
+                    to.install(peers.addr);
+                }
+            }
+            *backend.record() = old.record().clone();
+            backend.set_up(old.is_up());
+        }
+        Ok(backend)
+    }
+
+    /// Whether `other` is this node under other settings (same endpoints and CA): a reload may
+    /// carry its state over ([`Backend::new`]).
+    pub fn same_node(&self, other: &model::Backend) -> bool {
+        self.config.http == other.http && self.config.ws == other.ws && self.config.ca == other.ca
+    }
+
+    /// Whether this backend took over `other`'s live sessions in a reload.
+    pub fn carries(&self, other: &Backend) -> bool {
+        Arc::ptr_eq(&self.sessions, &other.sessions)
     }
 
     pub fn name(&self) -> &str {
@@ -309,10 +336,8 @@ impl Upstream {
 
     fn install(&self, addr: SocketAddr) {
         let current = self.peers.load();
-        if let Some(peers) = current.as_ref() {
-            if peers.plain._address == pingora::protocols::l4::socket::SocketAddr::Inet(addr) {
-                return;
-            }
+        if current.as_ref().is_some_and(|peers| peers.addr == addr) {
+            return;
         }
         let t = &self.template;
         let build = |read: Duration| {
@@ -339,6 +364,7 @@ impl Upstream {
             ))
         });
         self.peers.store(Some(Arc::new(Peers {
+            addr,
             plain,
             session,
             direct,
