@@ -15,20 +15,7 @@ const HOST: &str = "rpc.example.com";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_that_outlasts_the_response_timeout_everywhere_never_empties_the_pool() {
-    let (a, b) = (Recorder::start().await, Recorder::start().await);
-    let pools = format!(
-        "  execution:\n    kind: execution\n    policy: first\n    health: {{ interval: 200ms, timeout: 150ms, rise: 5, fall: 1 }}\n    backends:\n{}{}",
-        a.backend_yaml("ec-a"),
-        b.backend_yaml("ec-b").replace(" }", ", backup: true }")
-    );
-    let (admin, listen) = (free_addr(), free_addr());
-    let yaml = format!(
-        "timeouts: {{ response: 500ms }}\n{}",
-        config(admin, listen, &pools, EC_ROUTE)
-    );
-    let (gw, log) = Gateway::start_logged(&yaml, admin, &[listen]).await;
-    gw.wait_backend("execution", "ec-a", true).await;
-    gw.wait_backend("execution", "ec-b", true).await;
+    let (_a, _b, gw, listen, log) = primary_and_backup(1).await;
     // (`rise: 5` keeps a backend taken down out for a second: long enough for the slow call to
     // time out on the other one meanwhile, which is then the pool's last.)
     let client = reqwest::Client::new();
@@ -50,14 +37,8 @@ async fn a_call_that_outlasts_the_response_timeout_everywhere_never_empties_the_
                     .json()
                     .await
                     .unwrap();
-                let healthy = status["pools"][0]["backends"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter(|b| b["healthy"] == true)
-                    .count();
                 assert!(
-                    healthy > 0,
+                    !healthy(&status).is_empty(),
                     "the pool was left with no healthy backend: {status}"
                 );
                 served += 1;

@@ -1,8 +1,11 @@
 //! Bounded fuzzing of everything that reads outside input: the config parser, the JSON-RPC
 //! inspector, the health-response parsers and the haproxy importer. Inputs are mutations of real
-//! samples and random JSON trees from a seeded generator; a panic anywhere fails the test. Each
-//! target runs for a fixed number of cases (about a second), so the suite stays fast.
+//! samples and random JSON trees from a seeded generator; a panic anywhere fails the test, and
+//! the inspector must never forward a denied method (checked against a full parse of what it
+//! forwards). Each target runs for a fixed number of cases (about a second), so the suite stays
+//! fast.
 
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{json, Value};
 use ssv_ha::health::{consensus, execution};
 use ssv_ha::proxy::policy::{self, MethodPolicy};
@@ -76,7 +79,21 @@ fn random_json(rng: &mut Rng, depth: usize) -> Value {
         0 => Value::Null,
         1 => json!(rng.below(2) == 0),
         2 => json!(rng.next() as i64),
-        3 => json!(["0x1f", "12", "", "0x", "-1", "false", "é"][rng.below(7)]),
+        3 => json!(
+            [
+                "0x1f",
+                "12",
+                "",
+                "0x",
+                "-1",
+                "false",
+                "é",
+                "eth_call",
+                "admin_peers",
+                "DEBUG_traceCall",
+                "eth_sendRawTransaction"
+            ][rng.below(11)]
+        ),
         4 => json!(format!("0x{:x}", rng.next())),
         5 => Value::Array(
             (0..rng.below(5))
@@ -115,30 +132,175 @@ fn config_parser_never_panics() {
     }
 }
 
+/// A JSON value as serde_json reads it, with every entry of an object in order: duplicate keys
+/// stay (`serde_json::Value` keeps only the last), and keys and strings are unescaped.
+#[derive(Debug)]
+enum Json {
+    Scalar,
+    Str(String),
+    Array(Vec<Json>),
+    Object(Vec<(String, Json)>),
+}
+
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Json, D::Error> {
+        struct JsonVisitor;
+        impl<'de> Visitor<'de> for JsonVisitor {
+            type Value = Json;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Json, E> {
+                Ok(Json::Scalar)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Json, E> {
+                Ok(Json::Scalar)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Json, E> {
+                Ok(Json::Scalar)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Json, E> {
+                Ok(Json::Scalar)
+            }
+            fn visit_unit<E>(self) -> Result<Json, E> {
+                Ok(Json::Scalar)
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Json, E> {
+                Ok(Json::Str(s.to_string()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Json::Array(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, Json>()? {
+                    entries.push(entry);
+                }
+                Ok(Json::Object(entries))
+            }
+        }
+        deserializer.deserialize_any(JsonVisitor)
+    }
+}
+
+/// Whether the fuzzed pool's policy (deny `eth_sendRawTransaction`, no allow list) refuses
+/// `method`, written out here rather than asked of the gateway: the default denials are
+/// prefixes, and names compare without regard to ASCII case.
+fn denied(method: &str) -> bool {
+    let method = method.to_ascii_lowercase();
+    method == "eth_sendrawtransaction"
+        || policy::DEFAULT_DENY
+            .iter()
+            .any(|p| method.starts_with(&p.trim_end_matches('*').to_ascii_lowercase()))
+}
+
+/// What a node would receive, read in full by serde_json: valid JSON, one request object or a
+/// batch of 1 to `max_batch` of them, and every key that is `method` in any ASCII case a string
+/// naming a method the policy permits. Returns what is wrong, if anything.
+///
+/// Invalid UTF-8 is read as Go's decoder (geth) reads it, each bad byte as U+FFFD: the inspector
+/// lets it through inside values it does not read (`tests/hostile.rs` accepts that), and a
+/// method name with such bytes must still be judged by the rest of its letters.
+fn forwarded_violation(forwarded: &[u8], max_batch: usize) -> Option<String> {
+    let parsed: Json = match serde_json::from_str(&String::from_utf8_lossy(forwarded)) {
+        Ok(parsed) => parsed,
+        Err(e) => return Some(format!("not valid JSON ({e})")),
+    };
+    let calls = match parsed {
+        Json::Array(items) if items.is_empty() || items.len() > max_batch => {
+            return Some(format!("a batch of {}", items.len()))
+        }
+        Json::Array(items) => items,
+        call => vec![call],
+    };
+    for call in calls {
+        let Json::Object(entries) = call else {
+            return Some(format!("a request that is not an object: {call:?}"));
+        };
+        for (key, value) in entries {
+            if !key.eq_ignore_ascii_case("method") {
+                continue;
+            }
+            match value {
+                Json::Str(name) if denied(&name) => {
+                    return Some(format!("the denied method {name:?} (key {key:?})"))
+                }
+                Json::Str(_) => {}
+                other => return Some(format!("a method that is not a string: {other:?}")),
+            }
+        }
+    }
+    None
+}
+
+/// Inspects `input` and checks what would be forwarded: the body itself on `Pass`, the
+/// rewritten batch on `Rewrite`. Returns the decision's kind, so the caller can see the cases
+/// exercised the property at all.
+fn assert_forwards_only_permitted(input: &[u8], policy: &MethodPolicy) -> &'static str {
+    let decision = policy::inspect(input, policy);
+    let (kind, forwarded) = match &decision {
+        policy::Decision::Pass => ("pass", input),
+        policy::Decision::Rewrite { body, plan } => {
+            let _ = policy::merge(plan, input);
+            ("rewrite", body.as_slice())
+        }
+        policy::Decision::Answer(_) => return "answer",
+    };
+    if let Some(wrong) = forwarded_violation(forwarded, policy.max_batch) {
+        panic!(
+            "the inspector forwards {wrong}\n  input: {}\n  forwarded: {}",
+            String::from_utf8_lossy(input),
+            String::from_utf8_lossy(forwarded)
+        );
+    }
+    kind
+}
+
 #[test]
-fn json_rpc_inspector_never_panics() {
+fn json_rpc_inspector_never_panics_and_never_forwards_a_denied_method() {
     let mut rng = Rng(0x5eed);
     let policy = MethodPolicy {
         allow: vec![],
         deny: vec!["eth_sendRawTransaction".into()],
         max_batch: 5,
     };
-    let samples: [&[u8]; 3] = [
+    // Denied methods in every guise the inspector must see through: other key cases, duplicate
+    // keys, escapes, batches mixing permitted and denied calls.
+    let samples: [&[u8]; 7] = [
         br#"[{"jsonrpc":"2.0","id":1,"method":"eth_call","params":[{"to":"0x1"},"latest"]},{"id":2,"method":"admin_x"}]"#,
         br#"{"jsonrpc":"2.0","id":"a","method":"eth_getLogs","params":[{"fromBlock":"0x1"}]}"#,
         br#"[{"method":"eth_chainId","id":1},{"METHOD":"debug_x","id":2},3,"x",null]"#,
+        br#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","Method":"admin_peers"}"#,
+        br#"{"method":"eth_call","method":"personal_sign","id":7}"#,
+        br#"{"\u006dethod":"admin\u005fpeers","id":1}"#,
+        br#"[{"id":1,"method":"eth_blockNumber"},{"id":2,"method":"eth_sendRawTransaction","params":["0x00"]},{"id":3,"mEtHoD":"DEBUG_traceCall"}]"#,
     ];
+    let mut seen = std::collections::HashMap::<&str, usize>::new();
     for _ in 0..20_000 {
         let pick = rng.below(samples.len());
         let input = mutate(&mut rng, samples[pick]);
-        if let policy::Decision::Rewrite { plan, .. } = policy::inspect(&input, &policy) {
-            let _ = policy::merge(&plan, &input);
-        }
+        *seen
+            .entry(assert_forwards_only_permitted(&input, &policy))
+            .or_default() += 1;
         let _ = ssv_ha::proxy::rpc::methods(&input);
     }
     for _ in 0..3_000 {
         let value = random_json(&mut rng, 4).to_string();
-        let _ = policy::inspect(value.as_bytes(), &policy);
+        *seen
+            .entry(assert_forwards_only_permitted(value.as_bytes(), &policy))
+            .or_default() += 1;
+    }
+    // The samples themselves, unmutated: each has a denied method that must be caught.
+    for sample in samples {
+        assert_forwards_only_permitted(sample, &policy);
+    }
+    // The property was put to the test: many inputs were forwarded whole or rewritten.
+    for kind in ["pass", "rewrite", "answer"] {
+        assert!(seen.get(kind).copied().unwrap_or(0) >= 200, "{seen:?}");
     }
 }
 

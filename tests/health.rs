@@ -58,10 +58,35 @@ async fn a_node_that_falls_behind_leaves_rotation_and_returns_when_caught_up() {
     for _ in 0..3 {
         b.new_head();
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let still = Gateway::backend_status(&p.gw.status().await, "execution", "ec-a");
+    // Not after a bare sleep, which may end before any check saw the new heads: wait for two
+    // check rounds that judged ec-a against them. A round probes every backend and publishes
+    // ec-a before ec-b, so once ec-b shows its new head, ec-a was judged in that round; then
+    // one more round of ec-a.
+    let head = b.status().head;
+    let at = |v: &serde_json::Value| humantime::parse_rfc3339(v.as_str().unwrap()).unwrap();
+    let first = wait_for(
+        "a check round that saw ec-b's new head",
+        Duration::from_secs(10),
+        || async {
+            let status = p.gw.status().await;
+            let seen = Gateway::backend_status(&status, "execution", "ec-b");
+            let a = Gateway::backend_status(&status, "execution", "ec-a");
+            (seen["facts"]["head"] == head).then(|| at(&a["last_check"]))
+        },
+    )
+    .await;
+    let still = wait_for(
+        "a second check round of ec-a",
+        Duration::from_secs(10),
+        || async {
+            let a = Gateway::backend_status(&p.gw.status().await, "execution", "ec-a");
+            (at(&a["last_check"]) > first).then_some(a)
+        },
+    )
+    .await;
     assert_eq!(
-        still["healthy"], true,
+        (&still["healthy"], &still["verdict"]["lag"]),
+        (&serde_json::json!(true), &serde_json::json!(3)),
         "3 blocks behind is within max_lag 3: {still:#}"
     );
     b.new_head();
@@ -354,9 +379,10 @@ async fn a_gateway_error_from_the_primary_is_retried_and_counts_against_it() {
     .await;
     p.gw.wait_backend("execution", "ec-a", true).await;
     p.gw.wait_backend("execution", "ec-b", true).await;
+    let client = reqwest::Client::new();
+
     // traefik's answer when the node behind it is gone
     a.set(|s| s.fail_status = Some(502));
-    let client = reqwest::Client::new();
     assert_eq!(
         who_answers(&client, p.listen).await,
         (200, Some("ec-b".to_string()))
@@ -373,16 +399,84 @@ async fn a_gateway_error_from_the_primary_is_retried_and_counts_against_it() {
     let two = Gateway::backend_status(&p.gw.status().await, "execution", "ec-a");
     assert_eq!(two["healthy"], false, "{two:#}");
     assert_eq!(reason(&two), "failed on live traffic: HTTP 502");
-    // A 500 is the node's own answer: passed through, not retried.
-    b.set(|s| s.fail_status = Some(500));
-    let response = client
+}
+
+/// A plain-HTTP execution node that passes its health checks and answers every client call with
+/// its own failure: HTTP 500 with a JSON-RPC error, the node's answer (not a proxy's page).
+async fn node_answering_500() -> SocketAddr {
+    async fn serve(
+        headers: axum::http::HeaderMap,
+        body: axum::body::Bytes,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let probe = headers
+            .get("user-agent")
+            .is_some_and(|ua| ua.as_bytes() == ssv_ha::health::PROBE_USER_AGENT.as_bytes());
+        if probe {
+            let answer = common::recorder::answer(&body).unwrap_or_default();
+            return ([("content-type", "application/json")], answer).into_response();
+        }
+        let error = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"node-500 internal error"}}"#;
+        (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            [("content-type", "application/json")],
+            error,
+        )
+            .into_response()
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, axum::Router::new().fallback(serve))
+            .await
+            .unwrap();
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_500_from_the_node_is_passed_through_not_retried() {
+    // A 500 is the node's own answer: passed through, not retried, not held against the node.
+    // The pool has a second healthy backend, so a retry would show: the client would get ec-b's
+    // 200 instead of the 500.
+    let pki = Pki::new();
+    let failing = node_answering_500().await;
+    let b = pki
+        .node(NodeKind::Execution, "ec-b", NodeStatus::default())
+        .await;
+    let pools = format!(
+        "  execution:\n    kind: execution\n    policy: first\n    ca: {}\n    health: {FAST_HEALTH}\n    backends:\n      - {{ name: node-500, url: \"http://{failing}/\" }}\n      - {{ name: ec-b, url: \"{}\", backup: true }}\n",
+        pki.ca_file.display(),
+        b.url()
+    );
+    let p = start(&pools).await;
+    p.gw.wait_backend("execution", "node-500", true).await;
+    p.gw.wait_backend("execution", "ec-b", true).await;
+    let response = reqwest::Client::new()
         .post(format!("http://{}/", p.listen))
         .header("host", "rpc.example.com")
         .json(&rpc("eth_call", 1))
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 500);
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(
+        status, 500,
+        "the node's 500, not another node's answer: {body}"
+    );
+    assert!(body.contains("node-500 internal error"), "{body}");
+    assert_eq!(b.client_requests(), 0, "ec-b was not asked");
+    assert_eq!(
+        metric(
+            &p.gw.metrics().await,
+            "ssv_ha_retries_total{pool=\"execution\"}"
+        ),
+        0.0,
+        "not retried"
+    );
+    let node = Gateway::backend_status(&p.gw.status().await, "execution", "node-500");
+    assert_eq!(node["healthy"], true, "{node:#}");
 }
 
 /// One HTTP request per check for an execution node; two for a consensus node after its first.

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use ssv_ha::sim::{NodeKind, NodeStatus, SimNode};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn setup() -> (Pki, SimNode, Gateway, SocketAddr) {
@@ -199,15 +199,44 @@ async fn broken_backends_give_clean_errors_and_leave_rotation() {
         let gw = Gateway::start(&yaml, admin, &[listen]).await;
         gw.wait_backend("execution", "broken", true).await;
         let client = reqwest::Client::new();
-        let response = client
-            .post(format!("http://{listen}/"))
-            .header("host", "rpc.example.com")
-            .json(&rpc("eth_chainId", 1))
-            .send()
-            .await;
+        // The client waits at most 5 s: a gateway that waited out the hanging backend (30 s)
+        // would leave it hanging too.
+        let sent = Instant::now();
+        let response = tokio::time::timeout(
+            Duration::from_secs(5),
+            client
+                .post(format!("http://{listen}/"))
+                .header("host", "rpc.example.com")
+                .json(&rpc("eth_chainId", 1))
+                .send(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{mode}: no answer within 5 s"));
         match mode {
-            // Nothing reached the client yet: retried on the backup.
+            // Nothing reached the client yet: retried on the backup, the first request too, and
+            // for a hang as soon as the response timeout (500 ms) ran out.
             "garbage" | "hang" => {
+                let first = response.unwrap_or_else(|e| panic!("{mode}: no HTTP answer: {e}"));
+                let took = sent.elapsed();
+                let (status, node, body) = (
+                    first.status().as_u16(),
+                    first
+                        .headers()
+                        .get("x-sim-node")
+                        .map(|v| v.to_str().unwrap().to_string()),
+                    first.text().await.unwrap(),
+                );
+                assert_eq!(
+                    (status, node.as_deref()),
+                    (200, Some("ec-good")),
+                    "{mode}: the first request: {body}"
+                );
+                // (A wide margin over the 500 ms response timeout: what matters is that the
+                // gateway did not wait out the hanging backend.)
+                assert!(
+                    took < Duration::from_millis(500) + Duration::from_secs(3),
+                    "{mode}: answered after {took:?}, the response timeout is 500 ms"
+                );
                 let (status, node, body) = post(
                     &client,
                     &format!("http://{listen}/"),
@@ -220,7 +249,6 @@ async fn broken_backends_give_clean_errors_and_leave_rotation() {
                     (200, Some("ec-good")),
                     "{mode}: {body}"
                 );
-                let _ = response;
             }
             // The response had started: the client sees a cut body, never a mangled success.
             _ => {

@@ -97,8 +97,24 @@ async fn last_change(gw: &Gateway, pool: &str, backend: &str) -> SystemTime {
     humantime::parse_rfc3339(b["last_change"].as_str().unwrap()).unwrap()
 }
 
+/// When the backend was marked down: waits until `/status` shows it down (read while it is still
+/// up, `last_change` would be when it came up, long before any session ended).
+async fn marked_down(gw: &Gateway, pool: &str, backend: &str) -> SystemTime {
+    let b = gw.wait_backend(pool, backend, false).await;
+    humantime::parse_rfc3339(b["last_change"].as_str().unwrap()).unwrap()
+}
+
+/// The session was still open when the gateway marked its backend down (`marked`) and closed
+/// within 100 ms after. A session that had already ended before the mark was not cut by the
+/// gateway (the node dropped it, or something else did): that is a failure, not "0 ms".
 fn assert_cut_promptly(closed_at: SystemTime, marked: SystemTime) {
-    let after = closed_at.duration_since(marked).unwrap_or_default();
+    let after = closed_at.duration_since(marked).unwrap_or_else(|early| {
+        panic!(
+            "the session closed {:?} before its backend was marked down: it was not the \
+             gateway's cut",
+            early.duration()
+        )
+    });
     assert!(
         after < Duration::from_millis(100),
         "the session closed {after:?} after its backend was marked down"
@@ -127,7 +143,7 @@ async fn websocket_is_cut_when_its_backend_goes_down_and_reconnects_to_the_backu
         ended.is_none(),
         "expected the session to end, got {ended:?}"
     );
-    assert_cut_promptly(closed_at, last_change(&s.gw, "execution", "ec-a").await);
+    assert_cut_promptly(closed_at, marked_down(&s.gw, "execution", "ec-a").await);
     assert!(s.gw.metrics().await.contains(
         "ssv_ha_sessions_cut_total{backend=\"ec-a\",pool=\"execution\",reason=\"backend_down\"} 1"
     ));
@@ -158,7 +174,13 @@ async fn websocket_is_cut_when_its_backend_goes_down_and_reconnects_to_the_backu
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sse_stream_is_cut_when_its_backend_goes_down_and_reconnects_to_the_backup() {
-    let s = setup(NodeKind::Consensus, "    failback: false\n").await;
+    // Fail-back off, with a short delay: had it been on, the gateway would move the session back
+    // 500 ms after the primary recovers, well within the wait below.
+    let s = setup(
+        NodeKind::Consensus,
+        "    failback: false\n    failback_delay: 500ms\n",
+    )
+    .await;
     let client = reqwest::Client::new();
     let open = || async {
         let r = client
@@ -191,7 +213,15 @@ async fn sse_stream_is_cut_when_its_backend_goes_down_and_reconnects_to_the_back
     })
     .await
     .expect("the stream should end");
-    assert_cut_promptly(end, last_change(&s.gw, "consensus", "cc-a").await);
+    assert_cut_promptly(end, marked_down(&s.gw, "consensus", "cc-a").await);
+    assert_eq!(
+        metric(
+            &s.gw.metrics().await,
+            "ssv_ha_sessions_cut_total{backend=\"cc-a\",pool=\"consensus\",reason=\"backend_down\"}"
+        ),
+        1.0,
+        "the gateway cut the stream"
+    );
 
     let (mut stream, node) = open().await;
     assert_eq!(node, "cc-b");
@@ -203,16 +233,46 @@ async fn sse_stream_is_cut_when_its_backend_goes_down_and_reconnects_to_the_back
         .unwrap();
     assert!(String::from_utf8_lossy(&chunk).contains(&format!("\"slot\":\"{slot}\"")));
 
-    // With fail-back off, the stream stays on the backup when the primary recovers.
+    // With fail-back off, the stream stays on the backup when the primary recovers, also well
+    // past failback_delay. No bare sleep: wait until the gateway has checked cc-a a full second
+    // (twice the delay) after marking it up, cc-a up and the first choice throughout, so a
+    // fail-back would have happened by then.
     s.a.set(|st| st.el_offline = Some(false));
     s.gw.wait_backend("consensus", "cc-a", true).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let up_at = last_change(&s.gw, "consensus", "cc-a").await;
+    let rfc3339 = |v: &Value| humantime::parse_rfc3339(v.as_str().unwrap()).unwrap();
+    wait_for(
+        "a check of cc-a 1 s after it came up",
+        Duration::from_secs(10),
+        || async {
+            let status = s.gw.status().await;
+            let a = Gateway::backend_status(&status, "consensus", "cc-a");
+            assert!(
+                a["healthy"] == true && rfc3339(&a["last_change"]) == up_at,
+                "cc-a must stay up for the wait to mean anything: {a:#}"
+            );
+            assert_eq!(status["pools"][0]["active"], "cc-a", "{status:#}");
+            let checked = rfc3339(&a["last_check"]).duration_since(up_at).ok()?;
+            (checked >= Duration::from_secs(1)).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        metric(
+            &s.gw.metrics().await,
+            "ssv_ha_sessions_cut_total{backend=\"cc-b\",pool=\"consensus\",reason=\"failback\"}"
+        ),
+        0.0,
+        "no session was moved back"
+    );
     let slot = s.b.new_head();
-    let chunk = tokio::time::timeout(Duration::from_secs(5), stream.chunk())
+    let chunk = match tokio::time::timeout(Duration::from_secs(5), stream.chunk())
         .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+        .expect("no silence of 5 s")
+    {
+        Ok(Some(chunk)) => chunk,
+        other => panic!("the stream on the backup ended with fail-back off: {other:?}"),
+    };
     assert!(String::from_utf8_lossy(&chunk).contains(&format!("\"slot\":\"{slot}\"")));
 }
 

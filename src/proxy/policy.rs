@@ -133,7 +133,10 @@ pub enum Request<'a> {
 /// case, duplicates included, must name a permitted method. Keys and names are read after JSON
 /// unescaping, so `"\u006dethod"` and `"admin\u005fpeers"` are what they spell.
 pub fn parse<'a>(body: &'a [u8], policy: &MethodPolicy) -> serde_json::Result<Request<'a>> {
-    let mut de = serde_json::Deserializer::from_slice(body);
+    // All of it UTF-8, strings the policy skips too (serde_json checks only what it reads).
+    let text = std::str::from_utf8(body)
+        .map_err(|e| <serde_json::Error as serde::de::Error>::custom(format!("not UTF-8 ({e})")))?;
+    let mut de = serde_json::Deserializer::from_str(text);
     let request = if skip_ws(body).first() == Some(&b'[') {
         de.deserialize_seq(BatchSeed { policy })?
     } else {
@@ -600,7 +603,8 @@ mod tests {
             Decision::Pass
         );
         for junk in [
-            &b"not json at all"[..],
+            &b"{\"id\":1,\"method\":\"eth_call\",\"params\":[\"\xff\"]}"[..],
+            b"not json at all",
             b"{'method':'admin_peers'}",
             b"{}{}",
             b"",
