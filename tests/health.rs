@@ -617,3 +617,37 @@ async fn probe_command_prints_observations_and_exit_code() {
     );
     assert_eq!(json[0]["facts"]["head_slot"], 1000);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_climbing_back_says_how_far_it_is_from_rotation() {
+    let pki = Pki::new();
+    let a = pki
+        .node(NodeKind::Execution, "ec-a", NodeStatus::default())
+        .await;
+    // Twenty good checks to come back: two seconds of climbing to watch.
+    let pools = pool_yaml_with(
+        "execution",
+        "execution",
+        "first",
+        &pki.ca_file,
+        &[(&a, false)],
+        "    health: { interval: 100ms, timeout: 90ms, rise: 20, fall: 1 }\n",
+    );
+    let p = start(&pools).await;
+    p.gw.wait_backend("execution", "ec-a", true).await;
+    a.set(|s| s.syncing = true);
+    p.gw.wait_backend("execution", "ec-a", false).await;
+    a.set(|s| s.syncing = false);
+    let climbing = wait_for("a recovering reason", Duration::from_secs(10), || async {
+        let status = p.gw.status().await;
+        let b = Gateway::backend_status(&status, "execution", "ec-a");
+        reason(&b).starts_with("recovering:").then_some(b)
+    })
+    .await;
+    assert_eq!(climbing["healthy"], false, "{climbing}");
+    assert!(
+        reason(&climbing).ends_with("of 20 good checks"),
+        "{climbing}"
+    );
+    p.gw.wait_backend("execution", "ec-a", true).await;
+}

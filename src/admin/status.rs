@@ -92,7 +92,18 @@ fn pool_status(pool: &Pool) -> PoolStatus {
                     Some(_) => "down",
                 },
                 healthy: b.is_up(),
-                reason: record.verdict.as_ref().map(Verdict::summary),
+                reason: record.verdict.as_ref().map(|v| {
+                    // Healthy checks of a backend still down: say how far it is from coming back.
+                    if v.healthy && record.hysteresis.state() == Some(false) {
+                        format!(
+                            "recovering: {} of {} good checks",
+                            record.hysteresis.streak(),
+                            pool.config.health.rise
+                        )
+                    } else {
+                        v.summary()
+                    }
+                }),
                 verdict: record.verdict,
                 facts: record.facts,
                 latency_ms: record.latency.map(|d| d.as_secs_f64() * 1000.0),

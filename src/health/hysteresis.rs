@@ -28,6 +28,12 @@ impl Hysteresis {
         self.state == Some(true)
     }
 
+    /// Consecutive results against the current state so far (good checks of a backend that is
+    /// down, bad ones of a backend that is up).
+    pub fn streak(&self) -> u32 {
+        self.streak
+    }
+
     /// Records one check result and returns the transition it caused, if any.
     pub fn record(&mut self, ok: bool, rise: u32, fall: u32) -> Option<Transition> {
         match self.state {

@@ -345,7 +345,14 @@ fn execution(f: &ExecutionFacts, rules: &Rules, now_unix: u64, reasons: &mut Vec
     }
     if let (Some(max), Some(made)) = (rules.max_head_age, f.head_time) {
         let age = now_unix.saturating_sub(made);
-        if age > max {
+        // A minute of clock skew is tolerated; a block from further ahead is a wrong clock or a
+        // wrong answer, and would otherwise pass the age rule for ever.
+        if made > now_unix + 60 {
+            reasons.push(format!(
+                "latest block is dated {} s in the future: a wrong clock on the node or here",
+                made - now_unix
+            ));
+        } else if age > max {
             reasons.push(format!(
                 "latest block is {age} s old (max_head_age {max} s): the node stopped following the chain; set max_head_age: off for a chain that makes blocks on demand"
             ));
@@ -764,6 +771,18 @@ mod tests {
             &mut PoolMemory::default(),
         );
         assert!(v[0].healthy);
+        let facts = [("ec-a", stalled(NOW + 3600))];
+        let v = judge(
+            PoolKind::Execution,
+            &facts,
+            &rules(),
+            &mut PoolMemory::default(),
+        );
+        assert!(
+            v[0].reasons[0].contains("in the future"),
+            "a block from the future does not pass for ever: {:?}",
+            v[0]
+        );
         let off = Rules {
             max_head_age: None,
             ..rules()
