@@ -50,7 +50,15 @@ pub fn build_routing(
         let same_timeouts = previous.is_some_and(|r| r.timeouts == config.timeouts);
         let mut backends = Vec::with_capacity(pool.backends.len());
         for (index, b) in pool.backends.iter().enumerate() {
-            let old = old_pool.and_then(|old| old.backends.iter().find(|o| o.name() == b.name));
+            // By name; failing that, the same node under another name (two names swapped, a
+            // rename): its state is carried over just the same.
+            let old = old_pool.and_then(|old| {
+                let by_name = old.backends.iter().find(|o| o.name() == b.name);
+                by_name
+                    .filter(|o| o.same_node(b))
+                    .or_else(|| old.backends.iter().find(|o| o.same_node(b)))
+                    .or(by_name)
+            });
             let unchanged = old.filter(|o| {
                 same_timeouts
                     && o.index == index

@@ -422,10 +422,9 @@ async fn pipelined_requests_get_every_answer_in_order() {
     );
     let (gw, listen) = start_on(&pools, EC_ROUTE).await;
     gw.wait_backend("execution", "ec-a", true).await;
-    let post = |id: usize, params: &str| {
-        let body = format!(
-            r#"{{"jsonrpc":"2.0","id":{id},"method":"eth_chainId","params":["{params}"]}}"#
-        );
+    let post = |id: usize, method: &str, params: &str| {
+        let body =
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":["{params}"]}}"#);
         format!(
             "POST / HTTP/1.1\r\nhost: {HOST}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
@@ -435,8 +434,10 @@ async fn pipelined_requests_get_every_answer_in_order() {
     for id in 0..8 {
         requests.push_str(&match id {
             3 => format!("GET / HTTP/1.1\r\nhost: {HOST}\r\n\r\n"),
-            5 => post(id, &"x".repeat(70_000)),
-            _ => post(id, ""),
+            5 => post(id, "eth_chainId", &"x".repeat(70_000)),
+            // Answered by the gateway itself; the connection goes on.
+            6 => post(id, "admin_peers", ""),
+            _ => post(id, "eth_chainId", ""),
         });
     }
     let mut s = tokio::net::TcpStream::connect(listen).await.unwrap();
@@ -449,6 +450,7 @@ async fn pipelined_requests_get_every_answer_in_order() {
         if id != 3 {
             let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
             assert_eq!(reply["id"], id, "answers in order");
+            assert_eq!(reply["error"].is_object(), id == 6, "{reply}");
         }
     }
 }

@@ -353,3 +353,92 @@ async fn settings_changed_and_a_backend_inserted_in_front_keep_the_others_health
     );
     gw.wait_backend("execution", "ec-new", true).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reloads_faster_than_a_probe_do_not_stop_the_checks() {
+    let pki = Pki::new();
+    let a = pki
+        .node(NodeKind::Execution, "ec-a", NodeStatus::default())
+        .await;
+    let (admin, listen) = (free_addr(), free_addr());
+    let pools = pool_yaml_with(
+        "execution",
+        "execution",
+        "first",
+        &pki.ca_file,
+        &[(&a, false)],
+        "    health: { interval: 1s, timeout: 900ms, rise: 1, fall: 1 }\n",
+    );
+    let gw = Gateway::start(&config(admin, listen, &pools, EC_ROUTE), admin, &[listen]).await;
+    gw.wait_backend("execution", "ec-a", true).await;
+    // The node falls out of sync and answers slowly: a probe now takes half a second.
+    a.set(|s| {
+        s.syncing = true;
+        s.delay_ms = 500;
+    });
+    // Meanwhile the same file is reloaded every 200 ms (a tool sending SIGHUP on a timer).
+    let reloading = {
+        let admin = gw.admin;
+        tokio::spawn(async move {
+            // Longer than the wait below: the node must go down while reloads keep coming.
+            for _ in 0..60 {
+                assert_eq!(reload_over_http(admin).await.0, 200);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let down = gw.wait_backend("execution", "ec-a", false).await;
+    assert!(
+        down["reason"].as_str().unwrap().contains("syncing"),
+        "{down}"
+    );
+    reloading.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_backends_swapping_names_keep_their_health_and_sessions() {
+    let pki = Pki::new();
+    let x = pki
+        .node(NodeKind::Execution, "node-x", NodeStatus::default())
+        .await;
+    let y = pki
+        .node(NodeKind::Execution, "node-y", NodeStatus::default())
+        .await;
+    let (admin, listen) = (free_addr(), free_addr());
+    let named = |first: &str, second: &str| {
+        format!(
+            "  execution:\n    kind: execution\n    policy: round_robin\n    ca: {}\n    health: {FAST_HEALTH}\n    backends:\n      - {{ name: {first}, url: \"{}\" }}\n      - {{ name: {second}, url: \"{}\" }}\n",
+            pki.ca_file.display(),
+            x.url(),
+            y.url()
+        )
+    };
+    let gw = Gateway::start(
+        &config(admin, listen, &named("ec-a", "ec-b"), EC_ROUTE),
+        admin,
+        &[listen],
+    )
+    .await;
+    let before_a = gw.wait_backend("execution", "ec-a", true).await;
+    let before_b = gw.wait_backend("execution", "ec-b", true).await;
+    std::fs::write(
+        &gw.config_path,
+        config(admin, listen, &named("ec-b", "ec-a"), EC_ROUTE),
+    )
+    .unwrap();
+    let (status, body) = reload_over_http(admin).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["summary"]
+            .as_str()
+            .unwrap()
+            .contains("updated in place 2, new 0, removed or replaced 0"),
+        "{body}"
+    );
+    // Each node's health went with it to its new name.
+    let status = gw.status().await;
+    let after_a = Gateway::backend_status(&status, "execution", "ec-a");
+    let after_b = Gateway::backend_status(&status, "execution", "ec-b");
+    assert_eq!(after_a["last_change"], before_b["last_change"]);
+    assert_eq!(after_b["last_change"], before_a["last_change"]);
+}

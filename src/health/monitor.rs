@@ -161,15 +161,31 @@ impl BackgroundService for Monitor {
     ) {
         let mut ready = Some(ready);
         let mut reloads = self.reloads.clone();
+        // Dropping the set (at shutdown) stops every check.
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut running: Vec<(Arc<Pool>, tokio::task::AbortHandle)> = Vec::new();
         loop {
             let routing = self.routing.load_full();
-            // Dropping the set (at a reload) stops the previous configuration's checks.
-            let mut tasks = tokio::task::JoinSet::new();
+            while tasks.try_join_next().is_some() {}
+            // A pool a reload left as it was keeps its checks running: restarting them at every
+            // reload would let reloads faster than a probe stop all checks. Pools that changed or
+            // went away stop; new and changed ones start.
+            let (kept, gone): (Vec<_>, Vec<_>) = running
+                .drain(..)
+                .partition(|(pool, _)| routing.pools.iter().any(|p| Arc::ptr_eq(p, pool)));
+            for (_, task) in gone {
+                task.abort();
+            }
+            running = kept;
             let mut first_rounds = Vec::new();
             for pool in &routing.pools {
+                if running.iter().any(|(p, _)| Arc::ptr_eq(p, pool)) {
+                    continue;
+                }
                 let (done, first_round) = oneshot::channel::<()>();
                 first_rounds.push(first_round);
-                tasks.spawn(run_pool(pool.clone(), shutdown.clone(), done));
+                let task = tasks.spawn(run_pool(pool.clone(), shutdown.clone(), done));
+                running.push((pool.clone(), task));
             }
             if let Some(ready) = ready.take() {
                 tokio::select! {

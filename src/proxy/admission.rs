@@ -1,7 +1,7 @@
 //! What gets in, decided before any backend is chosen: credentials, in-flight caps, size limits,
 //! and the JSON-RPC method policy (which needs the body, so small bodies are read here).
 
-use super::exchange::{client_bucket, refuse, write_json, write_reply};
+use super::exchange::{client_bucket, refuse, write_answer, write_json, write_reply};
 use super::held::{Share, FREE_BYTES};
 use super::policy::{self, Decision};
 use super::websocket::Closing;
@@ -353,7 +353,7 @@ impl Gateway {
             Decision::Pass => Ok(Some(body.clone())),
             Decision::Answer(answer) => {
                 pool.metrics.denied.inc();
-                write_json(session, 200, answer).await?;
+                write_answer(session, answer).await?;
                 Ok(None)
             }
             Decision::Rewrite { body, plan } => {

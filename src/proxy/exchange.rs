@@ -127,6 +127,24 @@ pub(super) async fn request_body(session: &mut Session) -> Vec<u8> {
     body
 }
 
+/// Writes the gateway's own JSON-RPC answer to a request read in full (a denied call): unlike an
+/// error reply, it keeps the client's connection open for its next (maybe pipelined) request.
+pub(super) async fn write_answer(session: &mut Session, body: Vec<u8>) -> Result<()> {
+    let mut resp = ResponseHeader::build(200, Some(3))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    let downstream = session.as_downstream_mut();
+    downstream.write_response_header(Box::new(resp)).await?;
+    if body.is_empty() {
+        downstream.finish_body().await
+    } else {
+        downstream
+            .write_response_body(Bytes::from(body), true)
+            .await
+    }
+}
+
 pub(super) async fn write_json(session: &mut Session, status: u16, body: Vec<u8>) -> Result<()> {
     write_reply(session, status, body, None).await
 }

@@ -277,3 +277,82 @@ fn client_config(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfi
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A backend that answers every request with the number of the connection it came on.
+    async fn numbering_backend() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let number = accepted.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        let body = number.to_string();
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// Sends one request on a leased connection; returns the connection's number and gives it back.
+    async fn ask(connections: &Connections) -> (String, bool) {
+        let mut lease = connections.lease().await.unwrap();
+        let request = http::Request::get("/")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let answer = lease.sender.send_request(request).await.unwrap();
+        let body = answer.into_body().collect().await.unwrap().to_bytes();
+        connections.give_back(lease.sender);
+        (String::from_utf8_lossy(&body).into_owned(), lease.reused)
+    }
+
+    #[tokio::test]
+    async fn the_most_recently_used_connection_goes_first_and_idle_ones_expire() {
+        let addr = numbering_backend().await;
+        let connections = Connections::new(
+            addr,
+            None,
+            Duration::from_secs(1),
+            Duration::from_millis(300),
+        );
+        // Two connections at once (0 and 1), the second given back last.
+        let first = connections.lease().await.unwrap();
+        let second = connections.lease().await.unwrap();
+        connections.give_back(first.sender);
+        tokio::task::yield_now().await;
+        connections.give_back(second.sender);
+        let (number, reused) = ask(&connections).await;
+        assert!(reused);
+        assert_eq!(number, "1", "the connection used last goes out first");
+        let (number, _) = ask(&connections).await;
+        assert_eq!(number, "1", "and again: the other one stays idle");
+        // Unused past the idle timeout: closed, not reused.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let (number, reused) = ask(&connections).await;
+        assert!(!reused, "an expired connection is not reused");
+        assert_eq!(number, "2");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        connections.sweep();
+        assert!(connections.idle().is_empty(), "swept without traffic");
+    }
+}
