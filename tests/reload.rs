@@ -21,6 +21,24 @@ async fn reload_over_http(admin: std::net::SocketAddr) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
+/// A WebSocket through the gateway with a live `newHeads` subscription.
+async fn subscribe_to_new_heads(
+    listen: std::net::SocketAddr,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{listen}/"))
+        .await
+        .unwrap();
+    ws.send(Message::Text(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let _subscribed = ws.next().await;
+    ws
+}
+
 fn metric(metrics: &str, line_start: &str) -> Option<f64> {
     metrics
         .lines()
@@ -72,17 +90,7 @@ async fn reload_applies_a_valid_file_and_keeps_sessions_on_kept_backends() {
     assert_eq!(lonely["reason"], "peers 7 < 10");
 
     // A live subscription on ec-a, which the new config keeps as it is.
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{listen}/"))
-        .await
-        .unwrap();
-    ws.send(Message::Text(
-        json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
-    let _subscribed = ws.next().await;
+    let mut ws = subscribe_to_new_heads(listen).await;
 
     // New: a lower peer threshold, ec-b as another backup, a consensus pool and its route.
     let mut pools = pool_yaml_with(
@@ -291,17 +299,7 @@ async fn settings_changed_and_a_backend_inserted_in_front_keep_the_others_health
     let gw = Gateway::start(&config(admin, listen, &pools, &catch_all), admin, &[listen]).await;
     let before_a = gw.wait_backend("execution", "ec-a", true).await;
     let before_b = gw.wait_backend("execution", "ec-b", true).await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{listen}/"))
-        .await
-        .unwrap();
-    ws.send(Message::Text(
-        json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
-    let _subscribed = ws.next().await;
+    let mut ws = subscribe_to_new_heads(listen).await;
 
     // Another response timeout, other thresholds and health settings, and a new backend in
     // front of the two (a backup, so that the traffic stays where it is).
