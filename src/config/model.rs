@@ -102,6 +102,20 @@ pub struct Limits {
     pub body_timeout: Duration,
 }
 
+/// The documented defaults.
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_url_bytes: DEFAULT_MAX_URL_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_held_bytes: DEFAULT_MAX_HELD_BYTES,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogSettings {
     pub format: LogFormat,

@@ -189,14 +189,16 @@ impl Gateway {
         let mut share: Option<Share> = None;
         let mut body = BytesMut::new();
         // However slowly it drips, the whole body arrives within the body timeout.
-        let deadline = tokio::time::Instant::now() + ctx.body_timeout;
+        let deadline = tokio::time::Instant::now() + ctx.limits.body_timeout;
         loop {
             let read = session.as_downstream_mut().read_request_body();
             let chunk = match tokio::time::timeout_at(deadline, read).await {
                 Ok(chunk) => chunk.map_err(|e| e.into_down())?,
                 Err(_) => {
-                    let message =
-                        format!("request body not complete within {:?}", ctx.body_timeout);
+                    let message = format!(
+                        "request body not complete within {:?}",
+                        ctx.limits.body_timeout
+                    );
                     refuse(session, ctx, 408, &message).await?;
                     return Ok(Body::Refused);
                 }
@@ -208,12 +210,12 @@ impl Gateway {
             let within = holding <= FREE_BYTES
                 || share
                     .get_or_insert_with(|| self.held.share())
-                    .hold(holding, ctx.max_held);
+                    .hold(holding, ctx.limits.max_held_bytes);
             if !within {
                 self.held_full.inc();
                 let message = format!(
                     "listener {} holds its limit of {} bytes of request bodies; try again later",
-                    self.listener, ctx.max_held
+                    self.listener, ctx.limits.max_held_bytes
                 );
                 refuse(session, ctx, 503, &message).await?;
                 return Ok(Body::Refused);
@@ -250,7 +252,7 @@ impl Gateway {
         let (Some(frames), Some(pool)) = (ctx.ws_frames.as_mut(), ctx.pool.clone()) else {
             return Ok(chunk);
         };
-        let max_body = ctx.max_body;
+        let max_body = ctx.limits.max_body_bytes;
         let judged = if frames.held() + chunk.len() > JUDGE_ELSEWHERE {
             // A large message is parsed on a blocking thread, not on one that serves others.
             let mut moved = std::mem::take(frames);
@@ -267,7 +269,7 @@ impl Gateway {
         };
         let held = frames.held();
         let judged = judged.and_then(|forward| {
-            let max = ctx.max_held;
+            let max = ctx.limits.max_held_bytes;
             if ctx.held.as_mut().is_none_or(|share| share.hold(held, max)) {
                 Ok(Bytes::from(forward))
             } else {

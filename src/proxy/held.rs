@@ -43,7 +43,8 @@ impl HeldBudget {
     }
 
     /// Bytes counted now.
-    pub fn held(&self) -> usize {
+    #[cfg(test)]
+    fn held(&self) -> usize {
         self.held.load(Ordering::Relaxed)
     }
 }

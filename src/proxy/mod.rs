@@ -283,15 +283,14 @@ pub struct RequestCtx {
     answer: Option<BytesMut>,
     /// Body bytes seen and allowed.
     body_seen: usize,
-    max_body: usize,
+    /// The limits of the routing the request started with.
+    limits: Limits,
     /// The client's WebSocket frames, judged message by message (execution pools).
     ws_frames: Option<websocket::ClientFrames>,
     /// The backend's WebSocket frames, followed to know where the gateway may put a close frame.
     ws_server: websocket::ServerFrames,
     /// This request's part of the listener's held bytes (a body read whole, a WebSocket message).
     held: Option<held::Share>,
-    max_held: usize,
-    body_timeout: Duration,
     /// JSON-RPC methods of the request, for the access log.
     rpc_methods: Option<String>,
     pool: Option<Arc<Pool>>,
@@ -377,9 +376,7 @@ impl ProxyHttp for Gateway {
         {
             return Ok(true);
         }
-        ctx.max_body = limits.max_body_bytes;
-        ctx.max_held = limits.max_held_bytes;
-        ctx.body_timeout = limits.body_timeout;
+        ctx.limits = limits;
         let execution = kind == PoolKind::Execution;
         if ctx.traffic == Traffic::WebSocket && execution {
             ctx.ws_frames = Some(websocket::ClientFrames::default());
@@ -433,8 +430,11 @@ impl ProxyHttp for Gateway {
         }
         if let Some(chunk) = body.as_ref() {
             ctx.body_seen += chunk.len();
-            if ctx.body_seen > ctx.max_body {
-                return Error::e_explain(TOO_LARGE, format!("more than {} bytes", ctx.max_body));
+            if ctx.body_seen > ctx.limits.max_body_bytes {
+                return Error::e_explain(
+                    TOO_LARGE,
+                    format!("more than {} bytes", ctx.limits.max_body_bytes),
+                );
             }
         }
         // The first chunk names the methods; later chunks (and unlogged requests) cost nothing.
