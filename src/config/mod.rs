@@ -4,6 +4,7 @@
 //! instead of stopping at the first, so one `ssv-ha check` run shows all that must be fixed.
 
 pub mod file;
+pub mod methods;
 pub mod model;
 mod validate;
 

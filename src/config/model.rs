@@ -81,7 +81,7 @@ pub struct Config {
     pub admin: SocketAddr,
     pub admin_auth: Option<Auth>,
     pub listeners: Vec<Listener>,
-    pub pools: Vec<Pool>,
+    pub pools: Vec<PoolConfig>,
     pub routes: Vec<Route>,
     pub timeouts: Timeouts,
     pub retries: u32,
@@ -181,7 +181,7 @@ pub struct Timeouts {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Pool {
+pub struct PoolConfig {
     pub name: String,
     pub kind: PoolKind,
     pub policy: Policy,
@@ -195,12 +195,12 @@ pub struct Pool {
     /// The network every node must be on; `None`: the nodes must agree among themselves.
     pub network: ExpectedNetwork,
     /// Execution only: the JSON-RPC methods forwarded and the largest batch.
-    pub methods: crate::proxy::policy::MethodPolicy,
+    pub methods: super::methods::MethodPolicy,
     /// With policy `first`: move sessions back to a primary this long after it is healthy again;
     /// `None` leaves them where they are.
     pub failback: Option<Duration>,
     pub health: HealthSettings,
-    pub backends: Vec<Backend>,
+    pub backends: Vec<BackendConfig>,
 }
 
 /// Network identity a pool's nodes must report, from the config. Empty: learned by agreement.
@@ -222,7 +222,7 @@ pub struct HealthSettings {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Backend {
+pub struct BackendConfig {
     pub name: String,
     /// Where plain requests and health probes go.
     pub http: Endpoint,

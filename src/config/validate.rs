@@ -398,7 +398,7 @@ impl Validator {
         listeners
     }
 
-    fn pools(&mut self, value: Value) -> Vec<Pool> {
+    fn pools(&mut self, value: Value) -> Vec<PoolConfig> {
         let map: BTreeMap<String, Value> = match value {
             Value::Null => BTreeMap::new(),
             v => self
@@ -417,7 +417,7 @@ impl Validator {
             .collect()
     }
 
-    fn pool(&mut self, name: String, value: Value) -> Option<Pool> {
+    fn pool(&mut self, name: String, value: Value) -> Option<PoolConfig> {
         let path = format!("pools.{name}");
         if !valid_name(&name) {
             self.error(&path, format!("pool name `{name}` has characters other than letters, digits, `-`, `_` and `.`"), None);
@@ -449,7 +449,7 @@ impl Validator {
                 None,
             );
         }
-        let mut backends: Vec<Backend> = Vec::new();
+        let mut backends: Vec<BackendConfig> = Vec::new();
         for (i, value) in section.backends.into_iter().enumerate() {
             let path = format!("{path}.backends[{i}]");
             let Some(b) = self.node::<BackendSection>(
@@ -487,7 +487,7 @@ impl Validator {
             };
             let headers = self.headers(&format!("{path}.headers"), &b.headers);
             if let (Some(http), Some(ws)) = (http, ws) {
-                backends.push(Backend {
+                backends.push(BackendConfig {
                     name: b.name,
                     http,
                     ws,
@@ -570,7 +570,7 @@ impl Validator {
                 }
             }
         }
-        let methods = crate::proxy::policy::MethodPolicy {
+        let methods = crate::config::methods::MethodPolicy {
             allow: methods.allow,
             deny: methods.deny,
             max_batch: self.positive(
@@ -579,7 +579,7 @@ impl Validator {
                 DEFAULT_MAX_BATCH,
             ),
         };
-        Some(Pool {
+        Some(PoolConfig {
             methods,
             failback,
             name,
@@ -874,7 +874,7 @@ impl Validator {
         })
     }
 
-    fn routes(&mut self, value: Value, listeners: &[Listener], pools: &[Pool]) -> Vec<Route> {
+    fn routes(&mut self, value: Value, listeners: &[Listener], pools: &[PoolConfig]) -> Vec<Route> {
         let items = self.list("routes", value);
         if items.is_empty() {
             self.error(

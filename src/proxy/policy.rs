@@ -15,16 +15,8 @@ use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 
-/// Method prefixes denied unless a pool's `allow` list names them: node administration, debugging,
-/// key management, mining, the engine API and the mempool.
-pub const DEFAULT_DENY: &[&str] = &[
-    "admin_*",
-    "debug_*",
-    "personal_*",
-    "miner_*",
-    "engine_*",
-    "txpool_*",
-];
+pub use crate::config::methods::{MethodPolicy, DEFAULT_DENY};
+
 /// JSON-RPC error code for a method the pool's policy refuses.
 pub const METHOD_DENIED: i64 = -32601;
 /// JSON-RPC error code for a refused request (too large a batch, not JSON-RPC).
@@ -33,41 +25,6 @@ pub const INVALID_REQUEST: i64 = -32600;
 pub const PARSE_ERROR: i64 = -32700;
 /// JSON-RPC error code for a call of a merged batch that the node left unanswered.
 pub const NO_ANSWER: i64 = -32603;
-
-/// Which methods a pool forwards. Patterns are exact names or prefixes ending in `*`, compared
-/// without regard to case.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MethodPolicy {
-    pub allow: Vec<String>,
-    pub deny: Vec<String>,
-    /// Largest batch forwarded.
-    pub max_batch: usize,
-}
-
-fn matches(pattern: &str, method: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        // `get` is `None` past the end and inside a character (`"debugé"` has no 6-byte
-        // prefix): no match, never a panic.
-        Some(prefix) => method
-            .get(..prefix.len())
-            .is_some_and(|head| head.eq_ignore_ascii_case(prefix)),
-        None => pattern.eq_ignore_ascii_case(method),
-    }
-}
-
-impl MethodPolicy {
-    pub fn permits(&self, method: &str) -> bool {
-        let allowed = self.allow.iter().any(|p| matches(p, method));
-        if !self.allow.is_empty() && !allowed {
-            return false;
-        }
-        if self.deny.iter().any(|p| matches(p, method)) {
-            return false;
-        }
-        // The default denials yield only to an explicit allow entry.
-        allowed || !DEFAULT_DENY.iter().any(|p| matches(p, method))
-    }
-}
 
 /// What to do with a request body.
 #[derive(Debug, PartialEq)]

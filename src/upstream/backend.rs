@@ -31,7 +31,7 @@ pub struct HealthRecord {
 }
 
 pub struct Backend {
-    pub config: model::Backend,
+    pub config: model::BackendConfig,
     pub pool: String,
     health: HealthSettings,
     /// Position in the pool (bit index in a request's tried set).
@@ -90,9 +90,9 @@ impl Backend {
     /// or its place in the pool): its health, its resolved addresses and its live sessions go on
     /// here, so the change costs neither a health reset nor a cut session.
     pub fn new(
-        pool: &model::Pool,
+        pool: &model::PoolConfig,
         index: usize,
-        config: model::Backend,
+        config: model::BackendConfig,
         timeouts: Timeouts,
         metrics: BackendMetrics,
         carried: Option<&Backend>,
@@ -173,7 +173,7 @@ impl Backend {
 
     /// Whether `other` is this node under other settings (same endpoints and CA): a reload may
     /// carry its state over ([`Backend::new`]).
-    pub fn same_node(&self, other: &model::Backend) -> bool {
+    pub fn same_node(&self, other: &model::BackendConfig) -> bool {
         self.config.http == other.http && self.config.ws == other.ws && self.config.ca == other.ca
     }
 

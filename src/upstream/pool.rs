@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 pub struct Pool {
     /// The pool's settings as configured (its `backends` are also in [`Pool::backends`]).
-    pub config: model::Pool,
+    pub config: model::PoolConfig,
     pub backends: Vec<Arc<Backend>>,
     cursor: AtomicUsize,
     /// The backend last seen as [`Pool::active`] (`NONE` for none), to count failovers.
@@ -23,7 +23,11 @@ pub struct Pool {
 const NONE: usize = usize::MAX;
 
 impl Pool {
-    pub fn new(config: model::Pool, backends: Vec<Arc<Backend>>, metrics: PoolMetrics) -> Self {
+    pub fn new(
+        config: model::PoolConfig,
+        backends: Vec<Arc<Backend>>,
+        metrics: PoolMetrics,
+    ) -> Self {
         Pool {
             config,
             backends,

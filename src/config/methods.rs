@@ -1,0 +1,48 @@
+//! Which JSON-RPC methods an execution pool forwards: the configured patterns and how a method
+//! name is matched against them. Judging request bodies is the proxy's (`proxy::policy`).
+
+/// Method prefixes denied unless a pool's `allow` list names them: node administration, debugging,
+/// key management, mining, the engine API and the mempool.
+pub const DEFAULT_DENY: &[&str] = &[
+    "admin_*",
+    "debug_*",
+    "personal_*",
+    "miner_*",
+    "engine_*",
+    "txpool_*",
+];
+
+/// Which methods a pool forwards. Patterns are exact names or prefixes ending in `*`, compared
+/// without regard to case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MethodPolicy {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    /// Largest batch forwarded.
+    pub max_batch: usize,
+}
+
+fn matches(pattern: &str, method: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        // `get` is `None` past the end and inside a character (`"debugé"` has no 6-byte
+        // prefix): no match, never a panic.
+        Some(prefix) => method
+            .get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix)),
+        None => pattern.eq_ignore_ascii_case(method),
+    }
+}
+
+impl MethodPolicy {
+    pub fn permits(&self, method: &str) -> bool {
+        let allowed = self.allow.iter().any(|p| matches(p, method));
+        if !self.allow.is_empty() && !allowed {
+            return false;
+        }
+        if self.deny.iter().any(|p| matches(p, method)) {
+            return false;
+        }
+        // The default denials yield only to an explicit allow entry.
+        allowed || !DEFAULT_DENY.iter().any(|p| matches(p, method))
+    }
+}
