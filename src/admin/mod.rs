@@ -1,26 +1,30 @@
 //! The admin listener: `/` (status page), `/metrics` (Prometheus), `/status` (JSON), `/healthz`,
 //! `/readyz`, and `POST /reload`.
 
-pub mod metrics;
 pub mod page;
 pub mod status;
 
+use crate::metrics::Metrics;
 use crate::proxy::Routing;
-use crate::reload::Reloader;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::{Response, StatusCode};
-use metrics::Metrics;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use std::sync::Arc;
+
+/// What `POST /reload` does: re-reads the configuration and swaps it in, or says why not.
+pub trait Reload: Send + Sync + 'static {
+    /// A one-line summary of what changed, or every error found (nothing applied).
+    fn reload(&self) -> Result<String, Vec<String>>;
+}
 
 pub struct AdminApp {
     /// Credentials for everything but `/healthz` and `/readyz` (which orchestrators probe).
     pub auth: Option<crate::config::model::Auth>,
     pub routing: Arc<ArcSwap<Routing>>,
     pub metrics: Arc<Metrics>,
-    pub reloader: Arc<Reloader>,
+    pub reloader: Arc<dyn Reload>,
 }
 
 #[async_trait]

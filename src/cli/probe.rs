@@ -2,9 +2,11 @@
 //! (or as JSON). Replaces the original check scripts for operators and container health checks.
 
 use crate::config::model::{self, ExpectedNetwork, PoolKind};
-use crate::health::monitor::{self, Observation, Target};
-use crate::health::verdict::{PoolMemory, Rules, Verdict};
+use crate::health::check::{no_answer, CheckSettings, NodeSpec, PoolView, Report, Unresolved};
+use crate::health::verdict::{Rules, Verdict};
 use crate::health::Facts;
+use pingora::lb::Backend;
+use pingora::protocols::l4::socket::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -94,11 +96,6 @@ pub fn run(args: ProbeArgs) -> ExitCode {
         .iter()
         .map(|u| u.as_str().trim_end_matches('/').to_string())
         .collect();
-    let targets: Vec<Target> = names
-        .iter()
-        .zip(&args.urls)
-        .map(|(name, url)| Target::new(name, url.clone(), args.ca.as_deref(), &[]))
-        .collect();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -109,26 +106,45 @@ pub fn run(args: ProbeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let observations: Vec<Observation> = runtime.block_on(futures::future::join_all(
-        targets
+    let settings = CheckSettings {
+        rules,
+        timeout: args.timeout,
+        rise: 1,
+        fall: 1,
+    };
+    let view = PoolView::new(kind, settings);
+    let check = view.check_for_kind();
+    let reports: Vec<Report> = runtime.block_on(async {
+        let backends = futures::future::join_all(
+            names
+                .iter()
+                .zip(&args.urls)
+                .map(|(name, url)| backend(name, url, args.ca.clone(), args.timeout)),
+        )
+        .await;
+        let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        // Judged together, as one round of a pool.
+        view.begin_round(&name_refs);
+        futures::future::join_all(backends.iter().map(|b| check.check(b))).await;
+        names
             .iter()
-            .map(|t| monitor::observe(kind, t, &rules, args.timeout)),
-    ));
-    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let verdicts = monitor::judge(
-        kind,
-        &name_refs,
-        &observations,
-        &rules,
-        &mut PoolMemory::default(),
-    );
+            .map(|name| {
+                view.report(name).unwrap_or_else(|| Report {
+                    facts: Err("not checked".to_string()),
+                    latency: Duration::ZERO,
+                    verdict: Verdict::failed("not checked".to_string()),
+                })
+            })
+            .collect()
+    });
+    let verdicts: Vec<&Verdict> = reports.iter().map(|r| &r.verdict).collect();
 
     if args.json {
         let nodes: Vec<serde_json::Value> = names
             .iter()
-            .zip(&observations)
-            .zip(&verdicts)
-            .map(|((name, o), v)| {
+            .zip(&reports)
+            .map(|(name, o)| {
+                let v = &o.verdict;
                 serde_json::json!({
                     "url": name,
                     "healthy": v.healthy,
@@ -141,8 +157,8 @@ pub fn run(args: ProbeArgs) -> ExitCode {
             .collect();
         println!("{}", serde_json::Value::Array(nodes));
     } else {
-        for ((name, o), v) in names.iter().zip(&observations).zip(&verdicts) {
-            print_text(name, o, v);
+        for (name, report) in names.iter().zip(&reports) {
+            print_text(name, report);
         }
     }
     if verdicts.iter().all(|v| v.healthy) {
@@ -152,7 +168,40 @@ pub fn run(args: ProbeArgs) -> ExitCode {
     }
 }
 
-fn print_text(name: &str, o: &Observation, v: &Verdict) {
+/// The Pingora backend for one URL: the address its host name resolves to now (as the gateway
+/// would send traffic there), or why it has none.
+async fn backend(name: &str, url: &url::Url, ca: Option<PathBuf>, timeout: Duration) -> Backend {
+    let port = url.port_or_known_default().unwrap_or(80);
+    let host = url
+        .host_str()
+        .unwrap_or_default()
+        .trim_matches(['[', ']'])
+        .to_string();
+    let lookup = tokio::time::timeout(timeout, tokio::net::lookup_host((host.clone(), port)));
+    let resolved = match lookup.await {
+        Ok(Ok(mut addrs)) => addrs
+            .next()
+            .ok_or_else(|| format!("{host} resolves to no address")),
+        Ok(Err(e)) => Err(format!("cannot resolve {host}: {e}")),
+        Err(_) => Err(no_answer(timeout)),
+    };
+    let placeholder = std::net::SocketAddr::from(([0, 0, 0, 0], port));
+    let mut backend = Backend {
+        addr: SocketAddr::Inet(*resolved.as_ref().unwrap_or(&placeholder)),
+        weight: 1,
+        ext: Default::default(),
+    };
+    if let Err(reason) = resolved {
+        backend.ext.insert(Unresolved(reason));
+    }
+    let mut spec = NodeSpec::new(name, url.clone());
+    spec.ca = ca;
+    backend.ext.insert(spec);
+    backend
+}
+
+fn print_text(name: &str, o: &Report) {
+    let v = &o.verdict;
     let word = if v.healthy { "HEALTHY" } else { "UNHEALTHY" };
     println!("{name}: {word}: {}", v.summary());
     let mut seen = Vec::new();

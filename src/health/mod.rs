@@ -1,15 +1,20 @@
-//! Health = probe + verdict + hysteresis.
+//! Health = probe + verdict + hysteresis, and the Pingora health checks made of them.
 //!
 //! - [`execution`] and [`consensus`] probes only observe a node and return [`Facts`] or a probe error.
 //! - [`verdict`] is a pure function from facts and the pool's rules to healthy-or-not with reasons.
-//! - [`hysteresis`] is a pure rise/fall counter that turns verdicts into up/down transitions.
-//! - [`monitor`] runs the probes on their interval and publishes the result to the backends.
+//! - [`check`] puts both behind Pingora's `HealthCheck` trait ([`check::ExecutionCheck`],
+//!   [`check::ConsensusCheck`]), with the pool-wide state a single check is judged against.
+//! - [`hysteresis`] is a pure rise/fall counter that turns verdicts into up/down transitions, and
+//!   [`record`] is what a backend keeps of its health (read by `/status`).
+//!
+//! Nothing here knows the gateway's pools or its proxy: `upstream::monitor` drives the checks.
 
+pub mod check;
 pub mod consensus;
 pub mod execution;
 pub mod hysteresis;
-pub mod monitor;
 mod probe;
+pub mod record;
 pub mod verdict;
 
 use serde::Serialize;
@@ -61,3 +66,13 @@ pub struct Genesis {
 
 /// User-Agent of every health probe, so node logs (and the simulated nodes) can tell probes apart.
 pub const PROBE_USER_AGENT: &str = concat!("ssv-ha-health/", env!("CARGO_PKG_VERSION"));
+
+/// Logs a backend's health transition: the one line operators grep for, from active checks and
+/// from failures on live traffic alike.
+pub fn log_transition(pool: &str, backend: &str, up: bool, reason: &str) {
+    if up {
+        tracing::info!(pool = %pool, backend = %backend, reason = %reason, "backend up");
+    } else {
+        tracing::warn!(pool = %pool, backend = %backend, reason = %reason, "backend down");
+    }
+}

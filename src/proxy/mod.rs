@@ -19,9 +19,9 @@ pub mod websocket;
 use admission::{Body, Hold};
 use exchange::{content_length, is_timeout, request_body, session_kind, traffic_of, write_json};
 
-use crate::admin::metrics::Metrics;
 use crate::config::model::PoolKind;
 use crate::config::model::{Auth, Limits, Listener, Timeouts};
+use crate::metrics::Metrics;
 use crate::upstream::session::{CutReason, SESSION_CUT};
 use crate::upstream::{Backend, Pool, Traffic};
 use arc_swap::ArcSwap;
@@ -177,11 +177,8 @@ impl Gateway {
         }
         // A backend that refuses or cannot complete a connection leaves rotation now, not at its
         // next failed check.
-        if let Some(backend) = self.backend(ctx) {
-            backend.fail_passively(&format!("connect failed ({})", e.etype().as_str()));
-        }
-        if let Some(pool) = self.pool(ctx) {
-            pool.note_active();
+        if let (Some(pool), Some(index)) = (self.pool(ctx), ctx.backend) {
+            pool.take_out(index, &format!("connect failed ({})", e.etype().as_str()));
         }
         let another = self.pool(ctx).is_some_and(|p| p.has_untried(ctx.tried));
         e.set_retry(another && self.may_retry(session, ctx));
@@ -739,7 +736,7 @@ impl ProxyHttp for Gateway {
             if let Some(kind) = ctx.session_open {
                 backend.metrics.sessions_open[kind].dec();
                 if e.is_some_and(is_timeout) {
-                    backend.metrics.count_cut(CutReason::Idle, 1);
+                    backend.metrics.count_cut(CutReason::Idle.index(), 1);
                 }
             }
             backend.metrics.count_status(status);

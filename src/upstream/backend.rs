@@ -4,11 +4,11 @@
 use super::connections::{self, Connections, TlsTarget};
 use super::session::{CutReason, SessionConnector, Sessions};
 use super::Traffic;
-use crate::admin::metrics::BackendMetrics;
 use crate::config::model::{self, Endpoint, HealthSettings, Timeouts};
-use crate::health::hysteresis::{Hysteresis, Transition};
-use crate::health::verdict::Verdict;
-use crate::health::Facts;
+use crate::health::check::Report;
+use crate::health::hysteresis::Transition;
+use crate::health::record::HealthRecord;
+use crate::metrics::BackendMetrics;
 use arc_swap::ArcSwapOption;
 use http::HeaderValue;
 use pingora::upstreams::peer::HttpPeer;
@@ -17,18 +17,7 @@ use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
-
-/// What the health monitor last saw and decided; read by `/status`.
-#[derive(Debug, Default, Clone)]
-pub struct HealthRecord {
-    pub hysteresis: Hysteresis,
-    pub verdict: Option<Verdict>,
-    pub facts: Option<Facts>,
-    pub latency: Option<Duration>,
-    pub last_check: Option<SystemTime>,
-    pub last_change: Option<SystemTime>,
-}
+use std::time::Duration;
 
 pub struct Backend {
     pub config: model::BackendConfig,
@@ -200,71 +189,29 @@ impl Backend {
     pub fn cut_sessions(&self, reason: CutReason) -> usize {
         let cut = self.sessions.cut_all();
         if cut > 0 {
-            self.metrics.count_cut(reason, cut as u64);
+            self.metrics.count_cut(reason.index(), cut as u64);
             tracing::info!(pool = %self.pool, backend = %self.name(), sessions = cut, reason = reason.as_str(), "sessions cut");
         }
         cut
     }
 
-    /// Takes the backend out of rotation at once after a failure on live traffic (passive health).
-    /// Only active checks bring it back, after `rise` good ones.
-    pub fn fail_passively(&self, reason: &str) {
+    /// Records a health check's report; returns the transition it caused (acted on by the
+    /// pool's health handler).
+    pub fn observe(&self, report: Report) -> Option<Transition> {
         let mut record = self.record();
-        let transition = record.hysteresis.force_down();
-        self.settle_passive(&mut record, transition, reason);
+        let transition = record.observe(report, self.health.rise, self.health.fall);
+        self.set_up(record.is_up());
+        transition
     }
 
-    /// Counts a failure on live traffic like one failed health check: `fall` of them in a row
-    /// take the backend down.
-    pub fn count_failure(&self, reason: &str) {
+    /// Records a failure on live traffic (passive health): at once out of rotation when `force`,
+    /// else counted like one failed check, `fall` of them in a row taking the backend down. Only
+    /// active checks bring it back, after `rise` good ones.
+    pub fn fail_on_traffic(&self, reason: &str, force: bool) -> Option<Transition> {
         let mut record = self.record();
-        let transition = record
-            .hysteresis
-            .record(false, self.health.rise, self.health.fall);
-        self.settle_passive(&mut record, transition, reason);
-    }
-
-    fn settle_passive(
-        &self,
-        record: &mut HealthRecord,
-        transition: Option<Transition>,
-        reason: &str,
-    ) {
-        match transition {
-            // The last check's verdict stays until the backend goes down for this.
-            None => self.set_up(record.hysteresis.is_up()),
-            Some(_) => self.settle(
-                record,
-                transition,
-                Verdict::failed(format!("failed on live traffic: {reason}")),
-            ),
-        }
-    }
-
-    /// Publishes a verdict after the hysteresis recorded it: the lock-free up flag, the record,
-    /// and on a transition its log line; going down ends the backend's sessions. The one place
-    /// active and passive health both go through.
-    pub(crate) fn settle(
-        &self,
-        record: &mut HealthRecord,
-        transition: Option<Transition>,
-        verdict: Verdict,
-    ) {
-        self.set_up(record.hysteresis.is_up());
-        if let Some(t) = transition {
-            record.last_change = Some(SystemTime::now());
-            let reason = verdict.summary();
-            match t {
-                Transition::Up => {
-                    tracing::info!(pool = %self.pool, backend = %self.name(), %reason, "backend up")
-                }
-                Transition::Down => {
-                    tracing::warn!(pool = %self.pool, backend = %self.name(), %reason, "backend down");
-                    self.cut_sessions(CutReason::BackendDown);
-                }
-            }
-        }
-        record.verdict = Some(verdict);
+        let transition = record.fail_live(reason, force, self.health.rise, self.health.fall);
+        self.set_up(record.is_up());
+        transition
     }
 
     /// The peer for a request of this kind; `None` while the host name has not resolved.

@@ -1,8 +1,9 @@
 //! Backends and pools at run time: resolved peers, health state read lock-free on the request
-//! path, and the selection policies.
+//! path, the selection policies, and the [`monitor`] that drives their health checks.
 
 pub mod backend;
 pub mod connections;
+pub mod monitor;
 pub mod pool;
 pub mod selection;
 pub mod session;

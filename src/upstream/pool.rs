@@ -1,9 +1,12 @@
 //! A pool of backends of one kind, with its selection policy and health rules.
 
 use super::selection::{self, Candidate};
+use super::session::CutReason;
 use super::Backend;
-use crate::admin::metrics::PoolMetrics;
 use crate::config::model::{self, Policy};
+use crate::health::check::HealthObserver;
+use crate::health::hysteresis::Transition;
+use crate::metrics::PoolMetrics;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -50,11 +53,36 @@ impl Pool {
         let _judging = self.passive.lock().unwrap_or_else(|e| e.into_inner());
         let spare = self.backends.iter().any(|b| b.index != index && b.is_up());
         if spare || !backend.is_up() {
-            backend.count_failure(reason);
-            self.note_active();
+            let transition = backend.fail_on_traffic(reason, false);
+            self.after_live_failure(backend, transition);
             return true;
         }
         false
+    }
+
+    /// Takes backend `index` out of rotation at once after a failure on live traffic (it refused
+    /// or could not complete a connection). Only health checks bring it back.
+    pub fn take_out(&self, index: usize, reason: &str) {
+        if let Some(backend) = self.backends.get(index) {
+            let transition = backend.fail_on_traffic(reason, true);
+            self.after_live_failure(backend, transition);
+        }
+    }
+
+    /// A failure on live traffic that took a backend down is logged and acted on like a failed
+    /// check's (the health checks' [`HealthObserver`] does that for theirs).
+    fn after_live_failure(&self, backend: &Backend, transition: Option<Transition>) {
+        if transition == Some(Transition::Down) {
+            let reason = backend
+                .record()
+                .verdict
+                .as_ref()
+                .map(|v| v.summary())
+                .unwrap_or_default();
+            crate::health::log_transition(self.name(), backend.name(), false, &reason);
+            backend.cut_sessions(CutReason::BackendDown);
+        }
+        self.note_active();
     }
 
     pub fn name(&self) -> &str {
@@ -143,4 +171,46 @@ impl Pool {
             backup: b.config.backup,
         }
     }
+}
+
+/// Acts on the health transitions of a pool's backends, as told by its health checks: a backend
+/// that went down has its sessions cut (haproxy's `on-marked-down shutdown-sessions`); one that
+/// recovered takes its sessions back after the pool's `failback` delay.
+pub struct PoolHealth(pub Arc<Pool>);
+
+impl HealthObserver for PoolHealth {
+    fn health_changed(&self, node: &str, healthy: bool) {
+        let pool = &self.0;
+        let Some(backend) = pool.backends.iter().find(|b| b.name() == node) else {
+            return;
+        };
+        if !healthy {
+            backend.cut_sessions(CutReason::BackendDown);
+            return;
+        }
+        // A first check that passes displaces no session, so it schedules no fail-back.
+        let recovered = backend.record().was_down;
+        if let (Some(delay), true) = (pool.config.failback, recovered) {
+            schedule_failback(pool.clone(), backend.index, delay);
+        }
+    }
+}
+
+/// With policy `first`, once a backend that came up is still the pool's first choice after
+/// `delay`, the sessions on every backend ranked below it are cut so that they reconnect to it
+/// (the cheap local primary carries the load again). Plain requests moved back at once.
+fn schedule_failback(pool: Arc<Pool>, index: usize, delay: std::time::Duration) {
+    if pool.config.policy != Policy::First {
+        return;
+    }
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        if pool.active() != Some(index) {
+            return;
+        }
+        let rank = pool.rank(index);
+        for other in pool.backends.iter().filter(|b| pool.rank(b.index) > rank) {
+            other.cut_sessions(CutReason::FailBack);
+        }
+    });
 }

@@ -40,14 +40,9 @@ pub enum CutReason {
 }
 
 impl CutReason {
+    /// Its label in the metrics.
     pub fn as_str(self) -> &'static str {
-        match self {
-            CutReason::BackendDown => "backend_down",
-            CutReason::FailBack => "failback",
-            CutReason::Shutdown => "shutdown",
-            CutReason::Idle => "idle",
-            CutReason::Removed => "removed",
-        }
+        crate::metrics::CUT_REASONS[self.index()]
     }
 
     /// Every reason, in the order of [`CutReason::index`].
@@ -222,6 +217,17 @@ impl VirtualSocket for CuttableSocket {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn every_cut_reason_has_its_own_metric_label() {
+        assert_eq!(CutReason::ALL.len(), crate::metrics::CUT_REASONS.len());
+        for (i, reason) in CutReason::ALL.into_iter().enumerate() {
+            assert_eq!(reason.index(), i, "{reason:?}");
+            assert_eq!(reason.as_str(), crate::metrics::CUT_REASONS[i]);
+        }
+        assert_eq!(CutReason::BackendDown.as_str(), "backend_down");
+        assert_eq!(CutReason::Removed.as_str(), "removed");
+    }
 
     #[test]
     fn the_list_of_sessions_stays_as_short_as_the_live_ones_allow() {

@@ -1,12 +1,16 @@
-//! Prometheus metrics of the gateway, in a registry of its own (two gateways in one process, as in
+//! Prometheus metrics of the gateway: a leaf every layer may count into (the admin listener only
+//! renders them), in a registry of its own (two gateways in one process, as in
 //! tests, do not share counters). Hot-path handles are resolved once per backend, so a request
 //! never hashes label values.
 
-use crate::upstream::session::CutReason;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+
+/// Why sessions were cut, as labelled in `ssv_ha_sessions_cut_total`; indexed by
+/// `upstream::session::CutReason`, which names each.
+pub const CUT_REASONS: [&str; 5] = ["backend_down", "failback", "shutdown", "idle", "removed"];
 
 /// Status classes counted per backend: index = first digit of the status, 0 for "no response".
 pub const STATUS_CLASSES: [&str; 6] = ["error", "1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -47,7 +51,7 @@ pub struct BackendMetrics {
     pub checks_failed: IntCounter,
     /// Open sessions: `[websocket, sse]`.
     pub sessions_open: [IntGauge; 2],
-    /// Sessions cut, by [`CutReason::index`].
+    /// Sessions cut, by index in [`CUT_REASONS`].
     pub sessions_cut: [IntCounter; 5],
     /// 1 while this backend is the one its pool sends plain traffic to.
     pub active: IntGauge,
@@ -281,9 +285,9 @@ impl Metrics {
             sessions_open: ["websocket", "sse"]
                 .map(|kind| self.sessions_open.with_label_values(&[pool, backend, kind])),
             active: self.active.with_label_values(&[pool, backend]),
-            sessions_cut: CutReason::ALL.map(|r| {
+            sessions_cut: CUT_REASONS.map(|reason| {
                 self.sessions_cut
-                    .with_label_values(&[pool, backend, r.as_str()])
+                    .with_label_values(&[pool, backend, reason])
             }),
             checks_ok: self.health_checks.with_label_values(&[pool, backend, "ok"]),
             checks_failed: self
@@ -333,8 +337,11 @@ impl Metrics {
 }
 
 impl BackendMetrics {
-    pub fn count_cut(&self, reason: CutReason, sessions: u64) {
-        self.sessions_cut[reason.index()].inc_by(sessions);
+    /// Counts `sessions` cut for the reason at `reason` in [`CUT_REASONS`].
+    pub fn count_cut(&self, reason: usize, sessions: u64) {
+        if let Some(counter) = self.sessions_cut.get(reason) {
+            counter.inc_by(sessions);
+        }
     }
 
     /// Counts one answered request by the class of its status (0 = no response).
