@@ -2,9 +2,11 @@
 //! one while nothing has reached the client, and answer for the pool when no backend can.
 //!
 //! One [`Gateway`] serves one listener, so routes bound to a listener need no per-request lookup
-//! of the local address. Decisions live in plain functions ([`routing`], [`reply`],
-//! [`crate::upstream::selection`]); this file only wires them to Pingora's hooks.
+//! of the local address. Decisions live in plain functions ([`routing`], [`retry`], [`reply`],
+//! [`crate::upstream::selection`]) and the access line in `access_log`; this file only wires them
+//! to Pingora's hooks.
 
+mod access_log;
 mod admission;
 mod direct;
 mod exchange;
@@ -12,6 +14,7 @@ pub mod held;
 mod places;
 pub mod policy;
 pub mod reply;
+pub mod retry;
 pub mod routing;
 pub mod rpc;
 pub mod websocket;
@@ -33,6 +36,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType, RetryType};
 use policy::Slot;
 use prometheus::IntCounter;
+use retry::Failed;
 use routing::RouteTable;
 
 use std::sync::Arc;
@@ -170,18 +174,21 @@ impl Gateway {
     ) -> Box<Error> {
         // The gateway out of descriptors or local ports fails every connect alike: its own
         // trouble, not the nodes'. Nothing is held against a backend, and no other is tried.
-        if exchange::out_of_local_resources(&e) {
+        let local_resources = exchange::out_of_local_resources(&e);
+        if local_resources {
             tracing::warn!(error = %e, "cannot open a backend connection: the gateway is out of file descriptors or local ports (raise LimitNOFILE / ulimit -n, or lower the in-flight caps)");
-            e.set_retry(false);
-            return e;
+        } else {
+            // A backend that refuses or cannot complete a connection leaves rotation now, not at
+            // its next failed check.
+            if let (Some(pool), Some(index)) = (self.pool(ctx), ctx.backend) {
+                pool.take_out(index, &format!("connect failed ({})", e.etype().as_str()));
+            }
         }
-        // A backend that refuses or cannot complete a connection leaves rotation now, not at its
-        // next failed check.
-        if let (Some(pool), Some(index)) = (self.pool(ctx), ctx.backend) {
-            pool.take_out(index, &format!("connect failed ({})", e.etype().as_str()));
-        }
-        let another = self.pool(ctx).is_some_and(|p| p.has_untried(ctx.tried));
-        e.set_retry(another && self.may_retry(session, ctx));
+        let decision = retry::decide(
+            Failed::Connect { local_resources },
+            self.attempt(session, ctx),
+        );
+        e.set_retry(decision.retries());
         e
     }
 
@@ -216,17 +223,16 @@ impl Gateway {
             self.live_failure(session, ctx, &reason);
         }
         let mut e = e.more_context(format!("backend {name}"));
-        let retry = self.may_retry(session, ctx) && {
-            if stale_connection {
-                if let Some(b) = ctx.backend {
-                    ctx.tried &= !(1 << b);
-                }
-                true
-            } else {
-                self.pool(ctx).is_some_and(|p| p.has_untried(ctx.tried))
+        let decision = retry::decide(
+            Failed::Exchange { stale_connection },
+            self.attempt(session, ctx),
+        );
+        if decision == retry::Decision::TrySameAgain {
+            if let Some(b) = ctx.backend {
+                ctx.tried &= !(1 << b);
             }
-        };
-        e.set_retry(retry);
+        }
+        e.set_retry(decision.retries());
         e
     }
 
@@ -258,12 +264,15 @@ impl Gateway {
         );
     }
 
-    /// Whether a failed attempt may be sent again: nothing reached the client yet, the body can
-    /// be replayed, and the retry budget is not spent.
-    fn may_retry(&self, session: &Session, ctx: &RequestCtx) -> bool {
-        session.as_downstream().response_written().is_none()
-            && !session.as_downstream().retry_buffer_truncated()
-            && ctx.attempts <= ctx.retries
+    /// Where the request stands after a failed attempt, for [`retry::decide`].
+    fn attempt(&self, session: &Session, ctx: &RequestCtx) -> retry::Attempt {
+        retry::Attempt {
+            answer_started: session.as_downstream().response_written().is_some(),
+            body_replayable: !session.as_downstream().retry_buffer_truncated(),
+            attempts: ctx.attempts,
+            retries: ctx.retries,
+            untried_backend: self.pool(ctx).is_some_and(|p| p.has_untried(ctx.tried)),
+        }
     }
 }
 
@@ -562,8 +571,7 @@ impl ProxyHttp for Gateway {
         };
         let name = backend.name().to_string();
         self.live_failure(session, ctx, &what);
-        let another = self.pool(ctx).is_some_and(|p| p.has_untried(ctx.tried));
-        if another && self.may_retry(session, ctx) {
+        if retry::decide(Failed::BadAnswer, self.attempt(session, ctx)).retries() {
             let mut e = Error::explain(
                 ErrorType::HTTPStatus(status),
                 format!("backend {name} answered {status}"),
@@ -618,36 +626,12 @@ impl ProxyHttp for Gateway {
         RequestCtx: Send + Sync,
     {
         let pool = self.pool(ctx).cloned();
-        let (code, message) = if *e.etype() == TOO_LARGE {
-            (
-                413,
-                format!(
-                    "request body too large: {}",
-                    e.context.as_ref().map_or(String::new(), |c| c.to_string())
-                ),
-            )
-        } else if *e.etype() == NO_BACKEND {
+        if *e.etype() == NO_BACKEND {
             if let Some(pool) = &pool {
                 pool.metrics.unavailable.inc();
             }
-            let name = pool.as_ref().map_or("?", |p| p.name());
-            (503, format!("no healthy backend in pool {name}"))
-        } else {
-            match (e.etype(), e.esource()) {
-                (ErrorType::HTTPStatus(code), _) => {
-                    (*code, format!("request failed with status {code}"))
-                }
-                (_, ErrorSource::Upstream) => {
-                    (502, format!("backend failed: {}", e.etype().as_str()))
-                }
-                (
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
-                    ErrorSource::Downstream,
-                ) => (0, String::new()),
-                (_, ErrorSource::Downstream) => (400, "bad request".to_string()),
-                _ => (500, "internal error".to_string()),
-            }
-        };
+        }
+        let (code, message) = reply::for_error(e, pool.as_ref().map(|p| p.name()));
         if code > 0 && session.as_downstream().response_written().is_none() {
             let body = match pool.as_ref().map(|p| p.config.kind) {
                 Some(PoolKind::Execution) => {
@@ -747,27 +731,13 @@ impl ProxyHttp for Gateway {
                     .observe(start.elapsed().as_secs_f64());
             }
         }
-        if let Some(started) = ctx.started {
-            let request = session.req_header();
-            let client = session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip());
-            tracing::info!(
-                target: "access",
-                listener = %self.listener,
-                pool = ctx.pool.as_ref().map_or("-", |p| p.name()),
-                backend = backend.map_or("-", |b| b.name()),
-                client = %client.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
-                method = %request.method,
-                path = request.uri.path(),
-                rpc = ctx.rpc_methods.as_deref().unwrap_or(""),
-                status,
-                bytes = session.as_downstream().body_bytes_sent(),
-                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-                retries = ctx.attempts.saturating_sub(1),
-                error = e.map_or("", |e| e.etype().as_str()),
-            );
-        }
+        access_log::write(
+            session,
+            ctx,
+            &self.listener,
+            backend.map(|b| b.as_ref()),
+            status,
+            e,
+        );
     }
 }

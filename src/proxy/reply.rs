@@ -1,7 +1,10 @@
 //! Error bodies the gateway writes itself, in the form each kind of client understands:
 //! JSON-RPC error objects (matching the request's ids, one per batch element) for execution pools,
-//! the beacon API's `{"code","message"}` for consensus pools and for requests with no route.
+//! the beacon API's `{"code","message"}` for consensus pools and for requests with no route; and
+//! the status and message a failed request is answered with (`for_error`).
 
+use super::{NO_BACKEND, TOO_LARGE};
+use pingora::{Error, ErrorSource, ErrorType};
 use serde_json::{json, Value};
 
 /// JSON-RPC "server error" code used when the gateway cannot serve a request.
@@ -29,6 +32,36 @@ pub fn beacon_error(code: u16, message: &str) -> Vec<u8> {
     json!({"code": code, "message": message})
         .to_string()
         .into_bytes()
+}
+
+/// The status and message a request that failed with `e` is answered with (`fail_to_proxy`);
+/// `pool` names the request's pool. Status 0: the client went away, there is no one to answer.
+pub(super) fn for_error(e: &Error, pool: Option<&str>) -> (u16, String) {
+    if *e.etype() == TOO_LARGE {
+        (
+            413,
+            format!(
+                "request body too large: {}",
+                e.context.as_ref().map_or(String::new(), |c| c.to_string())
+            ),
+        )
+    } else if *e.etype() == NO_BACKEND {
+        let name = pool.unwrap_or("?");
+        (503, format!("no healthy backend in pool {name}"))
+    } else {
+        match (e.etype(), e.esource()) {
+            (ErrorType::HTTPStatus(code), _) => {
+                (*code, format!("request failed with status {code}"))
+            }
+            (_, ErrorSource::Upstream) => (502, format!("backend failed: {}", e.etype().as_str())),
+            (
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+                ErrorSource::Downstream,
+            ) => (0, String::new()),
+            (_, ErrorSource::Downstream) => (400, "bad request".to_string()),
+            _ => (500, "internal error".to_string()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -77,5 +110,60 @@ mod tests {
             parse(beacon_error(503, "no")),
             json!({"code": 503, "message": "no"})
         );
+    }
+
+    #[test]
+    fn an_oversized_body_is_413_with_the_limit() {
+        let e = Error::explain(TOO_LARGE, "more than 10 bytes");
+        assert_eq!(
+            for_error(&e, Some("execution")),
+            (
+                413,
+                "request body too large: more than 10 bytes".to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn no_healthy_backend_is_503_naming_the_pool() {
+        let e = Error::new(NO_BACKEND);
+        assert_eq!(
+            for_error(&e, Some("execution")),
+            (503, "no healthy backend in pool execution".to_string())
+        );
+        assert_eq!(for_error(&e, None).1, "no healthy backend in pool ?");
+    }
+
+    #[test]
+    fn a_backend_status_passes_and_other_backend_failures_are_502() {
+        let e = Error::new_up(ErrorType::HTTPStatus(504));
+        assert_eq!(
+            for_error(&e, None),
+            (504, "request failed with status 504".to_string())
+        );
+        let e = Error::new_up(ErrorType::ConnectTimedout);
+        assert_eq!(
+            for_error(&e, None),
+            (502, "backend failed: ConnectTimedout".to_string())
+        );
+    }
+
+    #[test]
+    fn a_client_that_left_gets_nothing_and_a_bad_one_400() {
+        for etype in [
+            ErrorType::WriteError,
+            ErrorType::ReadError,
+            ErrorType::ConnectionClosed,
+        ] {
+            assert_eq!(for_error(&Error::new_down(etype), None), (0, String::new()));
+        }
+        let e = Error::new_down(ErrorType::InvalidHTTPHeader);
+        assert_eq!(for_error(&e, None), (400, "bad request".to_string()));
+    }
+
+    #[test]
+    fn anything_else_is_an_internal_error() {
+        let e = Error::new_in(ErrorType::InternalError);
+        assert_eq!(for_error(&e, None), (500, "internal error".to_string()));
     }
 }

@@ -1,0 +1,87 @@
+//! Validates the `listeners` section: addresses, names, TLS files, per-listener auth and limits.
+
+use super::Validator;
+use crate::config::file::ListenerSection;
+use crate::config::model::*;
+use serde_yaml::Value;
+use std::net::SocketAddr;
+
+impl Validator {
+    pub(super) fn listeners(&mut self, value: Value, admin: Option<SocketAddr>) -> Vec<Listener> {
+        let items = self.list("listeners", value);
+        if items.is_empty() {
+            self.error(
+                "listeners",
+                "at least one listener is needed",
+                Some("add `- address: 0.0.0.0:8080`"),
+            );
+        }
+        let mut listeners: Vec<Listener> = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let path = format!("listeners[{i}]");
+            let Some(section) = self.node::<ListenerSection>(
+                &path,
+                item,
+                "a listener has `address`, and optionally `name` and `tls: {cert, key}`",
+            ) else {
+                continue;
+            };
+            let Some(address) = self.socket_addr(&format!("{path}.address"), &section.address)
+            else {
+                continue;
+            };
+            let name = section
+                .name
+                .clone()
+                .unwrap_or_else(|| section.address.trim().to_string());
+            if listeners.iter().any(|l| l.name == name) {
+                self.error(
+                    format!("{path}.name"),
+                    format!("listener name `{name}` is used twice"),
+                    None,
+                );
+            }
+            if listeners.iter().any(|l| l.address == address) || Some(address) == admin {
+                self.error(
+                    format!("{path}.address"),
+                    format!("{address} is already used by another listener"),
+                    None,
+                );
+            }
+            let tls = section.tls.map(|tls| {
+                let cert = self.base.join(&tls.cert);
+                let key = self.base.join(&tls.key);
+                if let Err(e) = crate::tls::cert_resolver_from_files(&cert, &key) {
+                    self.error(
+                        format!("{path}.tls"),
+                        e,
+                        Some("`cert` is a PEM chain, `key` its PEM private key"),
+                    );
+                }
+                TlsFiles { cert, key }
+            });
+            let max_websockets = section.max_websockets.unwrap_or(DEFAULT_MAX_WEBSOCKETS);
+            let auth = self.auth(&format!("{path}.auth"), section.auth);
+            let max_requests = self.positive(
+                &format!("{path}.max_requests"),
+                section.max_requests,
+                DEFAULT_MAX_REQUESTS,
+            );
+            let max_requests_per_client = self.positive(
+                &format!("{path}.max_requests_per_client"),
+                section.max_requests_per_client,
+                DEFAULT_MAX_REQUESTS_PER_CLIENT,
+            );
+            listeners.push(Listener {
+                name,
+                address,
+                tls,
+                max_websockets,
+                auth,
+                max_requests,
+                max_requests_per_client,
+            });
+        }
+        listeners
+    }
+}

@@ -1,0 +1,331 @@
+//! Turns YAML text into a resolved [`Config`], collecting every error with its path and a hint.
+//!
+//! Sections and list entries are deserialized one by one, so a shape error in one backend does not
+//! hide a shape error in another; semantic checks (addresses, URLs, cross-references, files) run on
+//! whatever parsed.
+//!
+//! This module holds the entry point ([`parse`]), the error-collecting `Validator` with its shared
+//! helpers, and the top-level sections (server, admin, timeouts, retries, log, limits); each other
+//! section has its own file.
+
+mod endpoints;
+mod health;
+mod listeners;
+mod network;
+mod pools;
+mod routes;
+mod security;
+#[cfg(test)]
+mod tests;
+
+use super::file::{AdminSection, LimitsSection, LogSection, ServerSection, TimeoutSection};
+use super::model::*;
+use super::ConfigError;
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "limits",
+    "log",
+    "server",
+    "admin",
+    "listeners",
+    "pools",
+    "routes",
+    "timeouts",
+    "retries",
+];
+
+/// Parses and validates configuration text. `base` is the directory relative file paths start from.
+pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> {
+    let mut v = Validator {
+        errors: Vec::new(),
+        base: base.to_path_buf(),
+    };
+    let config = v.config(text);
+    match config {
+        Some(config) if v.errors.is_empty() => Ok(config),
+        _ => Err(v.errors),
+    }
+}
+
+struct Validator {
+    errors: Vec<ConfigError>,
+    base: PathBuf,
+}
+
+impl Validator {
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>, hint: Option<&str>) {
+        self.errors.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+            hint: hint.map(str::to_string),
+        });
+    }
+
+    /// Deserializes one YAML node, recording a shape error at `path`.
+    fn node<T: DeserializeOwned>(&mut self, path: &str, value: Value, hint: &str) -> Option<T> {
+        match serde_yaml::from_value(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.error(path, e.to_string(), Some(hint));
+                None
+            }
+        }
+    }
+
+    fn config(&mut self, text: &str) -> Option<Config> {
+        let top: Value = match serde_yaml::from_str(text) {
+            Ok(Value::Null) => {
+                self.error("", "the file is empty", Some("start from a file in conf/"));
+                return None;
+            }
+            Ok(v) => v,
+            Err(e) => {
+                self.error("", format!("not valid YAML: {e}"), None);
+                return None;
+            }
+        };
+        let Value::Mapping(mut top) = top else {
+            self.error(
+                "",
+                "expected a mapping of sections",
+                Some("start from a file in conf/"),
+            );
+            return None;
+        };
+        let mut take = |key: &str| top.remove(key).unwrap_or(Value::Null);
+        let server = take("server");
+        let admin = take("admin");
+        let listeners = take("listeners");
+        let pools = take("pools");
+        let routes = take("routes");
+        let timeouts = take("timeouts");
+        let retries = take("retries");
+        let log = take("log");
+        let limits = take("limits");
+        for (key, _) in top {
+            let key = serde_yaml::to_string(&key).unwrap_or_default();
+            self.error(
+                key.trim(),
+                "unknown section",
+                Some(&format!("known sections: {}", TOP_LEVEL_KEYS.join(", "))),
+            );
+        }
+
+        let server: ServerSection = self.optional_section("server", server);
+        let admin: AdminSection = self.optional_section("admin", admin);
+        let timeouts: TimeoutSection = self.optional_section("timeouts", timeouts);
+        let log: LogSection = self.optional_section("log", log);
+        let level = log.level.unwrap_or_else(|| "info".to_string());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
+            self.error(
+                "log.level",
+                format!("`{level}` is not a level or filter: {e}"),
+                Some("error, warn, info, debug or trace, optionally per target: info,ssv_ha=debug"),
+            );
+        }
+        let limits: LimitsSection = self.optional_section("limits", limits);
+        let limits = Limits {
+            max_body_bytes: self.positive(
+                "limits.max_body_bytes",
+                limits.max_body_bytes,
+                DEFAULT_MAX_BODY_BYTES,
+            ),
+            max_url_bytes: self.positive(
+                "limits.max_url_bytes",
+                limits.max_url_bytes,
+                DEFAULT_MAX_URL_BYTES,
+            ),
+            max_headers: self.positive(
+                "limits.max_headers",
+                limits.max_headers,
+                DEFAULT_MAX_HEADERS,
+            ),
+            max_header_bytes: self.positive(
+                "limits.max_header_bytes",
+                limits.max_header_bytes,
+                DEFAULT_MAX_HEADER_BYTES,
+            ),
+            max_held_bytes: self.positive(
+                "limits.max_held_bytes",
+                limits.max_held_bytes,
+                DEFAULT_MAX_HELD_BYTES,
+            ),
+            body_timeout: self.positive_duration(
+                "limits.body_timeout",
+                limits.body_timeout,
+                DEFAULT_BODY_TIMEOUT,
+            ),
+        };
+        if limits.max_held_bytes < limits.max_body_bytes {
+            self.error(
+                "limits.max_held_bytes",
+                format!(
+                    "{} is less than limits.max_body_bytes ({}): a body of the largest size could never be held",
+                    limits.max_held_bytes, limits.max_body_bytes
+                ),
+                Some("raise max_held_bytes or lower max_body_bytes"),
+            );
+        }
+        let log = LogSettings {
+            format: log.format.unwrap_or(LogFormat::Text),
+            level,
+            access: log.access.unwrap_or(true),
+        };
+
+        let threads = match server.threads {
+            Some(0) => {
+                self.error("server.threads", "must be at least 1", None);
+                1
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let grace_period = self.duration(
+            "server.grace_period",
+            server.grace_period,
+            DEFAULT_GRACE_PERIOD,
+        );
+        let admin_address = admin.address.as_deref().unwrap_or(DEFAULT_ADMIN_ADDRESS);
+        let admin_auth = self.auth("admin.auth", admin.auth);
+        let admin = self.socket_addr("admin.address", admin_address);
+
+        let timeouts = Timeouts {
+            connect: self.positive_duration(
+                "timeouts.connect",
+                timeouts.connect,
+                DEFAULT_CONNECT_TIMEOUT,
+            ),
+            response: self.positive_duration(
+                "timeouts.response",
+                timeouts.response,
+                DEFAULT_RESPONSE_TIMEOUT,
+            ),
+            websocket_idle: self.positive_duration(
+                "timeouts.websocket_idle",
+                timeouts.websocket_idle,
+                DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
+            ),
+            backend_idle: self.positive_duration(
+                "timeouts.backend_idle",
+                timeouts.backend_idle,
+                DEFAULT_BACKEND_IDLE_TIMEOUT,
+            ),
+        };
+        let retries = match retries {
+            Value::Null => DEFAULT_RETRIES,
+            v => self
+                .node("retries", v, "a small whole number such as 2")
+                .unwrap_or(DEFAULT_RETRIES),
+        };
+
+        let listeners = self.listeners(listeners, admin);
+        let pools = self.pools(pools);
+        let routes = self.routes(routes, &listeners, &pools);
+
+        let upgrade_socket = server
+            .upgrade_socket
+            .map(|p| self.base.join(p))
+            .unwrap_or_else(|| std::env::temp_dir().join("ssv-ha-upgrade.sock"));
+        let pid_file = server
+            .pid_file
+            .map(|p| self.base.join(p))
+            .unwrap_or_else(|| std::env::temp_dir().join("ssv-ha.pid"));
+        Some(Config {
+            threads,
+            grace_period,
+            upgrade_socket,
+            pid_file,
+            admin: admin?,
+            admin_auth,
+            listeners,
+            pools,
+            routes,
+            timeouts,
+            retries,
+            log,
+            limits,
+        })
+    }
+
+    fn optional_section<T: DeserializeOwned + Default>(&mut self, path: &str, value: Value) -> T {
+        if value.is_null() {
+            return T::default();
+        }
+        self.node(path, value, "see the configuration reference in README.md")
+            .unwrap_or_default()
+    }
+
+    fn positive(&mut self, path: &str, value: Option<usize>, default: usize) -> usize {
+        match value {
+            Some(0) => {
+                self.error(path, "must be at least 1", None);
+                default
+            }
+            Some(n) => n,
+            None => default,
+        }
+    }
+
+    fn duration(&mut self, path: &str, text: Option<String>, default: Duration) -> Duration {
+        let Some(text) = text else { return default };
+        match humantime::parse_duration(text.trim()) {
+            Ok(d) => d,
+            Err(e) => {
+                self.error(
+                    path,
+                    format!("`{text}` is not a duration: {e}"),
+                    Some("write it like 500ms, 5s, 2m or 1h"),
+                );
+                default
+            }
+        }
+    }
+
+    fn positive_duration(
+        &mut self,
+        path: &str,
+        text: Option<String>,
+        default: Duration,
+    ) -> Duration {
+        let d = self.duration(path, text, default);
+        if d.is_zero() {
+            self.error(path, "must be longer than zero", None);
+            return default;
+        }
+        d
+    }
+
+    fn socket_addr(&mut self, path: &str, text: &str) -> Option<SocketAddr> {
+        match text.trim().parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.error(
+                    path,
+                    format!("`{text}` is not an IP address with a port"),
+                    Some("write it like 0.0.0.0:8080 or 127.0.0.1:8405; host names are not allowed here"),
+                );
+                None
+            }
+        }
+    }
+
+    fn list(&mut self, path: &str, value: Value) -> Vec<Value> {
+        match value {
+            Value::Null => Vec::new(),
+            Value::Sequence(items) => items,
+            _ => {
+                self.error(
+                    path,
+                    "expected a list",
+                    Some("write each entry on its own line starting with `- `"),
+                );
+                Vec::new()
+            }
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Validates the `routes` section: each route's host, listener and pool, and duplicates.
+
+use super::Validator;
+use crate::config::file::RouteSection;
+use crate::config::model::*;
+use serde_yaml::Value;
+
+impl Validator {
+    pub(super) fn routes(
+        &mut self,
+        value: Value,
+        listeners: &[Listener],
+        pools: &[PoolConfig],
+    ) -> Vec<Route> {
+        let items = self.list("routes", value);
+        if items.is_empty() {
+            self.error(
+                "routes",
+                "at least one route is needed",
+                Some("add `- { host: rpc.example.com, pool: execution }`"),
+            );
+        }
+        let mut routes: Vec<Route> = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let path = format!("routes[{i}]");
+            let Some(r) = self.node::<RouteSection>(
+                &path,
+                item,
+                "a route has `pool` and `host`, `listener` or both",
+            ) else {
+                continue;
+            };
+            let pool = pools.iter().position(|p| p.name == r.pool);
+            if pool.is_none() {
+                let known: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+                let hint = if known.is_empty() {
+                    "no valid pool is defined".to_string()
+                } else {
+                    format!("pools: {}", known.join(", "))
+                };
+                self.error(
+                    format!("{path}.pool"),
+                    format!("no pool named `{}`", r.pool),
+                    Some(&hint),
+                );
+            }
+            let listener = match &r.listener {
+                None => None,
+                Some(name) => {
+                    let found = listeners
+                        .iter()
+                        .position(|l| &l.name == name || l.address.to_string() == *name);
+                    if found.is_none() {
+                        let known: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+                        self.error(
+                            format!("{path}.listener"),
+                            format!("no listener named `{name}`"),
+                            Some(&format!("listeners: {}", known.join(", "))),
+                        );
+                    }
+                    found
+                }
+            };
+            let host = r.host.as_deref().map(|h| h.trim().to_ascii_lowercase());
+            if let Some(h) = &host {
+                if !valid_host(h) {
+                    self.error(
+                        format!("{path}.host"),
+                        format!("`{h}` is not a host name"),
+                        Some("write only the name, without scheme, port or path"),
+                    );
+                }
+            }
+            if host.is_none() && r.listener.is_none() {
+                self.error(&path, "a route needs `host`, `listener` or both", None);
+                continue;
+            }
+            let Some(pool) = pool else { continue };
+            if r.listener.is_some() && listener.is_none() {
+                continue;
+            }
+            let route = Route {
+                host,
+                listener,
+                pool,
+            };
+            if routes
+                .iter()
+                .any(|other| other.host == route.host && other.listener == route.listener)
+            {
+                self.error(
+                    &path,
+                    "another route already matches the same host and listener",
+                    None,
+                );
+                continue;
+            }
+            routes.push(route);
+        }
+        routes
+    }
+}
+
+fn valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::errors;
+    use crate::config::model::Route;
+    use crate::config::parse;
+    use std::path::Path;
+
+    #[test]
+    fn routes_bind_to_listeners_by_name() {
+        let text = r#"
+listeners:
+  - { name: rpc, address: 127.0.0.1:8545 }
+  - { name: beacon, address: 127.0.0.1:5052 }
+pools:
+  consensus:
+    kind: consensus
+    policy: round_robin
+    backends: [{ name: cc-a, url: "http://10.0.0.1:5052" }]
+routes:
+  - { listener: beacon, pool: consensus }
+"#;
+        let c = parse(text, Path::new(".")).expect("valid");
+        assert_eq!(
+            c.routes[0],
+            Route {
+                host: None,
+                listener: Some(1),
+                pool: 0
+            }
+        );
+        let bad = text.replace("listener: beacon", "listener: becaon");
+        let errs = errors(&bad);
+        assert_eq!(errs[0].path, "routes[0].listener");
+        assert_eq!(errs[0].hint.as_deref(), Some("listeners: rpc, beacon"));
+    }
+}
