@@ -1,9 +1,11 @@
 //! ssv-ha: a highly available gateway for Ethereum execution and consensus nodes, on Pingora.
 //!
-//! The data's path through the crate: [`config`] (file -> validated model) -> [`upstream`]
-//! (backends, pools, selection) and [`health`] (probes, verdicts, hysteresis) -> [`proxy`] (the
-//! `ProxyHttp`) -> [`admin`] (metrics, status). [`server`] assembles them; [`sim`] holds the
-//! simulated nodes that the tests, the demo and the benchmarks share.
+//! Layers, each importing only those before it: [`config`] (file -> validated model) <
+//! [`health`] (probes, verdicts, hysteresis, and the Pingora `HealthCheck` implementors) <
+//! [`upstream`] (backends, pools, selection, the monitor that drives the checks) < [`proxy`] (the
+//! `ProxyHttp`). [`metrics`] and [`tls`] are leaves below all. [`admin`] serves status and metrics;
+//! [`server`] assembles everything at start-up and on reload; [`sim`] holds the simulated nodes
+//! that the tests, the demo and the benchmarks share.
 #![forbid(unsafe_code)]
 
 pub mod admin;

@@ -1,6 +1,6 @@
 //! Serde structs that mirror the YAML file, one per section.
 //!
-//! Nothing here is validated beyond its shape: [`super::validate`] turns these into the resolved
+//! Nothing here is validated beyond its shape: `validate` turns these into the resolved
 //! [`super::model`] and reports every problem with its YAML path. Every struct denies unknown
 //! fields, so a misspelt key is an error rather than a silently ignored setting.
 

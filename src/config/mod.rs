@@ -1,4 +1,4 @@
-//! Configuration: YAML file -> [`file`] structs -> [`validate`] -> resolved [`model::Config`].
+//! Configuration: YAML file -> [`file`](mod@file) structs -> `validate` -> resolved [`model::Config`].
 //!
 //! The pipeline parses everything before anything binds a port, and collects every problem it finds
 //! instead of stopping at the first, so one `ssv-ha check` run shows all that must be fixed.

@@ -1,6 +1,6 @@
 //! The resolved configuration: real types, defaults applied, cross-references checked.
 //!
-//! Built only by [`super::validate`]; the rest of the gateway never sees the file structs.
+//! Built only by `validate`; the rest of the gateway never sees the file structs.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
