@@ -30,10 +30,60 @@ pub struct TlsFiles {
 struct Frontend {
     name: String,
     port: Option<u16>,
+    /// `mode http` (its own, or the `defaults` before it).
     http: bool,
-    acls: BTreeMap<String, Vec<String>>,
-    uses: Vec<(String, String)>,
+    /// `tcp-request inspect-delay`: how long a ClientHello may take.
+    inspect_ms: Option<u64>,
+    /// Serves haproxy's Prometheus exporter: becomes the admin listener.
+    prometheus: bool,
+    /// ACL name -> the host names it matches (`None`: an ACL on something else than the name).
+    acls: BTreeMap<String, Option<Vec<String>>>,
+    uses: Vec<Use>,
     default_backend: Option<String>,
+}
+
+/// A `use_backend` rule, its condition read as the host names that select it.
+#[derive(Debug)]
+struct Use {
+    backend: String,
+    line: usize,
+    /// Alternatives (`||`); each a list of terms that must all hold.
+    condition: Vec<Vec<Term>>,
+}
+
+#[derive(Debug)]
+enum Term {
+    Acl(String),
+    /// `{ req.ssl_sni -i a b }`: an anonymous ACL, already read.
+    Inline(Option<Vec<String>>, String),
+}
+
+/// Health-check parameters of a server line or `default-server`.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Checks {
+    inter_ms: Option<u64>,
+    rise: Option<u32>,
+    fall: Option<u32>,
+}
+
+impl Checks {
+    fn read(words: &[&str]) -> Checks {
+        let value = |key: &str| words.windows(2).find(|w| w[0] == key).map(|w| w[1]);
+        Checks {
+            inter_ms: value("inter").and_then(haproxy_ms),
+            rise: value("rise").and_then(|v| v.parse().ok()),
+            fall: value("fall").and_then(|v| v.parse().ok()),
+        }
+    }
+
+    /// `self` with what `over` sets (a server line over `default-server`).
+    fn or(self, over: Checks) -> Checks {
+        Checks {
+            inter_ms: over.inter_ms.or(self.inter_ms),
+            rise: over.rise.or(self.rise),
+            fall: over.fall.or(self.fall),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -41,8 +91,11 @@ struct Backend {
     name: String,
     balance: Option<String>,
     check_command: Option<String>,
-    inter_ms: Option<u64>,
+    default_checks: Checks,
     servers: Vec<Server>,
+    /// `timeout NAME` in ms: the `defaults` before it, then its own.
+    timeouts: BTreeMap<String, u64>,
+    retries: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -51,16 +104,51 @@ struct Server {
     host: String,
     port: u16,
     backup: bool,
+    checks: Checks,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Defaults {
+    http: bool,
+    timeouts: BTreeMap<String, u64>,
+    retries: Option<u32>,
 }
 
 #[derive(Debug, Default)]
 struct Parsed {
     frontends: Vec<Frontend>,
     backends: Vec<Backend>,
-    timeouts: BTreeMap<String, String>,
-    retries: Option<u32>,
+    /// The last `defaults` section (what a section without its own settings falls back to).
+    defaults: Defaults,
+    maxconn: Option<usize>,
+    /// Some section set `timeout client`.
+    client_timeout: bool,
+    /// How haproxy's settings were carried over, for the header comment.
+    carried: Vec<String>,
+    /// What has no equivalent in ssv-ha.
     notes: Vec<String>,
 }
+
+/// Words that start a section wherever they stand on the line (haproxy does not care about
+/// indentation).
+const SECTIONS: [&str; 16] = [
+    "global",
+    "defaults",
+    "frontend",
+    "backend",
+    "listen",
+    "resolvers",
+    "peers",
+    "userlist",
+    "mailers",
+    "program",
+    "http-errors",
+    "ring",
+    "cache",
+    "crt-store",
+    "traces",
+    "log-forward",
+];
 
 /// Converts haproxy configuration text into ssv-ha YAML.
 pub fn import(text: &str, tls: Option<&TlsFiles>) -> Result<String, ImportError> {
@@ -68,120 +156,356 @@ pub fn import(text: &str, tls: Option<&TlsFiles>) -> Result<String, ImportError>
     render(&parsed, tls)
 }
 
+enum Section {
+    Other,
+    Global,
+    Defaults,
+    Frontend(usize),
+    Backend(usize),
+}
+
 fn parse(text: &str) -> Result<Parsed, ImportError> {
-    enum Section {
-        Other,
-        Global,
-        Defaults,
-        Frontend(usize),
-        Backend(usize),
-    }
     let mut p = Parsed::default();
     let mut section = Section::Other;
     for (i, raw) in text.lines().enumerate() {
         let line_no = i + 1;
-        let line = raw.split('#').next().unwrap_or("").trim_end();
-        if line.trim().is_empty() {
-            continue;
-        }
+        let line = raw.split('#').next().unwrap_or("");
         let words: Vec<&str> = line.split_whitespace().collect();
-        let indented = raw.starts_with(' ') || raw.starts_with('\t');
-        if !indented {
-            section = match words[0] {
+        let Some(&keyword) = words.first() else {
+            continue;
+        };
+        let syntax = |message: String| ImportError::Syntax {
+            line: line_no,
+            message,
+        };
+        if SECTIONS.contains(&keyword) {
+            section = match keyword {
                 "global" => Section::Global,
-                "defaults" => Section::Defaults,
-                "frontend" | "listen" => {
-                    let name = words.get(1).ok_or(ImportError::Syntax {
-                        line: line_no,
-                        message: "a frontend needs a name".into(),
-                    })?;
-                    p.frontends.push(Frontend {
-                        name: name.to_string(),
-                        ..Frontend::default()
-                    });
-                    Section::Frontend(p.frontends.len() - 1)
+                "defaults" => {
+                    // A new `defaults` section starts from haproxy's defaults.
+                    p.defaults = Defaults::default();
+                    Section::Defaults
                 }
-                "backend" => {
-                    let name = words.get(1).ok_or(ImportError::Syntax {
-                        line: line_no,
-                        message: "a backend needs a name".into(),
-                    })?;
-                    p.backends.push(Backend {
-                        name: name.to_string(),
-                        ..Backend::default()
-                    });
-                    Section::Backend(p.backends.len() - 1)
+                "frontend" | "listen" | "backend" => {
+                    let name = words
+                        .get(1)
+                        .ok_or_else(|| syntax(format!("a {keyword} needs a name")))?;
+                    if keyword == "listen" {
+                        p.notes.push(format!("listen {name}: a `listen` section is read as a frontend; give its servers a `backend` section"));
+                    }
+                    if keyword == "backend" {
+                        p.backends.push(Backend {
+                            name: name.to_string(),
+                            timeouts: p.defaults.timeouts.clone(),
+                            retries: p.defaults.retries,
+                            ..Backend::default()
+                        });
+                        Section::Backend(p.backends.len() - 1)
+                    } else {
+                        p.frontends.push(Frontend {
+                            name: name.to_string(),
+                            http: p.defaults.http,
+                            ..Frontend::default()
+                        });
+                        Section::Frontend(p.frontends.len() - 1)
+                    }
+                }
+                "resolvers" => {
+                    p.carried.push(format!(
+                        "resolvers {}: backend names are resolved again before every health check, by the system's resolver",
+                        words.get(1).unwrap_or(&"")
+                    ));
+                    Section::Other
                 }
                 other => {
-                    p.notes.push(format!("section `{other}` ({}) not carried over: ssv-ha resolves backend names on every check by itself", words.join(" ")));
+                    p.notes.push(format!("section `{other}` has no equivalent"));
                     Section::Other
                 }
             };
             continue;
         }
-        match &section {
-            Section::Global => match words[0] {
-                "maxconn" => p.notes.push(format!(
-                    "global `maxconn {}`: ssv-ha caps WebSocket sessions per listener (`max_websockets`, default 10000)",
-                    words.get(1).unwrap_or(&"?")
-                )),
-                "external-check" | "insecure-fork-wanted" => {}
-                _ => p.notes.push(format!("global `{}` not carried over", words.join(" "))),
-            },
-            Section::Defaults => match words.as_slice() {
-                ["timeout", which, value, ..] => {
-                    p.timeouts.insert(which.to_string(), value.to_string());
-                }
-                ["retries", n, ..] => {
-                    p.retries = Some(n.parse().map_err(|_| ImportError::Syntax { line: line_no, message: format!("retries `{n}` is not a number") })?);
-                }
-                ["mode", ..] | ["log", ..] | ["option", ..] => {}
-                _ => p.notes.push(format!("defaults `{}` not carried over", words.join(" "))),
-            },
-            Section::Frontend(f) => {
-                let f = &mut p.frontends[*f];
-                match words.as_slice() {
-                    ["bind", addr, ..] => {
-                        let port = addr.rsplit(':').next().and_then(|port| port.parse().ok());
-                        f.port = port.or(f.port);
-                    }
-                    ["mode", mode, ..] => f.http = *mode == "http",
-                    ["acl", name, fetch, rest @ ..] if fetch.contains("ssl_sni") || fetch.contains("hdr(host)") => {
-                        let hosts = rest.iter().filter(|w| !w.starts_with('-')).map(|h| h.to_ascii_lowercase());
-                        f.acls.entry(name.to_string()).or_default().extend(hosts);
-                    }
-                    ["use_backend", backend, "if", acl, ..] => f.uses.push((backend.to_string(), acl.to_string())),
-                    ["default_backend", backend] => f.default_backend = Some(backend.to_string()),
-                    ["tcp-request", ..] | ["http-request", ..] | ["option", ..] | ["log", ..] => {}
-                    _ => p.notes.push(format!("frontend {} `{}` not carried over", f.name, words.join(" "))),
-                }
-            }
-            Section::Backend(b) => {
-                let b = &mut p.backends[*b];
-                let inter = words.windows(2).find(|w| w[0] == "inter").and_then(|w| haproxy_ms(w[1]));
-                match words.as_slice() {
-                    ["balance", how, ..] => b.balance = Some(how.to_string()),
-                    ["external-check", "command", command, ..] => b.check_command = Some(command.to_string()),
-                    ["default-server", ..] => b.inter_ms = inter.or(b.inter_ms),
-                    ["server", name, addr, params @ ..] => {
-                        let (host, port) = match addr.rsplit_once(':') {
-                            Some((host, port)) => (
-                                host,
-                                port.parse().map_err(|_| ImportError::Syntax { line: line_no, message: format!("`{addr}` has no valid port") })?,
-                            ),
-                            None => (*addr, 443),
-                        };
-                        b.servers.push(Server { name: name.to_string(), host: host.to_string(), port, backup: params.contains(&"backup") });
-                        b.inter_ms = inter.or(b.inter_ms);
-                    }
-                    ["mode", ..] | ["option", ..] | ["external-check", ..] | ["log", ..] => {}
-                    _ => p.notes.push(format!("backend {} `{}` not carried over", b.name, words.join(" "))),
-                }
-            }
+        match section {
+            Section::Global => global(&mut p, &words, line_no)?,
+            Section::Defaults => defaults(&mut p, &words, line_no)?,
+            Section::Frontend(f) => frontend(&mut p, f, &words, line_no)?,
+            Section::Backend(b) => backend(&mut p, b, &words, line_no)?,
             Section::Other => {}
         }
     }
     Ok(p)
+}
+
+fn number<T: std::str::FromStr>(
+    value: Option<&&str>,
+    what: &str,
+    line: usize,
+) -> Result<T, ImportError> {
+    let value = value.copied().unwrap_or("");
+    value.parse().map_err(|_| ImportError::Syntax {
+        line,
+        message: format!("{what} `{value}` is not a number"),
+    })
+}
+
+fn time(value: Option<&&str>, what: &str, line: usize) -> Result<u64, ImportError> {
+    let value = value.copied().unwrap_or("");
+    haproxy_ms(value).ok_or_else(|| ImportError::Syntax {
+        line,
+        message: format!("{what} `{value}` is not an haproxy time (like 5s or 500ms)"),
+    })
+}
+
+fn global(p: &mut Parsed, words: &[&str], line: usize) -> Result<(), ImportError> {
+    match words {
+        ["maxconn", n, ..] => p.maxconn = Some(number(Some(n), "maxconn", line)?),
+        // Built in or meaningless here: logs go to stdout, checks are not scripts, TLS is 1.2+
+        // (rustls), the system's CA store is trusted.
+        ["log", ..]
+        | ["external-check", ..]
+        | ["insecure-fork-wanted", ..]
+        | ["ssl-default-server-options", ..]
+        | ["ssl-default-bind-options", ..]
+        | ["ca-base", ..]
+        | ["daemon", ..]
+        | ["pidfile", ..]
+        | ["chroot", ..] => {}
+        ["user", ..] | ["group", ..] => {}
+        ["stats", "socket", ..] => p
+            .carried
+            .push("stats socket: the admin listener's /status and /metrics".to_string()),
+        _ => p
+            .notes
+            .push(format!("global `{}` has no equivalent", words.join(" "))),
+    }
+    Ok(())
+}
+
+fn defaults(p: &mut Parsed, words: &[&str], line: usize) -> Result<(), ImportError> {
+    match words {
+        ["mode", mode, ..] => p.defaults.http = *mode == "http",
+        ["timeout", which, value, ..] => {
+            let ms = time(Some(value), &format!("timeout {which}"), line)?;
+            p.defaults.timeouts.insert(which.to_string(), ms);
+        }
+        ["retries", n, ..] => p.defaults.retries = Some(number(Some(n), "retries", line)?),
+        ["log", ..] | ["option", ..] | ["balance", ..] | ["maxconn", ..] => {}
+        _ => p
+            .notes
+            .push(format!("defaults `{}` has no equivalent", words.join(" "))),
+    }
+    Ok(())
+}
+
+fn frontend(p: &mut Parsed, f: usize, words: &[&str], line: usize) -> Result<(), ImportError> {
+    let name = p.frontends[f].name.clone();
+    let mut notes = Vec::new();
+    let mut carried = Vec::new();
+    let mut fe_client_timeout = None;
+    let fe = &mut p.frontends[f];
+    match words {
+        ["bind", addr, rest @ ..] => {
+            let port = addr.rsplit(':').next().and_then(|port| port.parse().ok());
+            fe.port = port.or(fe.port);
+            if rest.contains(&"ssl") {
+                notes.push(format!("frontend {name}: haproxy terminated TLS with its own certificate (`bind ... ssl crt`): run import-haproxy with --cert and --key"));
+            }
+        }
+        ["mode", mode, ..] => fe.http = *mode == "http",
+        ["tcp-request", "inspect-delay", value, ..] => {
+            fe.inspect_ms = Some(time(Some(value), "inspect-delay", line)?)
+        }
+        // A ClientHello is the only thing a passthrough listener accepts.
+        ["tcp-request", "content", "accept", ..] => {}
+        ["http-request", "use-service", "prometheus-exporter", ..] => fe.prometheus = true,
+        ["acl", acl, fetch, rest @ ..] => {
+            let hosts = host_acl(fetch, rest);
+            let entry = fe.acls.entry(acl.to_string()).or_insert(Some(Vec::new()));
+            // Several lines of one ACL add up (an OR); one that is not about names spoils it.
+            match (entry.as_mut(), hosts) {
+                (Some(all), Some(hosts)) => all.extend(hosts),
+                _ => *entry = None,
+            }
+        }
+        ["use_backend", backend, rest @ ..] => {
+            let condition = match rest {
+                ["if", cond @ ..] => condition(cond),
+                ["unless", ..] => {
+                    notes.push(format!(
+                        "frontend {name}: `{}` routes by what a name is not: not carried over",
+                        words.join(" ")
+                    ));
+                    p.notes.extend(notes);
+                    return Ok(());
+                }
+                [] => {
+                    carried.push(format!(
+                        "frontend {name}: `{}` has no condition: read as its default_backend",
+                        words.join(" ")
+                    ));
+                    fe.default_backend
+                        .get_or_insert_with(|| backend.to_string());
+                    p.carried.extend(carried);
+                    return Ok(());
+                }
+                cond => {
+                    carried.push(format!(
+                        "line {line}: `{}` has no `if`: read as `use_backend {backend} if {}`, as haproxy does",
+                        words.join(" "),
+                        cond.join(" ")
+                    ));
+                    condition(cond)
+                }
+            };
+            fe.uses.push(Use {
+                backend: backend.to_string(),
+                line,
+                condition,
+            });
+        }
+        ["default_backend", backend, ..] => fe.default_backend = Some(backend.to_string()),
+        ["timeout", "client", value, ..] => {
+            let ms = time(Some(value), "timeout client", line)?;
+            fe_client_timeout = Some(ms);
+        }
+        ["tcp-request", ..]
+        | ["http-request", ..]
+        | ["option", ..]
+        | ["log", ..]
+        | ["no", "log"]
+        | ["timeout", ..] => {}
+        ["maxconn", n, ..] => p.maxconn = Some(number(Some(n), "maxconn", line)?),
+        _ => notes.push(format!(
+            "frontend {name}: `{}` has no equivalent",
+            words.join(" ")
+        )),
+    }
+    p.notes.extend(notes);
+    p.carried.extend(carried);
+    if fe_client_timeout.is_some() {
+        p.client_timeout = true;
+    }
+    Ok(())
+}
+
+/// The host names an ACL matches, when it is an ACL on the name (SNI or Host header); `None`
+/// for anything else.
+fn host_acl(fetch: &str, rest: &[&str]) -> Option<Vec<String>> {
+    const NAME_FETCHES: [&str; 7] = [
+        "req.ssl_sni",
+        "req_ssl_sni",
+        "ssl_fc_sni",
+        "req.hdr(host)",
+        "hdr(host)",
+        "hdr_dom(host)",
+        "hdr(Host)",
+    ];
+    if !NAME_FETCHES.contains(&fetch) {
+        return None;
+    }
+    let mut hosts = Vec::new();
+    let mut words = rest.iter();
+    while let Some(word) = words.next() {
+        match *word {
+            // `-m str` and `-m dom` compare whole names (the gateway's routes do too).
+            "-m" => match words.next() {
+                Some(&"str") | Some(&"dom") => {}
+                _ => return None,
+            },
+            "-f" => return None,
+            "--" => {}
+            flag if flag.starts_with('-') => {}
+            host => {
+                // `hdr(host)` may carry the port.
+                let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+                    if port.bytes().all(|b| b.is_ascii_digit()) {
+                        h
+                    } else {
+                        host
+                    }
+                });
+                hosts.push(host.to_ascii_lowercase());
+            }
+        }
+    }
+    Some(hosts)
+}
+
+/// Reads a condition: alternatives separated by `||` or `or`, each a list of terms.
+fn condition(words: &[&str]) -> Vec<Vec<Term>> {
+    let mut alternatives = vec![Vec::new()];
+    let mut i = 0;
+    while i < words.len() {
+        match words[i] {
+            "||" | "or" => alternatives.push(Vec::new()),
+            "{" => {
+                let end = words[i..]
+                    .iter()
+                    .position(|w| *w == "}")
+                    .map_or(words.len(), |e| i + e);
+                let inner = &words[i + 1..end];
+                let text = inner.join(" ");
+                let hosts = inner.split_first().and_then(|(f, r)| host_acl(f, r));
+                if let Some(last) = alternatives.last_mut() {
+                    last.push(Term::Inline(hosts, text));
+                }
+                i = end;
+            }
+            term => {
+                if let Some(last) = alternatives.last_mut() {
+                    last.push(Term::Acl(term.to_string()));
+                }
+            }
+        }
+        i += 1;
+    }
+    alternatives
+}
+
+fn backend(p: &mut Parsed, b: usize, words: &[&str], line: usize) -> Result<(), ImportError> {
+    let be = &mut p.backends[b];
+    let name = be.name.clone();
+    match words {
+        ["balance", how, ..] => be.balance = Some(how.to_string()),
+        ["external-check", "command", command, ..] => be.check_command = Some(command.to_string()),
+        ["default-server", rest @ ..] => {
+            be.default_checks = be.default_checks.or(Checks::read(rest))
+        }
+        ["server", server, addr, params @ ..] => {
+            let (host, port) = match addr.rsplit_once(':') {
+                Some((host, port)) => (
+                    host,
+                    port.parse().map_err(|_| ImportError::Syntax {
+                        line,
+                        message: format!("`{addr}` has no valid port"),
+                    })?,
+                ),
+                None => (*addr, 443),
+            };
+            be.servers.push(Server {
+                name: server.to_string(),
+                host: host.to_string(),
+                port,
+                backup: params.contains(&"backup"),
+                checks: Checks::read(params),
+            });
+        }
+        ["timeout", which, value, ..] => {
+            let ms = time(Some(value), &format!("timeout {which}"), line)?;
+            be.timeouts.insert(which.to_string(), ms);
+        }
+        ["retries", n, ..] => be.retries = Some(number(Some(n), "retries", line)?),
+        ["mode", ..]
+        | ["option", "external-check"]
+        | ["external-check", ..]
+        | ["log", ..]
+        | ["option", "tcplog"]
+        | ["option", "dontlognull"] => {}
+        _ => p.notes.push(format!(
+            "backend {name}: `{}` has no equivalent",
+            words.join(" ")
+        )),
+    }
+    Ok(())
 }
 
 /// An haproxy time (`5s`, `5m`, `3600s`, `500ms`, or bare milliseconds) in milliseconds.
@@ -221,21 +545,116 @@ struct PoolPlan<'a> {
     ws: Option<&'a Backend>,
 }
 
+/// One rule of a frontend: these names (or, `None`, any other) go to that backend.
+struct Rule<'a> {
+    frontend: &'a Frontend,
+    hosts: Option<Vec<String>>,
+    backend: &'a str,
+}
+
+/// The frontends' rules as host names, with a note for every condition that is not about names.
+fn rules<'a>(p: &'a Parsed, notes: &mut Vec<String>) -> Vec<Rule<'a>> {
+    let mut rules = Vec::new();
+    for f in &p.frontends {
+        for u in &f.uses {
+            let mut hosts: Vec<String> = Vec::new();
+            for alternative in &u.condition {
+                let mut names: Option<Vec<String>> = None;
+                let mut other = Vec::new();
+                for term in alternative {
+                    let (matched, text) = match term {
+                        Term::Acl(acl) => match f.acls.get(acl.trim_start_matches('!')) {
+                            _ if acl.starts_with('!') => (None, acl.clone()),
+                            Some(hosts) => (hosts.clone(), acl.clone()),
+                            None => {
+                                notes.push(format!(
+                                    "frontend {}: line {}: acl `{acl}` is not defined",
+                                    f.name, u.line
+                                ));
+                                (None, acl.clone())
+                            }
+                        },
+                        Term::Inline(hosts, text) => (hosts.clone(), format!("{{ {text} }}")),
+                    };
+                    match matched {
+                        // Both must hold: the names both match.
+                        Some(m) => {
+                            names = Some(match names {
+                                None => m,
+                                Some(n) => n.into_iter().filter(|h| m.contains(h)).collect(),
+                            })
+                        }
+                        None => other.push(text),
+                    }
+                }
+                match names {
+                    Some(names) => {
+                        // A ClientHello check is what a passthrough listener does anyway.
+                        other.retain(|t| !t.contains("req_ssl_hello_type") && !t.contains("req.ssl_hello_type"));
+                        if !other.is_empty() {
+                            notes.push(format!("frontend {}: line {}: `{}` also asks for {}, which has no equivalent: routed by the name alone", f.name, u.line, u.backend, other.join(" ")));
+                        }
+                        hosts.extend(names);
+                    }
+                    None => notes.push(format!("frontend {}: line {}: a rule for `{}` that is not about the name ({}) is not carried over", f.name, u.line, u.backend, other.join(" "))),
+                }
+            }
+            if !hosts.is_empty() {
+                rules.push(Rule {
+                    frontend: f,
+                    hosts: Some(hosts),
+                    backend: &u.backend,
+                });
+            }
+        }
+        if let Some(backend) = &f.default_backend {
+            rules.push(Rule {
+                frontend: f,
+                hosts: None,
+                backend,
+            });
+        }
+    }
+    rules
+}
+
+/// The one value every backend agrees on, or the largest with a note naming the others.
+fn agreed<T: Copy + Ord + std::fmt::Display>(
+    values: &[(&str, T)],
+    what: &str,
+    carried: &mut Vec<String>,
+    show: impl Fn(T) -> String,
+) -> Option<T> {
+    let largest = values.iter().map(|(_, v)| *v).max()?;
+    if values.iter().any(|(_, v)| *v != largest) {
+        let each: Vec<String> = values
+            .iter()
+            .map(|(b, v)| format!("{b} {}", show(*v)))
+            .collect();
+        carried.push(format!(
+            "{what} differs between backends ({}): ssv-ha's is one for all, the largest is used",
+            each.join(", ")
+        ));
+    }
+    Some(largest)
+}
+
 fn render(p: &Parsed, tls: Option<&TlsFiles>) -> Result<String, ImportError> {
     let kind_of = |b: &Backend| match b.check_command.as_deref() {
         Some(c) if c.contains("ccsync") => Some("consensus"),
         Some(c) if c.contains("ecsync") => Some("execution"),
         _ => None,
     };
+    let mut notes = p.notes.clone();
+    let mut carried = p.carried.clone();
+    let rules = rules(p, &mut notes);
     // Hosts routed to each backend, over every frontend.
     let mut hosts_of: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for f in &p.frontends {
-        for (backend, acl) in &f.uses {
-            hosts_of
-                .entry(backend)
-                .or_default()
-                .extend(f.acls.get(acl).cloned().unwrap_or_default());
-        }
+    for rule in &rules {
+        hosts_of
+            .entry(rule.backend)
+            .or_default()
+            .extend(rule.hosts.clone().unwrap_or_default());
     }
     let is_ws = |b: &Backend| {
         b.name.contains("ws")
@@ -250,9 +669,9 @@ fn render(p: &Parsed, tls: Option<&TlsFiles>) -> Result<String, ImportError> {
                 .all(|s| b.servers.iter().any(|t| t.name == s.name))
     };
 
-    let mut notes = p.notes.clone();
     let mut plans: Vec<PoolPlan<'_>> = Vec::new();
     let mut pool_of: BTreeMap<&str, String> = BTreeMap::new();
+    let mut websocket_backends: Vec<&str> = Vec::new();
     for b in p.backends.iter().filter(|b| !b.servers.is_empty()) {
         let kind = match kind_of(b) {
             Some(kind) => kind,
@@ -278,6 +697,7 @@ fn render(p: &Parsed, tls: Option<&TlsFiles>) -> Result<String, ImportError> {
         pool_of.insert(&b.name, name.clone());
         if let Some(ws) = ws {
             pool_of.insert(&ws.name, name.clone());
+            websocket_backends.push(&ws.name);
         }
         plans.push(PoolPlan {
             name,
@@ -307,24 +727,71 @@ fn render(p: &Parsed, tls: Option<&TlsFiles>) -> Result<String, ImportError> {
             "no backend with servers found".into(),
         ));
     }
+    let routed: Vec<&Frontend> = p
+        .frontends
+        .iter()
+        .filter(|f| rules.iter().any(|r| std::ptr::eq(r.frontend, *f)))
+        .collect();
+    if routed.is_empty() {
+        return Err(ImportError::Unusable(
+            "no frontend routes to a backend (`use_backend` / `default_backend`)".into(),
+        ));
+    }
+
+    // Timeouts and retries are per backend in haproxy, one setting for all in ssv-ha.
+    let used: Vec<&Backend> = p
+        .backends
+        .iter()
+        .filter(|b| pool_of.contains_key(b.name.as_str()))
+        .collect();
+    let timeout = |which: &str, carried: &mut Vec<String>| {
+        let values: Vec<(&str, u64)> = used
+            .iter()
+            .filter_map(|b| b.timeouts.get(which).map(|ms| (b.name.as_str(), *ms)))
+            .collect();
+        agreed(&values, &format!("timeout {which}"), carried, duration)
+    };
+    let connect = timeout("connect", &mut carried);
+    let response = timeout("server", &mut carried);
+    let tunnel = timeout("tunnel", &mut carried);
+    let retries: Vec<(&str, u32)> = used
+        .iter()
+        .filter_map(|b| b.retries.map(|n| (b.name.as_str(), n)))
+        .collect();
+    let retries = agreed(&retries, "retries", &mut carried, |n| n.to_string());
+    if p.client_timeout
+        || p.defaults.timeouts.contains_key("client")
+        || used.iter().any(|b| b.timeouts.contains_key("client"))
+    {
+        notes.push("`timeout client` has no equivalent: clients are not timed out while idle between requests".to_string());
+    }
 
     let mut out = String::new();
     let _ = writeln!(
         out,
         "# Imported from an haproxy configuration by `ssv-ha import-haproxy`. Review before use."
     );
-    for note in &notes {
-        let _ = writeln!(out, "# - {note}");
+    if !carried.is_empty() {
+        let _ = writeln!(out, "# Carried over:");
+        for line in &carried {
+            let _ = writeln!(out, "# - {line}");
+        }
     }
-    let _ = writeln!(out, "# - health rules: the external check scripts' MIN_PEERS is not in the haproxy file; min_peers is 10, as they had");
     let _ = writeln!(out, "# - `on-marked-down shutdown-sessions` is built in: sessions on a backend marked down are ended");
+    let _ = writeln!(out, "# - health rules: the external check scripts' MIN_PEERS is not in the haproxy file; min_peers is 10, as they had");
+    if !notes.is_empty() {
+        let _ = writeln!(out, "# Not carried over (no equivalent in ssv-ha):");
+        for note in &notes {
+            let _ = writeln!(out, "# - {note}");
+        }
+    }
     out.push('\n');
 
-    // The admin listener takes the place of an HTTP frontend serving /metrics.
+    // The admin listener takes the place of the frontend serving haproxy's Prometheus exporter.
     if let Some(port) = p
         .frontends
         .iter()
-        .find(|f| f.http && f.uses.is_empty())
+        .find(|f| f.prometheus || (f.http && f.uses.is_empty() && f.default_backend.is_none()))
         .and_then(|f| f.port)
     {
         let _ = writeln!(
@@ -334,16 +801,6 @@ fn render(p: &Parsed, tls: Option<&TlsFiles>) -> Result<String, ImportError> {
     }
 
     let _ = writeln!(out, "listeners:");
-    let routed: Vec<&Frontend> = p
-        .frontends
-        .iter()
-        .filter(|f| !f.uses.is_empty() || f.default_backend.is_some())
-        .collect();
-    if routed.is_empty() {
-        return Err(ImportError::Unusable(
-            "no frontend routes to a backend (`use_backend` / `default_backend`)".into(),
-        ));
-    }
     for f in &routed {
         let port = f.port.ok_or_else(|| {
             ImportError::Unusable(format!("frontend {} has no `bind` port", f.name))
@@ -356,28 +813,44 @@ fn render(p: &Parsed, tls: Option<&TlsFiles>) -> Result<String, ImportError> {
             (false, None) => {
                 let _ = writeln!(
                     out,
-                    "    # haproxy passed TLS through here (TCP mode, routing by SNI). ssv-ha terminates it to route\n    # by name: add `tls: {{ cert: FILE, key: FILE }}` with a certificate for the names below,\n    # or run import-haproxy with --cert and --key."
+                    "    mode: passthrough   # as haproxy did: TLS passes through to the node, routed by its SNI name"
                 );
+                if let Some(ms) = f.inspect_ms {
+                    let _ = writeln!(
+                        out,
+                        "    hello_timeout: {}   # haproxy `tcp-request inspect-delay`",
+                        duration(ms)
+                    );
+                }
             }
             (true, _) => {}
         }
+        if let Some(n) = p.maxconn {
+            let _ = writeln!(out, "    max_requests: {n}   # haproxy `maxconn`");
+        }
     }
 
-    if let Some(ms) = p.timeouts.get("connect").and_then(|t| haproxy_ms(t)) {
-        let response = p.timeouts.get("server").and_then(|t| haproxy_ms(t));
-        let tunnel = p.timeouts.get("tunnel").and_then(|t| haproxy_ms(t));
-        let _ = writeln!(out, "\ntimeouts:\n  connect: {}", duration(ms));
+    if connect.is_some() || response.is_some() || tunnel.is_some() {
+        let _ = writeln!(out, "\ntimeouts:");
+        if let Some(ms) = connect {
+            let _ = writeln!(out, "  connect: {}", duration(ms));
+        }
         if let Some(ms) = response {
-            let _ = writeln!(out, "  response: {}", duration(ms));
+            let _ = writeln!(
+                out,
+                "  response: {}   # haproxy `timeout server`",
+                duration(ms)
+            );
         }
         if let Some(ms) = tunnel {
-            let _ = writeln!(out, "  websocket_idle: {}", duration(ms));
-        }
-        if p.timeouts.contains_key("client") {
-            let _ = writeln!(out, "  # `timeout client` has no equivalent: clients are not timed out while idle between requests");
+            let _ = writeln!(
+                out,
+                "  websocket_idle: {}   # haproxy `timeout tunnel`",
+                duration(ms)
+            );
         }
     }
-    if let Some(retries) = p.retries {
+    if let Some(retries) = retries {
         let _ = writeln!(out, "\nretries: {retries}   # on the next healthy backend (haproxy retried the same server)");
     }
 
@@ -385,7 +858,9 @@ fn render(p: &Parsed, tls: Option<&TlsFiles>) -> Result<String, ImportError> {
     for plan in &plans {
         let policy = match plan.main.balance.as_deref() {
             None | Some("first") => "first",
-            Some("roundrobin") | Some("leastconn") | Some("random") => "round_robin",
+            Some("roundrobin") | Some("leastconn") | Some("random") | Some("static-rr") => {
+                "round_robin"
+            }
             Some(other) => {
                 let _ = writeln!(
                     out,
@@ -399,11 +874,35 @@ fn render(p: &Parsed, tls: Option<&TlsFiles>) -> Result<String, ImportError> {
             "  {}:\n    kind: {}\n    policy: {policy}\n    min_peers: 10",
             plan.name, plan.kind
         );
-        if let Some(ms) = plan.main.inter_ms {
+        let checks: Vec<Checks> = plan
+            .main
+            .servers
+            .iter()
+            .map(|s| plan.main.default_checks.or(s.checks))
+            .collect();
+        let first = checks.first().copied().unwrap_or_default();
+        if checks.iter().any(|c| *c != first) {
+            let _ = writeln!(out, "    # its servers' inter/rise/fall differ; ssv-ha's are per pool: the first server's are used");
+        }
+        let timeout_check = plan.main.timeouts.get("check");
+        let mut health = Vec::new();
+        if let Some(ms) = first.inter_ms {
+            health.push(format!("interval: {}", duration(ms)));
+        }
+        if let Some(ms) = timeout_check {
+            health.push(format!("timeout: {}", duration(*ms)));
+        }
+        if let Some(n) = first.rise {
+            health.push(format!("rise: {n}"));
+        }
+        if let Some(n) = first.fall {
+            health.push(format!("fall: {n}"));
+        }
+        if !health.is_empty() {
             let _ = writeln!(
                 out,
-                "    health: {{ interval: {} }}   # haproxy `inter`",
-                duration(ms)
+                "    health: {{ {} }}   # haproxy `inter`, `rise`, `fall`",
+                health.join(", ")
             );
         }
         let _ = writeln!(out, "    backends:");
@@ -428,24 +927,36 @@ fn render(p: &Parsed, tls: Option<&TlsFiles>) -> Result<String, ImportError> {
     }
 
     let _ = writeln!(out, "\nroutes:");
-    for f in &routed {
-        for (backend, acl) in &f.uses {
-            let pool = pool_of.get(backend.as_str()).ok_or_else(|| {
-                ImportError::Unusable(format!(
-                    "use_backend {backend}: no such backend with servers"
-                ))
-            })?;
-            for host in f.acls.get(acl).into_iter().flatten() {
+    for rule in &rules {
+        let pool = pool_of.get(rule.backend).ok_or_else(|| {
+            ImportError::Unusable(format!(
+                "use_backend {}: no such backend with servers",
+                rule.backend
+            ))
+        })?;
+        // Through a passthrough listener the connection goes to the node as it is: a WebSocket
+        // name must reach the nodes' WebSocket addresses.
+        let passthrough = !rule.frontend.http && tls.is_none();
+        let endpoint = if passthrough && websocket_backends.contains(&rule.backend) {
+            ", endpoint: ws_url"
+        } else {
+            ""
+        };
+        let listener = &rule.frontend.name;
+        match &rule.hosts {
+            Some(hosts) => {
+                for host in hosts {
+                    let _ = writeln!(
+                        out,
+                        "  - {{ host: {host}, listener: {listener}, pool: {pool}{endpoint} }}"
+                    );
+                }
+            }
+            None => {
                 let _ = writeln!(
                     out,
-                    "  - {{ host: {host}, listener: {}, pool: {pool} }}",
-                    f.name
+                    "  - {{ listener: {listener}, pool: {pool}{endpoint} }}"
                 );
-            }
-        }
-        if let Some(backend) = &f.default_backend {
-            if let Some(pool) = pool_of.get(backend.as_str()) {
-                let _ = writeln!(out, "  - {{ listener: {}, pool: {pool} }}", f.name);
             }
         }
     }

@@ -12,6 +12,13 @@ use prometheus::{
 /// `upstream::session::CutReason`, which names each.
 pub const CUT_REASONS: [&str; 5] = ["backend_down", "failback", "shutdown", "idle", "removed"];
 
+/// The kinds of `ssv_ha_sessions_open`: WebSocket and SSE sessions of HTTP listeners, and the
+/// TCP connections of passthrough listeners.
+pub const SESSION_KINDS: [&str; 3] = ["websocket", "sse", "passthrough"];
+
+/// Index of passthrough connections in [`BackendMetrics::sessions_open`].
+pub const PASSTHROUGH: usize = 2;
+
 /// Status classes counted per backend: index = first digit of the status, 0 for "no response".
 pub const STATUS_CLASSES: [&str; 6] = ["error", "1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -27,6 +34,7 @@ pub struct Metrics {
     check_duration: HistogramVec,
     sessions_open: IntGaugeVec,
     sessions_cut: IntCounterVec,
+    passthrough: IntCounterVec,
     retries: IntCounterVec,
     unavailable: IntCounterVec,
     unrouted: IntCounterVec,
@@ -49,8 +57,10 @@ pub struct BackendMetrics {
     pub check_duration: prometheus::Histogram,
     pub checks_ok: IntCounter,
     pub checks_failed: IntCounter,
-    /// Open sessions: `[websocket, sse]`.
-    pub sessions_open: [IntGauge; 2],
+    /// Open sessions: `[websocket, sse, passthrough]` (indexed by [`SESSION_KINDS`]).
+    pub sessions_open: [IntGauge; 3],
+    /// Connections a passthrough listener spliced to this backend.
+    pub passthrough: IntCounter,
     /// Sessions cut, by index in [`CUT_REASONS`].
     pub sessions_cut: [IntCounter; 5],
     /// 1 while this backend is the one its pool sends plain traffic to.
@@ -128,9 +138,16 @@ impl Metrics {
         let sessions_open = IntGaugeVec::new(
             Opts::new(
                 "ssv_ha_sessions_open",
-                "Long-lived sessions open through the gateway, by kind (websocket, sse)",
+                "Long-lived sessions open through the gateway, by kind (websocket, sse, passthrough)",
             ),
             &["pool", "backend", "kind"],
+        )?;
+        let passthrough = IntCounterVec::new(
+            Opts::new(
+                "ssv_ha_passthrough_connections_total",
+                "Connections a passthrough listener spliced to a backend",
+            ),
+            &["pool", "backend"],
         )?;
         let sessions_cut = IntCounterVec::new(
             Opts::new(
@@ -234,6 +251,7 @@ impl Metrics {
             Box::new(check_duration.clone()),
             Box::new(sessions_open.clone()),
             Box::new(sessions_cut.clone()),
+            Box::new(passthrough.clone()),
             Box::new(retries.clone()),
             Box::new(unavailable.clone()),
             Box::new(unrouted.clone()),
@@ -259,6 +277,7 @@ impl Metrics {
             check_duration,
             sessions_open,
             sessions_cut,
+            passthrough,
             retries,
             unavailable,
             unrouted,
@@ -282,8 +301,9 @@ impl Metrics {
             lag: self.backend_lag.with_label_values(&[pool, backend]),
             peers: self.backend_peers.with_label_values(&[pool, backend]),
             check_duration: self.check_duration.with_label_values(&[pool, backend]),
-            sessions_open: ["websocket", "sse"]
+            sessions_open: SESSION_KINDS
                 .map(|kind| self.sessions_open.with_label_values(&[pool, backend, kind])),
+            passthrough: self.passthrough.with_label_values(&[pool, backend]),
             active: self.active.with_label_values(&[pool, backend]),
             sessions_cut: CUT_REASONS.map(|reason| {
                 self.sessions_cut

@@ -2,7 +2,7 @@
 //! (`tests/fixtures/haproxy-original.cfg`): the output passes `ssv-ha check` and routes the same
 //! names to the same servers.
 
-use ssv_ha::config::model::{Policy, PoolKind};
+use ssv_ha::config::model::{ListenerMode, Policy, PoolKind, RouteEndpoint};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -12,9 +12,13 @@ fn root() -> PathBuf {
 }
 
 fn import(extra: &[&str]) -> (i32, String, String) {
+    import_file("haproxy-original.cfg", extra)
+}
+
+fn import_file(fixture: &str, extra: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ssv-ha"))
         .arg("import-haproxy")
-        .arg(root().join("tests/fixtures/haproxy-original.cfg"))
+        .arg(root().join("tests/fixtures").join(fixture))
         .args(extra)
         .current_dir(root())
         .output()
@@ -48,8 +52,8 @@ fn imported_config_checks_and_routes_the_same_names_to_the_same_servers() {
     let dir = tempfile::tempdir().unwrap();
     check(&yaml, dir.path());
     assert!(
-        yaml.contains("haproxy passed TLS through here"),
-        "the TLS change is explained:\n{yaml}"
+        yaml.contains("mode: passthrough"),
+        "without a certificate the listener passes TLS through, as haproxy did:\n{yaml}"
     );
 
     let config = ssv_ha::config::parse(&yaml, dir.path()).unwrap();
@@ -60,6 +64,8 @@ fn imported_config_checks_and_routes_the_same_names_to_the_same_servers() {
     );
     assert_eq!(config.listeners.len(), 1);
     assert_eq!(config.listeners[0].address.port(), 443);
+    assert_eq!(config.listeners[0].mode, ListenerMode::Passthrough);
+    assert_eq!(config.listeners[0].hello_timeout, Duration::from_secs(5));
     assert_eq!(config.retries, 2);
     assert_eq!(config.timeouts.connect, Duration::from_secs(5));
     assert_eq!(config.timeouts.response, Duration::from_secs(120));
@@ -151,6 +157,122 @@ fn with_a_certificate_the_listener_terminates_tls() {
     );
     let config = ssv_ha::config::parse(&yaml, &root()).unwrap();
     assert!(config.listeners[0].tls.is_some());
+    assert_eq!(config.listeners[0].mode, ListenerMode::Http);
+    assert!(
+        config
+            .routes
+            .iter()
+            .all(|r| r.endpoint == RouteEndpoint::Url),
+        "a TLS-terminating listener sends WebSocket upgrades to ws_url by itself"
+    );
+}
+
+/// The lines under the output's "Not carried over" heading.
+fn not_carried(yaml: &str) -> Vec<&str> {
+    yaml.lines()
+        .skip_while(|l| !l.starts_with("# Not carried over"))
+        .skip(1)
+        .take_while(|l| l.starts_with("# - "))
+        .collect()
+}
+
+/// A file in the exact shape of the one the original repository publishes: sections by keyword
+/// with `acl` and `use_backend` lines at the start of the line below the frontend's comments, one
+/// `use_backend NAME ACL` without `if`, and the timeouts and retries in each backend.
+#[test]
+fn the_published_shape_imports_with_every_setting_ssv_ha_has() {
+    let (code, yaml, stderr) = import_file("haproxy-published.cfg", &[]);
+    assert_eq!(code, 0, "{stderr}\n{yaml}");
+    let dir = tempfile::tempdir().unwrap();
+    check(&yaml, dir.path());
+    let config = ssv_ha::config::parse(&yaml, dir.path()).unwrap();
+
+    assert_eq!(config.admin.port(), 8405);
+    let listener = &config.listeners[0];
+    assert_eq!(
+        (
+            listener.address.port(),
+            listener.mode,
+            listener.hello_timeout,
+            listener.max_requests
+        ),
+        (
+            443,
+            ListenerMode::Passthrough,
+            Duration::from_secs(5),
+            20000
+        )
+    );
+    assert_eq!(config.timeouts.connect, Duration::from_secs(5));
+    assert_eq!(config.timeouts.response, Duration::from_secs(120));
+    assert_eq!(config.timeouts.websocket_idle, Duration::from_secs(3600));
+    assert_eq!(config.retries, 2);
+
+    let table = ssv_ha::proxy::routing::RouteTable::for_listener(&config, 0);
+    let target = |host: &str| {
+        table
+            .target(Some(host))
+            .unwrap_or_else(|| panic!("{host} is not routed:\n{yaml}"))
+    };
+    let rpc = target("hoodi-lb.example.net");
+    let ws = target("hoodiws-lb.example.net");
+    let beacon = target("hoodicl-lb.example.net");
+    assert_eq!(rpc.pool, ws.pool, "one execution pool for both names");
+    assert_eq!(rpc.endpoint, RouteEndpoint::Url);
+    assert_eq!(
+        ws.endpoint,
+        RouteEndpoint::WsUrl,
+        "the WebSocket name reaches ws_url"
+    );
+    let execution = &config.pools[rpc.pool];
+    assert_eq!(execution.kind, PoolKind::Execution);
+    assert_eq!(execution.policy, Policy::First);
+    assert_eq!(execution.health.interval, Duration::from_secs(10));
+    let nodes: Vec<(&str, &str, bool)> = execution
+        .backends
+        .iter()
+        .map(|b| (b.http.host.as_str(), b.ws.host.as_str(), b.backup))
+        .collect();
+    assert_eq!(
+        nodes,
+        [
+            ("hoodi-1.example.net", "hoodiws-1.example.net", false),
+            ("hoodi-2.example.net", "hoodiws-2.example.net", true)
+        ]
+    );
+    let consensus = &config.pools[beacon.pool];
+    assert_eq!(
+        consensus.kind,
+        PoolKind::Consensus,
+        "the bare `use_backend` rule"
+    );
+    assert_eq!(consensus.backends.len(), 2);
+    assert!(consensus.backends[1].backup);
+    assert_eq!(table.lookup(Some("elsewhere.example.net")), None);
+
+    // The notes name only what has no equivalent.
+    let notes = not_carried(&yaml);
+    for carried in [
+        "timeout connect",
+        "timeout server",
+        "timeout tunnel",
+        "retries",
+        "inter",
+        "backup",
+        "balance",
+        "resolvers",
+        "maxconn",
+        "use_backend",
+        "inspect-delay",
+        "prometheus",
+    ] {
+        assert!(
+            notes.iter().all(|n| !n.contains(carried)),
+            "`{carried}` is listed as not carried over: {notes:#?}"
+        );
+    }
+    assert_eq!(notes.len(), 1, "{notes:#?}");
+    assert!(notes[0].contains("timeout client"), "{notes:#?}");
 }
 
 #[test]

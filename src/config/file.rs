@@ -83,6 +83,29 @@ pub struct ListenerSection {
     pub max_requests: Option<usize>,
     /// Most requests in flight at once from one client address. Default 1000.
     pub max_requests_per_client: Option<usize>,
+    /// `http` (the default: HTTP, TLS terminated when `tls` is set) or `passthrough` (TLS passed
+    /// through to the node, routed by the ClientHello's SNI name).
+    pub mode: Option<ListenerMode>,
+    /// Passthrough: how long a client may take to send its ClientHello. Default 5s.
+    pub hello_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerMode {
+    Http,
+    Passthrough,
+}
+
+/// Which of a backend's addresses a passthrough route's connections go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteEndpoint {
+    /// The backend's `url`.
+    #[default]
+    Url,
+    /// The backend's `ws_url`.
+    WsUrl,
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,6 +227,8 @@ pub struct RouteSection {
     pub host: Option<String>,
     pub listener: Option<String>,
     pub pool: String,
+    /// Passthrough listeners only: `url` (default) or `ws_url`.
+    pub endpoint: Option<RouteEndpoint>,
 }
 
 /// `timeouts:` — haproxy's defaults from the original setup are ours.

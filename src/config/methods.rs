@@ -34,6 +34,13 @@ fn matches(pattern: &str, method: &str) -> bool {
 }
 
 impl MethodPolicy {
+    /// Whether this is the policy a pool has when its config says nothing about methods.
+    pub fn is_default(&self) -> bool {
+        self.allow.is_empty()
+            && self.deny.is_empty()
+            && self.max_batch == crate::config::model::DEFAULT_MAX_BATCH
+    }
+
     pub fn permits(&self, method: &str) -> bool {
         let allowed = self.allow.iter().any(|p| matches(p, method));
         if !self.allow.is_empty() && !allowed {

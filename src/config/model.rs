@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use url::Url;
 
-pub use super::file::{LogFormat, Policy, PoolKind};
+pub use super::file::{ListenerMode, LogFormat, Policy, PoolKind, RouteEndpoint};
 
 /// Admin listener address when none is configured.
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:8405";
@@ -66,6 +66,10 @@ pub const DEFAULT_MAX_REQUESTS_PER_CLIENT: usize = 1_000;
 pub const DEFAULT_MAX_WEBSOCKETS: usize = 10_000;
 /// Time a healthy-again primary must stay the first choice before sessions on lower-ranked
 /// backends are moved back to it.
+/// Passthrough listeners: how long a client may take to send its TLS ClientHello (haproxy's
+/// `tcp-request inspect-delay` in the original setup).
+pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub const DEFAULT_FAILBACK_DELAY: Duration = Duration::from_secs(10);
 /// Most backends one pool may hold (requests track tried backends in a 64-bit set).
 pub const MAX_BACKENDS_PER_POOL: usize = 64;
@@ -136,6 +140,9 @@ pub struct Listener {
     /// Most requests in flight at once on this listener, and from one client address.
     pub max_requests: usize,
     pub max_requests_per_client: usize,
+    pub mode: ListenerMode,
+    /// Passthrough: longest wait for the ClientHello.
+    pub hello_timeout: Duration,
 }
 
 /// Accepted `Authorization` header values (secret: never logged or shown).
@@ -274,4 +281,6 @@ pub struct Route {
     pub listener: Option<usize>,
     /// Index into [`Config::pools`].
     pub pool: usize,
+    /// Passthrough: which of the backend's addresses its connections go to.
+    pub endpoint: RouteEndpoint,
 }

@@ -11,6 +11,7 @@ mod admission;
 mod direct;
 mod exchange;
 pub mod held;
+pub mod passthrough;
 mod places;
 pub mod policy;
 pub mod reply;

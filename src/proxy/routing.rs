@@ -4,13 +4,20 @@
 //! listener first, then unbound ones) and an optional catch-all (a route with a listener and no
 //! host). Hosts compare case-insensitively with the port and a trailing dot removed.
 
-use crate::config::model::{Config, Route};
+use crate::config::model::{Config, Route, RouteEndpoint};
 use pingora::http::RequestHeader;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteTable {
-    hosts: Vec<(String, usize)>,
-    fallback: Option<usize>,
+    hosts: Vec<(String, Target)>,
+    fallback: Option<Target>,
+}
+
+/// Where a route leads: a pool, and (on a passthrough listener) which of its backends' addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub pool: usize,
+    pub endpoint: RouteEndpoint,
 }
 
 impl RouteTable {
@@ -24,12 +31,16 @@ impl RouteTable {
         let bound = routes.iter().filter(|r| r.listener == Some(listener));
         let unbound = routes.iter().filter(|r| r.listener.is_none());
         for route in bound.chain(unbound) {
+            let target = Target {
+                pool: route.pool,
+                endpoint: route.endpoint,
+            };
             match &route.host {
                 Some(host) if !table.hosts.iter().any(|(h, _)| h == host) => {
-                    table.hosts.push((host.clone(), route.pool))
+                    table.hosts.push((host.clone(), target))
                 }
                 Some(_) => {}
-                None => table.fallback = table.fallback.or(Some(route.pool)),
+                None => table.fallback = table.fallback.or(Some(target)),
             }
         }
         table
@@ -37,11 +48,16 @@ impl RouteTable {
 
     /// The pool for a host as sent by the client (`Host` header or authority, any case, port allowed).
     pub fn lookup(&self, host: Option<&str>) -> Option<usize> {
+        self.target(host).map(|t| t.pool)
+    }
+
+    /// Where a host's route leads (see [`RouteTable::lookup`]).
+    pub fn target(&self, host: Option<&str>) -> Option<Target> {
         let host = host.map(strip_port).unwrap_or("");
         self.hosts
             .iter()
             .find(|(h, _)| h.eq_ignore_ascii_case(host))
-            .map(|(_, pool)| *pool)
+            .map(|(_, target)| *target)
             .or(self.fallback)
     }
 }
@@ -79,6 +95,7 @@ mod tests {
             host: host.map(str::to_string),
             listener,
             pool,
+            endpoint: RouteEndpoint::Url,
         }
     }
 

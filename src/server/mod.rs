@@ -5,8 +5,10 @@
 pub mod reload;
 
 use crate::admin::AdminApp;
+use crate::config::model::ListenerMode;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::proxy::passthrough::Passthrough;
 use crate::proxy::routing::RouteTable;
 use crate::proxy::{Gateway, Routing};
 use crate::upstream::monitor::Monitor;
@@ -98,6 +100,14 @@ pub fn build(
     );
     let health = server.add_service(background_service("health checks", monitor));
     for (index, listener) in config.listeners.iter().enumerate() {
+        if listener.mode == ListenerMode::Passthrough {
+            let app = Passthrough::new(index, listener, routing.clone(), &metrics);
+            let mut service = Service::new(format!("listener {}", listener.name), app);
+            service.add_tcp(&listener.address.to_string());
+            // Listeners open once every pool has been checked once.
+            server.add_service(service).add_dependency(&health);
+            continue;
+        }
         let gateway = Gateway::new(index, listener, routing.clone(), &metrics);
         let mut service = pingora::proxy::http_proxy_service_with_name(
             &server.configuration,

@@ -59,6 +59,11 @@ impl TestCa {
 }
 
 impl Leaf {
+    /// The certificate, DER-encoded (what a TLS client sees as the server's certificate).
+    pub fn cert_der(&self) -> &[u8] {
+        &self.cert_der
+    }
+
     /// Writes `NAME.crt` and `NAME.key` into `dir`.
     pub fn write(&self, dir: &Path, name: &str) -> std::io::Result<(PathBuf, PathBuf)> {
         let cert = dir.join(format!("{name}.crt"));

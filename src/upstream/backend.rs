@@ -11,7 +11,7 @@ use crate::health::record::HealthRecord;
 use crate::metrics::BackendMetrics;
 use arc_swap::ArcSwapOption;
 use http::HeaderValue;
-use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::{BasicPeer, HttpPeer, PeerOptions};
 use pingora::utils::tls::{parse_x509, WrappedX509};
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
@@ -221,6 +221,22 @@ impl Backend {
         Some(match traffic {
             Traffic::Plain => peers.plain.clone(),
             Traffic::EventStream | Traffic::WebSocket => peers.session.clone(),
+        })
+    }
+
+    /// A raw TCP peer of the endpoint `traffic` goes to (the `ws_url`'s for WebSocket), for a
+    /// passthrough listener: its connection is a session, cut with the others when the backend
+    /// goes down. `None` while the host name has not resolved.
+    pub fn passthrough_peer(&self, traffic: Traffic) -> Option<BasicPeer> {
+        let upstream = self.upstream(traffic);
+        let addr = upstream.peers.load().as_ref()?.addr;
+        let mut options = PeerOptions::new();
+        options.total_connection_timeout = Some(upstream.template.connect);
+        options.custom_l4 = Some(upstream.template.connector.clone());
+        Some(BasicPeer {
+            _address: pingora::protocols::l4::socket::SocketAddr::Inet(addr),
+            sni: String::new(),
+            options,
         })
     }
 

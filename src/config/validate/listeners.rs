@@ -60,6 +60,36 @@ impl Validator {
                 }
                 TlsFiles { cert, key }
             });
+            let mode = section.mode.unwrap_or(ListenerMode::Http);
+            let hello_timeout = self.positive_duration(
+                &format!("{path}.hello_timeout"),
+                section.hello_timeout.clone(),
+                DEFAULT_HELLO_TIMEOUT,
+            );
+            if mode == ListenerMode::Passthrough {
+                // What needs the HTTP inside the TLS cannot be had without terminating it.
+                let l7 = [
+                    ("tls", tls.is_some(), "it passes TLS through to the nodes and holds no certificate"),
+                    ("auth", section.auth.is_some(), "credentials are sent inside the TLS it does not open"),
+                    ("max_websockets", section.max_websockets.is_some(), "it cannot tell WebSocket upgrades inside TLS; `max_requests` caps its connections"),
+                    ("max_requests_per_client", section.max_requests_per_client.is_some(), "it caps connections per listener only (`max_requests`)"),
+                ];
+                for (field, set, why) in l7 {
+                    if set {
+                        self.error(
+                            format!("{path}.{field}"),
+                            format!("`{field}` does not apply to a passthrough listener: {why}"),
+                            Some("remove it, or use `mode: http` with `tls` to terminate TLS here"),
+                        );
+                    }
+                }
+            } else if section.hello_timeout.is_some() {
+                self.error(
+                    format!("{path}.hello_timeout"),
+                    "`hello_timeout` is for passthrough listeners",
+                    Some("add `mode: passthrough`, or remove it"),
+                );
+            }
             let max_websockets = section.max_websockets.unwrap_or(DEFAULT_MAX_WEBSOCKETS);
             let auth = self.auth(&format!("{path}.auth"), section.auth);
             let max_requests = self.positive(
@@ -80,6 +110,8 @@ impl Validator {
                 auth,
                 max_requests,
                 max_requests_per_client,
+                mode,
+                hello_timeout,
             });
         }
         listeners

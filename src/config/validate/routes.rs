@@ -79,10 +79,38 @@ impl Validator {
             if r.listener.is_some() && listener.is_none() {
                 continue;
             }
+            // The listeners this route serves on.
+            let on: Vec<&Listener> = match listener {
+                Some(l) => listeners.get(l).into_iter().collect(),
+                None => listeners.iter().collect(),
+            };
+            let passthrough: Vec<&str> = on
+                .iter()
+                .filter(|l| l.mode == ListenerMode::Passthrough)
+                .map(|l| l.name.as_str())
+                .collect();
+            let endpoint = r.endpoint.unwrap_or_default();
+            if endpoint != RouteEndpoint::Url && passthrough.len() != on.len() {
+                self.error(
+                    format!("{path}.endpoint"),
+                    "`endpoint` is for routes on passthrough listeners only",
+                    Some("on an HTTP listener, WebSocket upgrades go to the backends' ws_url by themselves"),
+                );
+            }
+            if let (Some(name), Some(p)) = (passthrough.first(), pools.get(pool)) {
+                if !p.methods.is_default() {
+                    self.error(
+                        format!("{path}.pool"),
+                        format!("pool `{}` has a `methods` policy, which passthrough listener `{name}` cannot apply: it does not open the TLS its calls travel in", p.name),
+                        Some("route this pool through a listener with `tls` (mode: http), or remove its `methods`"),
+                    );
+                }
+            }
             let route = Route {
                 host,
                 listener,
                 pool,
+                endpoint,
             };
             if routes
                 .iter()
@@ -139,7 +167,8 @@ routes:
             Route {
                 host: None,
                 listener: Some(1),
-                pool: 0
+                pool: 0,
+                endpoint: crate::config::model::RouteEndpoint::Url,
             }
         );
         let bad = text.replace("listener: beacon", "listener: becaon");

@@ -1,0 +1,279 @@
+//! Passthrough listeners: TLS routed by its SNI name and passed through to simulated TLS nodes
+//! whose certificates are for the load-balancer names, as the original haproxy setup ran.
+
+mod common;
+
+use common::{free_addr, metric, rpc, Gateway, Pki, FAST_HEALTH};
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use ssv_ha::sim::tls::Leaf;
+use ssv_ha::sim::{NodeKind, NodeStatus, SimNode};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::tungstenite::Message;
+
+/// The names the nodes' certificates are for: the load balancer's, as in the original setup, and
+/// `localhost` for the gateway's health checks.
+const NAMES: [&str; 4] = ["rpc-lb.test", "ws-lb.test", "localhost", "127.0.0.1"];
+
+async fn tls_node(pki: &Pki, name: &str) -> (SimNode, Leaf) {
+    let leaf = pki.ca.leaf(&NAMES).unwrap();
+    let node = SimNode::start_on(
+        NodeKind::Execution,
+        name,
+        NodeStatus::default(),
+        "127.0.0.1:0".parse().unwrap(),
+        Some(leaf.server_config().unwrap()),
+    )
+    .await
+    .unwrap();
+    (node, leaf)
+}
+
+struct Setup {
+    pki: Pki,
+    primary: (SimNode, Leaf),
+    backup: (SimNode, Leaf),
+    /// Where the primary's `ws_url` points: its own node, so a test sees which address was used.
+    primary_ws: SimNode,
+    gateway: Gateway,
+    listen: SocketAddr,
+}
+
+async fn setup() -> Setup {
+    let pki = Pki::new();
+    let primary = tls_node(&pki, "a").await;
+    let backup = tls_node(&pki, "b").await;
+    let primary_ws = tls_node(&pki, "a-ws").await.0;
+    let (admin, listen) = (free_addr(), free_addr());
+    let yaml = format!(
+        r#"admin: {{ address: "{admin}" }}
+listeners:
+  - {{ name: tls, address: "{listen}", mode: passthrough, hello_timeout: 1s }}
+pools:
+  execution:
+    kind: execution
+    policy: first
+    ca: {ca}
+    health: {FAST_HEALTH}
+    backends:
+      - {{ name: a, url: "{a}", ws_url: "{a_ws}" }}
+      - {{ name: b, url: "{b}", backup: true }}
+routes:
+  - {{ host: rpc-lb.test, listener: tls, pool: execution }}
+  - {{ host: ws-lb.test, listener: tls, pool: execution, endpoint: ws_url }}
+"#,
+        ca = pki.ca_file.display(),
+        a = primary.0.url(),
+        a_ws = primary_ws.ws_url(),
+        b = backup.0.url(),
+    );
+    let gateway = Gateway::start(&yaml, admin, &[listen]).await;
+    gateway.wait_backend("execution", "a", true).await;
+    gateway.wait_backend("execution", "b", true).await;
+    Setup {
+        pki,
+        primary,
+        backup,
+        primary_ws,
+        gateway,
+        listen,
+    }
+}
+
+fn tls_config(pki: &Pki) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(&pki.ca_file).unwrap();
+    for cert in rustls_pemfile_certs(&pem) {
+        roots.add(cert).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls_pki_types::CertificateDer<'static>> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::pem_slice_iter(pem)
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// A TLS connection through the gateway, with `name` as its SNI.
+async fn connect(
+    pki: &Pki,
+    listen: SocketAddr,
+    name: &str,
+) -> std::io::Result<TlsStream<tokio::net::TcpStream>> {
+    let tcp = tokio::net::TcpStream::connect(listen).await?;
+    let connector = tokio_rustls::TlsConnector::from(tls_config(pki));
+    let server_name = rustls_pki_types::ServerName::try_from(name.to_string()).unwrap();
+    connector.connect(server_name, tcp).await
+}
+
+fn peer_certificate(stream: &TlsStream<tokio::net::TcpStream>) -> Vec<u8> {
+    let (_, connection) = stream.get_ref();
+    connection.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// One JSON-RPC call on a kept-alive connection; returns the node that answered (`x-sim-node`).
+async fn call(stream: &mut TlsStream<tokio::net::TcpStream>, host: &str) -> String {
+    let body = rpc("eth_blockNumber", 1).to_string();
+    let request = format!(
+        "POST / HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed mid-answer");
+        answer.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&answer).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let head = text[..end].to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or(0);
+            if answer.len() >= end + 4 + length {
+                return head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("x-sim-node:"))
+                    .map(|v| v.trim().to_string())
+                    .unwrap_or_default();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn tls_passes_through_to_the_primary_then_to_the_backup_when_it_goes_down() {
+    let s = setup().await;
+    let mut open = connect(&s.pki, s.listen, "rpc-lb.test").await.unwrap();
+    assert_eq!(
+        peer_certificate(&open),
+        s.primary.1.cert_der(),
+        "the client sees the primary's own certificate: TLS runs end to end"
+    );
+    assert_eq!(call(&mut open, "rpc-lb.test").await, "a");
+    let status = s.gateway.status().await;
+    assert_eq!(
+        Gateway::backend_status(&status, "execution", "a")["sessions"],
+        1,
+        "/status counts the open connection"
+    );
+    let metrics = s.gateway.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"ssv_ha_passthrough_connections_total{backend="a",pool="execution"}"#
+        ),
+        1.0
+    );
+
+    // The primary goes down: the open connection is cut, new ones reach the backup.
+    s.primary.0.set(|n| n.syncing = true);
+    s.gateway.wait_backend("execution", "a", false).await;
+    let mut rest = Vec::new();
+    let cut = tokio::time::timeout(Duration::from_secs(5), open.read_to_end(&mut rest)).await;
+    assert!(
+        cut.is_ok(),
+        "the connection to the down primary stayed open"
+    );
+    let mut next = connect(&s.pki, s.listen, "rpc-lb.test").await.unwrap();
+    assert_eq!(peer_certificate(&next), s.backup.1.cert_der());
+    assert_eq!(call(&mut next, "rpc-lb.test").await, "b");
+}
+
+#[tokio::test]
+async fn an_unknown_name_or_no_tls_is_closed_without_reaching_a_backend() {
+    let s = setup().await;
+    let before = s.primary.0.client_requests() + s.backup.0.client_requests();
+    let refused = connect(&s.pki, s.listen, "other.test").await;
+    assert!(refused.is_err(), "a name without a route got a TLS session");
+    // Plain HTTP on a passthrough listener: not a ClientHello.
+    let mut plain = tokio::net::TcpStream::connect(s.listen).await.unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nhost: rpc-lb.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut answer)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "{closed:?} {answer:?}");
+    let metrics = s.gateway.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"ssv_ha_unrouted_requests_total{listener="tls"}"#
+        ),
+        1.0,
+        "the unknown name"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"ssv_ha_refused_requests_total{reason="no_client_hello"}"#
+        ),
+        1.0,
+        "the plain HTTP request"
+    );
+    for backend in ["a", "b"] {
+        let series = format!(
+            r#"ssv_ha_passthrough_connections_total{{backend="{backend}",pool="execution"}}"#
+        );
+        assert_eq!(metric(&metrics, &series), 0.0, "{backend}");
+    }
+    assert_eq!(
+        s.primary.0.client_requests() + s.backup.0.client_requests(),
+        before
+    );
+}
+
+#[tokio::test]
+async fn a_websocket_subscription_goes_to_the_ws_url() {
+    let s = setup().await;
+    let tls = connect(&s.pki, s.listen, "ws-lb.test").await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async("wss://ws-lb.test/", tls)
+        .await
+        .unwrap();
+    let subscribe = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]});
+    ws.send(Message::text(subscribe.to_string())).await.unwrap();
+    let reply = read_json(&mut ws).await;
+    let id = reply["result"]
+        .as_str()
+        .expect("a subscription id")
+        .to_string();
+    let head = s.primary_ws.new_head();
+    let note = read_json(&mut ws).await;
+    assert_eq!(note["params"]["subscription"], id.as_str());
+    let number = note["params"]["result"]["number"].as_str().unwrap();
+    assert_eq!(u64::from_str_radix(&number[2..], 16).unwrap(), head);
+    assert_eq!(s.primary.0.client_requests(), 0, "the url node got nothing");
+}
+
+async fn read_json<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a WebSocket message within 5 s")
+            .expect("the WebSocket stayed open")
+            .unwrap();
+        if let Message::Text(text) = message {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
