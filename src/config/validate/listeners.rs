@@ -22,7 +22,7 @@ impl Validator {
             let Some(section) = self.node::<ListenerSection>(
                 &path,
                 item,
-                "a listener has `address`, and optionally `name` and `tls: {cert, key}`",
+                "a listener has `address`, and optionally `name`, `tls: {cert, key}` or `mode: passthrough`",
             ) else {
                 continue;
             };
@@ -115,5 +115,87 @@ impl Validator {
             });
         }
         listeners
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{errors, MINIMAL};
+    use crate::config::model::{ListenerMode, RouteEndpoint, DEFAULT_HELLO_TIMEOUT};
+    use crate::config::parse;
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn passthrough(listener_extra: &str, route_extra: &str, pool_extra: &str) -> String {
+        MINIMAL
+            .replace(
+                "  - address: 127.0.0.1:8080",
+                &format!("  - {{ name: tls, address: 127.0.0.1:8443, mode: passthrough{listener_extra} }}"),
+            )
+            .replace("    kind: execution\n", &format!("    kind: execution\n{pool_extra}"))
+            .replace(
+                "  - { host: RPC.example.com, pool: execution }",
+                &format!("  - {{ host: RPC.example.com, pool: execution{route_extra} }}"),
+            )
+    }
+
+    #[test]
+    fn a_passthrough_listener_and_its_routes() {
+        let c = parse(
+            &passthrough(", hello_timeout: 2s", ", endpoint: ws_url", ""),
+            Path::new("."),
+        )
+        .expect("valid");
+        assert_eq!(c.listeners[0].mode, ListenerMode::Passthrough);
+        assert_eq!(c.listeners[0].hello_timeout, Duration::from_secs(2));
+        assert_eq!(c.routes[0].endpoint, RouteEndpoint::WsUrl);
+        let c = parse(MINIMAL, Path::new(".")).expect("valid");
+        assert_eq!(c.listeners[0].mode, ListenerMode::Http);
+        assert_eq!(c.listeners[0].hello_timeout, DEFAULT_HELLO_TIMEOUT);
+        assert_eq!(c.routes[0].endpoint, RouteEndpoint::Url);
+    }
+
+    #[test]
+    fn what_needs_the_http_inside_the_tls_is_refused_on_a_passthrough_listener() {
+        for (extra, path) in [
+            (", tls: { cert: a.crt, key: a.key }", "listeners[0].tls"),
+            (
+                ", auth: { bearer: a-long-enough-secret-token-0123456789 }",
+                "listeners[0].auth",
+            ),
+            (", max_websockets: 10", "listeners[0].max_websockets"),
+            (
+                ", max_requests_per_client: 10",
+                "listeners[0].max_requests_per_client",
+            ),
+        ] {
+            let errs = errors(&passthrough(extra, "", ""));
+            assert!(
+                errs.iter().any(|e| e.path == path
+                    && e.message
+                        .contains("does not apply to a passthrough listener")),
+                "{extra}: {errs:?}"
+            );
+        }
+        let errs = errors(&passthrough("", "", "    methods: { allow: [eth_*] }\n"));
+        assert!(
+            errs.iter()
+                .any(|e| e.path == "routes[0].pool" && e.message.contains("cannot apply")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn passthrough_settings_are_refused_on_an_http_listener() {
+        let text = MINIMAL.replace(
+            "  - address: 127.0.0.1:8080",
+            "  - { address: 127.0.0.1:8080, hello_timeout: 2s }",
+        );
+        assert_eq!(errors(&text)[0].path, "listeners[0].hello_timeout");
+        let text = MINIMAL.replace(
+            "  - { host: RPC.example.com, pool: execution }",
+            "  - { host: RPC.example.com, pool: execution, endpoint: ws_url }",
+        );
+        assert_eq!(errors(&text)[0].path, "routes[0].endpoint");
     }
 }
