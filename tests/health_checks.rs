@@ -151,3 +151,81 @@ async fn a_status_change_reaches_the_observer() {
     check.health_status_change(&backend(&n), false).await;
     assert_eq!(*seen.0.lock().unwrap(), vec![("a".to_string(), false)]);
 }
+
+#[tokio::test]
+async fn checked_one_at_a_time_the_first_node_does_not_decide_the_pools_network() {
+    // No expected chain id: the pool's nodes must agree. The one on another chain is checked
+    // first, when it is the only node seen.
+    let foreign = node(NodeKind::Execution, "foreign", |s| s.chain_id = 5).await;
+    let one = node(NodeKind::Execution, "one", |_| {}).await;
+    let two = node(NodeKind::Execution, "two", |_| {}).await;
+    let check = ExecutionCheck::new(CheckSettings::execution());
+    let backends: Vec<Backend> = [&foreign, &one, &two].iter().map(|n| backend(n)).collect();
+    let mut last = Vec::new();
+    for _pass in 0..2 {
+        last.clear();
+        for b in &backends {
+            last.push(outcome(check.check(b).await));
+        }
+    }
+    assert_fails(&last[0], "wrong network: chain id 5");
+    assert_eq!(last[1], Ok(()));
+    assert_eq!(last[2], Ok(()));
+}
+
+#[tokio::test]
+async fn the_probe_goes_to_the_backends_address_under_the_urls_name() {
+    let n = node(NodeKind::Execution, "pinned", |_| {}).await;
+    // A name no resolver knows and a port nobody listens on: only the Backend's address (the
+    // one traffic would go to) reaches the node.
+    let mut pinned = Backend::new(&n.addr().to_string()).unwrap();
+    let url = Url::parse("http://node.invalid:1/").unwrap();
+    pinned.ext.insert(NodeSpec::new("pinned", url));
+    let check = ExecutionCheck::new(CheckSettings::execution());
+    assert_eq!(outcome(check.check(&pinned).await), Ok(()));
+    let seen = n.seen();
+    assert!(
+        seen.iter()
+            .any(|r| r.probe
+                && r.host.as_deref() == Some(&format!("node.invalid:{}", n.addr().port()))),
+        "the probe names the URL's host: {:?}",
+        seen.iter().map(|r| &r.host).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn a_pingora_load_balancer_checking_in_parallel_takes_out_the_bad_nodes() {
+    use pingora::lb::{selection::RoundRobin, LoadBalancer};
+    let healthy = node(NodeKind::Execution, "healthy", |_| {}).await;
+    let twin = node(NodeKind::Execution, "twin", |_| {}).await;
+    let syncing = node(NodeKind::Execution, "syncing", |s| s.syncing = true).await;
+    let lagging = node(NodeKind::Execution, "lagging", |s| s.head = 990).await;
+    let nodes = [&healthy, &twin, &syncing, &lagging];
+    let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(nodes.iter().map(|n| n.addr())).unwrap();
+    let check = ExecutionCheck::new(CheckSettings::execution());
+    let view = check.view().clone();
+    lb.set_health_check(Box::new(check));
+    // Pingora starts every backend healthy and flips one after `fall` (2) failed checks in a
+    // row; in the first parallel pass a node may be judged before the others were seen.
+    for _ in 0..3 {
+        lb.backends().run_health_check(true).await;
+    }
+    let ready = |n: &SimNode| {
+        let b = Backend::new(&n.addr().to_string()).unwrap();
+        lb.backends().ready(&b)
+    };
+    assert!(ready(&healthy) && ready(&twin));
+    assert!(!ready(&syncing));
+    assert!(
+        !ready(&lagging),
+        "{:?}",
+        view.reason(&lagging.addr().to_string())
+    );
+    for _ in 0..8 {
+        let chosen = lb.select(b"", 256).unwrap().addr.to_string();
+        assert!(
+            chosen == healthy.addr().to_string() || chosen == twin.addr().to_string(),
+            "{chosen}"
+        );
+    }
+}

@@ -12,22 +12,32 @@ const LEAVES: [&str; 2] = ["tls", "metrics"];
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
-/// Top-level module -> the top-level modules its code names through `crate::` paths. Comment
-/// lines (doc links included) do not count.
+/// Top-level module -> the top-level modules its code names through `crate::` paths (and
+/// `super::` chains that climb out of it). Comments (doc links included) do not count.
 fn module_graph(src: &Path) -> Graph {
     let mut graph = Graph::new();
     let mut files = Vec::new();
     collect(src, &mut files);
     for file in files {
         let relative = file.strip_prefix(src).unwrap();
-        let first = relative.components().next().unwrap().as_os_str();
-        let module = first.to_string_lossy().trim_end_matches(".rs").to_string();
+        // The file's module path: src/health/mod.rs -> [health], src/health/check.rs -> [health, check].
+        let mut path: Vec<String> = relative
+            .with_extension("")
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        if path.last().is_some_and(|l| l == "mod") {
+            path.pop();
+        }
+        let Some(module) = path.first().cloned() else {
+            continue;
+        };
         if module == "lib" || module == "main" {
             continue;
         }
         let text = std::fs::read_to_string(&file).unwrap();
         let uses = graph.entry(module.clone()).or_default();
-        for target in crate_paths(&text) {
+        for target in crate_paths(&text, &path) {
             if target != module {
                 uses.insert(target);
             }
@@ -47,45 +57,87 @@ fn collect(dir: &Path, files: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-/// The first segment after every `crate::` in code lines, including each name of a grouped
-/// `crate::{a, b::c}`.
-fn crate_paths(text: &str) -> Vec<String> {
+/// The text without its `//` comments.
+fn code(text: &str) -> String {
+    text.lines()
+        .map(|line| match line.find("//") {
+            Some(at) if !line[..at].contains('"') => &line[..at],
+            _ => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The top-level modules named by the paths in `text`, a file at module path `path`: the first
+/// segment after every `crate::`, each name of a `crate::{a, b::{c}}` group (over several lines
+/// too), and the module a `super::super::x` chain lands in once it climbs out of the file's own
+/// top-level module.
+fn crate_paths(text: &str, path: &[String]) -> Vec<String> {
+    let code = code(text);
     let mut found = Vec::new();
-    for line in text.lines() {
-        if line.trim_start().starts_with("//") {
+    let starts_path = |at: usize| {
+        code[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == ':'))
+    };
+    for (at, _) in code.match_indices("crate::") {
+        if !starts_path(at) {
             continue;
         }
-        let mut rest = line;
-        while let Some(at) = rest.find("crate::") {
-            let preceded = rest[..at]
-                .chars()
-                .next_back()
-                .is_some_and(|c| c.is_alphanumeric() || c == '_');
-            rest = &rest[at + "crate::".len()..];
-            if preceded {
-                // `ssv_ha_crate::` or the like: not this crate's root.
-                continue;
-            }
-            if let Some(group) = rest.strip_prefix('{') {
-                let end = group.find('}').unwrap_or(group.len());
-                for item in group[..end].split(',') {
-                    let name = item.trim().split("::").next().unwrap_or("").trim();
-                    if !name.is_empty() {
-                        found.push(name.to_string());
-                    }
-                }
-            } else {
-                let name: String = rest
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
-                if !name.is_empty() {
-                    found.push(name);
-                }
-            }
+        found.extend(first_segments(&code[at + "crate::".len()..]));
+    }
+    for (at, _) in code.match_indices("super::") {
+        if !starts_path(at) {
+            continue;
+        }
+        let mut rest = &code[at..];
+        let mut depth = path.len();
+        while let Some(next) = rest.strip_prefix("super::") {
+            depth = depth.saturating_sub(1);
+            rest = next;
+        }
+        if depth == 0 {
+            found.extend(first_segments(rest));
         }
     }
     found
+}
+
+/// The first segment of a path's remainder, or of each item of a `{...}` group.
+fn first_segments(rest: &str) -> Vec<String> {
+    let ident = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let Some(group) = rest.strip_prefix('{') else {
+        let name = ident(rest);
+        return if name.is_empty() { vec![] } else { vec![name] };
+    };
+    // Items of the group at its own nesting level.
+    let mut names = Vec::new();
+    let mut depth = 0;
+    let mut item_start = true;
+    for (i, c) in group.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => break,
+            '}' => depth -= 1,
+            ',' if depth == 0 => item_start = true,
+            c if c.is_whitespace() => {}
+            _ if item_start && depth == 0 => {
+                item_start = false;
+                let name = ident(&group[i..]);
+                if !name.is_empty() && name != "self" {
+                    names.push(name);
+                }
+            }
+            _ => {}
+        }
+    }
+    names
 }
 
 /// Every import that breaks the layer rules, as "from -> to".
@@ -159,11 +211,15 @@ fn the_module_graph_has_no_back_stairs_and_no_cycle() {
 fn the_reader_sees_every_kind_of_crate_path_and_the_rules_catch_what_is_wrong() {
     let text = "use crate::config::model::Pool;\n\
                 use crate::{tls, metrics::Metrics};\n\
-                // [`crate::proxy`] in a comment does not count\n\
-                let x = crate::upstream::Traffic::Plain; let y = other_crate::admin::X;\n";
+                use crate::{\n    proxy::Routing,\n    upstream::{Pool, Backend},\n};\n\
+                // [`crate::admin`] in a comment does not count\n\
+                use super::super::server::Built;\n\
+                use super::verdict::Verdict;\n\
+                let x = crate::sim::NodeKind::Execution; let y = other_crate::demo::X;\n";
+    let path = ["health".to_string(), "record".to_string()];
     assert_eq!(
-        crate_paths(text),
-        ["config", "tls", "metrics", "upstream"].map(String::from)
+        crate_paths(text, &path),
+        ["config", "tls", "metrics", "proxy", "upstream", "sim", "server"].map(String::from)
     );
     let graph: Graph = [
         ("config", vec!["tls"]),

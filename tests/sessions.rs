@@ -339,3 +339,58 @@ async fn sigterm_ends_sessions_at_once_and_exits_zero_within_the_grace_period() 
     );
     drop(s.pki);
 }
+
+/// Passive health acts like active health: a backend that fails on live traffic (here a plain
+/// request timing out) is taken down, and its sessions are cut at once, though no health check
+/// ran in between.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_taken_down_by_live_traffic_has_its_sessions_cut() {
+    let pki = Pki::new();
+    let a = pki
+        .node(NodeKind::Execution, "ec-a", NodeStatus::default())
+        .await;
+    let b = pki
+        .node(NodeKind::Execution, "ec-b", NodeStatus::default())
+        .await;
+    let (admin, listen) = (free_addr(), free_addr());
+    // One check at start, the next an hour later: only live traffic can take ec-a down here.
+    let pools = pool_yaml_with(
+        "execution",
+        "execution",
+        "first",
+        &pki.ca_file,
+        &[(&a, false), (&b, true)],
+        "    health: { interval: 1h, timeout: 1s, rise: 1, fall: 1 }\n",
+    );
+    let yaml = format!(
+        "admin: {{ address: \"{admin}\" }}\ntimeouts: {{ response: 300ms }}\nlisteners: [{{ address: \"{listen}\" }}]\npools:\n{pools}routes: [{{ listener: \"{listen}\", pool: execution }}]\n"
+    );
+    let gw = Gateway::start(&yaml, admin, &[listen]).await;
+    gw.wait_backend("execution", "ec-a", true).await;
+    gw.wait_backend("execution", "ec-b", true).await;
+    let (mut ws, node) = subscribe(listen).await;
+    assert_eq!(node, "ec-a");
+
+    a.set(|st| st.delay_ms = 2000);
+    let client = reqwest::Client::new();
+    let (status, answered_by, _) = post(
+        &client,
+        &format!("http://{listen}/"),
+        "rpc.example.com",
+        &rpc("eth_blockNumber", 7),
+    )
+    .await;
+    assert_eq!((status, answered_by.as_deref()), (200, Some("ec-b")));
+    let down = Gateway::backend_status(&gw.status().await, "execution", "ec-a");
+    assert!(
+        down["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("failed on live traffic")),
+        "{down}"
+    );
+    assert_eq!(
+        next_text(&mut ws).await,
+        None,
+        "the session on ec-a stayed open after live traffic took it down"
+    );
+}

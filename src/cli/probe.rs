@@ -2,7 +2,7 @@
 //! (or as JSON). Replaces the original check scripts for operators and container health checks.
 
 use crate::config::model::{self, ExpectedNetwork, PoolKind};
-use crate::health::check::{no_answer, CheckSettings, NodeSpec, PoolView, Report, Unresolved};
+use crate::health::check::{ByName, CheckSettings, NodeSpec, PoolView, Report};
 use crate::health::verdict::{Rules, Verdict};
 use crate::health::Facts;
 use pingora::lb::Backend;
@@ -115,13 +115,11 @@ pub fn run(args: ProbeArgs) -> ExitCode {
     let view = PoolView::new(kind, settings);
     let check = view.check_for_kind();
     let reports: Vec<Report> = runtime.block_on(async {
-        let backends = futures::future::join_all(
-            names
-                .iter()
-                .zip(&args.urls)
-                .map(|(name, url)| backend(name, url, args.ca.clone(), args.timeout)),
-        )
-        .await;
+        let backends: Vec<Backend> = names
+            .iter()
+            .zip(&args.urls)
+            .map(|(name, url)| backend(name, url, args.ca.clone()))
+            .collect();
         let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
         // Judged together, as one round of a pool.
         view.begin_round(&name_refs);
@@ -168,35 +166,19 @@ pub fn run(args: ProbeArgs) -> ExitCode {
     }
 }
 
-/// The Pingora backend for one URL: the address its host name resolves to now (as the gateway
-/// would send traffic there), or why it has none.
-async fn backend(name: &str, url: &url::Url, ca: Option<PathBuf>, timeout: Duration) -> Backend {
+/// The Pingora backend for one URL, probed by its host name as the system resolves it (every
+/// address tried in turn), as the original check scripts did.
+fn backend(name: &str, url: &url::Url, ca: Option<PathBuf>) -> Backend {
     let port = url.port_or_known_default().unwrap_or(80);
-    let host = url
-        .host_str()
-        .unwrap_or_default()
-        .trim_matches(['[', ']'])
-        .to_string();
-    let lookup = tokio::time::timeout(timeout, tokio::net::lookup_host((host.clone(), port)));
-    let resolved = match lookup.await {
-        Ok(Ok(mut addrs)) => addrs
-            .next()
-            .ok_or_else(|| format!("{host} resolves to no address")),
-        Ok(Err(e)) => Err(format!("cannot resolve {host}: {e}")),
-        Err(_) => Err(no_answer(timeout)),
-    };
-    let placeholder = std::net::SocketAddr::from(([0, 0, 0, 0], port));
     let mut backend = Backend {
-        addr: SocketAddr::Inet(*resolved.as_ref().unwrap_or(&placeholder)),
+        addr: SocketAddr::Inet(std::net::SocketAddr::from(([0, 0, 0, 0], port))),
         weight: 1,
         ext: Default::default(),
     };
-    if let Err(reason) = resolved {
-        backend.ext.insert(Unresolved(reason));
-    }
     let mut spec = NodeSpec::new(name, url.clone());
     spec.ca = ca;
     backend.ext.insert(spec);
+    backend.ext.insert(ByName);
     backend
 }
 

@@ -32,6 +32,7 @@ use pingora::lb::health_check::HealthCheck;
 use pingora::lb::Backend;
 use pingora::{Error, ErrorType};
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -79,6 +80,17 @@ impl NodeSpec {
 /// with this reason and probes nothing.
 #[derive(Debug, Clone)]
 pub struct Unresolved(pub String);
+
+/// Put in a `Backend`'s `ext` by a driver that spent time on the check before calling it (looking
+/// the name up): the probe ends by this instant plus the timeout, and its latency counts from it.
+#[derive(Debug, Clone, Copy)]
+pub struct Started(pub Instant);
+
+/// Put in a `Backend`'s `ext` to probe the URL's host name as the system resolves it (each of its
+/// addresses tried in turn), not the `Backend`'s address: for a one-off check of URLs
+/// (`ssv-ha probe`), where no traffic goes.
+#[derive(Debug, Clone, Copy)]
+pub struct ByName;
 
 /// How a pool's nodes are checked.
 #[derive(Debug, Clone)]
@@ -269,7 +281,9 @@ struct State {
 struct Node {
     name: String,
     target: Arc<Target>,
-    latest: Option<(Observation, Instant)>,
+    /// When its last check started.
+    touched: Instant,
+    latest: Option<Observation>,
     verdict: Option<Verdict>,
 }
 
@@ -280,7 +294,8 @@ struct Round {
     pending: HashSet<String>,
 }
 
-/// A node not checked for this long no longer counts in the pool's rules (it left the pool).
+/// A node whose checks stopped this long ago no longer counts in the pool's rules (it left the
+/// pool).
 const FORGET_AFTER: Duration = Duration::from_secs(300);
 
 /// How much longer than the probe timeout a check waits for the rest of its round.
@@ -332,9 +347,16 @@ impl PoolView {
         &self.shared.settings
     }
 
-    /// Opens a round: the next checks of `names` are judged together, once all have arrived.
+    /// Opens a round: the next checks of `names` are judged together, once all have arrived. The
+    /// driver must then run every one of them to the end: a check missing from a round holds the
+    /// others for the probe timeout and a second, after which each is judged alone. A round still
+    /// open is closed first, its nodes judged on what arrived.
     pub fn begin_round(&self, names: &[&str]) {
         let mut state = self.state();
+        if let Some(generation) = state.round.as_ref().map(|r| r.generation) {
+            self.close_round(&mut state);
+            self.shared.closed.send_replace(generation);
+        }
         state.generations += 1;
         state.round = Some(Round {
             generation: state.generations,
@@ -347,7 +369,7 @@ impl PoolView {
     pub fn report(&self, name: &str) -> Option<Report> {
         let state = self.state();
         let node = state.nodes.iter().find(|n| n.name == name)?;
-        let (observation, _) = node.latest.as_ref()?;
+        let observation = node.latest.as_ref()?;
         Some(Report {
             facts: observation.facts.clone(),
             latency: observation.latency,
@@ -365,7 +387,10 @@ impl PoolView {
     async fn check(&self, backend: &Backend) -> pingora::Result<()> {
         let verdict = match spec_of(backend) {
             Ok(spec) => self.probe_and_judge(backend, spec).await,
-            Err(reason) => Verdict::failed(reason),
+            Err(reason) => {
+                self.leave_round(&backend.addr.to_string());
+                Verdict::failed(reason)
+            }
         };
         if verdict.healthy {
             Ok(())
@@ -378,42 +403,67 @@ impl PoolView {
     }
 
     async fn probe_and_judge(&self, backend: &Backend, spec: NodeSpec) -> Verdict {
+        let started = backend
+            .ext
+            .get::<Started>()
+            .map_or_else(Instant::now, |s| s.0);
+        let timeout = self.shared.settings.timeout;
         let target = self.target(&spec);
-        let observation = match backend.ext.get::<Unresolved>() {
-            Some(Unresolved(reason)) => Observation {
-                facts: Err(reason.clone()),
-                latency: Duration::ZERO,
-            },
+        let facts = match backend.ext.get::<Unresolved>() {
+            Some(Unresolved(reason)) => Err(reason.clone()),
             None => {
-                if let Some(addr) = backend.addr.as_inet() {
-                    target.pin.store(Some(Arc::new(*addr)));
+                let mut url = spec.url.clone();
+                match backend.addr.as_inet() {
+                    Some(addr) if backend.ext.get::<ByName>().is_none() => {
+                        // The probe goes where the traffic goes: the Backend's address, under
+                        // the URL's host name (Host header, TLS server name).
+                        target.pin.store(Some(Arc::new(*addr)));
+                        if url
+                            .host_str()
+                            .is_some_and(|h| h.parse::<IpAddr>().is_ok() || h.starts_with('['))
+                        {
+                            let _ = url.set_ip_host(addr.ip());
+                        }
+                        let _ = url.set_port(Some(addr.port()));
+                    }
+                    _ => target.pin.store(None),
                 }
-                observe(
-                    self.shared.kind,
-                    &target,
-                    &self.shared.settings.rules,
-                    self.shared.settings.timeout,
-                )
-                .await
+                let left = timeout.saturating_sub(started.elapsed());
+                let rules = &self.shared.settings.rules;
+                tokio::time::timeout(left, probe_facts(self.shared.kind, &target, &url, rules))
+                    .await
+                    .unwrap_or_else(|_| Err(no_answer(timeout)))
             }
         };
-        self.submit(&spec.name, observation).await
+        let observation = Observation {
+            facts,
+            latency: started.elapsed(),
+        };
+        self.submit(&target, observation).await
     }
 
-    /// The node's probe target, made again when its spec changed.
+    /// The node's probe target, made again when its spec changed; marks the node as checked now.
     fn target(&self, spec: &NodeSpec) -> Arc<Target> {
         let mut state = self.state();
+        let now = Instant::now();
         match state.nodes.iter_mut().find(|n| n.name == spec.name) {
-            Some(node) if node.target.spec == *spec => node.target.clone(),
             Some(node) => {
-                node.target = Arc::new(Target::new(spec.clone()));
+                node.touched = now;
+                if node.target.spec != *spec {
+                    node.target = Arc::new(Target::new(spec.clone()));
+                }
                 node.target.clone()
             }
             None => {
+                // Nodes whose checks stopped (their backends left) are forgotten here.
+                state
+                    .nodes
+                    .retain(|n| now.duration_since(n.touched) < FORGET_AFTER);
                 let target = Arc::new(Target::new(spec.clone()));
                 state.nodes.push(Node {
                     name: spec.name.clone(),
                     target: target.clone(),
+                    touched: now,
                     latest: None,
                     verdict: None,
                 });
@@ -422,13 +472,36 @@ impl PoolView {
         }
     }
 
+    /// Takes node `name` out of the open round (its check could not run), closing the round
+    /// when it was the last one awaited.
+    fn leave_round(&self, name: &str) {
+        let mut state = self.state();
+        let Some(round) = state.round.as_mut() else {
+            return;
+        };
+        if round.pending.remove(name) && round.pending.is_empty() {
+            let generation = round.generation;
+            self.close_round(&mut state);
+            self.shared.closed.send_replace(generation);
+        }
+    }
+
     /// Records a node's observation and returns its verdict: at once when it is not part of a
     /// round, else once the round is judged.
-    async fn submit(&self, name: &str, observation: Observation) -> Verdict {
+    async fn submit(&self, target: &Arc<Target>, observation: Observation) -> Verdict {
+        let name = target.spec.name.as_str();
         let waiting = {
             let mut state = self.state();
-            if let Some(node) = state.nodes.iter_mut().find(|n| n.name == name) {
-                node.latest = Some((observation, Instant::now()));
+            match state.nodes.iter_mut().find(|n| n.name == name) {
+                Some(node) => node.latest = Some(observation),
+                // Forgotten while its check ran.
+                None => state.nodes.push(Node {
+                    name: name.to_string(),
+                    target: target.clone(),
+                    touched: Instant::now(),
+                    latest: Some(observation),
+                    verdict: None,
+                }),
             }
             let in_round = state.round.as_mut().and_then(|round| {
                 let arrived = round.pending.remove(name);
@@ -476,7 +549,7 @@ impl PoolView {
                 .iter()
                 .filter_map(|name| nodes.iter().find(|n| &n.name == name))
                 .filter_map(|n| {
-                    n.latest.as_ref().map(|(o, _)| Observed {
+                    n.latest.as_ref().map(|o| Observed {
                         name: &n.name,
                         facts: &o.facts,
                     })
@@ -493,27 +566,27 @@ impl PoolView {
         }
     }
 
-    /// Judges node `name` against the latest observations of the pool's other nodes.
+    /// Judges node `name` against the latest observations of the pool's other nodes. What the
+    /// pool agrees on (its network) is not remembered from such a judgement: the nodes seen so far
+    /// may be a few of the pool, and the first one checked must not decide for all.
     fn judge_alone(&self, state: &mut State, name: &str) -> Verdict {
         let now = Instant::now();
-        state.nodes.retain(|n| {
-            n.name == name
-                || n.latest
-                    .as_ref()
-                    .is_none_or(|(_, at)| now.duration_since(*at) < FORGET_AFTER)
-        });
-        let State { nodes, memory, .. } = &mut *state;
-        let observed: Vec<Observed<'_>> = nodes
+        state
+            .nodes
+            .retain(|n| n.name == name || now.duration_since(n.touched) < FORGET_AFTER);
+        let mut memory = state.memory.clone();
+        let observed: Vec<Observed<'_>> = state
+            .nodes
             .iter()
             .filter_map(|n| {
-                n.latest.as_ref().map(|(o, _)| Observed {
+                n.latest.as_ref().map(|o| Observed {
                     name: &n.name,
                     facts: &o.facts,
                 })
             })
             .collect();
         let position = observed.iter().position(|o| o.name == name);
-        let mut verdicts = self.judge(&observed, memory);
+        let mut verdicts = self.judge(&observed, &mut memory);
         let verdict = match position {
             Some(i) => verdicts.swap_remove(i),
             None => Verdict::failed("not observed".to_string()),
@@ -610,24 +683,16 @@ impl Target {
     }
 }
 
-/// Probes one node, the whole probe bounded by `timeout`.
-async fn observe(kind: PoolKind, target: &Target, rules: &Rules, timeout: Duration) -> Observation {
-    let started = Instant::now();
-    let facts = tokio::time::timeout(timeout, probe_facts(kind, target, rules))
-        .await
-        .unwrap_or_else(|_| Err(no_answer(timeout)));
-    Observation {
-        facts,
-        latency: started.elapsed(),
-    }
-}
-
 /// Probes a node for what the rules need: peers only when they are checked, the head's age only
 /// when it is.
-async fn probe_facts(kind: PoolKind, target: &Target, rules: &Rules) -> Result<Facts, String> {
+async fn probe_facts(
+    kind: PoolKind,
+    target: &Target,
+    url: &Url,
+    rules: &Rules,
+) -> Result<Facts, String> {
     let client = target.client.as_ref().map_err(Clone::clone)?;
     let want_peers = rules.min_peers > 0;
-    let url = &target.spec.url;
     match kind {
         PoolKind::Execution => execution::probe(client, url, rules.max_head_age.is_some()).await,
         PoolKind::Consensus => {

@@ -1,17 +1,20 @@
 //! Drives every pool's health checks on their interval, through Pingora's `HealthCheck` trait, and
 //! publishes each report to its backend.
 //!
-//! One task per pool. Each round resolves every backend's host name (haproxy's `resolvers`: a name
-//! that does not resolve is a down backend with that reason, not a crash), then runs all of the
-//! pool's checks at once in one round of its [`PoolView`], so a slow node never delays another's
-//! verdict and lag and network agreement are judged on one set of observations. A transition is
+//! One task per pool. Each round runs all of the pool's checks at once in one round of its
+//! [`PoolView`], so a slow node never delays another's verdict and lag and network agreement are
+//! judged on one set of observations. Each check first resolves its backend's host name again
+//! (haproxy's `resolvers`: a name that does not resolve is a down backend with that reason, not a
+//! crash); lookup and probe together are bounded by the probe timeout. A transition is
 //! handed to the check's `health_status_change`, which logs it and tells the pool's
 //! [`PoolHealth`] (sessions cut, fail-back).
 
 use super::pool::PoolHealth;
 use super::session::CutReason;
 use super::{Backend, Pool};
-use crate::health::check::{no_answer, CheckSettings, NodeSpec, PoolView, Report, Unresolved};
+use crate::health::check::{
+    no_answer, CheckSettings, NodeSpec, PoolView, Report, Started, Unresolved,
+};
 use crate::health::hysteresis::Transition;
 use crate::health::Facts;
 use async_trait::async_trait;
@@ -21,6 +24,7 @@ use pingora::services::background::BackgroundService;
 use pingora::services::ServiceReadyNotifier;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::{oneshot, watch};
 
 /// The pools to check now (the current routing's).
@@ -122,16 +126,18 @@ async fn run_pool(pool: Arc<Pool>, mut shutdown: ShutdownWatch, first_round: one
             _ = ticker.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let targets = futures::future::join_all(
-            pool.backends
-                .iter()
-                .zip(&specs)
-                .map(|(backend, spec)| target(&pool, backend, spec)),
-        )
-        .await;
         view.begin_round(&names);
-        // Each check's own result is in its report; the error text is the same reason.
-        futures::future::join_all(targets.iter().map(|t| check.check(t))).await;
+        // Each backend's name lookup and probe run on their own, together bounded by the probe
+        // timeout: a slow name delays no other backend. A check's result is in its report (the
+        // error text is the same reason).
+        let targets = futures::future::join_all(pool.backends.iter().zip(&specs).map(
+            |(backend, spec)| async {
+                let target = target(&pool, backend, spec).await;
+                let _ = check.check(&target).await;
+                target
+            },
+        ))
+        .await;
         for (backend, target) in pool.backends.iter().zip(&targets) {
             let Some(report) = view.report(backend.name()) else {
                 continue;
@@ -161,8 +167,9 @@ fn spec(backend: &Backend) -> NodeSpec {
 }
 
 /// The Pingora backend a check probes: the address the traffic goes to, resolved now (within the
-/// probe timeout), and the node's spec.
+/// probe timeout, which the probe then shares), and the node's spec.
 async fn target(pool: &Pool, backend: &Backend, spec: &NodeSpec) -> Target {
+    let started = Instant::now();
     // Idle connections of a backend that gets no traffic expire here.
     if let Some(connections) = backend.connections() {
         connections.sweep();
@@ -186,6 +193,7 @@ async fn target(pool: &Pool, backend: &Backend, spec: &NodeSpec) -> Target {
         }
     }
     target.ext.insert(spec.clone());
+    target.ext.insert(Started(started));
     target
 }
 
