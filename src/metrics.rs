@@ -16,6 +16,9 @@ pub const CUT_REASONS: [&str; 5] = ["backend_down", "failback", "shutdown", "idl
 /// TCP connections of passthrough listeners.
 pub const SESSION_KINDS: [&str; 3] = ["websocket", "sse", "passthrough"];
 
+/// Why a session moved to another backend, as labelled in `ssv_ha_sessions_moved_total`.
+pub const MOVE_REASONS: [&str; 3] = ["backend_down", "failback", "backend_ended"];
+
 /// Index of passthrough connections in [`BackendMetrics::sessions_open`].
 pub const PASSTHROUGH: usize = 2;
 
@@ -35,6 +38,7 @@ pub struct Metrics {
     sessions_open: IntGaugeVec,
     sessions_cut: IntCounterVec,
     passthrough: IntCounterVec,
+    moved: IntCounterVec,
     retries: IntCounterVec,
     unavailable: IntCounterVec,
     unrouted: IntCounterVec,
@@ -74,6 +78,8 @@ pub struct PoolMetrics {
     pub retries: IntCounter,
     pub unavailable: IntCounter,
     pub failovers: IntCounter,
+    /// Event streams moved to another backend with the client connected, by [`MOVE_REASONS`].
+    pub sse_moved: [IntCounter; 3],
 }
 
 impl Metrics {
@@ -148,6 +154,13 @@ impl Metrics {
                 "Connections a passthrough listener spliced to a backend",
             ),
             &["pool", "backend"],
+        )?;
+        let moved = IntCounterVec::new(
+            Opts::new(
+                "ssv_ha_sessions_moved_total",
+                "Sessions moved to another backend while their client stayed connected",
+            ),
+            &["pool", "kind", "reason"],
         )?;
         let sessions_cut = IntCounterVec::new(
             Opts::new(
@@ -252,6 +265,7 @@ impl Metrics {
             Box::new(sessions_open.clone()),
             Box::new(sessions_cut.clone()),
             Box::new(passthrough.clone()),
+            Box::new(moved.clone()),
             Box::new(retries.clone()),
             Box::new(unavailable.clone()),
             Box::new(unrouted.clone()),
@@ -278,6 +292,7 @@ impl Metrics {
             sessions_open,
             sessions_cut,
             passthrough,
+            moved,
             retries,
             unavailable,
             unrouted,
@@ -321,6 +336,7 @@ impl Metrics {
             retries: self.retries.with_label_values(&[pool]),
             unavailable: self.unavailable.with_label_values(&[pool]),
             failovers: self.failovers.with_label_values(&[pool]),
+            sse_moved: MOVE_REASONS.map(|r| self.moved.with_label_values(&[pool, "sse", r])),
             denied: self.denied.with_label_values(&[pool]),
         }
     }

@@ -62,6 +62,13 @@ fn pool_section(html: &mut String, pool: &PoolStatus) {
             html.push_str("<p class=\"none\">No healthy backend: requests are answered 503.</p>\n")
         }
     }
+    if pool.sessions == "seamless" {
+        let _ = writeln!(
+            html,
+            "<p class=\"meta\">Event streams move on a failover: {} moved so far.</p>",
+            pool.sessions_moved
+        );
+    }
     html.push_str(
         "<table><tr><th>backend</th><th>state</th><th>reason</th><th>head</th><th>lag</th><th>peers</th>\
          <th>network</th><th>latency</th><th>sessions</th><th>last check</th><th>last change</th></tr>\n",
@@ -148,6 +155,8 @@ mod tests {
                 policy: "first",
                 active: None,
                 healthy_backends: 0,
+                sessions: "cut",
+                sessions_moved: 0,
                 backends: vec![BackendStatus {
                     name: "ec-a".into(),
                     url: "https://a.example.com/".into(),

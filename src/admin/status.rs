@@ -1,6 +1,6 @@
 //! `/status`: every pool and backend with its health, reasons and last observation, as JSON.
 
-use crate::config::model::{Policy, PoolKind};
+use crate::config::model::{Policy, PoolKind, SessionMode};
 use crate::health::verdict::Verdict;
 use crate::health::Facts;
 use crate::upstream::Pool;
@@ -22,6 +22,10 @@ pub struct PoolStatus {
     /// The backend plain requests go to now (the first healthy one in order).
     pub active: Option<String>,
     pub healthy_backends: usize,
+    /// `cut` or `seamless`: what a failover does to long-lived sessions.
+    pub sessions: &'static str,
+    /// Sessions moved to another backend with their client connected, since start.
+    pub sessions_moved: u64,
     pub backends: Vec<BackendStatus>,
 }
 
@@ -125,6 +129,11 @@ fn pool_status(pool: &Pool) -> PoolStatus {
         },
         active: pool.active().map(|i| pool.backends[i].name().to_string()),
         healthy_backends: backends.iter().filter(|b| b.healthy).count(),
+        sessions: match pool.config.sessions {
+            SessionMode::Cut => "cut",
+            SessionMode::Seamless => "seamless",
+        },
+        sessions_moved: pool.metrics.sse_moved.iter().map(|c| c.get()).sum(),
         backends,
     }
 }

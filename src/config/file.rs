@@ -97,6 +97,15 @@ pub enum ListenerMode {
     Passthrough,
 }
 
+/// See [`PoolSection::sessions`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionMode {
+    #[default]
+    Cut,
+    Seamless,
+}
+
 /// Which of a backend's addresses a passthrough route's connections go to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -158,6 +167,10 @@ pub struct PoolSection {
     pub failback: Option<bool>,
     /// Delay before sessions move back to a healthy-again primary. Default `10s`.
     pub failback_delay: Option<String>,
+    /// What happens to a long-lived session when its backend goes down or fails back: `cut`
+    /// (default: the client reconnects) or `seamless` (consensus pools: the event stream moves
+    /// to the next healthy backend while the client stays connected).
+    pub sessions: Option<SessionMode>,
     /// PEM file with extra CA certificates trusted for this pool's backends.
     pub ca: Option<PathBuf>,
     pub health: Option<HealthSection>,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use url::Url;
 
-pub use super::file::{ListenerMode, LogFormat, Policy, PoolKind, RouteEndpoint};
+pub use super::file::{ListenerMode, LogFormat, Policy, PoolKind, RouteEndpoint, SessionMode};
 
 /// Admin listener address when none is configured.
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:8405";
@@ -206,6 +206,8 @@ pub struct PoolConfig {
     /// With policy `first`: move sessions back to a primary this long after it is healthy again;
     /// `None` leaves them where they are.
     pub failback: Option<Duration>,
+    /// Whether sessions are cut or moved on a failover.
+    pub sessions: SessionMode,
     pub health: HealthSettings,
     pub backends: Vec<BackendConfig>,
 }

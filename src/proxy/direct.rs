@@ -33,7 +33,7 @@ const HOP_BY_HOP_REQUEST: [&str; 7] = [
 ];
 
 /// Response headers of the backend's hop; Pingora sets the client's.
-const HOP_BY_HOP_RESPONSE: [&str; 3] = ["connection", "keep-alive", "proxy-connection"];
+pub(super) const HOP_BY_HOP_RESPONSE: [&str; 3] = ["connection", "keep-alive", "proxy-connection"];
 
 impl Gateway {
     /// Answers the request from a backend, trying others as the retry rules allow. `Ok` when the
@@ -88,7 +88,7 @@ impl Gateway {
     }
 
     /// Sends the backend's answer to the client as it arrives, through the response body hook.
-    async fn relay(
+    pub(super) async fn relay(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
@@ -158,7 +158,7 @@ impl Gateway {
 }
 
 /// Takes off the headers of the client's hop and sets the length of the body the gateway holds.
-fn this_hop(request: &mut RequestHeader, body_len: usize) -> Result<()> {
+pub(super) fn this_hop(request: &mut RequestHeader, body_len: usize) -> Result<()> {
     for name in HOP_BY_HOP_REQUEST {
         request.remove_header(name);
     }
@@ -169,7 +169,10 @@ fn this_hop(request: &mut RequestHeader, body_len: usize) -> Result<()> {
 }
 
 /// The request as hyper sends it: HTTP/1.1, origin-form.
-fn to_hyper(request: &RequestHeader, body: &Bytes) -> Result<http::Request<Full<Bytes>>> {
+pub(super) fn to_hyper(
+    request: &RequestHeader,
+    body: &Bytes,
+) -> Result<http::Request<Full<Bytes>>> {
     let mut target = http::uri::Parts::default();
     target.path_and_query = Some(
         request
@@ -222,7 +225,7 @@ async fn send(
 
 /// One request and the answer's header. A connection that closed under the request (the backend
 /// closed it, reset it, or was gone) is `ConnectionClosed`.
-async fn exchange(
+pub(super) async fn exchange(
     mut sender: Sender,
     request: http::Request<Full<Bytes>>,
     response_timeout: Duration,

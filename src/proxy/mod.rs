@@ -18,13 +18,14 @@ pub mod reply;
 pub mod retry;
 pub mod routing;
 pub mod rpc;
+mod seamless;
 pub mod websocket;
 
 use admission::{Body, Hold};
 use exchange::{content_length, is_timeout, request_body, session_kind, traffic_of, write_json};
 
-use crate::config::model::PoolKind;
 use crate::config::model::{Auth, Limits, Listener, Timeouts};
+use crate::config::model::{PoolKind, SessionMode};
 use crate::metrics::Metrics;
 use crate::upstream::session::{CutReason, SESSION_CUT};
 use crate::upstream::{Backend, Pool, Traffic};
@@ -388,6 +389,17 @@ impl ProxyHttp for Gateway {
         if ctx.traffic == Traffic::WebSocket && execution {
             ctx.ws_frames = Some(websocket::ClientFrames::default());
             ctx.held = Some(self.held.share());
+        }
+        if ctx.traffic == Traffic::EventStream
+            && ctx
+                .pool
+                .as_ref()
+                .is_some_and(|p| p.config.sessions == SessionMode::Seamless)
+        {
+            let timeouts = routing.timeouts;
+            self.stream_events(session, ctx, timeouts.response, timeouts.websocket_idle)
+                .await?;
+            return Ok(true);
         }
         if ctx.traffic != Traffic::Plain {
             return Ok(false);

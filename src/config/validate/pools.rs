@@ -190,9 +190,18 @@ impl Validator {
                 DEFAULT_MAX_BATCH,
             ),
         };
+        let sessions = section.sessions.unwrap_or_default();
+        if sessions == SessionMode::Seamless && section.kind == PoolKind::Execution {
+            self.error(
+                format!("{path}.sessions"),
+                "`sessions: seamless` moves consensus event streams; an execution pool's WebSocket sessions are cut and reconnect",
+                Some("remove it from this pool, or use it on a consensus pool"),
+            );
+        }
         Some(PoolConfig {
             methods,
             failback,
+            sessions,
             name,
             kind: section.kind,
             policy: section.policy.unwrap_or(Policy::First),
@@ -220,4 +229,24 @@ fn valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+#[cfg(test)]
+mod session_mode_tests {
+    use super::super::tests::{errors, MINIMAL};
+    use crate::config::model::SessionMode;
+    use crate::config::parse;
+    use std::path::Path;
+
+    #[test]
+    fn seamless_sessions_are_for_consensus_pools() {
+        let c = parse(MINIMAL, Path::new(".")).expect("valid");
+        assert_eq!(c.pools[0].sessions, SessionMode::Cut);
+        let text = MINIMAL.replace(
+            "    kind: execution\n",
+            "    kind: execution\n    sessions: seamless\n",
+        );
+        let errs = errors(&text);
+        assert_eq!(errs[0].path, "pools.execution.sessions", "{errs:?}");
+    }
 }

@@ -1,0 +1,440 @@
+//! Event streams that outlive their backend (`sessions: seamless` on a consensus pool).
+//!
+//! The gateway reads the backend's `/eth/v1/events` stream itself, event by event, and writes each
+//! event to the client. When the backend is marked down, fails back, or ends the stream, the
+//! gateway opens the same request on the next healthy backend and goes on writing to the same
+//! client response: the client stays connected. Events the client already has are dropped (by
+//! slot and block root for `head` and `block`, by epoch for `finalized_checkpoint`, by their whole
+//! content for the other topics), and nothing older than what was delivered goes out, so the order
+//! holds. Keep-alive comments bridge the switch. With no healthy backend left the stream ends, as
+//! a cut one would.
+//!
+//! Memory per stream is bounded: one event in the making (at most [`MAX_EVENT_BYTES`]) and the
+//! keys of the last [`RECENT_EVENTS`] events of the unkeyed topics.
+
+use super::direct::{exchange, this_hop, to_hyper, HOP_BY_HOP_RESPONSE};
+use super::{Gateway, RequestCtx};
+use crate::metrics::MOVE_REASONS;
+use crate::upstream::Pool;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The longest event the gateway holds while it arrives.
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// How many recent events of topics without a slot or epoch are remembered to drop repeats.
+pub const RECENT_EVENTS: usize = 1024;
+
+/// How often the backend's health is looked at while its stream is quiet.
+const WATCH: Duration = Duration::from_millis(100);
+
+/// Why a stream moved, as an index into [`MOVE_REASONS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Move {
+    BackendDown = 0,
+    FailBack = 1,
+    BackendEnded = 2,
+}
+
+impl Gateway {
+    /// Serves an event stream of a `sessions: seamless` pool; `Ok` once the client's response
+    /// ended (or the client went away).
+    pub(super) async fn stream_events(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        response_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Result<()> {
+        let Some(pool) = ctx.pool.clone() else {
+            return Error::e_explain(ErrorType::InternalError, "event stream without a pool");
+        };
+        let mut filter = EventFilter::default();
+        let mut moved: Option<Move> = None;
+        let mut excluded = 0u64;
+        loop {
+            // The first backend is chosen like any request's (and counted the same); later ones
+            // are whichever is healthy now.
+            let (index, connections) = if ctx.session_open.is_none() {
+                let connections = self.next_attempt(ctx, |b| b.connections())?;
+                (ctx.backend.unwrap_or_default(), connections)
+            } else {
+                match next_backend(&pool, excluded) {
+                    Some(found) => found,
+                    None => {
+                        tracing::info!(pool = %pool.name(), kind = "sse", "no healthy backend to move the event stream to: it ends");
+                        return end(session).await;
+                    }
+                }
+            };
+            let previous = ctx.backend.replace(index);
+            let mut request = session.req_header().clone();
+            self.upstream_request_filter(session, &mut request, ctx)
+                .await?;
+            this_hop(&mut request, 0)?;
+            let answer = async {
+                let sender = connections.connect().await?;
+                exchange(sender, to_hyper(&request, &Bytes::new())?, response_timeout).await
+            }
+            .await;
+            let response = match answer {
+                Ok((_sender, response)) => response,
+                Err(e) => {
+                    let backend = &pool.backends[index];
+                    tracing::warn!(pool = %pool.name(), backend = %backend.name(), error = %e, "event stream: backend failed; trying the next");
+                    if ctx.session_open.is_none() {
+                        // Nothing reached the client: Pingora's rules for a failed request.
+                        let e = self.connect_failed(session, ctx, e);
+                        if e.retry() {
+                            continue;
+                        }
+                        return Err(e);
+                    }
+                    pool.count_live_failure(index, "event stream failed");
+                    excluded |= 1 << index;
+                    ctx.backend = previous;
+                    keep_alive(session).await?;
+                    continue;
+                }
+            };
+            let streams = response.status() == http::StatusCode::OK
+                && response
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with("text/event-stream"));
+            let (parts, incoming) = response.into_parts();
+            match (ctx.session_open.is_some(), streams) {
+                (false, false) => {
+                    // The node's answer (a 400 for an unknown topic, say) is the client's.
+                    let mut header = ResponseHeader::from(parts);
+                    for name in HOP_BY_HOP_RESPONSE {
+                        header.remove_header(name);
+                    }
+                    self.upstream_response_filter(session, &mut header, ctx)
+                        .await?;
+                    return self
+                        .relay(session, ctx, header, incoming, response_timeout)
+                        .await;
+                }
+                (false, true) => {
+                    let mut header = ResponseHeader::from(parts);
+                    for name in HOP_BY_HOP_RESPONSE {
+                        header.remove_header(name);
+                    }
+                    header.remove_header(&http::header::CONTENT_LENGTH);
+                    header.set_version(http::Version::HTTP_11);
+                    header.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+                    // Counts the session on this backend (`ctx.session_open`).
+                    self.upstream_response_filter(session, &mut header, ctx)
+                        .await?;
+                    self.response_filter(session, &mut header, ctx).await?;
+                    session
+                        .write_response_header(Box::new(header), false)
+                        .await
+                        .map_err(|e| e.into_down())?;
+                }
+                (true, false) => {
+                    let backend = &pool.backends[index];
+                    tracing::warn!(pool = %pool.name(), backend = %backend.name(), status = parts.status.as_u16(), "event stream: the backend did not answer with a stream; trying the next");
+                    excluded |= 1 << index;
+                    ctx.backend = previous;
+                    keep_alive(session).await?;
+                    continue;
+                }
+                (true, true) => {
+                    // The stream moves: the open-session gauge follows it.
+                    let from = previous.map(|p| &pool.backends[p]);
+                    if let Some(from) = from {
+                        from.metrics.sessions_open[1].dec();
+                    }
+                    pool.backends[index].metrics.sessions_open[1].inc();
+                    let reason = moved.unwrap_or(Move::BackendEnded);
+                    pool.metrics.sse_moved[reason as usize].inc();
+                    tracing::info!(
+                        pool = %pool.name(),
+                        kind = "sse",
+                        from = from.map_or("-", |b| b.name()),
+                        to = pool.backends[index].name(),
+                        reason = MOVE_REASONS[reason as usize],
+                        "session moved"
+                    );
+                }
+            }
+            excluded = 0;
+            match self
+                .follow(session, &pool, index, incoming, &mut filter, idle_timeout)
+                .await?
+            {
+                Some(why) => {
+                    moved = Some(why);
+                    if why == Move::BackendEnded {
+                        excluded |= 1 << index;
+                    }
+                    keep_alive(session).await?;
+                }
+                None => return end(session).await,
+            }
+        }
+    }
+
+    /// Writes backend `index`'s events to the client until it should move on (`Some`), or the
+    /// stream is over (`None`: idle too long, or an event too large).
+    async fn follow(
+        &self,
+        session: &mut Session,
+        pool: &Arc<Pool>,
+        index: usize,
+        mut incoming: Incoming,
+        filter: &mut EventFilter,
+        idle_timeout: Duration,
+    ) -> Result<Option<Move>> {
+        let backend = &pool.backends[index];
+        let mut pending: Vec<u8> = Vec::new();
+        let mut heard = Instant::now();
+        let mut better_since: Option<Instant> = None;
+        let mut watch = tokio::time::interval(WATCH);
+        loop {
+            tokio::select! {
+                frame = incoming.frame() => {
+                    let data = match frame {
+                        Some(Ok(frame)) => match frame.into_data() {
+                            Ok(data) => data,
+                            Err(_trailers) => continue,
+                        },
+                        Some(Err(e)) => {
+                            tracing::info!(pool = %pool.name(), backend = %backend.name(), error = %e, "event stream from the backend broke");
+                            return Ok(Some(Move::BackendEnded));
+                        }
+                        None => return Ok(Some(Move::BackendEnded)),
+                    };
+                    heard = Instant::now();
+                    pending.extend_from_slice(&data);
+                    while let Some((block, rest)) = split_event(&pending) {
+                        if filter.admit(&block) {
+                            let mut out = block;
+                            out.extend_from_slice(b"\n\n");
+                            session
+                                .write_response_body(Some(Bytes::from(out)), false)
+                                .await
+                                .map_err(|e| e.into_down())?;
+                        }
+                        pending.drain(..rest);
+                    }
+                    if pending.len() > MAX_EVENT_BYTES {
+                        tracing::warn!(pool = %pool.name(), backend = %backend.name(), limit = MAX_EVENT_BYTES, "event stream closed: an event longer than the limit");
+                        return Ok(None);
+                    }
+                }
+                _ = watch.tick() => {
+                    if !backend.is_up() {
+                        return Ok(Some(Move::BackendDown));
+                    }
+                    if heard.elapsed() > idle_timeout {
+                        return Ok(None);
+                    }
+                    if let Some(delay) = pool.config.failback {
+                        let better = pool.active().is_some_and(|a| pool.rank(a) < pool.rank(index));
+                        match (better, better_since) {
+                            (false, _) => better_since = None,
+                            (true, None) => better_since = Some(Instant::now()),
+                            (true, Some(since)) if since.elapsed() >= delay => {
+                                return Ok(Some(Move::FailBack));
+                            }
+                            (true, Some(_)) => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The healthy backend a moving stream goes to, and its connections.
+fn next_backend(
+    pool: &Pool,
+    excluded: u64,
+) -> Option<(usize, Arc<crate::upstream::connections::Connections>)> {
+    let mut tried = excluded;
+    loop {
+        let index = pool.select(tried)?;
+        tried |= 1 << index;
+        if let Some(connections) = pool.backends[index].connections() {
+            return Some((index, connections));
+        }
+    }
+}
+
+/// A comment line: keeps the client's stream alive while the gateway switches backends.
+async fn keep_alive(session: &mut Session) -> Result<()> {
+    session
+        .write_response_body(Some(Bytes::from_static(b":\n\n")), false)
+        .await
+        .map_err(|e| e.into_down())
+}
+
+async fn end(session: &mut Session) -> Result<()> {
+    session
+        .write_response_body(None, true)
+        .await
+        .map_err(|e| e.into_down())
+}
+
+/// The first whole event in `buffer` (its lines, without the blank line that ends it) and how many
+/// bytes it took. Line ends may be `\n` or `\r\n`.
+fn split_event(buffer: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let mut line_start = 0;
+    let mut i = 0;
+    while i < buffer.len() {
+        if buffer[i] == b'\n' {
+            let line = &buffer[line_start..i];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                let block = &buffer[..line_start];
+                let block = block.strip_suffix(b"\n").unwrap_or(block);
+                let block = block.strip_suffix(b"\r").unwrap_or(block);
+                return Some((block.to_vec(), i + 1));
+            }
+            line_start = i + 1;
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Decides which events the client has not had yet.
+#[derive(Debug, Default)]
+pub struct EventFilter {
+    /// Per topic keyed by slot or epoch: the last key delivered and the block root with it.
+    last: HashMap<String, (u64, String)>,
+    recent: VecDeque<u64>,
+    recent_set: HashSet<u64>,
+}
+
+impl EventFilter {
+    /// Whether the event (an SSE block: `event:`, `data:` lines) goes to the client; records it.
+    /// Comments and events without data pass.
+    pub fn admit(&mut self, block: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(block);
+        let mut event = "message".to_string();
+        let mut data = String::new();
+        for line in text.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                event = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            }
+        }
+        if data.is_empty() {
+            return true;
+        }
+        let json: Option<Value> = serde_json::from_str(&data).ok();
+        let field = |name: &str| -> Option<&str> { json.as_ref()?.get(name)?.as_str() };
+        let keyed = match event.as_str() {
+            "head" | "block" | "block_gossip" | "blob_sidecar" => field("slot")
+                .and_then(|s| s.parse::<u64>().ok())
+                .map(|slot| (slot, field("block").or(field("block_root")).unwrap_or(""))),
+            "finalized_checkpoint" => field("epoch")
+                .and_then(|e| e.parse::<u64>().ok())
+                .map(|epoch| (epoch, "")),
+            _ => None,
+        };
+        if let Some((key, root)) = keyed {
+            // blob sidecars share a slot and block: each index is its own event.
+            if event != "blob_sidecar" {
+                return match self.last.get(&event) {
+                    Some((last, last_root))
+                        if key < *last || (key == *last && root == last_root) =>
+                    {
+                        false
+                    }
+                    _ => {
+                        self.last.insert(event, (key, root.to_string()));
+                        true
+                    }
+                };
+            }
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (event.as_str(), data.as_str()).hash(&mut hasher);
+        let key = hasher.finish();
+        if !self.recent_set.insert(key) {
+            return false;
+        }
+        self.recent.push_back(key);
+        if self.recent.len() > RECENT_EVENTS {
+            if let Some(old) = self.recent.pop_front() {
+                self.recent_set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(slot: u64, root: &str) -> Vec<u8> {
+        format!("event: head\ndata: {{\"slot\":\"{slot}\",\"block\":\"{root}\"}}").into_bytes()
+    }
+
+    #[test]
+    fn events_are_split_on_blank_lines_whatever_the_line_ends() {
+        let buffer = b"event: head\r\ndata: {}\r\n\r\nevent: block\ndata: {}\n\nevent: par";
+        let (first, used) = split_event(buffer).unwrap();
+        assert_eq!(first, b"event: head\r\ndata: {}");
+        let (second, used2) = split_event(&buffer[used..]).unwrap();
+        assert_eq!(second, b"event: block\ndata: {}");
+        assert_eq!(split_event(&buffer[used + used2..]), None);
+    }
+
+    #[test]
+    fn a_head_the_client_has_or_an_older_one_is_dropped() {
+        let mut f = EventFilter::default();
+        assert!(f.admit(&head(10, "0xa")));
+        assert!(!f.admit(&head(10, "0xa")), "the same head again");
+        assert!(!f.admit(&head(9, "0x9")), "an older head");
+        assert!(
+            f.admit(&head(10, "0xb")),
+            "another block at the same slot (a reorg)"
+        );
+        assert!(f.admit(&head(11, "0xc")));
+        let block = b"event: block\ndata: {\"slot\":\"11\",\"block\":\"0xc\"}";
+        assert!(f.admit(block), "topics are kept apart");
+        assert!(!f.admit(block));
+    }
+
+    #[test]
+    fn checkpoints_go_by_epoch_and_other_topics_by_content() {
+        let mut f = EventFilter::default();
+        let cp = |e: u64| {
+            format!("event: finalized_checkpoint\ndata: {{\"epoch\":\"{e}\",\"block\":\"0x1\"}}")
+                .into_bytes()
+        };
+        assert!(f.admit(&cp(3)));
+        assert!(!f.admit(&cp(3)));
+        assert!(!f.admit(&cp(2)));
+        assert!(f.admit(&cp(4)));
+        let exit = b"event: voluntary_exit\ndata: {\"message\":{\"epoch\":\"1\",\"validator_index\":\"7\"}}";
+        assert!(f.admit(exit));
+        assert!(!f.admit(exit));
+        assert!(f.admit(b": keep-alive"), "comments pass");
+        for i in 0..(RECENT_EVENTS + 10) {
+            f.admit(format!("event: attestation\ndata: {{\"n\":{i}}}").as_bytes());
+        }
+        assert!(f.recent.len() <= RECENT_EVENTS && f.recent_set.len() <= RECENT_EVENTS);
+    }
+}

@@ -1,0 +1,168 @@
+//! `sessions: seamless` on a consensus pool: an SSE client's `/eth/v1/events` stream survives a
+//! failover, and gets every slot once, in order.
+
+mod common;
+
+use common::*;
+use ssv_ha::sim::{NodeKind, NodeStatus};
+use std::time::Duration;
+
+/// `(topic, slot)` of each event in the SSE text that is whole; the rest stays in `buffer`.
+fn events(buffer: &mut String) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    while let Some(end) = buffer.find("\n\n") {
+        let block: String = buffer.drain(..end + 2).collect();
+        let mut topic = None;
+        let mut slot = None;
+        for line in block.lines() {
+            if let Some(t) = line.strip_prefix("event:") {
+                topic = Some(t.trim().to_string());
+            } else if let Some(d) = line.strip_prefix("data:") {
+                let data: serde_json::Value = serde_json::from_str(d.trim()).unwrap();
+                slot = data["slot"].as_str().and_then(|s| s.parse().ok());
+            }
+        }
+        if let (Some(topic), Some(slot)) = (topic, slot) {
+            out.push((topic, slot));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_stream_moves_to_the_backup_with_the_client_connected_and_every_slot_once() {
+    let pki = Pki::new();
+    let a = pki
+        .node(NodeKind::Consensus, "cc-a", NodeStatus::default())
+        .await;
+    let b = pki
+        .node(NodeKind::Consensus, "cc-b", NodeStatus::default())
+        .await;
+    let pools = pool_yaml_with(
+        "consensus",
+        "consensus",
+        "first",
+        &pki.ca_file,
+        &[(&a, false), (&b, true)],
+        "    sessions: seamless\n    failback_delay: 300ms\n",
+    );
+    let (admin, listen) = (free_addr(), free_addr());
+    let yaml = format!(
+        "admin: {{ address: \"{admin}\" }}\nlisteners: [{{ address: \"{listen}\" }}]\npools:\n{pools}routes: [{{ listener: \"{listen}\", pool: consensus }}]\n"
+    );
+    let gw = Gateway::start(&yaml, admin, &[listen]).await;
+    gw.wait_backend("consensus", "cc-a", true).await;
+    gw.wait_backend("consensus", "cc-b", true).await;
+
+    let mut response = reqwest::Client::new()
+        .get(format!(
+            "http://{listen}/eth/v1/events?topics=head&topics=block"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-sim-node"], "cc-a");
+    let mut text = String::new();
+    let mut got: Vec<(String, u64)> = Vec::new();
+    macro_rules! read_until {
+        ($last:expr) => {
+            while !got.iter().any(|(t, s)| t == "block" && *s == $last) {
+                let chunk = tokio::time::timeout(Duration::from_secs(5), response.chunk())
+                    .await
+                    .expect("an event within 5 s")
+                    .unwrap()
+                    .expect("the stream stayed open");
+                text.push_str(&String::from_utf8_lossy(&chunk));
+                got.extend(events(&mut text));
+            }
+        };
+    }
+    let gw = &gw;
+    let open = |backend: &'static str| async move {
+        let series =
+            format!(r#"ssv_ha_sessions_open{{backend="{backend}",kind="sse",pool="consensus"}}"#);
+        (metric(&gw.metrics().await, &series) == 1.0).then_some(())
+    };
+    wait_for("the stream on cc-a", Duration::from_secs(5), || {
+        open("cc-a")
+    })
+    .await;
+    for _ in 0..3 {
+        a.new_head();
+        b.new_head();
+    }
+    read_until!(1003);
+
+    // The backup is a slot behind: its next head repeats one the client has.
+    b.set(|s| s.head = 1002);
+    a.set(|s| s.syncing = true);
+    gw.wait_backend("consensus", "cc-a", false).await;
+    wait_for("the stream moved to cc-b", Duration::from_secs(5), || {
+        open("cc-b")
+    })
+    .await;
+    for _ in 0..3 {
+        b.new_head();
+    }
+    read_until!(1005);
+
+    // The primary recovers: after the fail-back delay the stream moves back to it.
+    a.set(|s| {
+        s.syncing = false;
+        s.head = 1005;
+    });
+    wait_for("the stream back on cc-a", Duration::from_secs(5), || {
+        open("cc-a")
+    })
+    .await;
+    a.new_head();
+    read_until!(1006);
+
+    let expected: Vec<(String, u64)> = (1001..=1006)
+        .flat_map(|slot| [("head".to_string(), slot), ("block".to_string(), slot)])
+        .collect();
+    assert_eq!(
+        got, expected,
+        "every slot once, in order, across the switch"
+    );
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"ssv_ha_sessions_moved_total{kind="sse",pool="consensus",reason="backend_down"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"ssv_ha_sessions_moved_total{kind="sse",pool="consensus",reason="failback"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"ssv_ha_sessions_cut_total{backend="cc-a",pool="consensus",reason="backend_down"}"#
+        ),
+        0.0,
+        "the stream was moved, not cut"
+    );
+    let status = gw.status().await;
+    let pool = &status["pools"][0];
+    assert_eq!(
+        (pool["sessions"].as_str(), pool["sessions_moved"].as_u64()),
+        (Some("seamless"), Some(2))
+    );
+    let page = reqwest::get(format!("http://{admin}/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("2 moved so far"),
+        "the status page shows the moves"
+    );
+}
