@@ -166,3 +166,48 @@ async fn an_event_stream_moves_to_the_backup_with_the_client_connected_and_every
         "the status page shows the moves"
     );
 }
+
+/// At shutdown a seamless stream ends at once (the client reconnects to the process that took
+/// over, or another replica) instead of holding the grace period.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_seamless_stream_ends_at_shutdown() {
+    let pki = Pki::new();
+    let a = pki
+        .node(NodeKind::Consensus, "cc-a", NodeStatus::default())
+        .await;
+    let pools = pool_yaml_with(
+        "consensus",
+        "consensus",
+        "first",
+        &pki.ca_file,
+        &[(&a, false)],
+        "    sessions: seamless\n",
+    );
+    let (admin, listen) = (free_addr(), free_addr());
+    let yaml = format!(
+        "admin: {{ address: \"{admin}\" }}\nserver: {{ grace_period: 20s, upgrade_socket: {dir}/upgrade.sock, pid_file: {dir}/ssv-ha.pid }}\nlisteners: [{{ address: \"{listen}\" }}]\npools:\n{pools}routes: [{{ listener: \"{listen}\", pool: consensus }}]\n",
+        dir = pki.dir.path().display()
+    );
+    let gw = Gateway::start(&yaml, admin, &[listen]).await;
+    gw.wait_backend("consensus", "cc-a", true).await;
+    let mut response = reqwest::Client::new()
+        .get(format!("http://{listen}/eth/v1/events?topics=head"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let pid = gw.pid().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = response.chunk().await {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stream stayed open into the 20 s grace period"
+    );
+    drop(gw);
+}

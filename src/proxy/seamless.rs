@@ -236,6 +236,12 @@ impl Gateway {
                     }
                 }
                 _ = watch.tick() => {
+                    // Shutting down, or a reload replaced the pool: the stream ends as a cut one
+                    // would, and the client reconnects (to the new pool).
+                    let current = self.routing.load().pools.iter().any(|p| Arc::ptr_eq(p, pool));
+                    if pool.is_closing() || !current {
+                        return Ok(None);
+                    }
                     if !backend.is_up() {
                         return Ok(Some(Move::BackendDown));
                     }

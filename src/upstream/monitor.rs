@@ -10,7 +10,6 @@
 //! [`PoolHealth`] (sessions cut, fail-back).
 
 use super::pool::PoolHealth;
-use super::session::CutReason;
 use super::{Backend, Pool};
 use crate::health::check::{
     no_answer, CheckSettings, NodeSpec, PoolView, Report, Started, Unresolved,
@@ -102,8 +101,8 @@ impl BackgroundService for Monitor {
         // Shutting down: plain requests get the grace period, but long-lived sessions end now,
         // so their clients reconnect at once (to another replica, or to the process that took
         // the listeners over).
-        for backend in (self.pools)().iter().flat_map(|p| &p.backends) {
-            backend.cut_sessions(CutReason::Shutdown);
+        for pool in (self.pools)() {
+            pool.close_sessions();
         }
     }
 }

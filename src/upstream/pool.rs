@@ -7,7 +7,7 @@ use crate::config::model::{self, Policy};
 use crate::health::check::HealthObserver;
 use crate::health::hysteresis::Transition;
 use crate::metrics::PoolMetrics;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub struct Pool {
@@ -20,6 +20,8 @@ pub struct Pool {
     /// Held while a failure on live traffic is judged against the rest of the pool, so two
     /// failing at once cannot each see the other as the spare.
     passive: Mutex<()>,
+    /// Set at shutdown: sessions the gateway follows itself (seamless event streams) end.
+    closing: AtomicBool,
     pub metrics: PoolMetrics,
 }
 
@@ -37,6 +39,7 @@ impl Pool {
             cursor: AtomicUsize::new(0),
             last_active: AtomicUsize::new(NONE),
             passive: Mutex::new(()),
+            closing: AtomicBool::new(false),
             metrics,
         }
     }
@@ -87,6 +90,19 @@ impl Pool {
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// Ends the pool's long-lived sessions for shutdown: those proxied are cut, those the gateway
+    /// follows itself see [`Pool::is_closing`] and end.
+    pub fn close_sessions(&self) {
+        self.closing.store(true, Ordering::Release);
+        for backend in &self.backends {
+            backend.cut_sessions(CutReason::Shutdown);
+        }
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
     }
 
     /// Picks the backend for the next attempt of a request that already tried `tried`.
