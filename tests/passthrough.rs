@@ -44,6 +44,11 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with("").await
+}
+
+/// `top`: extra top-level settings (`timeouts: ...`).
+async fn setup_with(top: &str) -> Setup {
     let pki = Pki::new();
     let primary = tls_node(&pki, "a").await;
     let backup = tls_node(&pki, "b").await;
@@ -51,6 +56,7 @@ async fn setup() -> Setup {
     let (admin, listen) = (free_addr(), free_addr());
     let yaml = format!(
         r#"admin: {{ address: "{admin}" }}
+{top}
 listeners:
   - {{ name: tls, address: "{listen}", mode: passthrough, hello_timeout: 1s }}
 pools:
@@ -276,4 +282,36 @@ where
             return serde_json::from_str(&text).unwrap();
         }
     }
+}
+
+#[tokio::test]
+async fn a_slow_hello_and_an_idle_connection_are_closed() {
+    let s = setup_with("timeouts: { websocket_idle: 1s }").await;
+    // Three bytes of a TLS record header, then nothing: closed at the hello timeout (1 s).
+    let mut slow = tokio::net::TcpStream::connect(s.listen).await.unwrap();
+    slow.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed before the hello timeout"
+    );
+
+    // A routed connection with nothing crossing it: closed after websocket_idle (1 s).
+    let mut idle = connect(&s.pki, s.listen, "rpc-lb.test").await.unwrap();
+    assert_eq!(call(&mut idle, "rpc-lb.test").await, "a");
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "an idle passthrough connection stayed open");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed before it was idle 1 s"
+    );
+    assert_eq!(
+        s.gateway.status().await["pools"][0]["backends"][0]["sessions"],
+        0,
+        "its place is given back"
+    );
 }

@@ -146,28 +146,29 @@ async fn read_hello(client: &mut Stream) -> Result<Hello, NoHello> {
         }
         bytes.extend_from_slice(&chunk[..n]);
         let mut fresh = &chunk[..n];
+        // Record by record: rustls holds at most one record's worth of unread bytes.
         while !fresh.is_empty() {
             acceptor
                 .read_tls(&mut fresh)
                 .map_err(|e| format!("not TLS: {e}"))?;
-        }
-        match acceptor.accept() {
-            Ok(Some(accepted)) => {
-                let server_name = accepted
-                    .client_hello()
-                    .server_name()
-                    .map(|name| name.to_ascii_lowercase());
-                return Ok(Hello { bytes, server_name });
+            match acceptor.accept() {
+                Ok(Some(accepted)) => {
+                    let server_name = accepted
+                        .client_hello()
+                        .server_name()
+                        .map(|name| name.to_ascii_lowercase());
+                    return Ok(Hello { bytes, server_name });
+                }
+                Ok(None) => {}
+                Err((e, _)) => return Err(format!("not a TLS ClientHello: {e}").into()),
             }
-            Ok(None) => continue,
-            Err((e, _)) => return Err(format!("not a TLS ClientHello: {e}").into()),
         }
     }
 }
 
 impl Passthrough {
     /// Routes the connection by its server name and splices it to a healthy backend.
-    async fn splice(&self, mut client: Stream, hello: Hello, started: Instant) {
+    async fn splice(&self, client: Stream, hello: Hello, started: Instant) {
         let routing = self.routing.load_full();
         let name = hello.server_name.as_deref();
         let Some(target) = routing.tables[self.index].target(name) else {
@@ -194,10 +195,19 @@ impl Passthrough {
             };
             match self.connector.new_stream(&peer).await {
                 Ok(stream) => break (index, stream),
+                Err(e) if super::exchange::out_of_local_resources(&e) => {
+                    // The gateway's own trouble, not the node's: nothing is held against it.
+                    tracing::warn!(listener = %self.listener, error = %e, "cannot open a backend connection: the gateway is out of file descriptors or local ports (raise LimitNOFILE / ulimit -n, or lower max_requests)");
+                    return;
+                }
                 Err(e) => {
-                    let reason = format!("connect failed ({})", e.etype().as_str());
                     tracing::warn!(listener = %self.listener, pool = %pool.name(), backend = %backend.name(), error = %e, "passthrough connect failed; trying the next backend");
-                    pool.take_out(index, &reason);
+                    // Only the checked address says the node is gone; a `ws_url` that refuses
+                    // costs this connection its try, not the node its other sessions.
+                    if traffic == Traffic::Plain {
+                        let reason = format!("connect failed ({})", e.etype().as_str());
+                        pool.take_out(index, &reason);
+                    }
                 }
             }
         };
@@ -205,10 +215,11 @@ impl Passthrough {
         backend.metrics.passthrough.inc();
         let open = &backend.metrics.sessions_open[PASSTHROUGH];
         open.inc();
+        let idle = routing.timeouts.websocket_idle;
         let result = async {
             upstream.write_all(&hello.bytes).await?;
             upstream.flush().await?;
-            tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+            splice(client, upstream, idle).await
         }
         .await;
         open.dec();
@@ -230,5 +241,57 @@ impl Passthrough {
                 "passthrough"
             );
         }
+    }
+}
+
+/// Copies both ways until both sides are done, or nothing crossed in either direction for `idle`
+/// (a dead peer, or a backend that stopped reading, must not hold a place for ever). Returns the
+/// bytes sent up and down.
+async fn splice(client: Stream, upstream: Stream, idle: Duration) -> std::io::Result<(u64, u64)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let started = Instant::now();
+    let heard = AtomicU64::new(0);
+    let (client_read, client_write) = tokio::io::split(client);
+    let (upstream_read, upstream_write) = tokio::io::split(upstream);
+    let pump = |mut from: tokio::io::ReadHalf<Stream>, mut to: tokio::io::WriteHalf<Stream>| {
+        let heard = &heard;
+        async move {
+            let mut buffer = vec![0u8; 16 * 1024];
+            let mut total = 0u64;
+            loop {
+                let n = from.read(&mut buffer).await?;
+                if n == 0 {
+                    // Half-close: the other direction may still be talking.
+                    let _ = to.shutdown().await;
+                    return Ok::<u64, std::io::Error>(total);
+                }
+                to.write_all(&buffer[..n]).await?;
+                // Pingora's streams may hold writes back: what was read goes out now.
+                to.flush().await?;
+                total += n as u64;
+                heard.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            }
+        }
+    };
+    let both = futures::future::try_join(
+        pump(client_read, upstream_write),
+        pump(upstream_read, client_write),
+    );
+    let watchdog = async {
+        loop {
+            let last = Duration::from_millis(heard.load(Ordering::Relaxed));
+            let quiet = started.elapsed().saturating_sub(last);
+            if quiet >= idle {
+                return;
+            }
+            tokio::time::sleep(idle - quiet).await;
+        }
+    };
+    tokio::select! {
+        done = both => done,
+        _ = watchdog => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("nothing crossed for {}", humantime::format_duration(idle)),
+        )),
     }
 }

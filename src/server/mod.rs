@@ -103,7 +103,11 @@ pub fn build(
         if listener.mode == ListenerMode::Passthrough {
             let app = Passthrough::new(index, listener, routing.clone(), &metrics);
             let mut service = Service::new(format!("listener {}", listener.name), app);
-            service.add_tcp(&listener.address.to_string());
+            // No L4 read buffer: the hello is read into the app's own, then bytes are spliced.
+            service.add_listener(
+                ListenerConfig::tcp(listener.address.to_string())
+                    .l4_buffer(L4BufferSettings::default().read(0)),
+            );
             // Listeners open once every pool has been checked once.
             server.add_service(service).add_dependency(&health);
             continue;

@@ -139,10 +139,16 @@ mod tests {
             )
     }
 
+    /// Backends a passthrough listener can pass TLS to: TLS, no path.
+    fn tls_nodes(text: String) -> String {
+        text.replace("https://a.example.com/key/", "https://a.example.com")
+            .replace("http://10.0.0.2:8545", "https://10.0.0.2:8545")
+    }
+
     #[test]
     fn a_passthrough_listener_and_its_routes() {
         let c = parse(
-            &passthrough(", hello_timeout: 2s", ", endpoint: ws_url", ""),
+            &tls_nodes(passthrough(", hello_timeout: 2s", ", endpoint: ws_url", "")),
             Path::new("."),
         )
         .expect("valid");
@@ -169,7 +175,7 @@ mod tests {
                 "listeners[0].max_requests_per_client",
             ),
         ] {
-            let errs = errors(&passthrough(extra, "", ""));
+            let errs = errors(&tls_nodes(passthrough(extra, "", "")));
             assert!(
                 errs.iter().any(|e| e.path == path
                     && e.message
@@ -177,7 +183,21 @@ mod tests {
                 "{extra}: {errs:?}"
             );
         }
-        let errs = errors(&passthrough("", "", "    methods: { allow: [eth_*] }\n"));
+        // MINIMAL's backends: an https URL with a path, a plain http one.
+        let errs = errors(&passthrough("", "", ""));
+        assert!(
+            errs.iter().any(|e| e.message.contains("it has a path")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.message.contains("it is not TLS")),
+            "{errs:?}"
+        );
+        let errs = errors(&tls_nodes(passthrough(
+            "",
+            "",
+            "    methods: { allow: [eth_*] }\n",
+        )));
         assert!(
             errs.iter()
                 .any(|e| e.path == "routes[0].pool" && e.message.contains("cannot apply")),

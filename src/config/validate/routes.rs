@@ -98,6 +98,30 @@ impl Validator {
                 );
             }
             if let (Some(name), Some(p)) = (passthrough.first(), pools.get(pool)) {
+                // The client's TLS goes to the node as it is: the node must speak TLS at that
+                // address, and nothing can be added to the requests inside.
+                for b in &p.backends {
+                    let (field, e) = match endpoint {
+                        RouteEndpoint::Url => ("url", &b.http),
+                        RouteEndpoint::WsUrl => ("ws_url", &b.ws),
+                    };
+                    let why = if !e.tls {
+                        Some("it is not TLS (https:// or wss://), and the client's TLS would reach a plain port")
+                    } else if !e.path_prefix.is_empty() {
+                        Some("it has a path, which cannot be put before paths inside TLS the gateway does not open")
+                    } else if !b.headers.is_empty() {
+                        Some("it has `headers`, which cannot be added to requests inside TLS the gateway does not open")
+                    } else {
+                        None
+                    };
+                    if let Some(why) = why {
+                        self.error(
+                            format!("{path}.pool"),
+                            format!("backend {}/{} ({field} {}) cannot take passthrough listener `{name}`'s connections: {why}", p.name, b.name, e.url),
+                            Some("route this pool through a listener with `tls` (mode: http)"),
+                        );
+                    }
+                }
                 if !p.methods.is_default() {
                     self.error(
                         format!("{path}.pool"),
