@@ -284,7 +284,7 @@ async fn splice(client: Stream, upstream: Stream, idle: Duration) -> std::io::Re
             if quiet >= idle {
                 return;
             }
-            tokio::time::sleep(idle - quiet).await;
+            tokio::time::sleep(idle.saturating_sub(quiet)).await;
         }
     };
     tokio::select! {
