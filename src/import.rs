@@ -29,7 +29,16 @@ pub struct TlsFiles {
 #[derive(Debug, Default)]
 struct Frontend {
     name: String,
+    /// The first `bind` address (`*` and an empty host mean every address).
+    address: Option<String>,
     port: Option<u16>,
+    /// A `bind ... ssl`: haproxy terminated TLS here with its own certificate.
+    bind_ssl: bool,
+    /// The frontend routes TLS by its SNI name (`req.ssl_sni` ACLs, `req_ssl_hello_type`).
+    sni: bool,
+    /// An unconditional `use_backend` (it wins over `default_backend`).
+    always: Option<String>,
+    maxconn: Option<usize>,
     /// `mode http` (its own, or the `defaults` before it).
     http: bool,
     /// `tcp-request inspect-delay`: how long a ClientHello may take.
@@ -104,6 +113,8 @@ struct Server {
     host: String,
     port: u16,
     backup: bool,
+    /// `ssl` on the server line: haproxy spoke TLS to it.
+    ssl: bool,
     checks: Checks,
 }
 
@@ -112,6 +123,9 @@ struct Defaults {
     http: bool,
     timeouts: BTreeMap<String, u64>,
     retries: Option<u32>,
+    balance: Option<String>,
+    checks: Checks,
+    maxconn: Option<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -162,6 +176,8 @@ enum Section {
     Defaults,
     Frontend(usize),
     Backend(usize),
+    /// A `listen` section: its frontend and its backend.
+    Listen(usize, usize),
 }
 
 fn parse(text: &str) -> Result<Parsed, ImportError> {
@@ -170,7 +186,11 @@ fn parse(text: &str) -> Result<Parsed, ImportError> {
     for (i, raw) in text.lines().enumerate() {
         let line_no = i + 1;
         let line = raw.split('#').next().unwrap_or("");
-        let words: Vec<&str> = line.split_whitespace().collect();
+        let words: Vec<&str> = line
+            .split_whitespace()
+            .map(|w| w.trim_matches('"'))
+            .filter(|w| !w.is_empty())
+            .collect();
         let Some(&keyword) = words.first() else {
             continue;
         };
@@ -190,24 +210,37 @@ fn parse(text: &str) -> Result<Parsed, ImportError> {
                     let name = words
                         .get(1)
                         .ok_or_else(|| syntax(format!("a {keyword} needs a name")))?;
-                    if keyword == "listen" {
-                        p.notes.push(format!("listen {name}: a `listen` section is read as a frontend; give its servers a `backend` section"));
-                    }
-                    if keyword == "backend" {
-                        p.backends.push(Backend {
-                            name: name.to_string(),
-                            timeouts: p.defaults.timeouts.clone(),
-                            retries: p.defaults.retries,
-                            ..Backend::default()
-                        });
-                        Section::Backend(p.backends.len() - 1)
-                    } else {
-                        p.frontends.push(Frontend {
-                            name: name.to_string(),
-                            http: p.defaults.http,
-                            ..Frontend::default()
-                        });
-                        Section::Frontend(p.frontends.len() - 1)
+                    let new_backend = |p: &Parsed| Backend {
+                        name: name.to_string(),
+                        timeouts: p.defaults.timeouts.clone(),
+                        retries: p.defaults.retries,
+                        balance: p.defaults.balance.clone(),
+                        default_checks: p.defaults.checks,
+                        ..Backend::default()
+                    };
+                    let new_frontend = |p: &Parsed| Frontend {
+                        name: name.to_string(),
+                        http: p.defaults.http,
+                        maxconn: p.defaults.maxconn,
+                        ..Frontend::default()
+                    };
+                    match keyword {
+                        "backend" => {
+                            p.backends.push(new_backend(&p));
+                            Section::Backend(p.backends.len() - 1)
+                        }
+                        "frontend" => {
+                            p.frontends.push(new_frontend(&p));
+                            Section::Frontend(p.frontends.len() - 1)
+                        }
+                        _ => {
+                            // A frontend and a backend in one: it routes to itself by default.
+                            p.backends.push(new_backend(&p));
+                            let mut frontend = new_frontend(&p);
+                            frontend.default_backend = Some(name.to_string());
+                            p.frontends.push(frontend);
+                            Section::Listen(p.frontends.len() - 1, p.backends.len() - 1)
+                        }
                     }
                 }
                 "resolvers" => {
@@ -229,6 +262,16 @@ fn parse(text: &str) -> Result<Parsed, ImportError> {
             Section::Defaults => defaults(&mut p, &words, line_no)?,
             Section::Frontend(f) => frontend(&mut p, f, &words, line_no)?,
             Section::Backend(b) => backend(&mut p, b, &words, line_no)?,
+            Section::Listen(f, b) => match words[0] {
+                "server" | "default-server" | "balance" | "external-check" | "retries" => {
+                    backend(&mut p, b, &words, line_no)?
+                }
+                "timeout" if words.get(1) != Some(&"client") => {
+                    backend(&mut p, b, &words, line_no)?
+                }
+                "option" if words.get(1) == Some(&"external-check") => {}
+                _ => frontend(&mut p, f, &words, line_no)?,
+            },
             Section::Other => {}
         }
     }
@@ -285,10 +328,20 @@ fn defaults(p: &mut Parsed, words: &[&str], line: usize) -> Result<(), ImportErr
         ["mode", mode, ..] => p.defaults.http = *mode == "http",
         ["timeout", which, value, ..] => {
             let ms = time(Some(value), &format!("timeout {which}"), line)?;
-            p.defaults.timeouts.insert(which.to_string(), ms);
+            // 0 is haproxy's "no timeout": ssv-ha keeps its default.
+            if ms == 0 {
+                p.defaults.timeouts.remove(*which);
+            } else {
+                p.defaults.timeouts.insert(which.to_string(), ms);
+            }
         }
         ["retries", n, ..] => p.defaults.retries = Some(number(Some(n), "retries", line)?),
-        ["log", ..] | ["option", ..] | ["balance", ..] | ["maxconn", ..] => {}
+        ["balance", how, ..] => p.defaults.balance = Some(how.to_string()),
+        ["default-server", rest @ ..] => {
+            p.defaults.checks = p.defaults.checks.or(Checks::read(rest))
+        }
+        ["maxconn", n, ..] => p.defaults.maxconn = Some(number(Some(n), "maxconn", line)?),
+        ["log", ..] | ["option", ..] => {}
         _ => p
             .notes
             .push(format!("defaults `{}` has no equivalent", words.join(" "))),
@@ -304,10 +357,18 @@ fn frontend(p: &mut Parsed, f: usize, words: &[&str], line: usize) -> Result<(),
     let fe = &mut p.frontends[f];
     match words {
         ["bind", addr, rest @ ..] => {
-            let port = addr.rsplit(':').next().and_then(|port| port.parse().ok());
-            fe.port = port.or(fe.port);
+            if fe.port.is_some() {
+                notes.push(format!("frontend {name}: `bind {addr}`: a listener has one address; only the first bind is carried over"));
+            } else {
+                let (host, port) = addr.rsplit_once(':').unwrap_or(("", addr));
+                fe.port = port.parse().ok();
+                let host = host.trim_matches(['[', ']']);
+                if !host.is_empty() && host != "*" {
+                    fe.address = Some(host.to_string());
+                }
+            }
             if rest.contains(&"ssl") {
-                notes.push(format!("frontend {name}: haproxy terminated TLS with its own certificate (`bind ... ssl crt`): run import-haproxy with --cert and --key"));
+                fe.bind_ssl = true;
             }
         }
         ["mode", mode, ..] => fe.http = *mode == "http",
@@ -315,9 +376,16 @@ fn frontend(p: &mut Parsed, f: usize, words: &[&str], line: usize) -> Result<(),
             fe.inspect_ms = Some(time(Some(value), "inspect-delay", line)?)
         }
         // A ClientHello is the only thing a passthrough listener accepts.
-        ["tcp-request", "content", "accept", ..] => {}
+        ["tcp-request", "content", "accept", ..] => {
+            if words.iter().any(|w| w.contains("ssl_hello_type")) {
+                fe.sni = true;
+            }
+        }
         ["http-request", "use-service", "prometheus-exporter", ..] => fe.prometheus = true,
         ["acl", acl, fetch, rest @ ..] => {
+            if fetch.contains("ssl_sni") {
+                fe.sni = true;
+            }
             let hosts = host_acl(fetch, rest);
             let entry = fe.acls.entry(acl.to_string()).or_insert(Some(Vec::new()));
             // Several lines of one ACL add up (an OR); one that is not about names spoils it.
@@ -338,18 +406,14 @@ fn frontend(p: &mut Parsed, f: usize, words: &[&str], line: usize) -> Result<(),
                     return Ok(());
                 }
                 [] => {
-                    carried.push(format!(
-                        "frontend {name}: `{}` has no condition: read as its default_backend",
-                        words.join(" ")
-                    ));
-                    fe.default_backend
-                        .get_or_insert_with(|| backend.to_string());
-                    p.carried.extend(carried);
+                    // Matches every connection: it wins over default_backend, and later rules
+                    // never match.
+                    fe.always.get_or_insert_with(|| backend.to_string());
                     return Ok(());
                 }
                 cond => {
                     carried.push(format!(
-                        "line {line}: `{}` has no `if`: read as `use_backend {backend} if {}`, as haproxy does",
+                        "line {line}: `{}` has no `if`: read as `use_backend {backend} if {}` (haproxy 1.x read it so; newer versions refuse the line)",
                         words.join(" "),
                         cond.join(" ")
                     ));
@@ -373,7 +437,7 @@ fn frontend(p: &mut Parsed, f: usize, words: &[&str], line: usize) -> Result<(),
         | ["log", ..]
         | ["no", "log"]
         | ["timeout", ..] => {}
-        ["maxconn", n, ..] => p.maxconn = Some(number(Some(n), "maxconn", line)?),
+        ["maxconn", n, ..] => fe.maxconn = Some(number(Some(n), "maxconn", line)?),
         _ => notes.push(format!(
             "frontend {name}: `{}` has no equivalent",
             words.join(" ")
@@ -390,13 +454,14 @@ fn frontend(p: &mut Parsed, f: usize, words: &[&str], line: usize) -> Result<(),
 /// The host names an ACL matches, when it is an ACL on the name (SNI or Host header); `None`
 /// for anything else.
 fn host_acl(fetch: &str, rest: &[&str]) -> Option<Vec<String>> {
-    const NAME_FETCHES: [&str; 7] = [
+    // Whole-name matches only: `hdr_dom` and `-m dom|beg|end|sub|reg` match parts of names,
+    // which routes (exact names) cannot express.
+    const NAME_FETCHES: [&str; 6] = [
         "req.ssl_sni",
         "req_ssl_sni",
         "ssl_fc_sni",
         "req.hdr(host)",
         "hdr(host)",
-        "hdr_dom(host)",
         "hdr(Host)",
     ];
     if !NAME_FETCHES.contains(&fetch) {
@@ -408,7 +473,7 @@ fn host_acl(fetch: &str, rest: &[&str]) -> Option<Vec<String>> {
         match *word {
             // `-m str` and `-m dom` compare whole names (the gateway's routes do too).
             "-m" => match words.next() {
-                Some(&"str") | Some(&"dom") => {}
+                Some(&"str") => {}
                 _ => return None,
             },
             "-f" => return None,
@@ -481,17 +546,52 @@ fn backend(p: &mut Parsed, b: usize, words: &[&str], line: usize) -> Result<(), 
                 ),
                 None => (*addr, 443),
             };
-            be.servers.push(Server {
+            if params.contains(&"disabled") {
+                p.carried.push(format!(
+                    "backend {name}: server {server} is disabled: left out"
+                ));
+                return Ok(());
+            }
+            for option in [
+                "verify",
+                "ca-file",
+                "sni",
+                "check-sni",
+                "weight",
+                "maxconn",
+                "fastinter",
+                "downinter",
+            ] {
+                if let Some(at) = params.iter().position(|w| *w == option) {
+                    let value = params.get(at + 1).copied().unwrap_or("");
+                    let why = match option {
+                        "verify" => "certificates are always verified (a private CA goes in the pool's or backend's `ca`)",
+                        "ca-file" => "add it as the backend's `ca` (relative to haproxy's ca-base)",
+                        "sni" | "check-sni" => "the server name is the URL's host",
+                        _ => "no equivalent",
+                    };
+                    p.notes.push(format!(
+                        "backend {name}: server {server} `{option} {value}`: {why}"
+                    ));
+                }
+            }
+            p.backends[b].servers.push(Server {
                 name: server.to_string(),
                 host: host.to_string(),
                 port,
                 backup: params.contains(&"backup"),
+                ssl: params.contains(&"ssl"),
                 checks: Checks::read(params),
             });
         }
         ["timeout", which, value, ..] => {
             let ms = time(Some(value), &format!("timeout {which}"), line)?;
-            be.timeouts.insert(which.to_string(), ms);
+            if ms == 0 {
+                // haproxy's "no timeout": ssv-ha keeps its default.
+                be.timeouts.remove(*which);
+            } else {
+                be.timeouts.insert(which.to_string(), ms);
+            }
         }
         ["retries", n, ..] => be.retries = Some(number(Some(n), "retries", line)?),
         ["mode", ..]
@@ -515,14 +615,15 @@ fn haproxy_ms(value: &str) -> Option<u64> {
         .unwrap_or(value.len());
     let (number, unit) = value.split_at(split);
     let number: u64 = number.parse().ok()?;
-    Some(match unit {
-        "" | "ms" => number,
-        "s" => number * 1000,
-        "m" => number * 60_000,
-        "h" => number * 3_600_000,
-        "d" => number * 86_400_000,
-        _ => return None,
-    })
+    match unit {
+        "us" => Some(number / 1000),
+        "" | "ms" => Some(number),
+        "s" => number.checked_mul(1000),
+        "m" => number.checked_mul(60_000),
+        "h" => number.checked_mul(3_600_000),
+        "d" => number.checked_mul(86_400_000),
+        _ => None,
+    }
 }
 
 fn duration(ms: u64) -> String {
@@ -607,7 +708,8 @@ fn rules<'a>(p: &'a Parsed, notes: &mut Vec<String>) -> Vec<Rule<'a>> {
                 });
             }
         }
-        if let Some(backend) = &f.default_backend {
+        // An unconditional `use_backend` takes what no rule before it took, before default_backend.
+        if let Some(backend) = f.always.as_ref().or(f.default_backend.as_ref()) {
             rules.push(Rule {
                 frontend: f,
                 hosts: None,
@@ -615,6 +717,21 @@ fn rules<'a>(p: &'a Parsed, notes: &mut Vec<String>) -> Vec<Rule<'a>> {
             });
         }
     }
+    // haproxy takes the first rule that matches: a name a rule before already routes stays there.
+    let mut seen: Vec<(*const Frontend, String)> = Vec::new();
+    for rule in &mut rules {
+        if let Some(hosts) = &mut rule.hosts {
+            hosts.retain(|h| {
+                let key = (rule.frontend as *const Frontend, h.clone());
+                let new = !seen.contains(&key);
+                if new {
+                    seen.push(key);
+                }
+                new
+            });
+        }
+    }
+    rules.retain(|r| r.hosts.as_ref().is_none_or(|h| !h.is_empty()));
     rules
 }
 
@@ -639,6 +756,27 @@ fn agreed<T: Copy + Ord + std::fmt::Display>(
     Some(largest)
 }
 
+/// What a routed frontend becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// TCP mode routing TLS by SNI: a passthrough listener (or, given a certificate, TLS).
+    Sni,
+    /// haproxy terminated TLS (`bind ... ssl`).
+    Tls,
+    /// Plain HTTP (an HTTP frontend, or a TCP one that never looked at TLS).
+    Http,
+}
+
+fn listener_kind(f: &Frontend) -> Kind {
+    if f.bind_ssl {
+        Kind::Tls
+    } else if !f.http && f.sni {
+        Kind::Sni
+    } else {
+        Kind::Http
+    }
+}
+
 fn render(p: &Parsed, tls: Option<&TlsFiles>) -> Result<String, ImportError> {
     let kind_of = |b: &Backend| match b.check_command.as_deref() {
         Some(c) if c.contains("ccsync") => Some("consensus"),
@@ -648,6 +786,20 @@ fn render(p: &Parsed, tls: Option<&TlsFiles>) -> Result<String, ImportError> {
     let mut notes = p.notes.clone();
     let mut carried = p.carried.clone();
     let rules = rules(p, &mut notes);
+    // Backends that got the clients' TLS as it was: they speak TLS.
+    let passed: std::collections::BTreeSet<&str> = rules
+        .iter()
+        .filter(|r| listener_kind(r.frontend) == Kind::Sni)
+        .map(|r| r.backend)
+        .collect();
+    for f in &p.frontends {
+        if !f.http && !f.sni && !f.bind_ssl && (!f.uses.is_empty() || f.default_backend.is_some()) {
+            notes.push(format!(
+                "frontend {}: plain TCP without TLS routing: ssv-ha serves it as HTTP",
+                f.name
+            ));
+        }
+    }
     // Hosts routed to each backend, over every frontend.
     let mut hosts_of: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for rule in &rules {
@@ -771,11 +923,9 @@ fn render(p: &Parsed, tls: Option<&TlsFiles>) -> Result<String, ImportError> {
         out,
         "# Imported from an haproxy configuration by `ssv-ha import-haproxy`. Review before use."
     );
-    if !carried.is_empty() {
-        let _ = writeln!(out, "# Carried over:");
-        for line in &carried {
-            let _ = writeln!(out, "# - {line}");
-        }
+    let _ = writeln!(out, "# Carried over:");
+    for line in &carried {
+        let _ = writeln!(out, "# - {line}");
     }
     let _ = writeln!(out, "# - `on-marked-down shutdown-sessions` is built in: sessions on a backend marked down are ended");
     let _ = writeln!(out, "# - health rules: the external check scripts' MIN_PEERS is not in the haproxy file; min_peers is 10, as they had");
@@ -805,12 +955,17 @@ fn render(p: &Parsed, tls: Option<&TlsFiles>) -> Result<String, ImportError> {
         let port = f.port.ok_or_else(|| {
             ImportError::Unusable(format!("frontend {} has no `bind` port", f.name))
         })?;
-        let _ = writeln!(out, "  - name: {}\n    address: 0.0.0.0:{port}", f.name);
-        match (f.http, tls) {
-            (false, Some(tls)) => {
+        let address = match f.address.as_deref() {
+            None => format!("0.0.0.0:{port}"),
+            Some(ip) if ip.contains(':') => format!("\"[{ip}]:{port}\""),
+            Some(ip) => format!("{ip}:{port}"),
+        };
+        let _ = writeln!(out, "  - name: {}\n    address: {address}", f.name);
+        match (listener_kind(f), tls) {
+            (Kind::Sni, Some(tls)) | (Kind::Tls, Some(tls)) => {
                 let _ = writeln!(out, "    tls: {{ cert: {}, key: {} }}", tls.cert, tls.key);
             }
-            (false, None) => {
+            (Kind::Sni, None) => {
                 let _ = writeln!(
                     out,
                     "    mode: passthrough   # as haproxy did: TLS passes through to the node, routed by its SNI name"
@@ -823,9 +978,15 @@ fn render(p: &Parsed, tls: Option<&TlsFiles>) -> Result<String, ImportError> {
                     );
                 }
             }
-            (true, _) => {}
+            (Kind::Tls, None) => {
+                let _ = writeln!(
+                    out,
+                    "    # haproxy terminated TLS here with its own certificate (`bind ... ssl`): run\n    # import-haproxy with --cert and --key, or add `tls: {{ cert, key }}`"
+                );
+            }
+            (Kind::Http, _) => {}
         }
-        if let Some(n) = p.maxconn {
+        if let Some(n) = f.maxconn.or(p.maxconn) {
             let _ = writeln!(out, "    max_requests: {n}   # haproxy `maxconn`");
         }
     }
@@ -911,13 +1072,21 @@ fn render(p: &Parsed, tls: Option<&TlsFiles>) -> Result<String, ImportError> {
                 out,
                 "      - {{ name: {}, url: \"{}\"",
                 s.name,
-                url(s, false)
+                url(s, false, passed.contains(plan.main.name.as_str()))
             );
             if let Some(ws) = plan
                 .ws
                 .and_then(|w| w.servers.iter().find(|t| t.name == s.name))
             {
-                let _ = write!(out, ", ws_url: \"{}\"", url(ws, true));
+                let _ = write!(
+                    out,
+                    ", ws_url: \"{}\"",
+                    url(
+                        ws,
+                        true,
+                        plan.ws.is_some_and(|w| passed.contains(w.name.as_str()))
+                    )
+                );
             }
             if s.backup {
                 out.push_str(", backup: true");
@@ -936,7 +1105,7 @@ fn render(p: &Parsed, tls: Option<&TlsFiles>) -> Result<String, ImportError> {
         })?;
         // Through a passthrough listener the connection goes to the node as it is: a WebSocket
         // name must reach the nodes' WebSocket addresses.
-        let passthrough = !rule.frontend.http && tls.is_none();
+        let passthrough = listener_kind(rule.frontend) == Kind::Sni && tls.is_none();
         let endpoint = if passthrough && websocket_backends.contains(&rule.backend) {
             ", endpoint: ws_url"
         } else {
@@ -963,12 +1132,15 @@ fn render(p: &Parsed, tls: Option<&TlsFiles>) -> Result<String, ImportError> {
     Ok(out)
 }
 
-fn url(s: &Server, websocket: bool) -> String {
-    let (scheme, default) = match (s.port, websocket) {
-        (80, false) => ("http", 80),
-        (80, true) => ("ws", 80),
-        (_, false) => ("https", 443),
-        (_, true) => ("wss", 443),
+/// The server's URL: TLS when haproxy spoke TLS to it (`ssl`), passed clients' TLS through to it,
+/// or it listens on 443.
+fn url(s: &Server, websocket: bool, passed_tls: bool) -> String {
+    let tls = s.ssl || passed_tls || s.port == 443;
+    let (scheme, default) = match (tls, websocket) {
+        (false, false) => ("http", 80),
+        (false, true) => ("ws", 80),
+        (true, false) => ("https", 443),
+        (true, true) => ("wss", 443),
     };
     if s.port == default {
         format!("{scheme}://{}", s.host)
@@ -997,5 +1169,122 @@ mod tests {
         assert!(import("global\n    maxconn 10\n", None).is_err());
         let err = import("backend b\n    server a\n", None).unwrap_err();
         assert!(matches!(err, ImportError::Unusable(_)), "{err:?}");
+    }
+}
+
+#[cfg(test)]
+mod readings {
+    use super::*;
+    use crate::config::model::{ListenerMode, Policy};
+    use std::path::Path;
+
+    /// Imports `text` and validates the result; returns the YAML and the config.
+    fn imported(text: &str, tls: Option<&TlsFiles>) -> (String, crate::config::model::Config) {
+        let yaml = import(text, tls).unwrap_or_else(|e| panic!("{e}"));
+        let config =
+            crate::config::parse(&yaml, Path::new(".")).unwrap_or_else(|e| panic!("{e:?}\n{yaml}"));
+        (yaml, config)
+    }
+
+    #[test]
+    fn a_listen_section_and_the_defaults_before_it() {
+        let text = "\
+defaults
+  mode http
+  balance roundrobin
+  default-server inter 3s rise 3 fall 4
+  maxconn 500
+  timeout server 0
+listen api
+  bind 127.0.0.1:8545
+  server a 10.0.0.1:8545 check
+  server b 10.0.0.2:8545 check ssl
+  server old 10.0.0.3:8545 disabled
+";
+        let (yaml, c) = imported(text, None);
+        assert_eq!(c.listeners[0].address.to_string(), "127.0.0.1:8545");
+        assert_eq!(c.listeners[0].mode, ListenerMode::Http);
+        assert_eq!(c.listeners[0].max_requests, 500);
+        let pool = &c.pools[0];
+        assert_eq!(pool.policy, Policy::RoundRobin);
+        assert_eq!(
+            (
+                pool.health.interval.as_secs(),
+                pool.health.rise,
+                pool.health.fall
+            ),
+            (3, 3, 4)
+        );
+        let urls: Vec<&str> = pool.backends.iter().map(|b| b.http.url.as_str()).collect();
+        assert_eq!(urls, ["http://10.0.0.1:8545/", "https://10.0.0.2:8545/"]);
+        assert!(yaml.contains("server old is disabled: left out"), "{yaml}");
+        assert_eq!(
+            c.routes[0].host, None,
+            "the listen section routes to itself"
+        );
+    }
+
+    #[test]
+    fn rules_are_read_in_order_and_only_whole_names_route() {
+        let text = "\
+frontend in
+  mode tcp
+  bind :443
+  tcp-request content accept if { req_ssl_hello_type 1 }
+  acl one req.ssl_sni -i a.example.com
+  acl both req.ssl_sni -i a.example.com b.example.com
+  acl zone req.ssl_sni -m dom example.net
+  use_backend first if one
+  use_backend second if both
+  use_backend third if zone
+  default_backend second
+  use_backend third
+backend first
+  server f 10.0.0.1:443
+backend second
+  server s 10.0.0.2:443
+backend third
+  server t 10.0.0.3:443
+";
+        let (yaml, c) = imported(text, None);
+        let table = crate::proxy::routing::RouteTable::for_listener(&c, 0);
+        let pool = |host: &str| table.lookup(Some(host)).map(|i| c.pools[i].name.as_str());
+        assert_eq!(pool("a.example.com"), Some("first"), "the first rule wins");
+        assert_eq!(pool("b.example.com"), Some("second"));
+        assert_eq!(
+            pool("rpc.example.net"),
+            Some("third"),
+            "the unconditional use_backend takes the rest, before default_backend"
+        );
+        assert!(
+            yaml.contains("is not carried over"),
+            "the dom match is noted:\n{yaml}"
+        );
+    }
+
+    #[test]
+    fn odd_but_valid_values_are_read() {
+        assert_eq!(haproxy_ms("500000us"), Some(500));
+        assert_eq!(haproxy_ms("213503982336d"), None, "no overflow");
+        let text = "\
+frontend web
+  mode http
+  bind \"[::]:8443\" ssl crt /etc/haproxy/site.pem
+  default_backend nodes
+backend nodes
+  server n \"10.0.0.1:8545\"
+";
+        let files = TlsFiles {
+            cert: "conf/tls/example.crt".into(),
+            key: "conf/tls/example.key".into(),
+        };
+        let yaml = import(text, Some(&files)).unwrap();
+        assert!(yaml.contains("address: \"[::]:8443\""), "{yaml}");
+        assert!(yaml.contains("tls: { cert: conf/tls/example.crt"), "{yaml}");
+        let yaml = import(text, None).unwrap();
+        assert!(
+            yaml.contains("run\n    # import-haproxy with --cert"),
+            "{yaml}"
+        );
     }
 }

@@ -131,8 +131,9 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn import_haproxy(file: &std::path::Path, tls: Option<(String, String)>) -> ExitCode {
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
+    // haproxy reads bytes: a Latin-1 comment must not stop the import.
+    let text = match std::fs::read(file) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) => {
             eprintln!("cannot read {}: {e}", file.display());
             return ExitCode::from(EXIT_BAD_CONFIG);
