@@ -197,6 +197,15 @@ async fn tls_passes_through_to_the_primary_then_to_the_backup_when_it_goes_down(
         cut.is_ok(),
         "the connection to the down primary stayed open"
     );
+    let metrics = s.gateway.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"ssv_ha_sessions_cut_total{backend="a",pool="execution",reason="backend_down"}"#
+        ),
+        1.0,
+        "the gateway cut it when it marked the primary down"
+    );
     let mut next = connect(&s.pki, s.listen, "rpc-lb.test").await.unwrap();
     assert_eq!(peer_certificate(&next), s.backup.1.cert_der());
     assert_eq!(call(&mut next, "rpc-lb.test").await, "b");

@@ -81,25 +81,39 @@ impl Gateway {
             self.upstream_request_filter(session, &mut request, ctx)
                 .await?;
             this_hop(&mut request, 0)?;
-            let answer = async {
-                let sender = connections.connect().await?;
-                exchange(sender, to_hyper(&request, &Bytes::new())?, response_timeout).await
-            }
-            .await;
+            // A refused connection and a failed exchange count as on any request: the first
+            // takes the backend out, the second counts once against it.
+            let answer = match connections.connect().await {
+                Err(e) => Err((e, true)),
+                Ok(sender) => match to_hyper(&request, &Bytes::new()) {
+                    Err(e) => return Err(e),
+                    Ok(hyper_request) => exchange(sender, hyper_request, response_timeout)
+                        .await
+                        .map_err(|e| (e, false)),
+                },
+            };
             let response = match answer {
                 Ok((_sender, response)) => response,
-                Err(e) => {
+                Err((e, connecting)) => {
                     let backend = &pool.backends[index];
                     tracing::warn!(pool = %pool.name(), backend = %backend.name(), error = %e, "event stream: backend failed; trying the next");
                     if ctx.session_open.is_none() {
                         // Nothing reached the client: Pingora's rules for a failed request.
-                        let e = self.connect_failed(session, ctx, e);
+                        let e = if connecting {
+                            self.connect_failed(session, ctx, e)
+                        } else {
+                            self.proxy_failed(session, ctx, e, false)
+                        };
                         if e.retry() {
                             continue;
                         }
                         return Err(e);
                     }
-                    pool.count_live_failure(index, "event stream failed");
+                    if connecting {
+                        pool.take_out(index, "event stream: connect failed");
+                    } else {
+                        pool.count_live_failure(index, "event stream failed");
+                    }
                     excluded |= 1 << index;
                     ctx.backend = previous;
                     keep_alive(session).await?;
