@@ -84,7 +84,7 @@ async fn an_event_stream_moves_to_the_backup_with_the_client_connected_and_every
             format!(r#"ssv_ha_sessions_open{{backend="{backend}",kind="sse",pool="consensus"}}"#);
         (metric(&gw.metrics().await, &series) == 1.0).then_some(())
     };
-    wait_for("the stream on cc-a", Duration::from_secs(5), || {
+    wait_for("the stream on cc-a", Duration::from_secs(15), || {
         open("cc-a")
     })
     .await;
@@ -98,7 +98,7 @@ async fn an_event_stream_moves_to_the_backup_with_the_client_connected_and_every
     b.set(|s| s.head = 1002);
     a.set(|s| s.syncing = true);
     gw.wait_backend("consensus", "cc-a", false).await;
-    wait_for("the stream moved to cc-b", Duration::from_secs(5), || {
+    wait_for("the stream moved to cc-b", Duration::from_secs(15), || {
         open("cc-b")
     })
     .await;
@@ -112,7 +112,7 @@ async fn an_event_stream_moves_to_the_backup_with_the_client_connected_and_every
         s.syncing = false;
         s.head = 1005;
     });
-    wait_for("the stream back on cc-a", Duration::from_secs(5), || {
+    wait_for("the stream back on cc-a", Duration::from_secs(15), || {
         open("cc-a")
     })
     .await;

@@ -394,3 +394,34 @@ async fn a_backend_taken_down_by_live_traffic_has_its_sessions_cut() {
         "the session on ec-a stayed open after live traffic took it down"
     );
 }
+
+/// A `ws_url` that refuses connections fails the WebSocket attempt (it goes to the next backend)
+/// but not the node: the checks probe its `url`, which serves, so it keeps its plain traffic.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusing_ws_url_does_not_take_the_node_out() {
+    let pki = Pki::new();
+    let a = pki
+        .node(NodeKind::Execution, "ec-a", NodeStatus::default())
+        .await;
+    let b = pki
+        .node(NodeKind::Execution, "ec-b", NodeStatus::default())
+        .await;
+    let closed = free_addr();
+    let (admin, listen) = (free_addr(), free_addr());
+    let yaml = format!(
+        "admin: {{ address: \"{admin}\" }}\nlisteners: [{{ address: \"{listen}\" }}]\npools:\n  execution:\n    kind: execution\n    ca: {ca}\n    health: {FAST_HEALTH}\n    backends:\n      - {{ name: ec-a, url: \"{a}\", ws_url: \"wss://localhost:{port}\" }}\n      - {{ name: ec-b, url: \"{b}\", backup: true }}\nroutes: [{{ listener: \"{listen}\", pool: execution }}]\n",
+        ca = pki.ca_file.display(),
+        a = a.url(),
+        b = b.url(),
+        port = closed.port(),
+    );
+    let gw = Gateway::start(&yaml, admin, &[listen]).await;
+    gw.wait_backend("execution", "ec-a", true).await;
+    gw.wait_backend("execution", "ec-b", true).await;
+    let (_ws, node) = subscribe(listen).await;
+    assert_eq!(node, "ec-b", "the upgrade moved on to the next backend");
+    let a_status = Gateway::backend_status(&gw.status().await, "execution", "ec-a");
+    assert_eq!(a_status["state"], "up", "{a_status}");
+    let (_, answered_by) = who_answers(&reqwest::Client::new(), listen).await;
+    assert_eq!(answered_by.as_deref(), Some("ec-a"));
+}

@@ -183,7 +183,8 @@ impl Gateway {
             // A backend that refuses or cannot complete a connection leaves rotation now, not at
             // its next failed check.
             if let (Some(pool), Some(index)) = (self.pool(ctx), ctx.backend) {
-                pool.take_out(index, &format!("connect failed ({})", e.etype().as_str()));
+                let reason = format!("connect failed ({})", e.etype().as_str());
+                pool.take_out(index, ctx.traffic, &reason);
             }
         }
         let decision = retry::decide(

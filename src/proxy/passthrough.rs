@@ -202,12 +202,8 @@ impl Passthrough {
                 }
                 Err(e) => {
                     tracing::warn!(listener = %self.listener, pool = %pool.name(), backend = %backend.name(), error = %e, "passthrough connect failed; trying the next backend");
-                    // Only the checked address says the node is gone; a `ws_url` that refuses
-                    // costs this connection its try, not the node its other sessions.
-                    if traffic == Traffic::Plain {
-                        let reason = format!("connect failed ({})", e.etype().as_str());
-                        pool.take_out(index, &reason);
-                    }
+                    let reason = format!("connect failed ({})", e.etype().as_str());
+                    pool.take_out(index, traffic, &reason);
                 }
             }
         };

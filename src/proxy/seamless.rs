@@ -15,7 +15,7 @@
 use super::direct::{exchange, this_hop, to_hyper, HOP_BY_HOP_RESPONSE};
 use super::{Gateway, RequestCtx};
 use crate::metrics::MOVE_REASONS;
-use crate::upstream::Pool;
+use crate::upstream::{Pool, Traffic};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -110,7 +110,7 @@ impl Gateway {
                         return Err(e);
                     }
                     if connecting {
-                        pool.take_out(index, "event stream: connect failed");
+                        pool.take_out(index, Traffic::EventStream, "event stream: connect failed");
                     } else {
                         pool.count_live_failure(index, "event stream failed");
                     }

@@ -214,6 +214,11 @@ impl Backend {
         transition
     }
 
+    /// Whether the endpoint `traffic` goes to is the one the health checks probe.
+    pub fn checked(&self, traffic: Traffic) -> bool {
+        self.upstream(traffic).endpoint == self.http.endpoint
+    }
+
     /// The peer for a request of this kind; `None` while the host name has not resolved.
     pub fn peer(&self, traffic: Traffic) -> Option<HttpPeer> {
         let peers = self.upstream(traffic).peers.load();

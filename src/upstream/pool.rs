@@ -2,7 +2,7 @@
 
 use super::selection::{self, Candidate};
 use super::session::CutReason;
-use super::Backend;
+use super::{Backend, Traffic};
 use crate::config::model::{self, Policy};
 use crate::health::check::HealthObserver;
 use crate::health::hysteresis::Transition;
@@ -63,10 +63,15 @@ impl Pool {
         false
     }
 
-    /// Takes backend `index` out of rotation at once after a failure on live traffic (it refused
-    /// or could not complete a connection). Only health checks bring it back.
-    pub fn take_out(&self, index: usize, reason: &str) {
+    /// Takes backend `index` out of rotation at once after a connection for `traffic` was refused
+    /// or could not complete. Only health checks bring it back. A refusing `ws_url` that is not
+    /// the checked `url` says nothing of the node the checks judge: the attempt fails, the node
+    /// stays (its other sessions with it).
+    pub fn take_out(&self, index: usize, traffic: Traffic, reason: &str) {
         if let Some(backend) = self.backends.get(index) {
+            if !backend.checked(traffic) {
+                return;
+            }
             let transition = backend.fail_on_traffic(reason, true);
             self.after_live_failure(backend, transition);
         }
