@@ -398,8 +398,7 @@ impl ProxyHttp for Gateway {
                 .is_some_and(|p| p.config.sessions == SessionMode::Seamless)
         {
             let timeouts = routing.timeouts;
-            self.stream_events(session, ctx, timeouts.response, timeouts.websocket_idle)
-                .await?;
+            self.stream_events(session, ctx, timeouts.response).await?;
             return Ok(true);
         }
         if ctx.traffic != Traffic::Plain {

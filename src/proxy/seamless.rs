@@ -34,6 +34,9 @@ pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 /// How many recent events of topics without a slot or epoch are remembered to drop repeats.
 pub const RECENT_EVENTS: usize = 1024;
 
+/// Longest the client's stream goes without a byte: then a keep-alive comment goes out.
+const CLIENT_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
 /// How often the backend's health is looked at while its stream is quiet.
 const WATCH: Duration = Duration::from_millis(100);
 
@@ -53,7 +56,6 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
         response_timeout: Duration,
-        idle_timeout: Duration,
     ) -> Result<()> {
         let Some(pool) = ctx.pool.clone() else {
             return Error::e_explain(ErrorType::InternalError, "event stream without a pool");
@@ -184,13 +186,19 @@ impl Gateway {
                     );
                 }
             }
-            excluded = 0;
+            let mut delivered = false;
             match self
-                .follow(session, &pool, index, incoming, &mut filter, idle_timeout)
+                .follow(session, &pool, index, incoming, &mut filter, &mut delivered)
                 .await?
             {
                 Some(why) => {
                     moved = Some(why);
+                    // Backends that end their stream before it delivered anything stay excluded
+                    // until one delivers: backends that all close at once end the client's stream
+                    // instead of trading it back and forth.
+                    if delivered {
+                        excluded = 0;
+                    }
                     if why == Move::BackendEnded {
                         excluded |= 1 << index;
                     }
@@ -210,11 +218,15 @@ impl Gateway {
         index: usize,
         mut incoming: Incoming,
         filter: &mut EventFilter,
-        idle_timeout: Duration,
+        delivered: &mut bool,
     ) -> Result<Option<Move>> {
         let backend = &pool.backends[index];
+        let idle_timeout = self.routing.load().timeouts.websocket_idle;
         let mut pending: Vec<u8> = Vec::new();
         let mut heard = Instant::now();
+        // Last write to the client: a quiet stream gets a keep-alive comment now and then, which
+        // also finds a client that went away (a write fails) while the backend has nothing to say.
+        let mut wrote = Instant::now();
         let mut better_since: Option<Instant> = None;
         let mut watch = tokio::time::interval(WATCH);
         loop {
@@ -241,6 +253,8 @@ impl Gateway {
                                 .write_response_body(Some(Bytes::from(out)), false)
                                 .await
                                 .map_err(|e| e.into_down())?;
+                            wrote = Instant::now();
+                            *delivered = true;
                         }
                         pending.drain(..rest);
                     }
@@ -261,6 +275,10 @@ impl Gateway {
                     }
                     if heard.elapsed() > idle_timeout {
                         return Ok(None);
+                    }
+                    if wrote.elapsed() >= CLIENT_KEEP_ALIVE {
+                        keep_alive(session).await?;
+                        wrote = Instant::now();
                     }
                     if let Some(delay) = pool.config.failback {
                         let better = pool.active().is_some_and(|a| pool.rank(a) < pool.rank(index));
