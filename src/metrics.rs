@@ -78,8 +78,9 @@ pub struct PoolMetrics {
     pub retries: IntCounter,
     pub unavailable: IntCounter,
     pub failovers: IntCounter,
-    /// Event streams moved to another backend with the client connected, by [`MOVE_REASONS`].
-    pub sse_moved: [IntCounter; 3],
+    /// Sessions moved to another backend with the client connected: WebSocket sessions and
+    /// event streams (indexed as [`SESSION_KINDS`]), by [`MOVE_REASONS`].
+    pub moved: [[IntCounter; 3]; 2],
 }
 
 impl Metrics {
@@ -336,7 +337,8 @@ impl Metrics {
             retries: self.retries.with_label_values(&[pool]),
             unavailable: self.unavailable.with_label_values(&[pool]),
             failovers: self.failovers.with_label_values(&[pool]),
-            sse_moved: MOVE_REASONS.map(|r| self.moved.with_label_values(&[pool, "sse", r])),
+            moved: [SESSION_KINDS[0], SESSION_KINDS[1]]
+                .map(|kind| MOVE_REASONS.map(|r| self.moved.with_label_values(&[pool, kind, r]))),
             denied: self.denied.with_label_values(&[pool]),
         }
     }

@@ -133,7 +133,7 @@ fn pool_status(pool: &Pool) -> PoolStatus {
             SessionMode::Cut => "cut",
             SessionMode::Seamless => "seamless",
         },
-        sessions_moved: pool.metrics.sse_moved.iter().map(|c| c.get()).sum(),
+        sessions_moved: pool.metrics.moved.iter().flatten().map(|c| c.get()).sum(),
         backends,
     }
 }

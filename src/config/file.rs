@@ -168,9 +168,12 @@ pub struct PoolSection {
     /// Delay before sessions move back to a healthy-again primary. Default `10s`.
     pub failback_delay: Option<String>,
     /// What happens to a long-lived session when its backend goes down or fails back: `cut`
-    /// (default: the client reconnects) or `seamless` (consensus pools: the event stream moves
-    /// to the next healthy backend while the client stays connected).
+    /// (default: the client reconnects) or `seamless` (the WebSocket session or event stream
+    /// moves to the next healthy backend while the client stays connected).
     pub sessions: Option<SessionMode>,
+    /// Execution pools with `sessions: seamless`: the most blocks a moving WebSocket session's
+    /// gap fill covers. Default 128.
+    pub max_gap_blocks: Option<u64>,
     /// PEM file with extra CA certificates trusted for this pool's backends.
     pub ca: Option<PathBuf>,
     pub health: Option<HealthSection>,

@@ -58,6 +58,8 @@ pub const DEFAULT_MAX_HEADERS: usize = 100;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Largest JSON-RPC batch forwarded.
 pub const DEFAULT_MAX_BATCH: usize = 1000;
+/// Blocks a seamless WebSocket session's gap fill may cover when it moves (`max_gap_blocks`).
+pub const DEFAULT_MAX_GAP_BLOCKS: u64 = 128;
 /// Most requests in flight at once on one listener (haproxy's `maxconn 20000`).
 pub const DEFAULT_MAX_REQUESTS: usize = 20_000;
 /// Most requests in flight at once from one client address.
@@ -208,6 +210,9 @@ pub struct PoolConfig {
     pub failback: Option<Duration>,
     /// Whether sessions are cut or moved on a failover.
     pub sessions: SessionMode,
+    /// Execution pools with seamless sessions: the most blocks a moving WebSocket session's gap
+    /// fill covers; past it the session closes.
+    pub max_gap_blocks: u64,
     pub health: HealthSettings,
     pub backends: Vec<BackendConfig>,
 }

@@ -391,14 +391,18 @@ impl ProxyHttp for Gateway {
             ctx.ws_frames = Some(websocket::ClientFrames::default());
             ctx.held = Some(self.held.share());
         }
-        if ctx.traffic == Traffic::EventStream
-            && ctx
-                .pool
-                .as_ref()
-                .is_some_and(|p| p.config.sessions == SessionMode::Seamless)
-        {
-            let timeouts = routing.timeouts;
-            self.stream_events(session, ctx, timeouts.response).await?;
+        let seamless = ctx
+            .pool
+            .as_ref()
+            .is_some_and(|p| p.config.sessions == SessionMode::Seamless);
+        if seamless && ctx.traffic == Traffic::EventStream {
+            self.stream_events(session, ctx, routing.timeouts.response)
+                .await?;
+            return Ok(true);
+        }
+        if seamless && ctx.traffic == Traffic::WebSocket && execution {
+            self.serve_websocket(session, ctx, routing.timeouts.response)
+                .await?;
             return Ok(true);
         }
         if ctx.traffic != Traffic::Plain {

@@ -316,8 +316,32 @@ fn unmask(payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
         .collect()
 }
 
+/// The frames in `bytes` that are whole (as [`ClientFrames::feed`] returns them: whole messages
+/// and control frames), each with its opcode and its payload unmasked.
+pub(super) fn whole_frames(bytes: &[u8]) -> Vec<(OpCode, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut cursor = Cursor::new(bytes);
+    while let Ok(Some((header, length))) = FrameHeader::parse(&mut cursor) {
+        let start = cursor.position() as usize;
+        let Some(payload) = usize::try_from(length)
+            .ok()
+            .and_then(|length| bytes.get(start..start.checked_add(length)?))
+        else {
+            break;
+        };
+        let end = start + payload.len();
+        let payload = match header.mask {
+            Some(mask) => unmask(payload, mask),
+            None => payload.to_vec(),
+        };
+        out.push((header.opcode, payload));
+        cursor.set_position(end as u64);
+    }
+    out
+}
+
 /// One final frame; masked when `mask` is given (client to server).
-fn frame(opcode: OpCode, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
+pub(super) fn frame(opcode: OpCode, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
     let header = FrameHeader {
         is_final: true,
         rsv1: false,
@@ -360,19 +384,10 @@ mod tests {
 
     /// Every frame in `bytes`: opcode and unmasked payload.
     fn frames(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
-        let mut out = Vec::new();
-        let mut cursor = Cursor::new(bytes);
-        while let Some((header, length)) = FrameHeader::parse(&mut cursor).unwrap() {
-            let start = cursor.position() as usize;
-            let payload = &bytes[start..start + length as usize];
-            let payload = match header.mask {
-                Some(mask) => unmask(payload, mask),
-                None => payload.to_vec(),
-            };
-            out.push((u8::from(header.opcode), payload));
-            cursor.set_position((start + length as usize) as u64);
-        }
-        out
+        whole_frames(bytes)
+            .into_iter()
+            .map(|(opcode, payload)| (u8::from(opcode), payload))
+            .collect()
     }
 
     fn closing(bytes: &[u8], max: usize) -> Closing {

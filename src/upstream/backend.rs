@@ -64,7 +64,8 @@ struct PeerTemplate {
     backend_idle: Duration,
     group_key: u64,
     connector: Arc<SessionConnector>,
-    /// The gateway's own connections are made to the HTTP endpoint only (plain requests).
+    /// The gateway's own connections: plain requests (HTTP endpoint), and WebSocket sessions it
+    /// terminates itself (`sessions: seamless`, WebSocket endpoint).
     direct: Option<DirectTemplate>,
 }
 
@@ -97,13 +98,15 @@ impl Backend {
                 .collect();
             Arc::from(wrapped.into_boxed_slice())
         });
-        let direct = DirectTemplate {
-            tls: if config.http.tls {
-                let settings = connections::tls_config(ca_certs.as_deref())?;
-                Some(TlsTarget::new(settings, &config.http.host)?)
-            } else {
-                None
-            },
+        let direct = |endpoint: &Endpoint| -> Result<DirectTemplate, String> {
+            Ok(DirectTemplate {
+                tls: if endpoint.tls {
+                    let settings = connections::tls_config(ca_certs.as_deref())?;
+                    Some(TlsTarget::new(settings, &endpoint.host)?)
+                } else {
+                    None
+                },
+            })
         };
         let sessions = carried.map_or_else(Arc::default, |c| c.sessions.clone());
         let connector = Arc::new(SessionConnector {
@@ -134,8 +137,8 @@ impl Backend {
                 },
             })
         };
-        let http = upstream(&config.http, "http", Some(direct))?;
-        let ws = upstream(&config.ws, "ws", None)?;
+        let http = upstream(&config.http, "http", Some(direct(&config.http)?))?;
+        let ws = upstream(&config.ws, "ws", Some(direct(&config.ws)?))?;
         let backend = Backend {
             pool: pool.name.clone(),
             health: pool.health,
@@ -249,6 +252,12 @@ impl Backend {
     /// resolved.
     pub fn connections(&self) -> Option<Arc<Connections>> {
         self.http.peers.load().as_ref()?.direct.clone()
+    }
+
+    /// The gateway's own connections to the WebSocket endpoint, for the sessions it terminates
+    /// itself; `None` while the host name has not resolved.
+    pub fn ws_connections(&self) -> Option<Arc<Connections>> {
+        self.ws.peers.load().as_ref()?.direct.clone()
     }
 
     pub fn endpoint(&self, traffic: Traffic) -> &Endpoint {

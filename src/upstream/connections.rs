@@ -163,6 +163,13 @@ impl Connections {
 
     /// A new connection, past the idle ones.
     pub async fn connect(&self) -> Result<Sender, Box<Error>> {
+        let stream = self.open().await?;
+        handshake(stream).await
+    }
+
+    /// A new connection to the endpoint (TCP, and TLS for `https`/`wss`) before any HTTP: for a
+    /// protocol the gateway speaks itself over it (a WebSocket it terminates).
+    pub async fn open(&self) -> Result<Box<dyn Stream>, Box<Error>> {
         let timeout = self.connect_timeout;
         let establish = async {
             let tcp = TcpStream::connect(self.addr).await.map_err(|e| {
@@ -179,11 +186,10 @@ impl Connections {
             if let Err(e) = pingora::protocols::l4::ext::set_tcp_keepalive(&tcp, &keepalive()) {
                 tracing::debug!(error = %e, "TCP keepalive not set");
             }
-            match &self.tls {
-                None => handshake(tcp).await,
-                Some(tls) => {
-                    let stream = tls
-                        .connector
+            let stream: Box<dyn Stream> = match &self.tls {
+                None => Box::new(tcp),
+                Some(tls) => Box::new(
+                    tls.connector
                         .connect(tls.server_name.clone(), tcp)
                         .await
                         .map_err(|e| {
@@ -192,10 +198,10 @@ impl Connections {
                                 format!("TLS with {}", self.addr),
                                 e,
                             )
-                        })?;
-                    handshake(stream).await
-                }
-            }
+                        })?,
+                ),
+            };
+            Ok(stream)
         };
         match tokio::time::timeout(timeout, establish).await {
             Ok(result) => result,
@@ -207,6 +213,11 @@ impl Connections {
         }
     }
 }
+
+/// A connection to a backend, plain or TLS.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Stream for S {}
 
 async fn handshake<S>(stream: S) -> Result<Sender, Box<Error>>
 where

@@ -191,17 +191,28 @@ impl Validator {
             ),
         };
         let sessions = section.sessions.unwrap_or_default();
-        if sessions == SessionMode::Seamless && section.kind == PoolKind::Execution {
+        if section.max_gap_blocks.is_some()
+            && (sessions != SessionMode::Seamless || section.kind != PoolKind::Execution)
+        {
             self.error(
-                format!("{path}.sessions"),
-                "`sessions: seamless` moves consensus event streams; an execution pool's WebSocket sessions are cut and reconnect",
-                Some("remove it from this pool, or use it on a consensus pool"),
+                format!("{path}.max_gap_blocks"),
+                "only an execution pool with `sessions: seamless` fills the gap of a moving WebSocket session",
+                Some("add `sessions: seamless` to this execution pool, or remove max_gap_blocks"),
+            );
+        }
+        let max_gap_blocks = section.max_gap_blocks.unwrap_or(DEFAULT_MAX_GAP_BLOCKS);
+        if max_gap_blocks == 0 {
+            self.error(
+                format!("{path}.max_gap_blocks"),
+                "0 blocks would close every session that misses a block while it moves",
+                Some("use 1 or more (default 128)"),
             );
         }
         Some(PoolConfig {
             methods,
             failback,
             sessions,
+            max_gap_blocks,
             name,
             kind: section.kind,
             policy: section.policy.unwrap_or(Policy::First),
@@ -239,14 +250,24 @@ mod session_mode_tests {
     use std::path::Path;
 
     #[test]
-    fn seamless_sessions_are_for_consensus_pools() {
+    fn the_gap_limit_is_for_seamless_execution_pools() {
         let c = parse(MINIMAL, Path::new(".")).expect("valid");
         assert_eq!(c.pools[0].sessions, SessionMode::Cut);
-        let text = MINIMAL.replace(
+        let seamless = MINIMAL.replace(
             "    kind: execution\n",
-            "    kind: execution\n    sessions: seamless\n",
+            "    kind: execution\n    sessions: seamless\n    max_gap_blocks: 16\n",
         );
-        let errs = errors(&text);
-        assert_eq!(errs[0].path, "pools.execution.sessions", "{errs:?}");
+        let c = parse(&seamless, Path::new(".")).expect("valid");
+        assert_eq!(
+            (c.pools[0].sessions, c.pools[0].max_gap_blocks),
+            (SessionMode::Seamless, 16)
+        );
+        let cut = MINIMAL.replace(
+            "    kind: execution\n",
+            "    kind: execution\n    max_gap_blocks: 16\n",
+        );
+        assert_eq!(errors(&cut)[0].path, "pools.execution.max_gap_blocks");
+        let zero = seamless.replace("max_gap_blocks: 16", "max_gap_blocks: 0");
+        assert_eq!(errors(&zero)[0].path, "pools.execution.max_gap_blocks");
     }
 }

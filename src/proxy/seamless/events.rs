@@ -12,9 +12,9 @@
 //! Memory per stream is bounded: one event in the making (at most [`MAX_EVENT_BYTES`]) and the
 //! keys of the last [`RECENT_EVENTS`] events of the unkeyed topics.
 
-use super::direct::{exchange, this_hop, to_hyper, HOP_BY_HOP_RESPONSE};
-use super::{Gateway, RequestCtx};
-use crate::metrics::MOVE_REASONS;
+use super::super::direct::{exchange, this_hop, to_hyper, HOP_BY_HOP_RESPONSE};
+use super::super::{Gateway, RequestCtx};
+use super::{next_backend, record_move, Look, Move, Watch, WATCH};
 use crate::upstream::{Pool, Traffic};
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -34,24 +34,16 @@ pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 /// How many recent events of topics without a slot or epoch are remembered to drop repeats.
 pub const RECENT_EVENTS: usize = 1024;
 
+/// The session kind of event streams, in [`crate::metrics::SESSION_KINDS`].
+const SSE: usize = 1;
+
 /// Longest the client's stream goes without a byte: then a keep-alive comment goes out.
 const CLIENT_KEEP_ALIVE: Duration = Duration::from_secs(15);
-
-/// How often the backend's health is looked at while its stream is quiet.
-const WATCH: Duration = Duration::from_millis(100);
-
-/// Why a stream moved, as an index into [`MOVE_REASONS`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Move {
-    BackendDown = 0,
-    FailBack = 1,
-    BackendEnded = 2,
-}
 
 impl Gateway {
     /// Serves an event stream of a `sessions: seamless` pool; `Ok` once the client's response
     /// ended (or the client went away).
-    pub(super) async fn stream_events(
+    pub(in crate::proxy) async fn stream_events(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
@@ -70,7 +62,7 @@ impl Gateway {
                 let connections = self.next_attempt(ctx, |b| b.connections())?;
                 (ctx.backend.unwrap_or_default(), connections)
             } else {
-                match next_backend(&pool, excluded) {
+                match next_backend(&pool, excluded, |b| b.connections()) {
                     Some(found) => found,
                     None => {
                         tracing::info!(pool = %pool.name(), kind = "sse", "no healthy backend to move the event stream to: it ends");
@@ -168,22 +160,8 @@ impl Gateway {
                     continue;
                 }
                 (true, true) => {
-                    // The stream moves: the open-session gauge follows it.
-                    let from = previous.map(|p| &pool.backends[p]);
-                    if let Some(from) = from {
-                        from.metrics.sessions_open[1].dec();
-                    }
-                    pool.backends[index].metrics.sessions_open[1].inc();
-                    let reason = moved.unwrap_or(Move::BackendEnded);
-                    pool.metrics.sse_moved[reason as usize].inc();
-                    tracing::info!(
-                        pool = %pool.name(),
-                        kind = "sse",
-                        from = from.map_or("-", |b| b.name()),
-                        to = pool.backends[index].name(),
-                        reason = MOVE_REASONS[reason as usize],
-                        "session moved"
-                    );
+                    let why = moved.unwrap_or(Move::BackendEnded);
+                    record_move(&pool, SSE, previous, index, why);
                 }
             }
             let mut delivered = false;
@@ -227,7 +205,7 @@ impl Gateway {
         // Last write to the client: a quiet stream gets a keep-alive comment now and then, which
         // also finds a client that went away (a write fails) while the backend has nothing to say.
         let mut wrote = Instant::now();
-        let mut better_since: Option<Instant> = None;
+        let mut look = Watch::default();
         let mut watch = tokio::time::interval(WATCH);
         loop {
             tokio::select! {
@@ -264,14 +242,10 @@ impl Gateway {
                     }
                 }
                 _ = watch.tick() => {
-                    // Shutting down, or a reload replaced the pool: the stream ends as a cut one
-                    // would, and the client reconnects (to the new pool).
-                    let current = self.routing.load().pools.iter().any(|p| Arc::ptr_eq(p, pool));
-                    if pool.is_closing() || !current {
-                        return Ok(None);
-                    }
-                    if !backend.is_up() {
-                        return Ok(Some(Move::BackendDown));
+                    match look.look(self, pool, index) {
+                        Look::Stay => {}
+                        Look::Move(why) => return Ok(Some(why)),
+                        Look::End => return Ok(None),
                     }
                     if heard.elapsed() > idle_timeout {
                         return Ok(None);
@@ -280,34 +254,8 @@ impl Gateway {
                         keep_alive(session).await?;
                         wrote = Instant::now();
                     }
-                    if let Some(delay) = pool.config.failback {
-                        let better = pool.active().is_some_and(|a| pool.rank(a) < pool.rank(index));
-                        match (better, better_since) {
-                            (false, _) => better_since = None,
-                            (true, None) => better_since = Some(Instant::now()),
-                            (true, Some(since)) if since.elapsed() >= delay => {
-                                return Ok(Some(Move::FailBack));
-                            }
-                            (true, Some(_)) => {}
-                        }
-                    }
                 }
             }
-        }
-    }
-}
-
-/// The healthy backend a moving stream goes to, and its connections.
-fn next_backend(
-    pool: &Pool,
-    excluded: u64,
-) -> Option<(usize, Arc<crate::upstream::connections::Connections>)> {
-    let mut tried = excluded;
-    loop {
-        let index = pool.select(tried)?;
-        tried |= 1 << index;
-        if let Some(connections) = pool.backends[index].connections() {
-            return Some((index, connections));
         }
     }
 }

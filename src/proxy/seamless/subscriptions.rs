@@ -1,0 +1,910 @@
+//! What a seamless WebSocket session carries from one backend to the next: the client's
+//! subscriptions (their ids, parameters and how far each got), its requests in flight, and the
+//! rules that keep a notification from reaching the client twice. No I/O: the session loop
+//! ([`super::websocket`]) feeds it the messages of both sides and carries out what it returns.
+//!
+//! Every request the client sends goes to the backend under an id of the gateway's own (a
+//! number), so that answers are matched whatever ids the client uses and the gateway's own calls
+//! never collide with them; the answer goes back with the client's id. Subscription ids are the
+//! first backend's; after a move the new backend's ids are mapped to them both ways
+//! (notifications out, `eth_unsubscribe` in).
+//!
+//! Memory is bounded: the requests in flight (the session stops reading the client at
+//! [`MAX_IN_FLIGHT`]), and per `logs` subscription the logs delivered in the last blocks (at most
+//! the pool's gap limit in blocks and [`MAX_REMEMBERED_LOG_BYTES`]), which is what a duplicate or
+//! a reorg across a switch is judged against.
+
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// Requests a session may have waiting for an answer; past it the client is not read until
+/// answers come.
+pub const MAX_IN_FLIGHT: usize = 1024;
+
+/// Bytes of delivered logs remembered per `logs` subscription.
+pub const MAX_REMEMBERED_LOG_BYTES: usize = 4 * 1024 * 1024;
+
+/// A JSON-RPC error code for a request the gateway answers itself after a move: the server
+/// error range (-32000 to -32099) of JSON-RPC 2.0.
+pub const NOT_REPEATED: i64 = -32003;
+
+/// Methods that read and change nothing: sent again on the next backend when theirs failed
+/// before answering. Everything else (a transaction, a signature, a filter created on the old
+/// node) is answered with [`NOT_REPEATED`] instead.
+const SAFE_TO_REPEAT: [&str; 20] = [
+    "eth_get",
+    "eth_call",
+    "eth_estimateGas",
+    "eth_createAccessList",
+    "eth_chainId",
+    "eth_blockNumber",
+    "eth_gasPrice",
+    "eth_maxPriorityFeePerGas",
+    "eth_blobBaseFee",
+    "eth_feeHistory",
+    "eth_syncing",
+    "eth_protocolVersion",
+    "eth_simulateV1",
+    "eth_subscribe",
+    "net_",
+    "web3_",
+    "txpool_",
+    "debug_trace",
+    "trace_",
+    super::super::websocket::DENIED_PLACEHOLDER,
+];
+
+/// Whether a request may go to the next backend when its own failed before answering. Each entry
+/// is a prefix: `net_` is a namespace, `eth_get` covers eth_getBalance, eth_getLogs and the rest.
+pub fn safe_to_repeat(method: &str) -> bool {
+    SAFE_TO_REPEAT.iter().any(|safe| method.starts_with(safe))
+}
+
+/// A subscription the client holds.
+#[derive(Debug)]
+struct Subscription {
+    /// The `eth_subscribe` parameters, to create it again elsewhere.
+    params: Value,
+    /// Its id on the current backend.
+    backend_id: String,
+    progress: Progress,
+}
+
+/// How far a subscription got, for the gap fill and for dropping repeats.
+#[derive(Debug)]
+enum Progress {
+    Heads {
+        /// The last head delivered.
+        last: Option<u64>,
+        /// After a move: heads up to this number are ones the client has.
+        floor: Option<u64>,
+    },
+    Logs {
+        /// The first block whose logs may not all have reached the client.
+        resume_from: Option<u64>,
+        delivered: LogMemory,
+    },
+    /// `newPendingTransactions`, `syncing`: created again, nothing to fill.
+    Other,
+}
+
+/// The logs a subscription delivered in its last blocks, oldest block first.
+#[derive(Debug, Default)]
+struct LogMemory {
+    blocks: VecDeque<DeliveredBlock>,
+    bytes: usize,
+}
+
+#[derive(Debug)]
+struct DeliveredBlock {
+    number: u64,
+    hash: String,
+    /// `(logIndex, the log as delivered)`.
+    logs: Vec<(u64, Value)>,
+}
+
+/// One request the backend has not answered yet.
+#[derive(Debug, Clone)]
+struct InFlight {
+    /// The client's id, put back on the answer.
+    client_id: Value,
+    method: String,
+    /// The request as sent to the backend (with the gateway's id), to send it again.
+    sent: Value,
+    kind: CallKind,
+    /// The batch it came in, by the batch's first gateway id.
+    batch: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+enum CallKind {
+    Plain,
+    Subscribe { params: Value },
+    Unsubscribe { client_sub: String },
+}
+
+/// What the gateway knows of a log from a notification or `eth_getLogs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogKey {
+    pub block: u64,
+    pub hash: String,
+    pub index: u64,
+    pub removed: bool,
+}
+
+impl LogKey {
+    pub fn of(log: &Value) -> Option<LogKey> {
+        Some(LogKey {
+            block: hex_u64(log.get("blockNumber")?)?,
+            hash: log.get("blockHash")?.as_str()?.to_ascii_lowercase(),
+            index: hex_u64(log.get("logIndex")?)?,
+            removed: log.get("removed").and_then(Value::as_bool).unwrap_or(false),
+        })
+    }
+}
+
+/// A number as nodes write it: `0x`-prefixed hex.
+pub fn hex_u64(value: &Value) -> Option<u64> {
+    let text = value.as_str()?;
+    u64::from_str_radix(text.strip_prefix("0x")?, 16).ok()
+}
+
+pub fn hex(n: u64) -> String {
+    format!("0x{n:x}")
+}
+
+/// What a subscription is of, for the session loop's gap fill.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Topic {
+    Heads,
+    Logs { filter: Value },
+    Other,
+}
+
+/// Where a subscription's gap starts after a move.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gap {
+    pub client_sub: String,
+    pub topic: Topic,
+    /// The first block the client may lack: heads after the last delivered, logs from the first
+    /// block not known complete. `None`: nothing delivered yet, nothing to fill.
+    pub from: Option<u64>,
+}
+
+/// The client's JSON-RPC session.
+#[derive(Debug, Default)]
+pub struct SessionState {
+    next_id: u64,
+    in_flight: BTreeMap<u64, InFlight>,
+    /// Subscriptions by the id the client knows.
+    subs: BTreeMap<String, Subscription>,
+    /// Client id by the current backend's id.
+    by_backend: HashMap<String, String>,
+    /// Client subscription ids handed out, so that a new one never repeats an old one.
+    issued: u64,
+    /// The gateway's own calls in the session's traffic: the head when a `logs` subscription
+    /// began, by call id (the subscription's client id).
+    started: HashMap<u64, String>,
+    /// Those calls, to send.
+    requests: Vec<Vec<u8>>,
+}
+
+impl SessionState {
+    /// Requests waiting for an answer.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The gateway's own calls to send to the backend now.
+    pub fn take_requests(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.requests)
+    }
+
+    /// A fresh id of the gateway's, for its own calls.
+    pub fn own_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// The client's message as it goes to the backend: every request under a gateway id, an
+    /// `eth_unsubscribe` naming the backend's id. A message that is not JSON-RPC goes unchanged
+    /// (the backend answers it).
+    pub fn from_client(&mut self, message: &[u8]) -> Vec<u8> {
+        let Ok(value) = serde_json::from_slice::<Value>(message) else {
+            return message.to_vec();
+        };
+        let sent = match value {
+            Value::Array(items) if !items.is_empty() => {
+                let batch = self.next_id + 1;
+                Value::Array(
+                    items
+                        .into_iter()
+                        .map(|item| self.track(item, Some(batch)))
+                        .collect(),
+                )
+            }
+            Value::Object(_) => self.track(value, None),
+            _ => return message.to_vec(),
+        };
+        sent.to_string().into_bytes()
+    }
+
+    fn track(&mut self, call: Value, batch: Option<u64>) -> Value {
+        let Value::Object(mut call) = call else {
+            return call;
+        };
+        let Some(client_id) = call.get("id").cloned() else {
+            // A notification: nothing comes back.
+            return Value::Object(call);
+        };
+        let method = call
+            .get("method")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let params = call.get("params").cloned().unwrap_or(Value::Null);
+        let kind = match method.as_str() {
+            "eth_subscribe" => CallKind::Subscribe { params },
+            "eth_unsubscribe" => match params.get(0).and_then(Value::as_str) {
+                Some(client_sub) => {
+                    if let Some(sub) = self.subs.get(client_sub) {
+                        call.insert("params".into(), json!([sub.backend_id]));
+                    }
+                    CallKind::Unsubscribe {
+                        client_sub: client_sub.to_string(),
+                    }
+                }
+                None => CallKind::Plain,
+            },
+            _ => CallKind::Plain,
+        };
+        let id = self.own_id();
+        call.insert("id".into(), json!(id));
+        let sent = Value::Object(call);
+        self.in_flight.insert(
+            id,
+            InFlight {
+                client_id,
+                method,
+                sent: sent.clone(),
+                kind,
+                batch,
+            },
+        );
+        sent
+    }
+
+    /// The backend's message as it goes to the client, or `None` when the client must not see
+    /// it (a notification it has, or one for a subscription it dropped).
+    pub fn from_backend(&mut self, message: &[u8]) -> Option<Vec<u8>> {
+        let Ok(value) = serde_json::from_slice::<Value>(message) else {
+            return Some(message.to_vec());
+        };
+        let out = match value {
+            Value::Object(object) => self.answer_or_notification(object)?,
+            Value::Array(items) => Value::Array(
+                items
+                    .into_iter()
+                    .map(|item| match item {
+                        Value::Object(object) => self
+                            .answer_or_notification(object)
+                            .unwrap_or(Value::Null),
+                        other => other,
+                    })
+                    .filter(|v| !v.is_null())
+                    .collect(),
+            ),
+            _ => return Some(message.to_vec()),
+        };
+        Some(out.to_string().into_bytes())
+    }
+
+    fn answer_or_notification(&mut self, mut object: Map<String, Value>) -> Option<Value> {
+        if object.get("method").and_then(Value::as_str) == Some("eth_subscription") {
+            let params = object.get_mut("params")?;
+            let backend_sub = params.get("subscription")?.as_str()?;
+            let client_sub = self.by_backend.get(backend_sub)?.clone();
+            let result = params.get("result")?;
+            if !self.admit(&client_sub, result) {
+                return None;
+            }
+            params["subscription"] = Value::String(client_sub);
+            return Some(Value::Object(object));
+        }
+        let gateway_id = object.get("id").and_then(Value::as_u64);
+        if let Some(client_sub) = gateway_id.and_then(|id| self.started.remove(&id)) {
+            // The head when a `logs` subscription began: its gap can start no earlier.
+            let head = object.get("result").and_then(hex_u64);
+            if let (Some(head), Some(sub)) = (head, self.subs.get_mut(&client_sub)) {
+                if let Progress::Logs { resume_from, .. } = &mut sub.progress {
+                    *resume_from = Some(resume_from.map_or(head, |r| r.max(head)));
+                }
+            }
+            return None;
+        }
+        let Some(call) = gateway_id.and_then(|id| self.in_flight.remove(&id)) else {
+            // Not an answer to a request of the client's (one of the gateway's own that came
+            // late, or the backend's answer to something it could not read): passed as is.
+            return Some(Value::Object(object));
+        };
+        object.insert("id".into(), call.client_id);
+        match call.kind {
+            CallKind::Plain => {}
+            CallKind::Subscribe { params } => {
+                let backend_sub = object.get("result").and_then(Value::as_str).map(str::to_string);
+                if let Some(backend_sub) = backend_sub {
+                    let client_sub = self.issue(&backend_sub);
+                    object.insert("result".into(), Value::String(client_sub.clone()));
+                    let logs = params.get(0).and_then(Value::as_str) == Some("logs");
+                    self.bind(client_sub.clone(), backend_sub, params);
+                    if logs {
+                        // Blocks from the current head on reach the subscription: a gap fill
+                        // starts there at the earliest.
+                        let id = self.own_id();
+                        self.started.insert(id, client_sub);
+                        self.requests.push(
+                            json!({"jsonrpc": "2.0", "id": id, "method": "eth_blockNumber", "params": []})
+                                .to_string()
+                                .into_bytes(),
+                        );
+                    }
+                }
+            }
+            CallKind::Unsubscribe { client_sub } => {
+                if object.get("result") == Some(&Value::Bool(true)) {
+                    self.drop_sub(&client_sub);
+                }
+            }
+        }
+        Some(Value::Object(object))
+    }
+
+    /// The id the client gets for a new subscription: the backend's, unless the client already
+    /// holds that id (from an earlier backend).
+    fn issue(&mut self, backend_sub: &str) -> String {
+        if !self.subs.contains_key(backend_sub) {
+            return backend_sub.to_string();
+        }
+        loop {
+            self.issued += 1;
+            let id = format!("0x55{:030x}", self.issued);
+            if !self.subs.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    fn bind(&mut self, client_sub: String, backend_sub: String, params: Value) {
+        let progress = match params.get(0).and_then(Value::as_str) {
+            Some("newHeads") => Progress::Heads {
+                last: None,
+                floor: None,
+            },
+            Some("logs") => Progress::Logs {
+                resume_from: None,
+                delivered: LogMemory::default(),
+            },
+            _ => Progress::Other,
+        };
+        self.by_backend.insert(backend_sub.clone(), client_sub.clone());
+        self.subs.insert(
+            client_sub,
+            Subscription {
+                params,
+                backend_id: backend_sub,
+                progress,
+            },
+        );
+    }
+
+    fn drop_sub(&mut self, client_sub: &str) {
+        if let Some(sub) = self.subs.remove(client_sub) {
+            self.by_backend.remove(&sub.backend_id);
+        }
+    }
+
+    /// Whether a notification's result goes to the client; records how far the subscription got.
+    fn admit(&mut self, client_sub: &str, result: &Value) -> bool {
+        let Some(sub) = self.subs.get_mut(client_sub) else {
+            return false;
+        };
+        let head = match &mut sub.progress {
+            Progress::Heads { last, floor } => {
+                let Some(number) = result.get("number").and_then(hex_u64) else {
+                    return true;
+                };
+                if let Some(f) = *floor {
+                    if number <= f {
+                        return false;
+                    }
+                    *floor = None;
+                }
+                *last = Some(number);
+                number
+            }
+            Progress::Logs {
+                resume_from,
+                delivered,
+            } => {
+                let Some(key) = LogKey::of(result) else {
+                    return true;
+                };
+                if key.removed {
+                    delivered.forget(&key);
+                    return true;
+                }
+                if delivered.has(&key) {
+                    return false;
+                }
+                delivered.remember(&key, result.clone());
+                *resume_from = Some(resume_from.map_or(key.block, |r| r.max(key.block)));
+                return true;
+            }
+            Progress::Other => return true,
+        };
+        // A node sends a block's logs as it imports the block, before the next head: the logs of
+        // the blocks before this head have all been sent. The gap starts one block earlier still,
+        // as a margin (what the client has is not sent twice).
+        let resume = head.saturating_sub(1);
+        for other in self.subs.values_mut() {
+            if let Progress::Logs { resume_from, .. } = &mut other.progress {
+                *resume_from = Some(resume_from.map_or(resume, |r| r.max(resume)));
+            }
+        }
+        true
+    }
+
+    /// Every subscription and where its gap starts, for the move to another backend.
+    pub fn gaps(&self) -> Vec<Gap> {
+        self.subs
+            .iter()
+            .map(|(client_sub, sub)| {
+                let (topic, from) = match &sub.progress {
+                    Progress::Heads { last, .. } => (Topic::Heads, last.map(|l| l + 1)),
+                    Progress::Logs { resume_from, .. } => (
+                        Topic::Logs {
+                            filter: sub.params.get(1).cloned().unwrap_or_else(|| json!({})),
+                        },
+                        *resume_from,
+                    ),
+                    Progress::Other => (Topic::Other, None),
+                };
+                Gap {
+                    client_sub: client_sub.clone(),
+                    topic,
+                    from,
+                }
+            })
+            .collect()
+    }
+
+    /// The `eth_subscribe` parameters of each subscription, to create them again.
+    pub fn subscriptions(&self) -> Vec<(String, Value)> {
+        self.subs
+            .iter()
+            .map(|(id, sub)| (id.clone(), sub.params.clone()))
+            .collect()
+    }
+
+    /// Blocks of a `logs` subscription's delivered logs, newest first: `(number, hash)`.
+    pub fn delivered_blocks(&self, client_sub: &str) -> Vec<(u64, String)> {
+        match self.subs.get(client_sub).map(|s| &s.progress) {
+            Some(Progress::Logs { delivered, .. }) => delivered
+                .blocks
+                .iter()
+                .rev()
+                .map(|b| (b.number, b.hash.clone()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The notifications that take back the logs a subscription delivered from block `number`
+    /// (`removed: true`, newest first, as a node sends them on a reorg); the subscription's gap
+    /// then starts at that block.
+    pub fn take_back(&mut self, client_sub: &str, number: u64) -> Vec<Vec<u8>> {
+        let Some(sub) = self.subs.get_mut(client_sub) else {
+            return Vec::new();
+        };
+        let Progress::Logs {
+            resume_from,
+            delivered,
+        } = &mut sub.progress
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        while delivered.blocks.back().is_some_and(|b| b.number >= number) {
+            let Some(block) = delivered.blocks.pop_back() else {
+                break;
+            };
+            for (_, mut log) in block.logs.into_iter().rev() {
+                delivered.bytes = delivered.bytes.saturating_sub(log.to_string().len());
+                log["removed"] = Value::Bool(true);
+                out.push(notification(client_sub, &log));
+            }
+        }
+        *resume_from = Some(resume_from.map_or(number, |r| r.min(number)));
+        out
+    }
+
+    /// After a move: the subscriptions now live on the new backend under these ids.
+    pub fn rebind(&mut self, new_ids: &[(String, String)]) {
+        self.by_backend.clear();
+        for (client_sub, backend_sub) in new_ids {
+            if let Some(sub) = self.subs.get_mut(client_sub) {
+                sub.backend_id = backend_sub.clone();
+                self.by_backend
+                    .insert(backend_sub.clone(), client_sub.clone());
+            }
+        }
+    }
+
+    /// A block the gap fill delivers to a subscription: the head (for `newHeads`) or the logs
+    /// (for `logs`, each checked against what the client has). Returns the notifications.
+    pub fn fill(&mut self, client_sub: &str, head: Option<&Value>, logs: &[Value]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        if let Some(head) = head {
+            if self.admit(client_sub, head) {
+                out.push(notification(client_sub, head));
+            }
+        }
+        for log in logs {
+            if self.admit(client_sub, log) {
+                out.push(notification(client_sub, log));
+            }
+        }
+        out
+    }
+
+    /// After a move's fill up to block `head`: heads up to it are ones the client has, and the
+    /// logs up to it are complete.
+    pub fn filled_to(&mut self, head: u64, max_gap: u64) {
+        for sub in self.subs.values_mut() {
+            match &mut sub.progress {
+                Progress::Heads { last, floor } => {
+                    let top = last.map_or(head, |l| l.max(head));
+                    *floor = Some(top);
+                }
+                Progress::Logs {
+                    resume_from,
+                    delivered,
+                } => {
+                    *resume_from = Some(resume_from.map_or(head + 1, |r| r.max(head + 1)));
+                    delivered.trim(head.saturating_sub(max_gap));
+                }
+                Progress::Other => {}
+            }
+        }
+    }
+
+    /// The requests in flight when the backend went: those safe to repeat, to send again on the
+    /// next one (as sent, one message per request or batch), and the client's answers for the
+    /// others (an error saying they were not repeated; an `eth_unsubscribe` is done, as the
+    /// subscription is not created again).
+    pub fn on_move(&mut self, backend: &str) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let mut resend = Vec::new();
+        let mut answers = Vec::new();
+        // The old backend will not answer the gateway's own calls.
+        self.started.clear();
+        self.requests.clear();
+        let mut batches: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        let ids: Vec<u64> = self.in_flight.keys().copied().collect();
+        for id in ids {
+            let Some(call) = self.in_flight.get(&id) else {
+                continue;
+            };
+            if let Some(batch) = call.batch {
+                batches.entry(batch).or_default().push(id);
+                continue;
+            }
+            if let CallKind::Unsubscribe { client_sub } = &call.kind {
+                let client_sub = client_sub.clone();
+                if let Some(call) = self.in_flight.remove(&id) {
+                    let known = self.subs.contains_key(&client_sub);
+                    self.drop_sub(&client_sub);
+                    answers.push(
+                        json!({"jsonrpc": "2.0", "id": call.client_id, "result": known})
+                            .to_string()
+                            .into_bytes(),
+                    );
+                }
+            } else if safe_to_repeat(&call.method) {
+                resend.push(call.sent.to_string().into_bytes());
+            } else if let Some(call) = self.in_flight.remove(&id) {
+                answers.push(not_repeated(&call, backend).to_string().into_bytes());
+            }
+        }
+        for members in batches.into_values() {
+            let calls: Vec<InFlight> = members
+                .iter()
+                .filter_map(|id| self.in_flight.get(id).cloned())
+                .collect();
+            if calls.iter().all(|c| {
+                safe_to_repeat(&c.method) && !matches!(c.kind, CallKind::Unsubscribe { .. })
+            }) {
+                let sent: Vec<Value> = calls.into_iter().map(|c| c.sent).collect();
+                resend.push(Value::Array(sent).to_string().into_bytes());
+            } else {
+                let errors: Vec<Value> = members
+                    .iter()
+                    .filter_map(|id| self.in_flight.remove(id))
+                    .map(|c| not_repeated(&c, backend))
+                    .collect();
+                answers.push(Value::Array(errors).to_string().into_bytes());
+            }
+        }
+        (resend, answers)
+    }
+}
+
+fn not_repeated(call: &InFlight, backend: &str) -> Value {
+    json!({
+        "jsonrpc": "2.0",
+        "id": call.client_id,
+        "error": {
+            "code": NOT_REPEATED,
+            "message": format!(
+                "backend {backend} failed before answering {}; the gateway moved this session to another backend and did not send it again, as it may have taken effect (check, then send it again)",
+                call.method
+            ),
+        },
+    })
+}
+
+/// A subscription notification as a node sends it.
+pub fn notification(client_sub: &str, result: &Value) -> Vec<u8> {
+    json!({
+        "jsonrpc": "2.0",
+        "method": "eth_subscription",
+        "params": {"subscription": client_sub, "result": result},
+    })
+    .to_string()
+    .into_bytes()
+}
+
+impl LogMemory {
+    fn has(&self, key: &LogKey) -> bool {
+        self.blocks
+            .iter()
+            .rev()
+            .find(|b| b.number == key.block && b.hash == key.hash)
+            .is_some_and(|b| b.logs.iter().any(|(i, _)| *i == key.index))
+    }
+
+    fn remember(&mut self, key: &LogKey, log: Value) {
+        self.bytes += log.to_string().len();
+        match self
+            .blocks
+            .iter_mut()
+            .rev()
+            .find(|b| b.number == key.block && b.hash == key.hash)
+        {
+            Some(block) => block.logs.push((key.index, log)),
+            None => {
+                // Blocks stay in order of number: a block of a reorg replaces the ones from its
+                // number on.
+                while self.blocks.back().is_some_and(|b| b.number >= key.block) {
+                    self.drop_newest();
+                }
+                self.blocks.push_back(DeliveredBlock {
+                    number: key.block,
+                    hash: key.hash.clone(),
+                    logs: vec![(key.index, log)],
+                });
+            }
+        }
+        while self.bytes > MAX_REMEMBERED_LOG_BYTES && self.blocks.len() > 1 {
+            self.drop_oldest();
+        }
+    }
+
+    fn forget(&mut self, key: &LogKey) {
+        if let Some(block) = self
+            .blocks
+            .iter_mut()
+            .find(|b| b.number == key.block && b.hash == key.hash)
+        {
+            block.logs.retain(|(i, log)| {
+                let keep = *i != key.index;
+                if !keep {
+                    self.bytes = self.bytes.saturating_sub(log.to_string().len());
+                }
+                keep
+            });
+        }
+        self.blocks.retain(|b| !b.logs.is_empty());
+    }
+
+    /// Forgets the blocks before `oldest`.
+    fn trim(&mut self, oldest: u64) {
+        while self.blocks.front().is_some_and(|b| b.number < oldest) {
+            self.drop_oldest();
+        }
+    }
+
+    fn drop_oldest(&mut self) {
+        if let Some(block) = self.blocks.pop_front() {
+            self.bytes = self.bytes.saturating_sub(block_bytes(&block));
+        }
+    }
+
+    fn drop_newest(&mut self) {
+        if let Some(block) = self.blocks.pop_back() {
+            self.bytes = self.bytes.saturating_sub(block_bytes(&block));
+        }
+    }
+}
+
+fn block_bytes(block: &DeliveredBlock) -> usize {
+    block.logs.iter().map(|(_, l)| l.to_string().len()).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(v: &[u8]) -> Value {
+        serde_json::from_slice(v).unwrap()
+    }
+
+    fn head(n: u64) -> Value {
+        json!({"number": hex(n), "hash": format!("0x{n:064x}")})
+    }
+
+    fn log(block: u64, hash: &str, index: u64) -> Value {
+        json!({"blockNumber": hex(block), "blockHash": hash, "logIndex": hex(index), "removed": false, "data": "0x"})
+    }
+
+    fn note(sub: &str, result: Value) -> Vec<u8> {
+        notification(sub, &result)
+    }
+
+    /// Subscribes through the state as a client would; returns the id the client got.
+    fn subscribe(s: &mut SessionState, client_id: u64, params: Value, backend_sub: &str) -> String {
+        let sent = text(&s.from_client(
+            json!({"jsonrpc":"2.0","id":client_id,"method":"eth_subscribe","params":params})
+                .to_string()
+                .as_bytes(),
+        ));
+        let answer = json!({"jsonrpc":"2.0","id":sent["id"],"result":backend_sub}).to_string();
+        let back = text(&s.from_backend(answer.as_bytes()).unwrap());
+        assert_eq!(back["id"], client_id);
+        back["result"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn ids_are_the_gateways_toward_the_backend_and_the_clients_on_the_way_back() {
+        let mut s = SessionState::default();
+        let sent = text(&s.from_client(br#"[{"jsonrpc":"2.0","id":"a","method":"eth_chainId"},{"jsonrpc":"2.0","method":"x"},{"jsonrpc":"2.0","id":"a","method":"eth_blockNumber"}]"#));
+        let (first, second) = (sent[0]["id"].as_u64().unwrap(), sent[2]["id"].as_u64().unwrap());
+        assert_ne!(first, second, "two requests with one client id stay apart");
+        assert!(sent[1].get("id").is_none(), "a notification stays one");
+        let answer = json!([{"jsonrpc":"2.0","id":second,"result":"0x10"},{"jsonrpc":"2.0","id":first,"result":"0x1"}]);
+        let back = text(&s.from_backend(answer.to_string().as_bytes()).unwrap());
+        assert_eq!(back[0]["id"], "a");
+        assert_eq!(back[0]["result"], "0x10");
+        assert_eq!(s.in_flight(), 0);
+        // Not JSON: unchanged both ways.
+        assert_eq!(s.from_client(b"nonsense"), b"nonsense");
+    }
+
+    #[test]
+    fn after_a_move_notifications_and_unsubscribe_keep_the_clients_id() {
+        let mut s = SessionState::default();
+        let sub = subscribe(&mut s, 1, json!(["newHeads"]), "0xaaa");
+        assert_eq!(sub, "0xaaa");
+        s.rebind(&[(sub.clone(), "0xbbb".into())]);
+        let out = text(&s.from_backend(&note("0xbbb", head(5))).unwrap());
+        assert_eq!(out["params"]["subscription"], "0xaaa");
+        assert!(s.from_backend(&note("0xaaa", head(6))).is_none(), "the old backend's id is gone");
+        let sent = text(&s.from_client(br#"{"jsonrpc":"2.0","id":9,"method":"eth_unsubscribe","params":["0xaaa"]}"#));
+        assert_eq!(sent["params"][0], "0xbbb");
+        let back = json!({"jsonrpc":"2.0","id":sent["id"],"result":true}).to_string();
+        assert_eq!(text(&s.from_backend(back.as_bytes()).unwrap())["id"], 9);
+        assert!(s.subscriptions().is_empty());
+        // A new backend may hand out an id the client already holds for another subscription.
+        let one = subscribe(&mut s, 2, json!(["newHeads"]), "0x1");
+        s.rebind(&[(one.clone(), "0x2".into())]);
+        let two = subscribe(&mut s, 3, json!(["syncing"]), "0x1");
+        assert_ne!(one, two);
+    }
+
+    #[test]
+    fn heads_the_client_has_are_dropped_after_a_move_and_gaps_start_after_the_last() {
+        let mut s = SessionState::default();
+        let sub = subscribe(&mut s, 1, json!(["newHeads"]), "0xa");
+        for n in 10..=12 {
+            assert!(s.from_backend(&note("0xa", head(n))).is_some());
+        }
+        assert_eq!(s.gaps()[0].from, Some(13));
+        s.rebind(&[(sub.clone(), "0xb".into())]);
+        assert_eq!(s.fill(&sub, Some(&head(13)), &[]).len(), 1);
+        s.filled_to(13, 100);
+        assert!(s.from_backend(&note("0xb", head(12))).is_none());
+        assert!(s.from_backend(&note("0xb", head(13))).is_none());
+        assert!(s.from_backend(&note("0xb", head(14))).is_some());
+        // Past the floor, heads are a node's again: a reorg's head at the same height passes.
+        assert!(s.from_backend(&note("0xb", head(14))).is_some());
+    }
+
+    #[test]
+    fn logs_are_delivered_once_and_a_reorg_takes_them_back() {
+        let mut s = SessionState::default();
+        let sub = subscribe(&mut s, 1, json!(["logs", {"address": "0x01"}]), "0xa");
+        assert!(s.from_backend(&note("0xa", log(7, "0x07", 0))).is_some());
+        assert!(s.from_backend(&note("0xa", log(7, "0x07", 0))).is_none(), "a repeat");
+        assert!(s.from_backend(&note("0xa", log(8, "0x08", 3))).is_some());
+        assert_eq!(s.gaps()[0].from, Some(8));
+        assert_eq!(s.delivered_blocks(&sub), vec![(8, "0x08".into()), (7, "0x07".into())]);
+        // The new backend has another block 8: its log goes back, and the gap starts at 8.
+        let back = s.take_back(&sub, 8);
+        assert_eq!(back.len(), 1);
+        let removed = text(&back[0]);
+        assert_eq!(removed["params"]["result"]["removed"], true);
+        assert_eq!(removed["params"]["result"]["logIndex"], "0x3");
+        assert_eq!(s.gaps()[0].from, Some(8));
+        let filled = s.fill(&sub, None, &[log(7, "0x07", 0), log(8, "0x8b", 1)]);
+        assert_eq!(filled.len(), 1, "block 7's log the client has is not sent again");
+        // A removed log passes and is forgotten: the same log added again passes too.
+        let mut gone = log(7, "0x07", 0);
+        gone["removed"] = json!(true);
+        assert!(s.from_backend(&note("0xa", gone)).is_some());
+        assert!(s.from_backend(&note("0xa", log(7, "0x07", 0))).is_some());
+    }
+
+    #[test]
+    fn heads_move_a_logs_gap_forward() {
+        let mut s = SessionState::default();
+        let _heads = subscribe(&mut s, 1, json!(["newHeads"]), "0xh");
+        let _logs = subscribe(&mut s, 2, json!(["logs", {}]), "0xl");
+        assert!(s.from_backend(&note("0xh", head(20))).is_some());
+        let gaps = s.gaps();
+        let logs_gap = gaps.iter().find(|g| g.client_sub == "0xl").unwrap();
+        assert_eq!(logs_gap.from, Some(19), "block 19's logs were all sent before head 20");
+    }
+
+    #[test]
+    fn in_flight_requests_are_sent_again_when_safe_and_answered_otherwise() {
+        let mut s = SessionState::default();
+        let sub = subscribe(&mut s, 1, json!(["newHeads"]), "0xa");
+        s.from_client(br#"{"jsonrpc":"2.0","id":2,"method":"eth_getBalance","params":["0x0","latest"]}"#);
+        s.from_client(br#"{"jsonrpc":"2.0","id":3,"method":"eth_sendRawTransaction","params":["0x00"]}"#);
+        s.from_client(br#"[{"jsonrpc":"2.0","id":4,"method":"eth_call"},{"jsonrpc":"2.0","id":5,"method":"eth_chainId"}]"#);
+        s.from_client(br#"[{"jsonrpc":"2.0","id":6,"method":"eth_call"},{"jsonrpc":"2.0","id":7,"method":"eth_sendTransaction"}]"#);
+        s.from_client(format!(r#"{{"jsonrpc":"2.0","id":8,"method":"eth_unsubscribe","params":["{sub}"]}}"#).as_bytes());
+        let (resend, answers) = s.on_move("ec-a");
+        assert_eq!(resend.len(), 2, "the balance and the safe batch");
+        assert_eq!(text(&resend[0])["method"], "eth_getBalance");
+        assert_eq!(text(&resend[1]).as_array().unwrap().len(), 2);
+        let answers: Vec<Value> = answers.iter().map(|a| text(a)).collect();
+        assert!(answers.iter().any(|a| a["id"] == 3 && a["error"]["code"] == NOT_REPEATED));
+        assert!(answers.iter().any(|a| a["id"] == 8 && a["result"] == true));
+        let batch = answers.iter().find(|a| a.is_array()).unwrap();
+        assert_eq!(batch.as_array().unwrap().len(), 2);
+        assert!(s.subscriptions().is_empty(), "unsubscribed during the move");
+        assert_eq!(s.in_flight(), 3, "resent requests still wait for their answer");
+    }
+
+    #[test]
+    fn remembered_logs_are_bounded() {
+        let mut s = SessionState::default();
+        let sub = subscribe(&mut s, 1, json!(["logs", {}]), "0xa");
+        let big = "00".repeat(64 * 1024);
+        for block in 0..200u64 {
+            let mut l = log(block, &format!("0x{block:x}"), 0);
+            l["data"] = json!(format!("0x{big}"));
+            s.from_backend(&note("0xa", l));
+        }
+        let Progress::Logs { delivered, .. } = &s.subs[&sub].progress else {
+            panic!()
+        };
+        assert!(delivered.bytes <= MAX_REMEMBERED_LOG_BYTES);
+        assert!(delivered.blocks.len() < 200);
+        s.filled_to(199, 10);
+        let Progress::Logs { delivered, .. } = &s.subs[&sub].progress else {
+            panic!()
+        };
+        assert!(delivered.blocks.len() <= 11);
+    }
+}
