@@ -1,5 +1,11 @@
 //! A simulated execution client: JSON-RPC over HTTP POST (single and batch, any path) and over
-//! WebSocket with `eth_subscribe newHeads` notifications.
+//! WebSocket with `eth_subscribe` notifications (`newHeads`, `logs`; `newPendingTransactions` and
+//! `syncing` are accepted and stay quiet).
+//!
+//! Its chain is made up: block `n`'s hash is a function of `n` (and of the branch, see
+//! [`NodeStatus::branch_from`](super::NodeStatus::branch_from)), so two nodes on one head agree on
+//! every block, and each block has two logs: one from [`LOG_ADDRESS`] with topic [`LOG_TOPIC`], one
+//! from another address. `eth_getBlockByNumber` and `eth_getLogs` answer from the same chain.
 
 use super::NodeState;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -8,6 +14,25 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{json, Value};
 use std::sync::Arc;
+
+/// The address of the log every block has (log index 0).
+pub const LOG_ADDRESS: &str = "0x00000000000000000000000000000000000000aa";
+
+/// The topic of that log.
+pub const LOG_TOPIC: &str = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef";
+
+/// The address of each block's other log (log index 1).
+const OTHER_ADDRESS: &str = "0x00000000000000000000000000000000000000bb";
+
+/// A WebSocket connection's subscriptions: id and what it is of.
+type Subscriptions = Vec<(String, Subscription)>;
+
+#[derive(Debug, Clone)]
+enum Subscription {
+    Heads,
+    Logs(Value),
+    Quiet,
+}
 
 pub fn router() -> Router<Arc<NodeState>> {
     Router::new().fallback(handle)
@@ -44,7 +69,7 @@ async fn handle(
 fn answer(
     state: &NodeState,
     request: &Value,
-    subscriptions: Option<&mut Vec<String>>,
+    subscriptions: Option<&mut Subscriptions>,
     record: bool,
 ) -> Value {
     match request {
@@ -63,7 +88,7 @@ fn answer(
 fn call(
     state: &NodeState,
     request: &Value,
-    subscriptions: Option<&mut Vec<String>>,
+    subscriptions: Option<&mut Subscriptions>,
     record: bool,
 ) -> Value {
     let id = request.get("id").cloned().unwrap_or(Value::Null);
@@ -86,20 +111,67 @@ fn call(
         "eth_chainId" => json!(hex(s.chain_id)),
         "net_version" => json!(s.chain_id.to_string()),
         "web3_clientVersion" => json!(format!("ssv-ha-sim/{}", state.name)),
-        "eth_getBlockByNumber" => block(s.head, super::unix_now().saturating_sub(s.head_age_s)),
+        "eth_getBlockByNumber" => match request.pointer("/params/0").and_then(Value::as_str) {
+            None | Some("latest") => {
+                block(&s, s.head, super::unix_now().saturating_sub(s.head_age_s))
+            }
+            Some(number) => match number_param(number) {
+                Some(n) if n <= s.head => {
+                    block(&s, n, super::unix_now().saturating_sub(s.head - n))
+                }
+                Some(_) => Value::Null,
+                None => return error(&id, -32602, "invalid block number"),
+            },
+        },
+        "eth_getLogs" => {
+            let filter = request.pointer("/params/0").cloned().unwrap_or(json!({}));
+            let bound = |name: &str, default: u64| match filter.get(name).and_then(Value::as_str) {
+                None | Some("latest") => Some(default),
+                Some("earliest") => Some(0),
+                Some(n) => number_param(n),
+            };
+            let (Some(from), Some(to)) = (bound("fromBlock", s.head), bound("toBlock", s.head))
+            else {
+                return error(&id, -32602, "invalid block range");
+            };
+            let logs: Vec<Value> = (from..=to.min(s.head))
+                .flat_map(|n| block_logs(&s, n))
+                .filter(|log| matches(&filter, log))
+                .collect();
+            json!(logs)
+        }
         "eth_subscribe" => match (
             subscriptions,
             request.pointer("/params/0").and_then(Value::as_str),
         ) {
-            (Some(subs), Some("newHeads")) => {
-                let sub = format!("0x{:x}", subs.len() + 1);
-                subs.push(sub.clone());
+            (None, _) => return error(&id, -32601, "subscriptions need a WebSocket"),
+            (Some(subs), Some(kind)) => {
+                let subscription = match kind {
+                    "newHeads" => Subscription::Heads,
+                    "logs" => Subscription::Logs(
+                        request.pointer("/params/1").cloned().unwrap_or(json!({})),
+                    ),
+                    "newPendingTransactions" | "syncing" => Subscription::Quiet,
+                    _ => return error(&id, -32602, &format!("no \"{kind}\" subscription")),
+                };
+                // Ids differ from node to node, as real nodes' do.
+                let sub = format!("0x{:x}{:04x}", name_tag(&state.name), subs.len() + 1);
+                subs.push((sub.clone(), subscription));
                 json!(sub)
             }
-            (None, _) => return error(&id, -32601, "subscriptions need a WebSocket"),
-            (_, _) => return error(&id, -32602, "only newHeads is simulated"),
+            (Some(_), None) => return error(&id, -32602, "eth_subscribe needs a kind"),
         },
-        "eth_unsubscribe" => json!(true),
+        "eth_unsubscribe" => match (
+            subscriptions,
+            request.pointer("/params/0").and_then(Value::as_str),
+        ) {
+            (Some(subs), Some(sub)) => {
+                let before = subs.len();
+                subs.retain(|(id, _)| id != sub);
+                json!(subs.len() < before)
+            }
+            _ => json!(false),
+        },
         _ => {
             return error(
                 &id,
@@ -114,7 +186,7 @@ fn call(
 async fn websocket(state: Arc<NodeState>, mut socket: WebSocket) {
     let mut heads = state.heads.subscribe();
     let mut kill = state.kill.subscribe();
-    let mut subscriptions: Vec<String> = Vec::new();
+    let mut subscriptions: Subscriptions = Vec::new();
     loop {
         tokio::select! {
             message = socket.recv() => {
@@ -126,7 +198,7 @@ async fn websocket(state: Arc<NodeState>, mut socket: WebSocket) {
                 // WebSocket messages are client traffic too.
                 state.client_requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let reply = match serde_json::from_str::<Value>(&text) {
-                                        Ok(request) => answer(&state, &request, Some(&mut subscriptions), true),
+                    Ok(request) => answer(&state, &request, Some(&mut subscriptions), true),
                     Err(_) => error(&Value::Null, -32700, "parse error"),
                 };
                 if socket.send(Message::Text(reply.to_string().into())).await.is_err() {
@@ -135,14 +207,25 @@ async fn websocket(state: Arc<NodeState>, mut socket: WebSocket) {
             }
             head = heads.recv() => {
                 let Ok(head) = head else { continue };
-                for sub in &subscriptions {
-                    let note = json!({
-                        "jsonrpc": "2.0",
-                        "method": "eth_subscription",
-                        "params": {"subscription": sub, "result": block(head, super::unix_now())},
-                    });
-                    if socket.send(Message::Text(note.to_string().into())).await.is_err() {
-                        return;
+                let s = state.status();
+                for (sub, subscription) in &subscriptions {
+                    let results = match subscription {
+                        Subscription::Heads => vec![block(&s, head, super::unix_now())],
+                        Subscription::Logs(filter) => block_logs(&s, head)
+                            .into_iter()
+                            .filter(|log| matches(filter, log))
+                            .collect(),
+                        Subscription::Quiet => vec![],
+                    };
+                    for result in results {
+                        let note = json!({
+                            "jsonrpc": "2.0",
+                            "method": "eth_subscription",
+                            "params": {"subscription": sub, "result": result},
+                        });
+                        if socket.send(Message::Text(note.to_string().into())).await.is_err() {
+                            return;
+                        }
                     }
                 }
             }
@@ -151,13 +234,76 @@ async fn websocket(state: Arc<NodeState>, mut socket: WebSocket) {
     }
 }
 
-fn block(number: u64, timestamp: u64) -> Value {
+/// Block `number`'s hash on this node's branch.
+fn block_hash(s: &super::NodeStatus, number: u64) -> String {
+    let branch = u64::from(s.branch_from.is_some_and(|from| number >= from));
+    format!("0x{branch:032x}{number:032x}")
+}
+
+/// A block as `eth_getBlockByNumber` returns it without transactions (and as `newHeads` sends
+/// its header).
+fn block(s: &super::NodeStatus, number: u64, timestamp: u64) -> Value {
     json!({
         "number": hex(number),
-        "hash": format!("0x{:064x}", number),
-        "parentHash": format!("0x{:064x}", number.saturating_sub(1)),
+        "hash": block_hash(s, number),
+        "parentHash": block_hash(s, number.saturating_sub(1)),
         "timestamp": hex(timestamp),
     })
+}
+
+/// Block `number`'s two logs.
+fn block_logs(s: &super::NodeStatus, number: u64) -> Vec<Value> {
+    let hash = block_hash(s, number);
+    [(LOG_ADDRESS, LOG_TOPIC), (OTHER_ADDRESS, OTHER_ADDRESS)]
+        .iter()
+        .enumerate()
+        .map(|(index, (address, topic))| {
+            json!({
+                "address": address,
+                "topics": [topic],
+                "data": hex(number),
+                "blockNumber": hex(number),
+                "blockHash": hash,
+                "transactionHash": format!("0x{number:032x}{index:032x}"),
+                "transactionIndex": hex(index as u64),
+                "logIndex": hex(index as u64),
+                "removed": false,
+            })
+        })
+        .collect()
+}
+
+/// Whether a log matches a filter's `address` (one or a list) and `topics` (per position: one,
+/// a list of alternatives, or `null` for any).
+fn matches(filter: &Value, log: &Value) -> bool {
+    let one_of = |wanted: &Value, have: Option<&Value>| match wanted {
+        Value::Null => true,
+        Value::Array(options) => options.is_empty() || options.iter().any(|o| Some(o) == have),
+        single => Some(single) == have,
+    };
+    if let Some(address) = filter.get("address") {
+        if !one_of(address, log.get("address")) {
+            return false;
+        }
+    }
+    let topics = filter.get("topics").and_then(Value::as_array);
+    topics.is_none_or(|topics| {
+        topics
+            .iter()
+            .enumerate()
+            .all(|(i, wanted)| one_of(wanted, log.pointer(&format!("/topics/{i}"))))
+    })
+}
+
+/// A block number parameter: `0x`-hex.
+fn number_param(text: &str) -> Option<u64> {
+    u64::from_str_radix(text.strip_prefix("0x")?, 16).ok()
+}
+
+/// A short number from a node's name, to make its subscription ids its own.
+fn name_tag(name: &str) -> u64 {
+    name.bytes()
+        .fold(0u64, |h, b| (h * 31 + u64::from(b)) & 0xffff)
 }
 
 fn hex(n: u64) -> String {

@@ -55,6 +55,9 @@ pub struct NodeStatus {
     pub head_age_s: u64,
     /// Answer every request with this body (status 200, JSON content type), whatever it asked.
     pub reply_override: Option<String>,
+    /// Execution only: blocks from this number on are another branch's (other hashes), as after
+    /// a reorg; `None`: the common chain.
+    pub branch_from: Option<u64>,
     /// Consensus only: genesis time (Unix seconds); by default the head is the wall-clock slot.
     pub genesis_time: u64,
     /// Consensus only: the network's genesis validators root.
@@ -77,6 +80,7 @@ impl Default for NodeStatus {
             fail_status: None,
             delay_ms: 0,
             reply_override: None,
+            branch_from: None,
             sse_keep_alive_ms: None,
             head_age_s: 0,
             genesis_time: unix_now().saturating_sub(1000 * SECONDS_PER_SLOT),

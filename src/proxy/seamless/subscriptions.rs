@@ -209,7 +209,7 @@ impl SessionState {
     /// The client's message as it goes to the backend: every request under a gateway id, an
     /// `eth_unsubscribe` naming the backend's id. A message that is not JSON-RPC goes unchanged
     /// (the backend answers it).
-    pub fn from_client(&mut self, message: &[u8]) -> Vec<u8> {
+    pub fn client_message(&mut self, message: &[u8]) -> Vec<u8> {
         let Ok(value) = serde_json::from_slice::<Value>(message) else {
             return message.to_vec();
         };
@@ -276,7 +276,7 @@ impl SessionState {
 
     /// The backend's message as it goes to the client, or `None` when the client must not see
     /// it (a notification it has, or one for a subscription it dropped).
-    pub fn from_backend(&mut self, message: &[u8]) -> Option<Vec<u8>> {
+    pub fn backend_message(&mut self, message: &[u8]) -> Option<Vec<u8>> {
         let Ok(value) = serde_json::from_slice::<Value>(message) else {
             return Some(message.to_vec());
         };
@@ -286,9 +286,9 @@ impl SessionState {
                 items
                     .into_iter()
                     .map(|item| match item {
-                        Value::Object(object) => self
-                            .answer_or_notification(object)
-                            .unwrap_or(Value::Null),
+                        Value::Object(object) => {
+                            self.answer_or_notification(object).unwrap_or(Value::Null)
+                        }
                         other => other,
                     })
                     .filter(|v| !v.is_null())
@@ -331,7 +331,10 @@ impl SessionState {
         match call.kind {
             CallKind::Plain => {}
             CallKind::Subscribe { params } => {
-                let backend_sub = object.get("result").and_then(Value::as_str).map(str::to_string);
+                let backend_sub = object
+                    .get("result")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
                 if let Some(backend_sub) = backend_sub {
                     let client_sub = self.issue(&backend_sub);
                     object.insert("result".into(), Value::String(client_sub.clone()));
@@ -386,7 +389,8 @@ impl SessionState {
             },
             _ => Progress::Other,
         };
-        self.by_backend.insert(backend_sub.clone(), client_sub.clone());
+        self.by_backend
+            .insert(backend_sub.clone(), client_sub.clone());
         self.subs.insert(
             client_sub,
             Subscription {
@@ -762,13 +766,15 @@ mod tests {
 
     /// Subscribes through the state as a client would; returns the id the client got.
     fn subscribe(s: &mut SessionState, client_id: u64, params: Value, backend_sub: &str) -> String {
-        let sent = text(&s.from_client(
-            json!({"jsonrpc":"2.0","id":client_id,"method":"eth_subscribe","params":params})
-                .to_string()
-                .as_bytes(),
-        ));
+        let sent = text(
+            &s.client_message(
+                json!({"jsonrpc":"2.0","id":client_id,"method":"eth_subscribe","params":params})
+                    .to_string()
+                    .as_bytes(),
+            ),
+        );
         let answer = json!({"jsonrpc":"2.0","id":sent["id"],"result":backend_sub}).to_string();
-        let back = text(&s.from_backend(answer.as_bytes()).unwrap());
+        let back = text(&s.backend_message(answer.as_bytes()).unwrap());
         assert_eq!(back["id"], client_id);
         back["result"].as_str().unwrap().to_string()
     }
@@ -776,17 +782,20 @@ mod tests {
     #[test]
     fn ids_are_the_gateways_toward_the_backend_and_the_clients_on_the_way_back() {
         let mut s = SessionState::default();
-        let sent = text(&s.from_client(br#"[{"jsonrpc":"2.0","id":"a","method":"eth_chainId"},{"jsonrpc":"2.0","method":"x"},{"jsonrpc":"2.0","id":"a","method":"eth_blockNumber"}]"#));
-        let (first, second) = (sent[0]["id"].as_u64().unwrap(), sent[2]["id"].as_u64().unwrap());
+        let sent = text(&s.client_message(br#"[{"jsonrpc":"2.0","id":"a","method":"eth_chainId"},{"jsonrpc":"2.0","method":"x"},{"jsonrpc":"2.0","id":"a","method":"eth_blockNumber"}]"#));
+        let (first, second) = (
+            sent[0]["id"].as_u64().unwrap(),
+            sent[2]["id"].as_u64().unwrap(),
+        );
         assert_ne!(first, second, "two requests with one client id stay apart");
         assert!(sent[1].get("id").is_none(), "a notification stays one");
         let answer = json!([{"jsonrpc":"2.0","id":second,"result":"0x10"},{"jsonrpc":"2.0","id":first,"result":"0x1"}]);
-        let back = text(&s.from_backend(answer.to_string().as_bytes()).unwrap());
+        let back = text(&s.backend_message(answer.to_string().as_bytes()).unwrap());
         assert_eq!(back[0]["id"], "a");
         assert_eq!(back[0]["result"], "0x10");
         assert_eq!(s.in_flight(), 0);
         // Not JSON: unchanged both ways.
-        assert_eq!(s.from_client(b"nonsense"), b"nonsense");
+        assert_eq!(s.client_message(b"nonsense"), b"nonsense");
     }
 
     #[test]
@@ -795,13 +804,18 @@ mod tests {
         let sub = subscribe(&mut s, 1, json!(["newHeads"]), "0xaaa");
         assert_eq!(sub, "0xaaa");
         s.rebind(&[(sub.clone(), "0xbbb".into())]);
-        let out = text(&s.from_backend(&note("0xbbb", head(5))).unwrap());
+        let out = text(&s.backend_message(&note("0xbbb", head(5))).unwrap());
         assert_eq!(out["params"]["subscription"], "0xaaa");
-        assert!(s.from_backend(&note("0xaaa", head(6))).is_none(), "the old backend's id is gone");
-        let sent = text(&s.from_client(br#"{"jsonrpc":"2.0","id":9,"method":"eth_unsubscribe","params":["0xaaa"]}"#));
+        assert!(
+            s.backend_message(&note("0xaaa", head(6))).is_none(),
+            "the old backend's id is gone"
+        );
+        let sent = text(&s.client_message(
+            br#"{"jsonrpc":"2.0","id":9,"method":"eth_unsubscribe","params":["0xaaa"]}"#,
+        ));
         assert_eq!(sent["params"][0], "0xbbb");
         let back = json!({"jsonrpc":"2.0","id":sent["id"],"result":true}).to_string();
-        assert_eq!(text(&s.from_backend(back.as_bytes()).unwrap())["id"], 9);
+        assert_eq!(text(&s.backend_message(back.as_bytes()).unwrap())["id"], 9);
         assert!(s.subscriptions().is_empty());
         // A new backend may hand out an id the client already holds for another subscription.
         let one = subscribe(&mut s, 2, json!(["newHeads"]), "0x1");
@@ -815,28 +829,34 @@ mod tests {
         let mut s = SessionState::default();
         let sub = subscribe(&mut s, 1, json!(["newHeads"]), "0xa");
         for n in 10..=12 {
-            assert!(s.from_backend(&note("0xa", head(n))).is_some());
+            assert!(s.backend_message(&note("0xa", head(n))).is_some());
         }
         assert_eq!(s.gaps()[0].from, Some(13));
         s.rebind(&[(sub.clone(), "0xb".into())]);
         assert_eq!(s.fill(&sub, Some(&head(13)), &[]).len(), 1);
         s.filled_to(13, 100);
-        assert!(s.from_backend(&note("0xb", head(12))).is_none());
-        assert!(s.from_backend(&note("0xb", head(13))).is_none());
-        assert!(s.from_backend(&note("0xb", head(14))).is_some());
+        assert!(s.backend_message(&note("0xb", head(12))).is_none());
+        assert!(s.backend_message(&note("0xb", head(13))).is_none());
+        assert!(s.backend_message(&note("0xb", head(14))).is_some());
         // Past the floor, heads are a node's again: a reorg's head at the same height passes.
-        assert!(s.from_backend(&note("0xb", head(14))).is_some());
+        assert!(s.backend_message(&note("0xb", head(14))).is_some());
     }
 
     #[test]
     fn logs_are_delivered_once_and_a_reorg_takes_them_back() {
         let mut s = SessionState::default();
         let sub = subscribe(&mut s, 1, json!(["logs", {"address": "0x01"}]), "0xa");
-        assert!(s.from_backend(&note("0xa", log(7, "0x07", 0))).is_some());
-        assert!(s.from_backend(&note("0xa", log(7, "0x07", 0))).is_none(), "a repeat");
-        assert!(s.from_backend(&note("0xa", log(8, "0x08", 3))).is_some());
+        assert!(s.backend_message(&note("0xa", log(7, "0x07", 0))).is_some());
+        assert!(
+            s.backend_message(&note("0xa", log(7, "0x07", 0))).is_none(),
+            "a repeat"
+        );
+        assert!(s.backend_message(&note("0xa", log(8, "0x08", 3))).is_some());
         assert_eq!(s.gaps()[0].from, Some(8));
-        assert_eq!(s.delivered_blocks(&sub), vec![(8, "0x08".into()), (7, "0x07".into())]);
+        assert_eq!(
+            s.delivered_blocks(&sub),
+            vec![(8, "0x08".into()), (7, "0x07".into())]
+        );
         // The new backend has another block 8: its log goes back, and the gap starts at 8.
         let back = s.take_back(&sub, 8);
         assert_eq!(back.len(), 1);
@@ -845,12 +865,16 @@ mod tests {
         assert_eq!(removed["params"]["result"]["logIndex"], "0x3");
         assert_eq!(s.gaps()[0].from, Some(8));
         let filled = s.fill(&sub, None, &[log(7, "0x07", 0), log(8, "0x8b", 1)]);
-        assert_eq!(filled.len(), 1, "block 7's log the client has is not sent again");
+        assert_eq!(
+            filled.len(),
+            1,
+            "block 7's log the client has is not sent again"
+        );
         // A removed log passes and is forgotten: the same log added again passes too.
         let mut gone = log(7, "0x07", 0);
         gone["removed"] = json!(true);
-        assert!(s.from_backend(&note("0xa", gone)).is_some());
-        assert!(s.from_backend(&note("0xa", log(7, "0x07", 0))).is_some());
+        assert!(s.backend_message(&note("0xa", gone)).is_some());
+        assert!(s.backend_message(&note("0xa", log(7, "0x07", 0))).is_some());
     }
 
     #[test]
@@ -858,32 +882,49 @@ mod tests {
         let mut s = SessionState::default();
         let _heads = subscribe(&mut s, 1, json!(["newHeads"]), "0xh");
         let _logs = subscribe(&mut s, 2, json!(["logs", {}]), "0xl");
-        assert!(s.from_backend(&note("0xh", head(20))).is_some());
+        assert!(s.backend_message(&note("0xh", head(20))).is_some());
         let gaps = s.gaps();
         let logs_gap = gaps.iter().find(|g| g.client_sub == "0xl").unwrap();
-        assert_eq!(logs_gap.from, Some(19), "block 19's logs were all sent before head 20");
+        assert_eq!(
+            logs_gap.from,
+            Some(19),
+            "block 19's logs were all sent before head 20"
+        );
     }
 
     #[test]
     fn in_flight_requests_are_sent_again_when_safe_and_answered_otherwise() {
         let mut s = SessionState::default();
         let sub = subscribe(&mut s, 1, json!(["newHeads"]), "0xa");
-        s.from_client(br#"{"jsonrpc":"2.0","id":2,"method":"eth_getBalance","params":["0x0","latest"]}"#);
-        s.from_client(br#"{"jsonrpc":"2.0","id":3,"method":"eth_sendRawTransaction","params":["0x00"]}"#);
-        s.from_client(br#"[{"jsonrpc":"2.0","id":4,"method":"eth_call"},{"jsonrpc":"2.0","id":5,"method":"eth_chainId"}]"#);
-        s.from_client(br#"[{"jsonrpc":"2.0","id":6,"method":"eth_call"},{"jsonrpc":"2.0","id":7,"method":"eth_sendTransaction"}]"#);
-        s.from_client(format!(r#"{{"jsonrpc":"2.0","id":8,"method":"eth_unsubscribe","params":["{sub}"]}}"#).as_bytes());
+        s.client_message(
+            br#"{"jsonrpc":"2.0","id":2,"method":"eth_getBalance","params":["0x0","latest"]}"#,
+        );
+        s.client_message(
+            br#"{"jsonrpc":"2.0","id":3,"method":"eth_sendRawTransaction","params":["0x00"]}"#,
+        );
+        s.client_message(br#"[{"jsonrpc":"2.0","id":4,"method":"eth_call"},{"jsonrpc":"2.0","id":5,"method":"eth_chainId"}]"#);
+        s.client_message(br#"[{"jsonrpc":"2.0","id":6,"method":"eth_call"},{"jsonrpc":"2.0","id":7,"method":"eth_sendTransaction"}]"#);
+        s.client_message(
+            format!(r#"{{"jsonrpc":"2.0","id":8,"method":"eth_unsubscribe","params":["{sub}"]}}"#)
+                .as_bytes(),
+        );
         let (resend, answers) = s.on_move("ec-a");
         assert_eq!(resend.len(), 2, "the balance and the safe batch");
         assert_eq!(text(&resend[0])["method"], "eth_getBalance");
         assert_eq!(text(&resend[1]).as_array().unwrap().len(), 2);
         let answers: Vec<Value> = answers.iter().map(|a| text(a)).collect();
-        assert!(answers.iter().any(|a| a["id"] == 3 && a["error"]["code"] == NOT_REPEATED));
+        assert!(answers
+            .iter()
+            .any(|a| a["id"] == 3 && a["error"]["code"] == NOT_REPEATED));
         assert!(answers.iter().any(|a| a["id"] == 8 && a["result"] == true));
         let batch = answers.iter().find(|a| a.is_array()).unwrap();
         assert_eq!(batch.as_array().unwrap().len(), 2);
         assert!(s.subscriptions().is_empty(), "unsubscribed during the move");
-        assert_eq!(s.in_flight(), 3, "resent requests still wait for their answer");
+        assert_eq!(
+            s.in_flight(),
+            3,
+            "resent requests still wait for their answer"
+        );
     }
 
     #[test]
@@ -894,7 +935,7 @@ mod tests {
         for block in 0..200u64 {
             let mut l = log(block, &format!("0x{block:x}"), 0);
             l["data"] = json!(format!("0x{big}"));
-            s.from_backend(&note("0xa", l));
+            s.backend_message(&note("0xa", l));
         }
         let Progress::Logs { delivered, .. } = &s.subs[&sub].progress else {
             panic!()

@@ -92,7 +92,9 @@ impl Gateway {
                 .open_upstream(session, ctx, &connections, response_timeout)
                 .await
             {
-                Ok((upstream, protocol)) => break (ctx.backend.unwrap_or_default(), upstream, protocol),
+                Ok((upstream, protocol)) => {
+                    break (ctx.backend.unwrap_or_default(), upstream, protocol)
+                }
                 Err((e, connecting)) => {
                     let e = if connecting {
                         self.connect_failed(session, ctx, e)
@@ -131,7 +133,8 @@ impl Gateway {
                 .await;
             let why = match outcome {
                 Ok(Outcome::Over) => {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), upstream.close(None)).await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(1), upstream.close(None)).await;
                     return Ok(());
                 }
                 Ok(Outcome::Move(why)) => why,
@@ -139,7 +142,15 @@ impl Gateway {
             };
             let _ = tokio::time::timeout(Duration::from_secs(1), upstream.close(None)).await;
             match self
-                .move_session(session, ctx, &pool, index, why, &mut state, response_timeout)
+                .move_session(
+                    session,
+                    ctx,
+                    &pool,
+                    index,
+                    why,
+                    &mut state,
+                    response_timeout,
+                )
                 .await?
             {
                 Some((to, moved)) => {
@@ -169,11 +180,8 @@ impl Gateway {
             .map_err(|e| (e, false))?;
         let request = handshake_request(&request).map_err(|e| (e, false))?;
         let stream = connections.open().await.map_err(|e| (e, true))?;
-        let handshake = tokio_tungstenite::client_async_with_config(
-            request,
-            stream,
-            Some(backend_config()),
-        );
+        let handshake =
+            tokio_tungstenite::client_async_with_config(request, stream, Some(backend_config()));
         match tokio::time::timeout(response_timeout, handshake).await {
             Ok(Ok((upstream, response))) => {
                 let protocol = response
@@ -183,7 +191,11 @@ impl Gateway {
                 Ok((upstream, protocol))
             }
             Ok(Err(e)) => Err((
-                upstream_error(ErrorType::ConnectError, "WebSocket handshake", e.to_string()),
+                upstream_error(
+                    ErrorType::ConnectError,
+                    "WebSocket handshake",
+                    e.to_string(),
+                ),
                 false,
             )),
             Err(_) => Err((
@@ -228,7 +240,7 @@ impl Gateway {
                     for (opcode, payload) in whole_frames(&judged) {
                         match opcode {
                             OpCode::Data(data) => {
-                                let sent = state.from_client(&payload);
+                                let sent = state.client_message(&payload);
                                 let message = match data {
                                     Data::Binary => Message::Binary(sent.into()),
                                     _ => match String::from_utf8(sent) {
@@ -302,7 +314,7 @@ impl Gateway {
             // Pings are answered by the backend socket itself; pongs and raw frames say nothing.
             _ => return Ok(()),
         };
-        if let Some(out) = state.from_backend(bytes) {
+        if let Some(out) = state.backend_message(bytes) {
             to_client(session, OpCode::Data(data), &out).await?;
         }
         for request in state.take_requests() {
@@ -339,7 +351,12 @@ impl Gateway {
             let Some((index, connections)) = next_backend(pool, excluded, |b| b.ws_connections())
             else {
                 tracing::info!(pool = %pool.name(), kind = "websocket", "no healthy backend to move the session to: it closes");
-                close_client(session, CloseCode::Restart, "no healthy backend to move this session to; reconnect").await;
+                close_client(
+                    session,
+                    CloseCode::Restart,
+                    "no healthy backend to move this session to; reconnect",
+                )
+                .await;
                 return Ok(None);
             };
             excluded |= 1 << index;
@@ -501,7 +518,13 @@ impl Carry<'_> {
                         };
                         // A head notification is the block's header.
                         if let Some(object) = block.as_object_mut() {
-                            for body in ["transactions", "uncles", "withdrawals", "size", "totalDifficulty"] {
+                            for body in [
+                                "transactions",
+                                "uncles",
+                                "withdrawals",
+                                "size",
+                                "totalDifficulty",
+                            ] {
                                 object.remove(body);
                             }
                         }
@@ -608,7 +631,10 @@ impl Carry<'_> {
                     if let Some(error) = answer.get("error") {
                         return Err(fail(short(error)));
                     }
-                    return Ok(answer.get_mut("result").map(Value::take).unwrap_or(Value::Null));
+                    return Ok(answer
+                        .get_mut("result")
+                        .map(Value::take)
+                        .unwrap_or(Value::Null));
                 }
             }
             self.waiting_bytes += text.len();
@@ -657,19 +683,28 @@ fn accept_key(request: &RequestHeader) -> Option<String> {
 /// The gateway's upgrade request to a backend: the client's (as the request hooks shaped it),
 /// with a key of its own.
 fn handshake_request(request: &RequestHeader) -> Result<http::Request<()>> {
+    // The handshake reads only the path from the target; its scheme (always `ws`: TLS, when the
+    // endpoint has it, is already on the connection) and host must be there all the same.
+    let host = request
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("backend");
+    let path = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let mut out = http::Request::builder()
         .method(http::Method::GET)
-        .uri(
-            request
-                .uri
-                .path_and_query()
-                .map_or("/", |pq| pq.as_str()),
-        )
+        .uri(format!("ws://{host}{path}"))
         .version(http::Version::HTTP_11);
     for (name, value) in &request.headers {
         if matches!(
             name.as_str(),
-            "connection" | "upgrade" | "sec-websocket-key" | "sec-websocket-version" | "sec-websocket-extensions" | "content-length" | "transfer-encoding"
+            "connection"
+                | "upgrade"
+                | "sec-websocket-key"
+                | "sec-websocket-version"
+                | "sec-websocket-extensions"
+                | "content-length"
+                | "transfer-encoding"
         ) {
             continue;
         }
@@ -683,7 +718,10 @@ fn handshake_request(request: &RequestHeader) -> Result<http::Request<()>> {
             tungstenite::handshake::client::generate_key(),
         )
         .body(())
-        .or_err(ErrorType::InvalidHTTPHeader, "the upgrade request to the backend")
+        .or_err(
+            ErrorType::InvalidHTTPHeader,
+            "the upgrade request to the backend",
+        )
 }
 
 /// One whole frame to the client.
@@ -721,7 +759,9 @@ mod tests {
             .unwrap();
         request.insert_header("sec-websocket-version", "8").unwrap();
         assert_eq!(accept_key(&request), None);
-        request.insert_header("sec-websocket-version", "13").unwrap();
+        request
+            .insert_header("sec-websocket-version", "13")
+            .unwrap();
         // RFC 6455's example.
         assert_eq!(
             accept_key(&request).as_deref(),
@@ -741,7 +781,7 @@ mod tests {
             request.insert_header(name, value).unwrap();
         }
         let out = handshake_request(&request).unwrap();
-        assert_eq!(out.uri(), "/ws?x=1");
+        assert_eq!(out.uri(), "ws://ec-a.example/ws?x=1");
         assert_ne!(out.headers()["sec-websocket-key"], "client-key");
         assert!(out.headers().get("sec-websocket-extensions").is_none());
         assert_eq!(out.headers()["sec-websocket-protocol"], "json");

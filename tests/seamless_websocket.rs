@@ -1,0 +1,307 @@
+//! `sessions: seamless` on an execution pool: a WebSocket client's subscriptions survive a
+//! failover with their ids, and every head and every matching log reaches it once, in order.
+
+mod common;
+
+use common::*;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use ssv_ha::sim::execution::{LOG_ADDRESS, LOG_TOPIC};
+use ssv_ha::sim::{NodeKind, NodeStatus, SimNode};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// What the client received, by kind, in order.
+#[derive(Default, Debug)]
+struct Received {
+    heads: Vec<u64>,
+    logs: Vec<(u64, bool)>,
+    /// Subscription ids seen on notifications.
+    ids: Vec<String>,
+    answers: Vec<Value>,
+}
+
+fn number(v: &Value) -> u64 {
+    u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+impl Received {
+    fn take(&mut self, message: Value) {
+        if message["method"] == "eth_subscription" {
+            let sub = message["params"]["subscription"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            if !self.ids.contains(&sub) {
+                self.ids.push(sub);
+            }
+            let result = &message["params"]["result"];
+            if result.get("logIndex").is_some() {
+                self.logs.push((
+                    number(&result["blockNumber"]),
+                    result["removed"].as_bool().unwrap_or(false),
+                ));
+            } else {
+                self.heads.push(number(&result["number"]));
+            }
+        } else {
+            self.answers.push(message);
+        }
+    }
+}
+
+async fn read_until(ws: &mut Ws, got: &mut Received, what: &str, done: impl Fn(&Received) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !done(got) {
+        let message = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("{what} within 15 s; got {got:?}"))
+            .expect("the connection stayed open")
+            .expect("a message");
+        match message {
+            Message::Text(text) => got.take(serde_json::from_str(&text).unwrap()),
+            Message::Close(frame) => {
+                panic!("the gateway closed the session: {frame:?}; got {got:?}")
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn call(ws: &mut Ws, got: &mut Received, id: u64, method: &str, params: Value) -> Value {
+    let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    ws.send(Message::Text(request.to_string().into()))
+        .await
+        .unwrap();
+    read_until(ws, got, method, |g| g.answers.iter().any(|a| a["id"] == id)).await;
+    let at = got.answers.iter().position(|a| a["id"] == id).unwrap();
+    got.answers.remove(at)
+}
+
+struct Setup {
+    _pki: Pki,
+    a: SimNode,
+    b: SimNode,
+    gw: Gateway,
+    listen: SocketAddr,
+}
+
+async fn setup(extra: &str) -> Setup {
+    let pki = Pki::new();
+    let a = pki
+        .node(NodeKind::Execution, "ec-a", NodeStatus::default())
+        .await;
+    let b = pki
+        .node(NodeKind::Execution, "ec-b", NodeStatus::default())
+        .await;
+    let pools = pool_yaml_with(
+        "execution",
+        "execution",
+        "first",
+        &pki.ca_file,
+        &[(&a, false), (&b, true)],
+        &format!("    sessions: seamless\n    failback: false\n{extra}"),
+    );
+    let (admin, listen) = (free_addr(), free_addr());
+    let yaml = config(
+        admin,
+        listen,
+        &pools,
+        &format!("  - {{ listener: \"{listen}\", pool: execution }}\n"),
+    );
+    let gw = Gateway::start(&yaml, admin, &[listen]).await;
+    gw.wait_backend("execution", "ec-a", true).await;
+    gw.wait_backend("execution", "ec-b", true).await;
+    Setup {
+        _pki: pki,
+        a,
+        b,
+        gw,
+        listen,
+    }
+}
+
+async fn open_on(gw: &Gateway, backend: &str) {
+    let series =
+        format!(r#"ssv_ha_sessions_open{{backend="{backend}",kind="websocket",pool="execution"}}"#);
+    wait_for(
+        &format!("the session on {backend}"),
+        Duration::from_secs(15),
+        || async { (metric(&gw.metrics().await, &series) == 1.0).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscriptions_move_with_their_ids_and_every_head_and_log_arrives_once_in_order() {
+    let s = setup("").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", s.listen))
+        .await
+        .unwrap();
+    let mut got = Received::default();
+    let heads = call(&mut ws, &mut got, 1, "eth_subscribe", json!(["newHeads"])).await;
+    let logs = call(
+        &mut ws,
+        &mut got,
+        2,
+        "eth_subscribe",
+        json!(["logs", {"address": LOG_ADDRESS, "topics": [LOG_TOPIC]}]),
+    )
+    .await;
+    let (heads, logs) = (
+        heads["result"].as_str().unwrap().to_string(),
+        logs["result"].as_str().unwrap().to_string(),
+    );
+    open_on(&s.gw, "ec-a").await;
+    for _ in 0..3 {
+        s.a.new_head();
+        s.b.new_head();
+    }
+    read_until(&mut ws, &mut got, "blocks 1001-1003", |g| {
+        g.heads.last() == Some(&1003) && g.logs.last() == Some(&(1003, false))
+    })
+    .await;
+
+    // The primary stops following the chain; the backup goes on, two blocks the client has not
+    // seen while its session is still on the primary.
+    s.a.set(|st| st.syncing = true);
+    s.b.new_head();
+    s.b.new_head();
+    s.gw.wait_backend("execution", "ec-a", false).await;
+    open_on(&s.gw, "ec-b").await;
+    for _ in 0..2 {
+        s.b.new_head();
+    }
+    read_until(&mut ws, &mut got, "blocks up to 1007", |g| {
+        g.heads.last() == Some(&1007) && g.logs.last() == Some(&(1007, false))
+    })
+    .await;
+    assert_eq!(
+        got.heads,
+        (1001..=1007).collect::<Vec<_>>(),
+        "every head once, in order"
+    );
+    assert_eq!(
+        got.logs,
+        (1001..=1007).map(|n| (n, false)).collect::<Vec<_>>(),
+        "every matching log once, in order"
+    );
+    let mut ids = got.ids.clone();
+    ids.sort();
+    let mut want = vec![heads.clone(), logs.clone()];
+    want.sort();
+    assert_eq!(
+        ids, want,
+        "notifications keep the client's subscription ids"
+    );
+    let moved = metric(
+        &s.gw.metrics().await,
+        r#"ssv_ha_sessions_moved_total{kind="websocket",pool="execution",reason="backend_down"}"#,
+    );
+    assert_eq!(moved, 1.0);
+
+    // Requests go on, answered with the client's ids; the old id unsubscribes.
+    let chain = call(&mut ws, &mut got, 7, "eth_chainId", json!([])).await;
+    assert_eq!(chain["result"], "0x1");
+    let done = call(&mut ws, &mut got, 8, "eth_unsubscribe", json!([heads])).await;
+    assert_eq!(done["result"], true, "{done}");
+    s.b.new_head();
+    read_until(&mut ws, &mut got, "block 1008's log", |g| {
+        g.logs.last() == Some(&(1008, false))
+    })
+    .await;
+    assert_eq!(
+        got.heads.last(),
+        Some(&1007),
+        "no head after eth_unsubscribe"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reorg_across_the_switch_takes_logs_back_and_sends_the_new_branch() {
+    let s = setup("").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", s.listen))
+        .await
+        .unwrap();
+    let mut got = Received::default();
+    call(
+        &mut ws,
+        &mut got,
+        1,
+        "eth_subscribe",
+        json!(["logs", {"address": LOG_ADDRESS}]),
+    )
+    .await;
+    open_on(&s.gw, "ec-a").await;
+    for _ in 0..3 {
+        s.a.new_head();
+        s.b.new_head();
+    }
+    read_until(&mut ws, &mut got, "logs of 1001-1003", |g| {
+        g.logs.last() == Some(&(1003, false))
+    })
+    .await;
+    // The backup's chain differs from block 1003 on.
+    s.b.set(|st| st.branch_from = Some(1003));
+    s.a.go_down();
+    s.gw.wait_backend("execution", "ec-a", false).await;
+    open_on(&s.gw, "ec-b").await;
+    s.b.new_head();
+    read_until(&mut ws, &mut got, "the new branch's logs", |g| {
+        g.logs.last() == Some(&(1004, false))
+    })
+    .await;
+    assert_eq!(
+        got.logs,
+        vec![
+            (1001, false),
+            (1002, false),
+            (1003, false),
+            (1003, true),
+            (1003, false),
+            (1004, false)
+        ],
+        "block 1003's log is taken back and the new branch's sent, once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gap_longer_than_the_limit_closes_the_session_with_the_reason() {
+    let s = setup("    max_gap_blocks: 3\n").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", s.listen))
+        .await
+        .unwrap();
+    let mut got = Received::default();
+    call(&mut ws, &mut got, 1, "eth_subscribe", json!(["newHeads"])).await;
+    open_on(&s.gw, "ec-a").await;
+    s.a.new_head();
+    s.b.new_head();
+    read_until(&mut ws, &mut got, "block 1001", |g| {
+        g.heads.last() == Some(&1001)
+    })
+    .await;
+    s.b.set(|st| st.head = 1010);
+    s.a.go_down();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let message = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("the session closes within 15 s");
+        match message {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                assert_eq!(u16::from(frame.code), 1011);
+                assert!(frame.reason.contains("max_gap_blocks"), "{}", frame.reason);
+                break;
+            }
+            Some(Ok(Message::Text(text))) => {
+                got.take(serde_json::from_str(&text).unwrap());
+            }
+            other => panic!("expected a close frame with the reason, got {other:?}"),
+        }
+    }
+    assert_eq!(got.heads, vec![1001], "nothing of the gap was sent");
+}
