@@ -184,6 +184,12 @@ impl Gateway {
                         reason = MOVE_REASONS[reason as usize],
                         "session moved"
                     );
+                    pool.record_move(
+                        "sse",
+                        from.map(|b| b.name()),
+                        pool.backends[index].name(),
+                        MOVE_REASONS[reason as usize],
+                    );
                 }
             }
             let mut delivered = false;
