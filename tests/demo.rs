@@ -1,5 +1,6 @@
 //! `ssv-ha demo`, driven the way the README tells a user to: start it, call through it, press `1`
-//! to make the execution primary fail, watch the backup take over and the primary come back.
+//! to make the execution primary fail, watch the backup take over and the primary come back;
+//! `scripts/demo` installs what the build needs only when it is missing.
 
 mod common;
 
@@ -116,4 +117,89 @@ async fn demo_serves_both_kinds_and_shows_a_failover() {
 
     writeln!(stdin, "1").unwrap();
     answered_by(&client, &url, "ec-a").await;
+}
+
+/// A directory for PATH holding only what `scripts/demo --check-only` / `--install-only` need,
+/// plus `apt-get` and `sudo` stand-ins that record their arguments in `calls`; with `build_tools`,
+/// `cmake` and `cc` too.
+fn fake_path(build_tools: bool) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = dir.path().join("calls");
+    let which = |tool: &str| {
+        let out = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap();
+        let path = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        assert!(!path.is_empty(), "{tool} is on this machine");
+        path
+    };
+    let mut tools = vec!["bash", "dirname", "id"];
+    if build_tools {
+        tools.extend(["cmake", "cc"]);
+    }
+    for tool in tools {
+        std::os::unix::fs::symlink(which(tool), dir.path().join(tool)).unwrap();
+    }
+    for stub in ["apt-get", "sudo"] {
+        let path = dir.path().join(stub);
+        std::fs::write(
+            &path,
+            format!(
+                "#!{}\necho \"{stub} $*\" >> '{}'\n",
+                which("bash"),
+                calls.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    (dir, calls)
+}
+
+fn run_demo_script(path: &std::path::Path, arg: &str) -> (Option<i32>, String) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo");
+    let out = Command::new(script)
+        .arg(arg)
+        .env("PATH", path)
+        .output()
+        .expect("run scripts/demo");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[test]
+fn the_demo_script_installs_only_what_is_missing() {
+    // Everything present: nothing is installed, and it says so.
+    let (all, calls) = fake_path(true);
+    for mode in ["--check-only", "--install-only"] {
+        let (code, said) = run_demo_script(all.path(), mode);
+        assert_eq!(code, Some(0), "{mode}: {said}");
+        assert!(said.contains("nothing to install"), "{mode}: {said}");
+    }
+    assert!(!calls.exists(), "apt-get was run with nothing missing");
+
+    // cmake and the C compiler missing: --check-only names them and installs nothing ...
+    let (bare, calls) = fake_path(false);
+    let (code, said) = run_demo_script(bare.path(), "--check-only");
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains("would install Debian packages: cmake gcc"),
+        "{said}"
+    );
+    assert!(!calls.exists(), "--check-only ran apt-get");
+    // ... and --install-only installs them (apt-get here records what it was asked).
+    let (code, said) = run_demo_script(bare.path(), "--install-only");
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("installing Debian packages: cmake gcc"),
+        "{said}"
+    );
+    let asked = std::fs::read_to_string(&calls).expect("apt-get was run");
+    assert!(asked.contains("install -y -qq cmake gcc"), "{asked}");
 }
