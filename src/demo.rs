@@ -8,6 +8,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The demo's log filter unless `RUST_LOG` is set: ssv-ha's lines at `info` (health transitions,
+/// failovers, the access line of each request), Pingora's only from `warn` up, so its start-up
+/// lines ("Bootstrap starting", "Server starting", one per service) do not push the
+/// instructions off the screen.
+pub const LOG_FILTER: &str = "info,pingora=warn,pingora_core=warn,pingora_proxy=warn,\
+     pingora_load_balancing=warn,pingora_pool=warn,pingora_runtime=warn,pingora_rustls=warn";
+
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Where the gateway serves execution JSON-RPC (HTTP and WebSocket).
@@ -198,4 +205,13 @@ fn toggle_syncing(node: &SimNode) {
             "is synced again: traffic returns to it"
         }
     );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_log_filter_parses() {
+        // EnvFilter::new would drop a directive it cannot read without a word.
+        tracing_subscriber::EnvFilter::try_new(super::LOG_FILTER).expect("a valid filter");
+    }
 }

@@ -1,12 +1,18 @@
 //! Prometheus metrics of the gateway: a leaf every layer may count into (the admin listener only
 //! renders them), in a registry of its own (two gateways in one process, as in
 //! tests, do not share counters). Hot-path handles are resolved once per backend, so a request
-//! never hashes label values.
+//! never hashes label values. Beside the counters, the ring of recent [`events`] that every layer
+//! records into in the same way.
+
+pub mod events;
+
+use events::Events;
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+use std::sync::Arc;
 
 /// Why sessions were cut, as labelled in `ssv_ha_sessions_cut_total`; indexed by
 /// `upstream::session::CutReason`, which names each.
@@ -48,6 +54,8 @@ pub struct Metrics {
     failovers: IntCounterVec,
     denied: IntCounterVec,
     refused: IntCounterVec,
+    /// Recent events, shown by `/status` and the status page; kept across reloads with the rest.
+    pub events: Arc<Events>,
 }
 
 /// Handles for one backend, resolved at start.
@@ -69,6 +77,8 @@ pub struct BackendMetrics {
     pub sessions_cut: [IntCounter; 5],
     /// 1 while this backend is the one its pool sends plain traffic to.
     pub active: IntGauge,
+    /// The gateway's recent events (sessions cut).
+    pub events: Arc<Events>,
 }
 
 /// Handles for one pool.
@@ -81,6 +91,8 @@ pub struct PoolMetrics {
     /// Sessions moved to another backend with the client connected: WebSocket sessions and
     /// event streams (indexed as [`SESSION_KINDS`]), by [`MOVE_REASONS`].
     pub moved: [[IntCounter; 3]; 2],
+    /// The gateway's recent events (health transitions, failovers, session moves).
+    pub events: Arc<Events>,
 }
 
 impl Metrics {
@@ -303,6 +315,7 @@ impl Metrics {
             failovers,
             denied,
             refused,
+            events: Arc::new(Events::default()),
         })
     }
 
@@ -329,6 +342,7 @@ impl Metrics {
             checks_failed: self
                 .health_checks
                 .with_label_values(&[pool, backend, "failed"]),
+            events: self.events.clone(),
         }
     }
 
@@ -340,6 +354,7 @@ impl Metrics {
             moved: [SESSION_KINDS[0], SESSION_KINDS[1]]
                 .map(|kind| MOVE_REASONS.map(|r| self.moved.with_label_values(&[pool, kind, r]))),
             denied: self.denied.with_label_values(&[pool]),
+            events: self.events.clone(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The status page, loaded in headless Chromium (Debian's `chromium`, installed by scripts/test):
-//! it shows the healthy and the unhealthy backend with the unhealthy one's reason. The run leaves a
-//! screenshot in `target/status-page.png`.
+//! it shows the healthy and the unhealthy backend with the unhealthy one's reason, and the failover
+//! from one to the other in its recent events. The run leaves a screenshot in
+//! `target/status-page.png`.
 
 mod common;
 
@@ -49,15 +50,9 @@ async fn status_page_shows_backends_and_reasons_in_a_browser() {
     let good = pki
         .node(NodeKind::Execution, "ec-good", NodeStatus::default())
         .await;
+    // Healthy at first; it loses its peers once it carries the traffic.
     let lonely = pki
-        .node(
-            NodeKind::Execution,
-            "ec-lonely",
-            NodeStatus {
-                peers: 2,
-                ..NodeStatus::default()
-            },
-        )
+        .node(NodeKind::Execution, "ec-lonely", NodeStatus::default())
         .await;
     let pools = pool_yaml(
         "execution",
@@ -69,7 +64,22 @@ async fn status_page_shows_backends_and_reasons_in_a_browser() {
     let (gw, _) = start_on(&pools, EC_ROUTE).await;
     let admin = gw.admin;
     gw.wait_backend("execution", "ec-good", true).await;
+    gw.wait_backend("execution", "ec-lonely", true).await;
+    lonely.set(|s| s.peers = 2);
     gw.wait_backend("execution", "ec-lonely", false).await;
+    wait_for(
+        "the failover in /status events",
+        std::time::Duration::from_secs(10),
+        || async {
+            let status = gw.status().await;
+            status["events"]
+                .as_array()?
+                .iter()
+                .any(|e| e["kind"] == "failover")
+                .then_some(())
+        },
+    )
+    .await;
 
     let url = format!("http://{admin}/");
     let dom = tokio::task::spawn_blocking({
@@ -98,9 +108,34 @@ async fn status_page_shows_backends_and_reasons_in_a_browser() {
         "{lonely_row}"
     );
     assert!(dom.contains("Traffic goes to <b>ec-good</b>"), "{dom}");
+    // Under the tables, the recent events, newest first: the failover with its reason, after
+    // the transition that caused it.
+    let events_at = dom
+        .find("id=\"events\"")
+        .unwrap_or_else(|| panic!("no recent events in {dom}"));
+    assert!(
+        events_at > dom.find("id=\"backend-ec-good\"").unwrap(),
+        "{dom}"
+    );
+    let events = &dom[events_at..];
+    let failover = events
+        .find("<tr class=\"event failover\">")
+        .unwrap_or_else(|| panic!("no failover listed in {events}"));
+    let failover_row = &events[failover..failover + events[failover..].find("</tr>").unwrap()];
+    assert!(
+        failover_row.contains(">ec-good<")
+            && failover_row.contains("ec-lonely -&gt; ec-good: ec-lonely is down (peers 2 &lt; 10"),
+        "{failover_row}"
+    );
+    let down = events
+        .find("<tr class=\"event backend_down\">")
+        .unwrap_or_else(|| panic!("no backend_down listed in {events}"));
+    assert!(failover < down, "newest first: {events}");
 
     let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/status-page.png");
     let _ = std::fs::remove_file(&shot);
+    // `target/` is not there when the build went to another CARGO_TARGET_DIR.
+    std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
     let out = tokio::task::spawn_blocking({
         let shot = shot.clone();
         move || {

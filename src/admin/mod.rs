@@ -57,7 +57,7 @@ impl ServeHttp for AdminApp {
         let routing = self.routing.load();
         match (method.as_str(), path.as_str()) {
             ("GET", "/") => {
-                let page = page::render(&status::snapshot(&routing.pools));
+                let page = page::render(&status::snapshot(&routing.pools, &self.metrics.events));
                 reply(
                     StatusCode::OK,
                     "text/html; charset=utf-8",
@@ -70,7 +70,7 @@ impl ServeHttp for AdminApp {
                 self.metrics.render(),
             ),
             ("GET", "/status") => {
-                let status = status::snapshot(&routing.pools);
+                let status = status::snapshot(&routing.pools, &self.metrics.events);
                 match serde_json::to_vec_pretty(&status) {
                     Ok(body) => reply(StatusCode::OK, "application/json", body),
                     Err(e) => reply(

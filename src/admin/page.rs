@@ -3,10 +3,14 @@
 
 use super::status::{BackendStatus, PoolStatus, Status};
 use crate::health::Facts;
+use crate::metrics::events::Event;
 use std::fmt::Write;
 
 /// Seconds between two automatic refreshes of the page.
 pub const REFRESH_SECONDS: u32 = 3;
+
+/// Recent events listed under the tables (`/status` has them all).
+pub const PAGE_EVENTS: usize = 50;
 
 pub fn render(status: &Status) -> String {
     let mut html = String::with_capacity(8 * 1024);
@@ -30,6 +34,8 @@ th {{ background: #eef0f4; font-weight: 600; }}
 tr.down {{ background: #fdf1f0; }}
 .active {{ display: inline-block; padding: 0 .4em; border-radius: 3px; background: #137333; color: #fff; font-size: .85em; }}
 .none {{ color: #b3261e; font-weight: 700; }}
+tr.backend_down td.kind, tr.failover td.kind, tr.reload_failed td.kind {{ color: #b3261e; font-weight: 600; }}
+tr.backend_up td.kind {{ color: #137333; font-weight: 600; }}
 code {{ font-size: .92em; }}
 </style></head><body>
 <h1>ssv-ha {version}</h1>
@@ -40,6 +46,7 @@ code {{ font-size: .92em; }}
     for pool in &status.pools {
         pool_section(&mut html, pool);
     }
+    events_section(&mut html, &status.events);
     html.push_str("</body></html>\n");
     html
 }
@@ -117,6 +124,31 @@ fn backend_row(html: &mut String, b: &BackendStatus, active: bool) {
     );
 }
 
+/// The latest [`PAGE_EVENTS`] events, newest first (as `/status` lists them).
+fn events_section(html: &mut String, events: &[Event]) {
+    html.push_str("<h2 id=\"events\">Recent events</h2>\n");
+    if events.is_empty() {
+        html.push_str("<p class=\"meta\">Nothing has happened since the start.</p>\n");
+        return;
+    }
+    html.push_str(
+        "<table id=\"event-list\"><tr><th>time</th><th>event</th><th>pool</th><th>backend</th><th>what and why</th></tr>\n",
+    );
+    for e in events.iter().take(PAGE_EVENTS) {
+        let dash = || "–".to_string();
+        let _ = writeln!(
+            html,
+            "<tr class=\"event {kind}\"><td>{time}</td><td class=\"kind\">{kind}</td><td>{pool}</td><td>{backend}</td><td class=\"reason\">{reason}</td></tr>",
+            kind = e.kind.as_str(),
+            time = escape(&e.time),
+            pool = e.pool.as_deref().map_or_else(dash, escape),
+            backend = e.backend.as_deref().map_or_else(dash, escape),
+            reason = escape(&e.reason),
+        );
+    }
+    html.push_str("</table>\n");
+}
+
 /// Escapes text for HTML: reasons can quote what a backend sent.
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -136,6 +168,7 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::events::EventKind;
 
     #[test]
     fn escapes_what_backends_send() {
@@ -143,6 +176,45 @@ mod tests {
             escape(r#"<script>alert("x")</script> & 'y'"#),
             "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;y&#39;"
         );
+    }
+
+    #[test]
+    fn lists_the_latest_events_newest_first_escaped() {
+        let events = crate::metrics::events::Events::default();
+        for n in 0..PAGE_EVENTS + 5 {
+            events.record(
+                EventKind::Failover,
+                Some("execution"),
+                Some("ec-b"),
+                format!("event {n} <b>"),
+            );
+        }
+        let status = Status {
+            version: "1.2.3",
+            pools: vec![],
+            events: events.recent(usize::MAX),
+        };
+        let html = render(&status);
+        let listed: Vec<&str> = html
+            .match_indices("<tr class=\"event failover\">")
+            .map(|(at, _)| &html[at..])
+            .collect();
+        assert_eq!(listed.len(), PAGE_EVENTS);
+        let newest = format!("event {} &lt;b&gt;", PAGE_EVENTS + 4);
+        assert!(listed[0].contains(&newest), "{html}");
+        assert!(
+            html.find(&newest) < html.find("event 5 &lt;b&gt;"),
+            "newest first"
+        );
+        assert!(!html.contains("event 4 "), "only the latest {PAGE_EVENTS}");
+        assert!(!html.contains("<b></td>"), "escaped");
+
+        let quiet = render(&Status {
+            version: "1.2.3",
+            pools: vec![],
+            events: vec![],
+        });
+        assert!(quiet.contains("Nothing has happened since the start."));
     }
 
     #[test]
@@ -174,6 +246,7 @@ mod tests {
                     last_change: None,
                 }],
             }],
+            events: vec![],
         };
         let html = render(&status);
         assert!(html.contains("No healthy backend"));

@@ -1,8 +1,10 @@
-//! `/status`: every pool and backend with its health, reasons and last observation, as JSON.
+//! `/status`: every pool and backend with its health, reasons and last observation, and the
+//! recent events, as JSON.
 
 use crate::config::model::{Policy, PoolKind, SessionMode};
 use crate::health::verdict::Verdict;
 use crate::health::Facts;
+use crate::metrics::events::{Event, Events, MAX_EVENTS};
 use crate::upstream::Pool;
 use serde::Serialize;
 use std::sync::Arc;
@@ -12,6 +14,9 @@ use std::time::SystemTime;
 pub struct Status {
     pub version: &'static str,
     pub pools: Vec<PoolStatus>,
+    /// Recent health transitions, failovers, session cuts and moves, and reloads, newest first
+    /// (the last [`MAX_EVENTS`]).
+    pub events: Vec<Event>,
 }
 
 #[derive(Debug, Serialize)]
@@ -65,10 +70,11 @@ pub fn redacted(url: &url::Url) -> String {
     shown
 }
 
-pub fn snapshot(pools: &[Arc<Pool>]) -> Status {
+pub fn snapshot(pools: &[Arc<Pool>], events: &Events) -> Status {
     Status {
         version: env!("CARGO_PKG_VERSION"),
         pools: pools.iter().map(|p| pool_status(p)).collect(),
+        events: events.recent(MAX_EVENTS),
     }
 }
 

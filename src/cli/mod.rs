@@ -71,9 +71,12 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run);
-    // `run` logs as its configuration says, once it is loaded.
-    if !matches!(command, Command::Run) {
-        init_logging(None);
+    // `run` logs as its configuration says, once it is loaded; the demo's terminal shows the
+    // gateway's own lines, not the framework's start-up.
+    match command {
+        Command::Run => {}
+        Command::Demo(_) => init_logging(None, crate::demo::LOG_FILTER),
+        _ => init_logging(None, "info"),
     }
     match command {
         Command::Check => check(&cli.run.config),
@@ -91,10 +94,11 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr, as text or JSON lines; `RUST_LOG`, when set, wins over the configured level.
-fn init_logging(settings: Option<&config::model::LogSettings>) {
+/// Logs to stderr, as text or JSON lines; `RUST_LOG`, when set, wins over the configured level
+/// (or `default`, without a configuration).
+fn init_logging(settings: Option<&config::model::LogSettings>, default: &str) {
     use std::io::IsTerminal;
-    let level = settings.map_or("info", |s| s.level.as_str());
+    let level = settings.map_or(default, |s| s.level.as_str());
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
@@ -218,7 +222,7 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    init_logging(Some(&config.log));
+    init_logging(Some(&config.log), "info");
     let options = RunOptions {
         upgrade: args.upgrade,
     };

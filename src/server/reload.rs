@@ -12,6 +12,7 @@
 use super::build_routing;
 use crate::admin::Reload;
 use crate::config::model::Config;
+use crate::metrics::events::EventKind;
 use crate::metrics::Metrics;
 use crate::proxy::Routing;
 use crate::upstream::session::CutReason;
@@ -63,12 +64,24 @@ impl Reloader {
             Ok(summary) => {
                 self.metrics.count_reload(true);
                 tracing::info!(%summary, "configuration reloaded");
+                self.metrics.events.record(
+                    EventKind::Reload,
+                    None,
+                    None,
+                    format!("configuration reloaded: {summary}"),
+                );
             }
             Err(errors) => {
                 self.metrics.count_reload(false);
                 for error in errors {
                     tracing::error!(%error, "configuration not reloaded");
                 }
+                self.metrics.events.record(
+                    EventKind::ReloadFailed,
+                    None,
+                    None,
+                    format!("configuration not reloaded: {}", errors.join("; ")),
+                );
             }
         }
         result

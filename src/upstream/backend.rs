@@ -8,6 +8,7 @@ use crate::config::model::{self, Endpoint, HealthSettings, Timeouts};
 use crate::health::check::Report;
 use crate::health::hysteresis::Transition;
 use crate::health::record::HealthRecord;
+use crate::metrics::events::EventKind;
 use crate::metrics::BackendMetrics;
 use arc_swap::ArcSwapOption;
 use http::HeaderValue;
@@ -194,6 +195,12 @@ impl Backend {
         if cut > 0 {
             self.metrics.count_cut(reason.index(), cut as u64);
             tracing::info!(pool = %self.pool, backend = %self.name(), sessions = cut, reason = reason.as_str(), "sessions cut");
+            self.metrics.events.record(
+                EventKind::SessionsCut,
+                Some(&self.pool),
+                Some(self.name()),
+                format!("{cut} session(s) cut: {}", reason.describe()),
+            );
         }
         cut
     }

@@ -6,6 +6,7 @@ use super::{Backend, Traffic};
 use crate::config::model::{self, Policy};
 use crate::health::check::HealthObserver;
 use crate::health::hysteresis::Transition;
+use crate::metrics::events::EventKind;
 use crate::metrics::PoolMetrics;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,8 @@ pub struct Pool {
     pub config: model::PoolConfig,
     pub backends: Vec<Arc<Backend>>,
     cursor: AtomicUsize,
-    /// The backend last seen as [`Pool::active`] (`NONE` for none), to count failovers.
+    /// The backend last seen as [`Pool::active`] (`NONE` for none, `UNSEEN` before the first
+    /// look), to count failovers.
     last_active: AtomicUsize,
     /// Held while a failure on live traffic is judged against the rest of the pool, so two
     /// failing at once cannot each see the other as the spare.
@@ -26,6 +28,9 @@ pub struct Pool {
 }
 
 const NONE: usize = usize::MAX;
+/// [`Pool::note_active`] has not looked yet: the first active backend of a pool (at start, or
+/// of a pool a reload rebuilt) is no failover.
+const UNSEEN: usize = usize::MAX - 1;
 
 impl Pool {
     pub fn new(
@@ -37,7 +42,7 @@ impl Pool {
             config,
             backends,
             cursor: AtomicUsize::new(0),
-            last_active: AtomicUsize::new(NONE),
+            last_active: AtomicUsize::new(UNSEEN),
             passive: Mutex::new(()),
             closing: AtomicBool::new(false),
             metrics,
@@ -88,6 +93,7 @@ impl Pool {
                 .map(|v| v.summary())
                 .unwrap_or_default();
             crate::health::log_transition(self.name(), backend.name(), false, &reason);
+            self.record_transition(backend, false);
             backend.cut_sessions(CutReason::BackendDown);
         }
         self.note_active();
@@ -95,6 +101,33 @@ impl Pool {
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// Records a backend's health transition in the recent events, with the reason of its latest
+    /// verdict (the one the transition's log line carries).
+    fn record_transition(&self, backend: &Backend, up: bool) {
+        let reason = backend
+            .record()
+            .verdict
+            .as_ref()
+            .map_or_else(|| "not judged".to_string(), |v| v.summary());
+        let kind = if up {
+            EventKind::BackendUp
+        } else {
+            EventKind::BackendDown
+        };
+        self.metrics
+            .events
+            .record(kind, Some(self.name()), Some(backend.name()), reason);
+    }
+
+    /// Records that a session of `kind` (`sse`, `websocket`) moved from backend `from` to `to`
+    /// with its client connected, because of `reason` (a label of `metrics::MOVE_REASONS`), in
+    /// the recent events. Counting and logging the move stay with the caller.
+    pub fn record_move(&self, kind: &str, from: Option<&str>, to: &str, reason: &str) {
+        self.metrics
+            .events
+            .record_move(self.name(), kind, from, to, reason);
     }
 
     /// Ends the pool's long-lived sessions for shutdown: those proxied are cut, those the gateway
@@ -154,6 +187,8 @@ impl Pool {
     pub fn note_active(&self) {
         let now = self.active().unwrap_or(NONE);
         let before = self.last_active.swap(now, Ordering::AcqRel);
+        let first_look = before == UNSEEN;
+        let before = if first_look { NONE } else { before };
         if before == now {
             return;
         }
@@ -174,6 +209,49 @@ impl Pool {
             }
         };
         tracing::info!(pool = %self.name(), from = name(before), to = name(now), "active backend changed");
+        if !first_look {
+            self.metrics.events.record(
+                EventKind::Failover,
+                Some(self.name()),
+                (now != NONE).then(|| name(now)),
+                self.failover_reason(before, now),
+            );
+        }
+    }
+
+    /// Why traffic moved from backend `from` to `to` (either may be `NONE`), in one line.
+    fn failover_reason(&self, from: usize, to: usize) -> String {
+        let name = |i: usize| self.backends[i].name();
+        let why_down = |i: usize| {
+            self.backends[i]
+                .record()
+                .verdict
+                .as_ref()
+                .map_or_else(|| "not judged".to_string(), |v| v.summary())
+        };
+        match (from, to) {
+            (NONE, NONE) => "no healthy backend".to_string(),
+            (NONE, to) => format!("none -> {}: {} is healthy again", name(to), name(to)),
+            (from, NONE) => format!(
+                "{} -> none: {} is down ({}) and no other backend is healthy; requests are answered 503",
+                name(from),
+                name(from),
+                why_down(from)
+            ),
+            (from, to) if !self.backends[from].is_up() => format!(
+                "{} -> {}: {} is down ({})",
+                name(from),
+                name(to),
+                name(from),
+                why_down(from)
+            ),
+            (from, to) => format!(
+                "{} -> {}: {} is healthy again and ranks first",
+                name(from),
+                name(to),
+                name(to)
+            ),
+        }
     }
 
     /// Preference order under `first`: primaries in config order, then backups in config order.
@@ -205,6 +283,7 @@ impl HealthObserver for PoolHealth {
         let Some(backend) = pool.backends.iter().find(|b| b.name() == node) else {
             return;
         };
+        pool.record_transition(backend, healthy);
         if !healthy {
             backend.cut_sessions(CutReason::BackendDown);
             return;

@@ -57,6 +57,17 @@ impl CutReason {
     pub fn index(self) -> usize {
         self as usize
     }
+
+    /// Why, in words, for the recent events.
+    pub fn describe(self) -> &'static str {
+        match self {
+            CutReason::BackendDown => "the backend went down",
+            CutReason::FailBack => "fail-back: a better backend is healthy again",
+            CutReason::Shutdown => "the gateway is stopping",
+            CutReason::Idle => "idle for longer than timeouts.websocket_idle",
+            CutReason::Removed => "a reload removed or replaced the backend",
+        }
+    }
 }
 
 /// The cut switch shared by one session's socket and the registry.

@@ -119,4 +119,10 @@ fn record_move(pool: &Pool, kind: usize, from: Option<usize>, to: usize, why: Mo
         reason = why.as_str(),
         "session moved"
     );
+    pool.record_move(
+        crate::metrics::SESSION_KINDS[kind],
+        from.map(|b| b.name()),
+        pool.backends[to].name(),
+        why.as_str(),
+    );
 }

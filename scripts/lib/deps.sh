@@ -1,0 +1,24 @@
+# Debian packages the scripts need, installed only when missing. Sourced by scripts/test and
+# scripts/demo:
+#
+#   source scripts/lib/deps.sh
+#   missing=()
+#   deps_build            # adds cmake and gcc to `missing` when absent
+#   deps_install          # installs `missing` with apt-get (sudo when not root); nothing when empty
+
+# What building ssv-ha needs: cmake for Pingora's zlib (its build script panics without it) and
+# a C compiler.
+deps_build() {
+  command -v cmake >/dev/null || missing+=(cmake)
+  command -v cc >/dev/null || missing+=(gcc)
+}
+
+# Installs the packages in `missing`, if any, saying which first.
+deps_install() {
+  [ ${#missing[@]} -gt 0 ] || return 0
+  echo "installing Debian packages: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
