@@ -19,6 +19,9 @@ pub const SESSION_KINDS: [&str; 3] = ["websocket", "sse", "passthrough"];
 /// Why a session moved to another backend, as labelled in `ssv_ha_sessions_moved_total`.
 pub const MOVE_REASONS: [&str; 3] = ["backend_down", "failback", "backend_ended"];
 
+/// Directions of `ssv_ha_backend_transitions_total`: index 0 down, 1 up.
+pub const TRANSITIONS: [&str; 2] = ["down", "up"];
+
 /// Index of passthrough connections in [`BackendMetrics::sessions_open`].
 pub const PASSTHROUGH: usize = 2;
 
@@ -33,6 +36,8 @@ pub struct Metrics {
     backend_head: IntGaugeVec,
     backend_lag: IntGaugeVec,
     backend_peers: IntGaugeVec,
+    backend_backup: IntGaugeVec,
+    transitions: IntCounterVec,
     health_checks: IntCounterVec,
     check_duration: HistogramVec,
     sessions_open: IntGaugeVec,
@@ -46,6 +51,7 @@ pub struct Metrics {
     reloads: IntCounterVec,
     active: IntGaugeVec,
     failovers: IntCounterVec,
+    max_lag: IntGaugeVec,
     denied: IntCounterVec,
     refused: IntCounterVec,
 }
@@ -58,6 +64,10 @@ pub struct BackendMetrics {
     pub head: IntGauge,
     pub lag: IntGauge,
     pub peers: IntGauge,
+    /// 1 when the backend is configured as a backup.
+    pub backup: IntGauge,
+    /// Changes between up and down, by index in [`TRANSITIONS`].
+    pub transitions: [IntCounter; 2],
     pub check_duration: prometheus::Histogram,
     pub checks_ok: IntCounter,
     pub checks_failed: IntCounter,
@@ -78,6 +88,8 @@ pub struct PoolMetrics {
     pub retries: IntCounter,
     pub unavailable: IntCounter,
     pub failovers: IntCounter,
+    /// The pool's `max_lag`, in blocks or slots.
+    pub max_lag: IntGauge,
     /// Event streams moved to another backend with the client connected, by [`MOVE_REASONS`].
     pub sse_moved: [IntCounter; 3],
 }
@@ -130,6 +142,20 @@ impl Metrics {
                 "Peers the node reported at the last check",
             ),
             &["pool", "backend"],
+        )?;
+        let backend_backup = IntGaugeVec::new(
+            Opts::new(
+                "ssv_ha_backend_backup",
+                "1 when the backend is configured as a backup (used only when no primary is healthy)",
+            ),
+            &["pool", "backend"],
+        )?;
+        let transitions = IntCounterVec::new(
+            Opts::new(
+                "ssv_ha_backend_transitions_total",
+                "Times the backend went up or down (its first check's verdict not counted)",
+            ),
+            &["pool", "backend", "to"],
         )?;
         let check_duration = HistogramVec::new(
             HistogramOpts::new(
@@ -218,6 +244,13 @@ impl Metrics {
             ),
             &["pool"],
         )?;
+        let max_lag = IntGaugeVec::new(
+            Opts::new(
+                "ssv_ha_pool_max_lag",
+                "The pool's max_lag: blocks or slots behind its best head that make a backend unhealthy",
+            ),
+            &["pool"],
+        )?;
         let denied = IntCounterVec::new(
             Opts::new(
                 "ssv_ha_denied_requests_total",
@@ -260,6 +293,8 @@ impl Metrics {
             Box::new(backend_head.clone()),
             Box::new(backend_lag.clone()),
             Box::new(backend_peers.clone()),
+            Box::new(backend_backup.clone()),
+            Box::new(transitions.clone()),
             Box::new(health_checks.clone()),
             Box::new(check_duration.clone()),
             Box::new(sessions_open.clone()),
@@ -273,6 +308,7 @@ impl Metrics {
             Box::new(reloads.clone()),
             Box::new(active.clone()),
             Box::new(failovers.clone()),
+            Box::new(max_lag.clone()),
             Box::new(denied.clone()),
             Box::new(refused.clone()),
             Box::new(build_info),
@@ -287,6 +323,8 @@ impl Metrics {
             backend_head,
             backend_lag,
             backend_peers,
+            backend_backup,
+            transitions,
             health_checks,
             check_duration,
             sessions_open,
@@ -300,6 +338,7 @@ impl Metrics {
             reloads,
             active,
             failovers,
+            max_lag,
             denied,
             refused,
         })
@@ -315,6 +354,9 @@ impl Metrics {
             head: self.backend_head.with_label_values(&[pool, backend]),
             lag: self.backend_lag.with_label_values(&[pool, backend]),
             peers: self.backend_peers.with_label_values(&[pool, backend]),
+            backup: self.backend_backup.with_label_values(&[pool, backend]),
+            transitions: TRANSITIONS
+                .map(|to| self.transitions.with_label_values(&[pool, backend, to])),
             check_duration: self.check_duration.with_label_values(&[pool, backend]),
             sessions_open: SESSION_KINDS
                 .map(|kind| self.sessions_open.with_label_values(&[pool, backend, kind])),
@@ -336,6 +378,7 @@ impl Metrics {
             retries: self.retries.with_label_values(&[pool]),
             unavailable: self.unavailable.with_label_values(&[pool]),
             failovers: self.failovers.with_label_values(&[pool]),
+            max_lag: self.max_lag.with_label_values(&[pool]),
             sse_moved: MOVE_REASONS.map(|r| self.moved.with_label_values(&[pool, "sse", r])),
             denied: self.denied.with_label_values(&[pool]),
         }
@@ -378,6 +421,11 @@ impl BackendMetrics {
         if let Some(counter) = self.sessions_cut.get(reason) {
             counter.inc_by(sessions);
         }
+    }
+
+    /// Counts a change of the backend's state: to up when `up`, else to down.
+    pub fn count_transition(&self, up: bool) {
+        self.transitions[usize::from(up)].inc();
     }
 
     /// Counts one answered request by the class of its status (0 = no response).

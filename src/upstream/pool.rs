@@ -33,6 +33,9 @@ impl Pool {
         backends: Vec<Arc<Backend>>,
         metrics: PoolMetrics,
     ) -> Self {
+        metrics
+            .max_lag
+            .set(i64::try_from(config.max_lag).unwrap_or(i64::MAX));
         Pool {
             config,
             backends,
