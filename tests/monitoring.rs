@@ -867,3 +867,86 @@ fn kubernetes_and_compose_scrape_the_admin_listener_and_load_the_rules() {
         .any(|(target, file)| target.starts_with(&format!("{dir}/"))
             && file == "monitoring/ssv-ha-dashboard.json"));
 }
+
+/// Values of `name`'s series for `pool`, by backend.
+fn by_backend(text: &str, name: &str, pool: &str) -> BTreeMap<String, f64> {
+    let pool = format!("pool=\"{pool}\"");
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&pool))
+        .filter_map(|l| {
+            let backend = l.split("backend=\"").nth(1)?.split('"').next()?;
+            let value = l.rsplit_once(' ')?.1.parse().ok()?;
+            Some((backend.to_string(), value))
+        })
+        .collect()
+}
+
+/// Waits until `want` alone shows active in the execution pool; returns every backend's value.
+async fn active(gw: &Gateway, want: &str) -> BTreeMap<String, f64> {
+    wait_for(
+        &format!("{want} alone active"),
+        std::time::Duration::from_secs(10),
+        || async {
+            let actives = by_backend(
+                &gw.metrics().await,
+                "ssv_ha_pool_active_backend",
+                "execution",
+            );
+            let on: Vec<&String> = actives
+                .iter()
+                .filter(|(_, v)| **v == 1.0)
+                .map(|(b, _)| b)
+                .collect();
+            (on == [want]).then_some(actives)
+        },
+    )
+    .await
+}
+
+/// What the dashboard's active backend and `SsvHaPoolOnBackup` read stays true across reloads:
+/// one backend of a pool shows active, never a removed one, nor the one a rebuilt pool moved from.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_active_backend_gauge_follows_reloads() {
+    let pki = Pki::new();
+    let a = pki
+        .node(NodeKind::Execution, "ec-a", NodeStatus::default())
+        .await;
+    let b = pki
+        .node(NodeKind::Execution, "ec-b", NodeStatus::default())
+        .await;
+    let c = pki
+        .node(NodeKind::Execution, "ec-c", NodeStatus::default())
+        .await;
+    let pools = |backends: &[(&ssv_ha::sim::SimNode, bool)]| {
+        pool_yaml("execution", "execution", "first", &pki.ca_file, backends)
+    };
+    let (gw, listen) = start_on(&pools(&[(&a, false), (&b, true)]), EC_ROUTE).await;
+    gw.wait_backend("execution", "ec-b", true).await;
+    let reload = |backends: &[(&ssv_ha::sim::SimNode, bool)]| {
+        std::fs::write(
+            &gw.config_path,
+            config(gw.admin, listen, &pools(backends), EC_ROUTE),
+        )
+        .unwrap();
+        let url = format!("http://{}/reload", gw.admin);
+        async move {
+            let response = reqwest::Client::new().post(url).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+        }
+    };
+
+    a.set(|s| s.syncing = true);
+    gw.wait_backend("execution", "ec-a", false).await;
+    active(&gw, "ec-b").await;
+    // The backup in use is removed; ec-c is the backup now.
+    reload(&[(&a, false), (&c, true)]).await;
+    gw.wait_backend("execution", "ec-c", true).await;
+    let actives = active(&gw, "ec-c").await;
+    assert_eq!(actives.get("ec-b"), Some(&0.0), "{actives:?}");
+    // The primary is back, then a reload makes it a backup: the rebuilt pool moves to ec-c.
+    a.set(|s| s.syncing = false);
+    gw.wait_backend("execution", "ec-a", true).await;
+    active(&gw, "ec-a").await;
+    reload(&[(&a, true), (&c, false)]).await;
+    active(&gw, "ec-c").await;
+}
