@@ -25,6 +25,9 @@ pub const SESSION_KINDS: [&str; 3] = ["websocket", "sse", "passthrough"];
 /// Why a session moved to another backend, as labelled in `ssv_ha_sessions_moved_total`.
 pub const MOVE_REASONS: [&str; 3] = ["backend_down", "failback", "backend_ended"];
 
+/// Directions of `ssv_ha_backend_transitions_total`: index 0 down, 1 up.
+pub const TRANSITIONS: [&str; 2] = ["down", "up"];
+
 /// Index of passthrough connections in [`BackendMetrics::sessions_open`].
 pub const PASSTHROUGH: usize = 2;
 
@@ -39,6 +42,8 @@ pub struct Metrics {
     backend_head: IntGaugeVec,
     backend_lag: IntGaugeVec,
     backend_peers: IntGaugeVec,
+    backend_backup: IntGaugeVec,
+    transitions: IntCounterVec,
     health_checks: IntCounterVec,
     check_duration: HistogramVec,
     sessions_open: IntGaugeVec,
@@ -52,6 +57,7 @@ pub struct Metrics {
     reloads: IntCounterVec,
     active: IntGaugeVec,
     failovers: IntCounterVec,
+    max_lag: IntGaugeVec,
     denied: IntCounterVec,
     refused: IntCounterVec,
     /// Recent events, shown by `/status` and the status page; kept across reloads with the rest.
@@ -66,6 +72,10 @@ pub struct BackendMetrics {
     pub head: IntGauge,
     pub lag: IntGauge,
     pub peers: IntGauge,
+    /// 1 when the backend is configured as a backup.
+    pub backup: IntGauge,
+    /// Changes between up and down, by index in [`TRANSITIONS`].
+    pub transitions: [IntCounter; 2],
     pub check_duration: prometheus::Histogram,
     pub checks_ok: IntCounter,
     pub checks_failed: IntCounter,
@@ -93,6 +103,8 @@ pub struct PoolMetrics {
     pub moved: [[IntCounter; 3]; 2],
     /// The gateway's recent events (health transitions, failovers, session moves).
     pub events: Arc<Events>,
+    /// The pool's `max_lag`, in blocks or slots.
+    pub max_lag: IntGauge,
 }
 
 impl Metrics {
@@ -143,6 +155,20 @@ impl Metrics {
                 "Peers the node reported at the last check",
             ),
             &["pool", "backend"],
+        )?;
+        let backend_backup = IntGaugeVec::new(
+            Opts::new(
+                "ssv_ha_backend_backup",
+                "1 when the backend is configured as a backup (used only when no primary is healthy)",
+            ),
+            &["pool", "backend"],
+        )?;
+        let transitions = IntCounterVec::new(
+            Opts::new(
+                "ssv_ha_backend_transitions_total",
+                "Times the backend went up or down (its first check's verdict not counted)",
+            ),
+            &["pool", "backend", "to"],
         )?;
         let check_duration = HistogramVec::new(
             HistogramOpts::new(
@@ -231,6 +257,13 @@ impl Metrics {
             ),
             &["pool"],
         )?;
+        let max_lag = IntGaugeVec::new(
+            Opts::new(
+                "ssv_ha_pool_max_lag",
+                "The pool's max_lag: blocks or slots behind its best head that make a backend unhealthy",
+            ),
+            &["pool"],
+        )?;
         let denied = IntCounterVec::new(
             Opts::new(
                 "ssv_ha_denied_requests_total",
@@ -273,6 +306,8 @@ impl Metrics {
             Box::new(backend_head.clone()),
             Box::new(backend_lag.clone()),
             Box::new(backend_peers.clone()),
+            Box::new(backend_backup.clone()),
+            Box::new(transitions.clone()),
             Box::new(health_checks.clone()),
             Box::new(check_duration.clone()),
             Box::new(sessions_open.clone()),
@@ -286,6 +321,7 @@ impl Metrics {
             Box::new(reloads.clone()),
             Box::new(active.clone()),
             Box::new(failovers.clone()),
+            Box::new(max_lag.clone()),
             Box::new(denied.clone()),
             Box::new(refused.clone()),
             Box::new(build_info),
@@ -300,6 +336,8 @@ impl Metrics {
             backend_head,
             backend_lag,
             backend_peers,
+            backend_backup,
+            transitions,
             health_checks,
             check_duration,
             sessions_open,
@@ -313,6 +351,7 @@ impl Metrics {
             reloads,
             active,
             failovers,
+            max_lag,
             denied,
             refused,
             events: Arc::new(Events::default()),
@@ -329,6 +368,9 @@ impl Metrics {
             head: self.backend_head.with_label_values(&[pool, backend]),
             lag: self.backend_lag.with_label_values(&[pool, backend]),
             peers: self.backend_peers.with_label_values(&[pool, backend]),
+            backup: self.backend_backup.with_label_values(&[pool, backend]),
+            transitions: TRANSITIONS
+                .map(|to| self.transitions.with_label_values(&[pool, backend, to])),
             check_duration: self.check_duration.with_label_values(&[pool, backend]),
             sessions_open: SESSION_KINDS
                 .map(|kind| self.sessions_open.with_label_values(&[pool, backend, kind])),
@@ -353,6 +395,7 @@ impl Metrics {
             failovers: self.failovers.with_label_values(&[pool]),
             moved: [SESSION_KINDS[0], SESSION_KINDS[1]]
                 .map(|kind| MOVE_REASONS.map(|r| self.moved.with_label_values(&[pool, kind, r]))),
+            max_lag: self.max_lag.with_label_values(&[pool]),
             denied: self.denied.with_label_values(&[pool]),
             events: self.events.clone(),
         }
@@ -395,6 +438,11 @@ impl BackendMetrics {
         if let Some(counter) = self.sessions_cut.get(reason) {
             counter.inc_by(sessions);
         }
+    }
+
+    /// Counts a change of the backend's state: to up when `up`, else to down.
+    pub fn count_transition(&self, up: bool) {
+        self.transitions[usize::from(up)].inc();
     }
 
     /// Counts one answered request by the class of its status (0 = no response).

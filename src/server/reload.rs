@@ -126,6 +126,9 @@ impl Reloader {
             }
             removed += 1;
             backend.set_up(false);
+            // A removed backend takes no traffic: its series must not show it active (a new
+            // backend under its name sets it again once chosen).
+            backend.metrics.active.set(0);
             backend.cut_sessions(CutReason::Removed);
         }
         let added = backends.len() - kept - updated;

@@ -140,6 +140,7 @@ impl Backend {
         };
         let http = upstream(&config.http, "http", Some(direct(&config.http)?))?;
         let ws = upstream(&config.ws, "ws", Some(direct(&config.ws)?))?;
+        metrics.backup.set(i64::from(config.backup));
         let backend = Backend {
             pool: pool.name.clone(),
             health: pool.health,
@@ -209,8 +210,10 @@ impl Backend {
     /// pool's health handler).
     pub fn observe(&self, report: Report) -> Option<Transition> {
         let mut record = self.record();
+        let before = record.hysteresis.state();
         let transition = record.observe(report, self.health.rise, self.health.fall);
         self.set_up(record.is_up());
+        self.count_transition(before, transition);
         transition
     }
 
@@ -219,9 +222,19 @@ impl Backend {
     /// active checks bring it back, after `rise` good ones.
     pub fn fail_on_traffic(&self, reason: &str, force: bool) -> Option<Transition> {
         let mut record = self.record();
+        let before = record.hysteresis.state();
         let transition = record.fail_live(reason, force, self.health.rise, self.health.fall);
         self.set_up(record.is_up());
+        self.count_transition(before, transition);
         transition
+    }
+
+    /// Counts a change between up and down in `ssv_ha_backend_transitions_total`; the first
+    /// check's verdict (from unknown) is no change, so a start or a new backend counts nothing.
+    fn count_transition(&self, before: Option<bool>, transition: Option<Transition>) {
+        if let (Some(_), Some(transition)) = (before, transition) {
+            self.metrics.count_transition(transition == Transition::Up);
+        }
     }
 
     /// Whether the endpoint `traffic` goes to is the one the health checks probe.

@@ -38,6 +38,9 @@ impl Pool {
         backends: Vec<Arc<Backend>>,
         metrics: PoolMetrics,
     ) -> Self {
+        metrics
+            .max_lag
+            .set(i64::try_from(config.max_lag).unwrap_or(i64::MAX));
         Pool {
             config,
             backends,
@@ -192,14 +195,13 @@ impl Pool {
         if before == now {
             return;
         }
-        if before != NONE {
-            self.backends[before].metrics.active.set(0);
-            if now != NONE {
-                self.metrics.failovers.inc();
-            }
+        if before != NONE && now != NONE {
+            self.metrics.failovers.inc();
         }
-        if now != NONE {
-            self.backends[now].metrics.active.set(1);
+        // Every backend's gauge, not only the two named: a pool a reload rebuilt starts with no
+        // `before`, and the backend active until then may be another one.
+        for (i, backend) in self.backends.iter().enumerate() {
+            backend.metrics.active.set(i64::from(i == now));
         }
         let name = |i: usize| {
             if i == NONE {
