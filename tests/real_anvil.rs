@@ -1,6 +1,7 @@
 //! A real execution client (anvil, installed by scripts/install-real-nodes.sh) behind the gateway:
 //! JSON-RPC and a WebSocket `newHeads` subscription through it, the peer rule that anvil cannot
-//! satisfy (it has no `net_peerCount`), and a stalled anvil judged as lagging.
+//! satisfy (it has no `net_peerCount`), a stalled anvil judged as lagging, and a seamless session
+//! that outlives its anvil.
 
 mod common;
 
@@ -38,6 +39,11 @@ fn anvil_binary() -> PathBuf {
 
 /// Starts anvil on a free port, mining a block a second, and waits until it listens.
 async fn start_anvil() -> (Anvil, u16) {
+    start_anvil_with(&[]).await
+}
+
+/// Starts anvil with extra arguments (a fork, say).
+async fn start_anvil_with(extra: &[&str]) -> (Anvil, u16) {
     let port = free_addr().port();
     let anvil = Anvil(
         Command::new(anvil_binary())
@@ -52,6 +58,7 @@ async fn start_anvil() -> (Anvil, u16) {
                 "31337",
                 "--silent",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .expect("start anvil"),
@@ -393,4 +400,91 @@ routes: [{{ listener: "{listen}", pool: execution }}]
     );
     let metrics = gw.metrics().await;
     assert!(metrics.contains("ssv_ha_sessions_cut_total{backend=\"anvil-a\",pool=\"execution\",reason=\"backend_down\"} 1"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_seamless_subscription_outlives_its_anvil_killed_outright() {
+    // Shanghai: from Cancun on, every block's system calls read storage a forked anvil fetches
+    // from its source, and the backup would die with the primary.
+    let (primary, port_a) = start_anvil_with(&["--hardfork", "shanghai"]).await;
+    // The backup shares the primary's history: it is forked from it, then mines its own blocks.
+    let fork = format!("http://127.0.0.1:{port_a}");
+    let (_backup, port_b) =
+        start_anvil_with(&["--hardfork", "shanghai", "--fork-url", &fork]).await;
+    let (admin, listen) = (free_addr(), free_addr());
+    let yaml = format!(
+        r#"
+admin: {{ address: "{admin}" }}
+listeners: [{{ address: "{listen}" }}]
+pools:
+  execution:
+    kind: execution
+    sessions: seamless
+    max_head_age: off   # anvil makes blocks on demand
+    min_peers: 0        # anvil has no net_peerCount
+    max_lag: 10
+    chain_id: 31337
+    health: {{ interval: 200ms, timeout: 150ms }}
+    backends:
+      - {{ name: anvil-a, url: "http://127.0.0.1:{port_a}" }}
+      - {{ name: anvil-b, url: "http://127.0.0.1:{port_b}", backup: true }}
+routes: [{{ listener: "{listen}", pool: execution }}]
+"#
+    );
+    let gw = Gateway::start(&yaml, admin, &[listen]).await;
+    gw.wait_backend("execution", "anvil-a", true).await;
+    gw.wait_backend("execution", "anvil-b", true).await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{listen}/"))
+        .await
+        .expect("WebSocket through the gateway");
+    socket
+        .send(Message::Text(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    let mut subscription: Option<String> = None;
+    let mut heads: Vec<u64> = Vec::new();
+    let mut killed_at = None;
+    let mut primary = Some(primary);
+    while heads.len() < killed_at.map_or(usize::MAX, |k| k + 3) {
+        let message = tokio::time::timeout(Duration::from_secs(15), socket.next())
+            .await
+            .unwrap_or_else(|_| panic!("a head within 15 s; got {heads:?}"))
+            .expect("the connection stayed open")
+            .expect("a frame");
+        let Message::Text(text) = message else {
+            assert!(!matches!(message, Message::Close(_)), "closed: {message:?}");
+            continue;
+        };
+        let value: Value = serde_json::from_str(&text).unwrap();
+        if value["id"] == 1 {
+            subscription = value["result"].as_str().map(str::to_string);
+            continue;
+        }
+        assert_eq!(
+            value["params"]["subscription"].as_str(),
+            subscription.as_deref(),
+            "the client's subscription id, before and after the switch"
+        );
+        let number = value["params"]["result"]["number"].as_str().unwrap();
+        heads.push(u64::from_str_radix(number.trim_start_matches("0x"), 16).unwrap());
+        if heads.len() == 3 {
+            // The primary goes outright: no health check saw it coming.
+            drop(primary.take());
+            killed_at = Some(heads.len());
+        }
+    }
+    let increasing = heads.windows(2).all(|w| w[0] < w[1]);
+    assert!(
+        increasing,
+        "no block number twice, none out of order: {heads:?}"
+    );
+    let moved = metric(
+        &gw.metrics().await,
+        r#"ssv_ha_sessions_moved_total{kind="websocket",pool="execution",reason="backend_ended"}"#,
+    );
+    assert_eq!(moved, 1.0, "the session moved once");
 }
