@@ -55,19 +55,30 @@ fn benchmark_harness_runs_end_to_end() {
         "| ws-100 | haproxy |",
         "| sse-1000 | nginx |",
         "| ws-idle | ssv-ha |",
+        "| ws-100 | ssv-ha-seamless |",
     ] {
         assert!(stdout.contains(row), "missing `{row}` in:\n{stdout}");
     }
     // Through ssv-ha, every stream scenario moved something: messages answered, events delivered
     // (a proxy that buffered SSE would deliver none in the window), memory read.
-    for scenario in ["ws-1", "ws-100", "sse-1000", "ws-idle"] {
-        let prefix = format!("| {scenario} | ssv-ha | ");
+    for (scenario, target) in [
+        ("ws-1", "ssv-ha"),
+        ("ws-100", "ssv-ha"),
+        ("sse-1000", "ssv-ha"),
+        ("ws-idle", "ssv-ha"),
+        ("ws-1", "ssv-ha-seamless"),
+        ("ws-100", "ssv-ha-seamless"),
+    ] {
+        let prefix = format!("| {scenario} | {target} | ");
         let figure: f64 = stdout
             .lines()
             .find_map(|l| l.strip_prefix(prefix.as_str()))
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no figure for {scenario} in:\n{stdout}"));
-        assert!(figure > 0.0, "{scenario} through ssv-ha measured {figure}");
+        assert!(
+            figure > 0.0,
+            "{scenario} through {target} measured {figure}"
+        );
     }
 }
