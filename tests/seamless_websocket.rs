@@ -203,6 +203,20 @@ async fn subscriptions_move_with_their_ids_and_every_head_and_log_arrives_once_i
         r#"ssv_ha_sessions_moved_total{kind="websocket",pool="execution",reason="backend_down"}"#,
     );
     assert_eq!(moved, 1.0);
+    let status = s.gw.status().await;
+    let events = status["events"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["kind"] == "session_moved"
+            && e["reason"] == "websocket session moved from ec-a to ec-b: backend_down"),
+        "the move is in the recent events: {events:#?}"
+    );
+    let page = reqwest::get(format!("http://{}/", s.gw.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("1 moved so far"), "{page}");
 
     // Requests go on, answered with the client's ids; the old id unsubscribes.
     let chain = call(&mut ws, &mut got, 7, "eth_chainId", json!([])).await;

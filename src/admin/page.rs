@@ -72,7 +72,7 @@ fn pool_section(html: &mut String, pool: &PoolStatus) {
     if pool.sessions == "seamless" {
         let _ = writeln!(
             html,
-            "<p class=\"meta\">Event streams move on a failover: {} moved so far.</p>",
+            "<p class=\"meta\">Sessions move on a failover (seamless): {} moved so far.</p>",
             pool.sessions_moved
         );
     }
