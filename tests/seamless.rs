@@ -94,15 +94,15 @@ async fn an_event_stream_moves_to_the_backup_with_the_client_connected_and_every
     }
     read_until!(1003);
 
-    // The backup is a slot behind: its next head repeats one the client has.
-    b.set(|s| s.head = 1002);
+    // The backup is two slots behind: its next two heads are ones the client has.
+    b.set(|s| s.head = 1001);
     a.set(|s| s.syncing = true);
     gw.wait_backend("consensus", "cc-a", false).await;
     wait_for("the stream moved to cc-b", Duration::from_secs(15), || {
         open("cc-b")
     })
     .await;
-    for _ in 0..3 {
+    for _ in 0..4 {
         b.new_head();
     }
     read_until!(1005);

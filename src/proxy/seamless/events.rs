@@ -162,6 +162,7 @@ impl Gateway {
                 (true, true) => {
                     let why = moved.unwrap_or(Move::BackendEnded);
                     record_move(&pool, SSE, previous, index, why);
+                    filter.switched();
                 }
             }
             let mut delivered = false;
@@ -298,15 +299,34 @@ fn split_event(buffer: &[u8]) -> Option<(Vec<u8>, usize)> {
 }
 
 /// Decides which events the client has not had yet.
+///
+/// A backend's own events pass in the order it sends them (a reorg's head at a lower slot too),
+/// but for a repeat of the last one. After a switch, the new backend's events of a keyed topic
+/// pass once they are past what the client has (the floor); the floor holds for
+/// [`FLOOR_LIFETIME`] at most, so a slot no chain has reached yet (a node's bug) cannot silence a
+/// stream for good.
 #[derive(Debug, Default)]
 pub struct EventFilter {
     /// Per topic keyed by slot or epoch: the last key delivered and the block root with it.
     last: HashMap<String, (u64, String)>,
+    /// After a switch: per topic, what the client has; and since when.
+    floor: HashMap<String, (u64, String)>,
+    floor_since: Option<Instant>,
     recent: VecDeque<u64>,
     recent_set: HashSet<u64>,
 }
 
+/// Longest a floor holds after a switch: a new backend this far behind the client would be
+/// judged lagging by its health checks long before.
+pub const FLOOR_LIFETIME: Duration = Duration::from_secs(5 * 60);
+
 impl EventFilter {
+    /// The stream moved to another backend: its events must get past what the client has.
+    pub fn switched(&mut self) {
+        self.floor = self.last.clone();
+        self.floor_since = Some(Instant::now());
+    }
+
     /// Whether the event (an SSE block: `event:`, `data:` lines) goes to the client; records it.
     /// Comments and events without data pass.
     pub fn admit(&mut self, block: &[u8]) -> bool {
@@ -340,17 +360,24 @@ impl EventFilter {
         if let Some((key, root)) = keyed {
             // blob sidecars share a slot and block: each index is its own event.
             if event != "blob_sidecar" {
-                return match self.last.get(&event) {
-                    Some((last, last_root))
-                        if key < *last || (key == *last && root == last_root) =>
-                    {
-                        false
+                let floor_holds = self
+                    .floor_since
+                    .is_some_and(|since| since.elapsed() < FLOOR_LIFETIME);
+                if let Some((floor, floor_root)) = self.floor.get(&event) {
+                    if floor_holds && (key < *floor || (key == *floor && root == floor_root)) {
+                        return false;
                     }
-                    _ => {
-                        self.last.insert(event, (key, root.to_string()));
-                        true
-                    }
-                };
+                    self.floor.remove(&event);
+                }
+                if self
+                    .last
+                    .get(&event)
+                    .is_some_and(|(last, last_root)| key == *last && root == last_root)
+                {
+                    return false;
+                }
+                self.last.insert(event, (key, root.to_string()));
+                return true;
             }
         }
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -388,19 +415,47 @@ mod tests {
     }
 
     #[test]
-    fn a_head_the_client_has_or_an_older_one_is_dropped() {
+    fn a_head_the_client_has_or_an_older_one_is_dropped_after_a_switch() {
         let mut f = EventFilter::default();
         assert!(f.admit(&head(10, "0xa")));
         assert!(!f.admit(&head(10, "0xa")), "the same head again");
-        assert!(!f.admit(&head(9, "0x9")), "an older head");
+        assert!(
+            f.admit(&head(9, "0x9")),
+            "the backend's own reorg to a lower slot"
+        );
+        assert!(f.admit(&head(10, "0xa")));
+        f.switched();
+        assert!(
+            !f.admit(&head(9, "0x9")),
+            "an older head from the next backend"
+        );
+        assert!(!f.admit(&head(10, "0xa")), "one the client has");
         assert!(
             f.admit(&head(10, "0xb")),
             "another block at the same slot (a reorg)"
         );
         assert!(f.admit(&head(11, "0xc")));
+        assert!(
+            f.admit(&head(10, "0xd")),
+            "past the floor, the backend's order again"
+        );
         let block = b"event: block\ndata: {\"slot\":\"11\",\"block\":\"0xc\"}";
         assert!(f.admit(block), "topics are kept apart");
         assert!(!f.admit(block));
+    }
+
+    #[test]
+    fn an_absurd_slot_does_not_silence_the_stream_for_good() {
+        let mut f = EventFilter::default();
+        assert!(f.admit(&head(u64::MAX - 1, "0xbad")));
+        f.switched();
+        assert!(
+            !f.admit(&head(12, "0xc")),
+            "held back while the floor holds"
+        );
+        f.floor_since = Instant::now().checked_sub(FLOOR_LIFETIME);
+        assert!(f.admit(&head(13, "0xd")), "the floor expired");
+        assert!(f.admit(&head(14, "0xe")));
     }
 
     #[test]
@@ -412,6 +467,7 @@ mod tests {
         };
         assert!(f.admit(&cp(3)));
         assert!(!f.admit(&cp(3)));
+        f.switched();
         assert!(!f.admit(&cp(2)));
         assert!(f.admit(&cp(4)));
         let exit = b"event: voluntary_exit\ndata: {\"message\":{\"epoch\":\"1\",\"validator_index\":\"7\"}}";
