@@ -202,6 +202,8 @@ impl Gateway {
         let backend = &pool.backends[index];
         let idle_timeout = self.routing.load().timeouts.websocket_idle;
         let mut pending: Vec<u8> = Vec::new();
+        // How far into `pending` no event end was found.
+        let mut scanned = 0;
         let mut heard = Instant::now();
         // Last write to the client: a quiet stream gets a keep-alive comment now and then, which
         // also finds a client that went away (a write fails) while the backend has nothing to say.
@@ -224,7 +226,19 @@ impl Gateway {
                     };
                     heard = Instant::now();
                     pending.extend_from_slice(&data);
-                    while let Some((block, rest)) = split_event(&pending) {
+                    // Each byte is looked at once however the events arrive (a byte at a time,
+                    // or many in one read), and what was taken goes in one drain.
+                    let mut taken = 0;
+                    loop {
+                        let (block, used) = match split_event(&pending[taken..], scanned) {
+                            Ok(found) => found,
+                            Err(resume) => {
+                                scanned = resume;
+                                break;
+                            }
+                        };
+                        taken += used;
+                        scanned = 0;
                         if filter.admit(&block) {
                             let mut out = block;
                             out.extend_from_slice(b"\n\n");
@@ -235,8 +249,8 @@ impl Gateway {
                             wrote = Instant::now();
                             *delivered = true;
                         }
-                        pending.drain(..rest);
                     }
+                    pending.drain(..taken);
                     if pending.len() > MAX_EVENT_BYTES {
                         tracing::warn!(pool = %pool.name(), backend = %backend.name(), limit = MAX_EVENT_BYTES, "event stream closed: an event longer than the limit");
                         return Ok(None);
@@ -277,25 +291,26 @@ async fn end(session: &mut Session) -> Result<()> {
 }
 
 /// The first whole event in `buffer` (its lines, without the blank line that ends it) and how many
-/// bytes it took. Line ends may be `\n` or `\r\n`.
-fn split_event(buffer: &[u8]) -> Option<(Vec<u8>, usize)> {
-    let mut line_start = 0;
-    let mut i = 0;
-    while i < buffer.len() {
-        if buffer[i] == b'\n' {
-            let line = &buffer[line_start..i];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.is_empty() {
-                let block = &buffer[..line_start];
-                let block = block.strip_suffix(b"\n").unwrap_or(block);
-                let block = block.strip_suffix(b"\r").unwrap_or(block);
-                return Some((block.to_vec(), i + 1));
-            }
-            line_start = i + 1;
+/// bytes it took; else where a later look may resume, past what holds no event end. Line ends may
+/// be `\n` or `\r\n`. `from` is where to resume (0, or what the last look returned).
+fn split_event(buffer: &[u8], from: usize) -> Result<(Vec<u8>, usize), usize> {
+    let mut i = from.min(buffer.len());
+    while let Some(at) = buffer[i..].iter().position(|&b| b == b'\n') {
+        let newline = i + at;
+        // The line that ends here: empty when its line end follows another line end.
+        let line_end = match newline.checked_sub(1) {
+            Some(cr) if buffer[cr] == b'\r' => cr,
+            _ => newline,
+        };
+        if line_end == 0 || buffer[line_end - 1] == b'\n' {
+            let block = &buffer[..line_end];
+            let block = block.strip_suffix(b"\n").unwrap_or(block);
+            let block = block.strip_suffix(b"\r").unwrap_or(block);
+            return Ok((block.to_vec(), newline + 1));
         }
-        i += 1;
+        i = newline + 1;
     }
-    None
+    Err(buffer.len())
 }
 
 /// Decides which events the client has not had yet.
@@ -407,11 +422,28 @@ mod tests {
     #[test]
     fn events_are_split_on_blank_lines_whatever_the_line_ends() {
         let buffer = b"event: head\r\ndata: {}\r\n\r\nevent: block\ndata: {}\n\nevent: par";
-        let (first, used) = split_event(buffer).unwrap();
+        let (first, used) = split_event(buffer, 0).unwrap();
         assert_eq!(first, b"event: head\r\ndata: {}");
-        let (second, used2) = split_event(&buffer[used..]).unwrap();
+        let (second, used2) = split_event(&buffer[used..], 0).unwrap();
         assert_eq!(second, b"event: block\ndata: {}");
-        assert_eq!(split_event(&buffer[used + used2..]), None);
+        let rest = &buffer[used + used2..];
+        assert_eq!(split_event(rest, 0), Err(rest.len()));
+        // Resumed byte by byte, the ends are found where a whole look finds them.
+        let mut resume = 0;
+        let mut found = Vec::new();
+        let mut start = 0;
+        for end in 1..=buffer.len() {
+            match split_event(&buffer[start..end], resume) {
+                Ok((block, used)) => {
+                    found.push(block);
+                    start += used;
+                    resume = 0;
+                }
+                Err(at) => resume = at,
+            }
+        }
+        assert_eq!(found, vec![first, second]);
+        assert_eq!(split_event(b"\n\ndata: x", 0), Ok((Vec::new(), 1)));
     }
 
     #[test]
