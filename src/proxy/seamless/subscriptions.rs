@@ -948,4 +948,25 @@ mod tests {
         };
         assert!(delivered.blocks.len() <= 11);
     }
+
+    /// A request the method policy reads (it skips what it does not need) but serde_json's
+    /// `Value` refuses (a number out of f64's range) goes to the backend unchanged, under the
+    /// client's own id: its answer is then taken for the gateway's request of that number.
+    #[test]
+    fn every_request_goes_under_a_gateway_id() {
+        let mut s = SessionState::default();
+        let _ = s.client_message(br#"{"jsonrpc":"2.0","id":"a","method":"eth_chainId"}"#);
+        let raw = br#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[],"x":1e400}"#;
+        assert!(
+            crate::proxy::policy::parse(raw, &crate::proxy::policy::MethodPolicy {
+                allow: vec![],
+                deny: vec![],
+                max_batch: 10
+            })
+            .is_ok(),
+            "the policy lets it through"
+        );
+        let sent = s.client_message(raw);
+        assert_ne!(sent, raw.to_vec(), "sent with the client's id 1, the gateway's first id");
+    }
 }

@@ -1,0 +1,277 @@
+//! Attacks on `sessions: seamless` WebSocket sessions (review of the feature; failing tests show
+//! findings).
+
+mod common;
+
+use common::*;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use ssv_ha::sim::{NodeKind, NodeStatus, SimNode};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Setup {
+    _pki: Pki,
+    a: SimNode,
+    b: SimNode,
+    gw: Gateway,
+    listen: SocketAddr,
+}
+
+async fn setup_with(extra: &str, status: NodeStatus) -> Setup {
+    let pki = Pki::new();
+    let a = pki
+        .node(NodeKind::Execution, "ec-a", status.clone())
+        .await;
+    let b = pki.node(NodeKind::Execution, "ec-b", status).await;
+    let pools = pool_yaml_with(
+        "execution",
+        "execution",
+        "first",
+        &pki.ca_file,
+        &[(&a, false), (&b, true)],
+        &format!("    sessions: seamless\n    failback: false\n{extra}"),
+    );
+    let (admin, listen) = (free_addr(), free_addr());
+    let yaml = config(
+        admin,
+        listen,
+        &pools,
+        &format!("  - {{ listener: \"{listen}\", pool: execution }}\n"),
+    );
+    let gw = Gateway::start(&yaml, admin, &[listen]).await;
+    gw.wait_backend("execution", "ec-a", true).await;
+    gw.wait_backend("execution", "ec-b", true).await;
+    Setup {
+        _pki: pki,
+        a,
+        b,
+        gw,
+        listen,
+    }
+}
+
+async fn setup(extra: &str) -> Setup {
+    setup_with(extra, NodeStatus::default()).await
+}
+
+fn open_series(backend: &str) -> String {
+    format!(r#"ssv_ha_sessions_open{{backend="{backend}",kind="websocket",pool="execution"}}"#)
+}
+
+async fn open_on(gw: &Gateway, backend: &str) {
+    let series = open_series(backend);
+    wait_for(
+        &format!("the session on {backend}"),
+        Duration::from_secs(15),
+        || async { (metric(&gw.metrics().await, &series) == 1.0).then_some(()) },
+    )
+    .await;
+}
+
+/// The next text message (answers and notifications), or panics on close/timeout.
+async fn next_text(ws: &mut Ws) -> Value {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(15), ws.next())
+            .await
+            .expect("a message within 15 s")
+            .expect("open")
+            .expect("a message");
+        match m {
+            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Binary(b) => return serde_json::from_slice(&b).unwrap(),
+            Message::Close(f) => panic!("closed: {f:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// The close code the session ends with (within `within`), skipping other messages.
+async fn close_code(ws: &mut Ws, within: Duration) -> Option<u16> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => panic!("no close within {within:?}"),
+            Ok(None) | Ok(Some(Err(_))) => return None,
+            Ok(Some(Ok(Message::Close(f)))) => return f.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// The method policy still applies on a seamless session: a denied method never reaches a node,
+/// whatever the framing, and the client gets an error under its own id.
+#[tokio::test(flavor = "multi_thread")]
+async fn denied_methods_never_reach_a_node_on_a_seamless_session() {
+    let s = setup("    methods: { deny: [\"admin_*\"] }\n").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", s.listen))
+        .await
+        .unwrap();
+    let messages = [
+        json!({"jsonrpc":"2.0","id":"x","method":"admin_peers","params":[]}).to_string(),
+        json!([{"jsonrpc":"2.0","id":1,"method":"eth_chainId"},{"jsonrpc":"2.0","id":2,"method":"admin_peers"}]).to_string(),
+        r#"{"jsonrpc":"2.0","id":3,"method":"eth_chainId","Method":"admin_peers"}"#.to_string(),
+        r#"{"jsonrpc":"2.0","id":4,"method":"admin_peers","method":"eth_chainId"}"#.to_string(),
+        r#"{"jsonrpc":"2.0","id":5,"method":"admin\u005fpeers"}"#.to_string(),
+    ];
+    for m in &messages {
+        eprintln!("sending {m}");
+        ws.send(Message::Text(m.clone().into())).await.unwrap();
+        let answer = next_text(&mut ws).await;
+        eprintln!("answer {answer}");
+        assert!(answer.to_string().contains("error"), "{m} -> {answer}");
+    }
+    // (Binary messages: the simulated node ignores them, so they are not tried here.)
+    for m in s.a.rpc_methods().iter().chain(s.b.rpc_methods().iter()) {
+        assert!(!m.starts_with("admin"), "{m} reached a node");
+    }
+}
+
+/// A session that cannot move (gap too long) closes: the open-session gauge of the backend it
+/// was counted on goes back to 0, and no other backend's gauge goes negative.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_move_leaves_the_open_session_gauges_right() {
+    let s = setup("    max_gap_blocks: 3\n").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", s.listen))
+        .await
+        .unwrap();
+    ws.send(Message::Text(
+        json!({"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    next_text(&mut ws).await;
+    open_on(&s.gw, "ec-a").await;
+    s.a.new_head();
+    s.b.new_head();
+    next_text(&mut ws).await;
+    s.b.set(|st| st.head = 1010);
+    s.a.go_down();
+    assert_eq!(close_code(&mut ws, Duration::from_secs(15)).await, Some(1011));
+    drop(ws);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let m = s.gw.metrics().await;
+    let (a, b) = (metric(&m, &open_series("ec-a")), metric(&m, &open_series("ec-b")));
+    assert_eq!((a, b), (0.0, 0.0), "sessions_open after the session closed: ec-a {a}, ec-b {b}");
+}
+
+/// With both backends gone the session closes (1012), it does not hang.
+#[tokio::test(flavor = "multi_thread")]
+async fn both_backends_down_close_the_session() {
+    let s = setup("").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", s.listen))
+        .await
+        .unwrap();
+    ws.send(Message::Text(
+        json!({"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    next_text(&mut ws).await;
+    open_on(&s.gw, "ec-a").await;
+    s.a.go_down();
+    s.b.go_down();
+    assert_eq!(close_code(&mut ws, Duration::from_secs(15)).await, Some(1012));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let m = s.gw.metrics().await;
+    let (a, b) = (metric(&m, &open_series("ec-a")), metric(&m, &open_series("ec-b")));
+    assert_eq!((a, b), (0.0, 0.0), "sessions_open: ec-a {a}, ec-b {b}");
+}
+
+/// A request whose answer no backend can deliver (larger than the gateway's 64 MiB backend
+/// message limit: an `eth_getLogs` over a wide range) must not make the session bounce between
+/// the backends, sending the request again on each, forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_too_large_does_not_bounce_the_session_between_backends() {
+    let status = NodeStatus {
+        head: 100_000,
+        ..NodeStatus::default()
+    };
+    // Slow health checks: the simulated node takes a while to build its answer.
+    let s = setup_with(
+        "    health: { interval: 5s, timeout: 4s, rise: 1, fall: 3 }\n",
+        status,
+    )
+    .await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", s.listen))
+        .await
+        .unwrap();
+    // 200,000 logs of ~400 bytes: ~80 MB.
+    ws.send(Message::Text(
+        json!({"jsonrpc":"2.0","id":1,"method":"eth_getLogs","params":[{"fromBlock":"0x0","toBlock":"latest"}]})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    // Whatever the client gets (an error, or a close), the request should not be repeated
+    // across backends without end.
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(20), ws.next()).await
+        {
+            got.push(format!("{:.200}", m.to_string()));
+        }
+        got
+    });
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let count = |n: &SimNode| n.rpc_methods().iter().filter(|m| *m == "eth_getLogs").count();
+    let (a, b) = (count(&s.a), count(&s.b));
+    let moved = metric(
+        &s.gw.metrics().await,
+        r#"ssv_ha_sessions_moved_total{kind="websocket",pool="execution",reason="backend_ended"}"#,
+    );
+    reader.abort();
+    eprintln!("eth_getLogs: ec-a {a}, ec-b {b}; moved {moved}");
+    assert!(
+        a + b <= 2,
+        "eth_getLogs sent {a} times to ec-a and {b} times to ec-b; the session moved {moved} times"
+    );
+}
+
+/// Requests in flight hold a copy of what was sent (`InFlight::sent`), outside the listener's
+/// `max_held_bytes`: a client whose requests the node is slow to answer (here: binary messages,
+/// which the simulated node never answers) makes the gateway hold up to MAX_IN_FLIGHT (1024)
+/// messages of up to max_body_bytes (10 MiB) each. 300 messages of 2 MB: 600 MB held.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_in_flight_do_not_hold_unbounded_memory() {
+    let s = setup("").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", s.listen))
+        .await
+        .unwrap();
+    let rss = |pid: u32| -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap()
+    };
+    let before = rss(s.gw.pid());
+    let data = format!("0x{}", "ab".repeat(1024 * 1024));
+    for id in 0..300 {
+        let request = json!({"jsonrpc":"2.0","id":id,"method":"eth_call","params":[{"to":"0x00","data":data},"latest"]}).to_string();
+        ws.send(Message::Binary(request.into_bytes().into())).await.unwrap();
+    }
+    // The session is alive: a text request is answered.
+    ws.send(Message::Text(json!({"jsonrpc":"2.0","id":"t","method":"eth_chainId"}).to_string().into()))
+        .await
+        .unwrap();
+    let answer = next_text(&mut ws).await;
+    assert_eq!(answer["id"], "t");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss(s.gw.pid());
+    eprintln!("gateway RSS before {before} kB, after {after} kB");
+    assert!(
+        after < before + 256 * 1024,
+        "the gateway holds {} MB for one session's requests in flight",
+        (after - before) / 1024
+    );
+}
