@@ -184,6 +184,11 @@ fn call(
 }
 
 async fn websocket(state: Arc<NodeState>, mut socket: WebSocket) {
+    let close_after = || state.status().ws_close_after;
+    if close_after() == Some(0) {
+        return;
+    }
+    let mut answered = 0;
     let mut heads = state.heads.subscribe();
     let mut kill = state.kill.subscribe();
     let mut subscriptions: Subscriptions = Vec::new();
@@ -202,6 +207,10 @@ async fn websocket(state: Arc<NodeState>, mut socket: WebSocket) {
                     Err(_) => error(&Value::Null, -32700, "parse error"),
                 };
                 if socket.send(Message::Text(reply.to_string().into())).await.is_err() {
+                    return;
+                }
+                answered += 1;
+                if close_after().is_some_and(|n| answered >= n) {
                     return;
                 }
             }

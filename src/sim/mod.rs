@@ -58,6 +58,9 @@ pub struct NodeStatus {
     /// Execution only: blocks from this number on are another branch's (other hashes), as after
     /// a reorg; `None`: the common chain.
     pub branch_from: Option<u64>,
+    /// Execution only: close every WebSocket, without a word, once it has answered this many
+    /// messages (0: right after the upgrade).
+    pub ws_close_after: Option<u64>,
     /// Consensus only: genesis time (Unix seconds); by default the head is the wall-clock slot.
     pub genesis_time: u64,
     /// Consensus only: the network's genesis validators root.
@@ -81,6 +84,7 @@ impl Default for NodeStatus {
             delay_ms: 0,
             reply_override: None,
             branch_from: None,
+            ws_close_after: None,
             sse_keep_alive_ms: None,
             head_age_s: 0,
             genesis_time: unix_now().saturating_sub(1000 * SECONDS_PER_SLOT),
@@ -351,7 +355,9 @@ impl SimNode {
                 let _ = stream.set_nodelay(true);
                 let router = router.clone();
                 let tls = tls.clone();
+                // Only a drop after this connection came ends it.
                 let mut kill = kill.clone();
+                kill.borrow_and_update();
                 tokio::spawn(async move {
                     let service = TowerToHyperService::new(router);
                     let builder = hyper::server::conn::http1::Builder::new();

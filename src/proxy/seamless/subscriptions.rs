@@ -21,8 +21,19 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 /// answers come.
 pub const MAX_IN_FLIGHT: usize = 1024;
 
-/// Bytes of delivered logs remembered per `logs` subscription.
-pub const MAX_REMEMBERED_LOG_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes of the requests in flight a session keeps to send again; past it the client is not read
+/// until answers come.
+pub const MAX_IN_FLIGHT_BYTES: usize = 8 * 1024 * 1024;
+
+/// Bytes of delivered logs remembered per session, shared by its `logs` subscriptions.
+pub const MAX_REMEMBERED_LOG_BYTES: usize = 8 * 1024 * 1024;
+
+/// Subscriptions one session may hold: each is created again, and its gap filled, on every move.
+pub const MAX_SUBSCRIPTIONS: usize = 64;
+
+/// What an `eth_subscribe` past [`MAX_SUBSCRIPTIONS`] becomes: a method no node has, so that the
+/// node's error answers it in its place (in a batch too).
+pub const TOO_MANY_SUBSCRIPTIONS: &str = "ssv_ha_too_many_subscriptions_per_session";
 
 /// A JSON-RPC error code for a request the gateway answers itself after a move: the server
 /// error range (-32000 to -32099) of JSON-RPC 2.0.
@@ -109,8 +120,9 @@ struct InFlight {
     /// The client's id, put back on the answer.
     client_id: Value,
     method: String,
-    /// The request as sent to the backend (with the gateway's id), to send it again.
-    sent: Value,
+    /// The request as sent to the backend (with the gateway's id), to send it again; kept only
+    /// when it is safe to repeat.
+    sent: Option<String>,
     kind: CallKind,
     /// The batch it came in, by the batch's first gateway id.
     batch: Option<u64>,
@@ -171,11 +183,20 @@ pub struct Gap {
     pub from: Option<u64>,
 }
 
+/// Where a client's message goes.
+#[derive(Debug, PartialEq)]
+pub enum Outgoing {
+    Backend(Vec<u8>),
+    /// The gateway answers it.
+    Client(Vec<u8>),
+}
+
 /// The client's JSON-RPC session.
 #[derive(Debug, Default)]
 pub struct SessionState {
     next_id: u64,
     in_flight: BTreeMap<u64, InFlight>,
+    in_flight_bytes: usize,
     /// Subscriptions by the id the client knows.
     subs: BTreeMap<String, Subscription>,
     /// Client id by the current backend's id.
@@ -195,6 +216,11 @@ impl SessionState {
         self.in_flight.len()
     }
 
+    /// Bytes of the requests in flight kept to send again.
+    pub fn in_flight_bytes(&self) -> usize {
+        self.in_flight_bytes
+    }
+
     /// The gateway's own calls to send to the backend now.
     pub fn take_requests(&mut self) -> Vec<Vec<u8>> {
         std::mem::take(&mut self.requests)
@@ -206,12 +232,19 @@ impl SessionState {
         self.next_id
     }
 
-    /// The client's message as it goes to the backend: every request under a gateway id, an
-    /// `eth_unsubscribe` naming the backend's id. A message that is not JSON-RPC goes unchanged
-    /// (the backend answers it).
-    pub fn client_message(&mut self, message: &[u8]) -> Vec<u8> {
-        let Ok(value) = serde_json::from_slice::<Value>(message) else {
-            return message.to_vec();
+    /// The client's message as it goes on: to the backend, every request under a gateway id and
+    /// an `eth_unsubscribe` naming the backend's id; or, for a message that is not JSON the
+    /// gateway can read, a parse error to the client (never forwarded with the client's ids).
+    pub fn client_message(&mut self, message: &[u8]) -> Outgoing {
+        let value = match serde_json::from_slice::<Value>(message) {
+            Ok(value) => value,
+            Err(e) => {
+                return Outgoing::Client(
+                    json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": format!("parse error: {e}")}})
+                        .to_string()
+                        .into_bytes(),
+                )
+            }
         };
         let sent = match value {
             Value::Array(items) if !items.is_empty() => {
@@ -224,9 +257,10 @@ impl SessionState {
                 )
             }
             Value::Object(_) => self.track(value, None),
-            _ => return message.to_vec(),
+            // Nothing with an id: the node's answer (an error) has none either.
+            _ => return Outgoing::Backend(message.to_vec()),
         };
-        sent.to_string().into_bytes()
+        Outgoing::Backend(sent.to_string().into_bytes())
     }
 
     fn track(&mut self, call: Value, batch: Option<u64>) -> Value {
@@ -237,19 +271,27 @@ impl SessionState {
             // A notification: nothing comes back.
             return Value::Object(call);
         };
-        let method = call
+        let mut method = call
             .get("method")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
         let params = call.get("params").cloned().unwrap_or(Value::Null);
         let kind = match method.as_str() {
+            "eth_subscribe" if self.subscriptions_held() >= MAX_SUBSCRIPTIONS => {
+                method = TOO_MANY_SUBSCRIPTIONS.to_string();
+                call.insert("method".into(), json!(TOO_MANY_SUBSCRIPTIONS));
+                CallKind::Plain
+            }
             "eth_subscribe" => CallKind::Subscribe { params },
             "eth_unsubscribe" => match params.get(0).and_then(Value::as_str) {
                 Some(client_sub) => {
-                    if let Some(sub) = self.subs.get(client_sub) {
-                        call.insert("params".into(), json!([sub.backend_id]));
-                    }
+                    // An id the client does not hold never names one of the backend's.
+                    let backend_sub = self
+                        .subs
+                        .get(client_sub)
+                        .map_or("0x0", |sub| sub.backend_id.as_str());
+                    call.insert("params".into(), json!([backend_sub]));
                     CallKind::Unsubscribe {
                         client_sub: client_sub.to_string(),
                     }
@@ -261,17 +303,36 @@ impl SessionState {
         let id = self.own_id();
         call.insert("id".into(), json!(id));
         let sent = Value::Object(call);
+        let kept = safe_to_repeat(&method).then(|| sent.to_string());
+        self.in_flight_bytes += kept.as_ref().map_or(0, String::len);
         self.in_flight.insert(
             id,
             InFlight {
                 client_id,
                 method,
-                sent: sent.clone(),
+                sent: kept,
                 kind,
                 batch,
             },
         );
         sent
+    }
+
+    /// Subscriptions held and being made.
+    fn subscriptions_held(&self) -> usize {
+        self.subs.len()
+            + self
+                .in_flight
+                .values()
+                .filter(|c| matches!(c.kind, CallKind::Subscribe { .. }))
+                .count()
+    }
+
+    /// Takes a request out of those in flight.
+    fn answered(&mut self, id: u64) -> Option<InFlight> {
+        let call = self.in_flight.remove(&id)?;
+        self.in_flight_bytes -= call.sent.as_ref().map_or(0, String::len);
+        Some(call)
     }
 
     /// The backend's message as it goes to the client, or `None` when the client must not see
@@ -322,7 +383,7 @@ impl SessionState {
             }
             return None;
         }
-        let Some(call) = gateway_id.and_then(|id| self.in_flight.remove(&id)) else {
+        let Some(call) = gateway_id.and_then(|id| self.answered(id)) else {
             // Not an answer to a request of the client's (one of the gateway's own that came
             // late, or the backend's answer to something it could not read): passed as is.
             return Some(Value::Object(object));
@@ -409,6 +470,13 @@ impl SessionState {
 
     /// Whether a notification's result goes to the client; records how far the subscription got.
     fn admit(&mut self, client_sub: &str, result: &Value) -> bool {
+        // The session's log memory, shared by its `logs` subscriptions.
+        let logs_subs = self
+            .subs
+            .values()
+            .filter(|s| matches!(s.progress, Progress::Logs { .. }))
+            .count();
+        let log_bytes = MAX_REMEMBERED_LOG_BYTES / logs_subs.max(1);
         let Some(sub) = self.subs.get_mut(client_sub) else {
             return false;
         };
@@ -440,7 +508,7 @@ impl SessionState {
                 if delivered.has(&key) {
                     return false;
                 }
-                delivered.remember(&key, result.clone());
+                delivered.remember(&key, result.clone(), log_bytes);
                 *resume_from = Some(resume_from.map_or(key.block, |r| r.max(key.block)));
                 return true;
             }
@@ -464,7 +532,9 @@ impl SessionState {
             .iter()
             .map(|(client_sub, sub)| {
                 let (topic, from) = match &sub.progress {
-                    Progress::Heads { last, .. } => (Topic::Heads, last.map(|l| l + 1)),
+                    Progress::Heads { last, .. } => {
+                        (Topic::Heads, last.map(|l| l.saturating_add(1)))
+                    }
                     Progress::Logs { resume_from, .. } => (
                         Topic::Logs {
                             filter: sub.params.get(1).cloned().unwrap_or_else(|| json!({})),
@@ -574,7 +644,8 @@ impl SessionState {
                     resume_from,
                     delivered,
                 } => {
-                    *resume_from = Some(resume_from.map_or(head + 1, |r| r.max(head + 1)));
+                    let next = head.saturating_add(1);
+                    *resume_from = Some(resume_from.map_or(next, |r| r.max(next)));
                     delivered.trim(head.saturating_sub(max_gap));
                 }
                 Progress::Other => {}
@@ -586,73 +657,100 @@ impl SessionState {
     /// next one (as sent, one message per request or batch), and the client's answers for the
     /// others (an error saying they were not repeated; an `eth_unsubscribe` is done, as the
     /// subscription is not created again).
-    pub fn on_move(&mut self, backend: &str) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    pub fn on_move(&mut self, backend: &str, repeat: bool) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         let mut resend = Vec::new();
         let mut answers = Vec::new();
         // The old backend will not answer the gateway's own calls.
         self.started.clear();
         self.requests.clear();
-        let mut batches: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-        let ids: Vec<u64> = self.in_flight.keys().copied().collect();
-        for id in ids {
-            let Some(call) = self.in_flight.get(&id) else {
-                continue;
-            };
+        let why = if repeat {
+            Unanswered::Moved
+        } else {
+            Unanswered::Closed
+        };
+        let calls = std::mem::take(&mut self.in_flight);
+        self.in_flight_bytes = 0;
+        let mut batches: BTreeMap<u64, Vec<(u64, InFlight)>> = BTreeMap::new();
+        for (id, call) in calls {
             if let Some(batch) = call.batch {
-                batches.entry(batch).or_default().push(id);
+                batches.entry(batch).or_default().push((id, call));
                 continue;
             }
-            if let CallKind::Unsubscribe { client_sub } = &call.kind {
-                let client_sub = client_sub.clone();
-                if let Some(call) = self.in_flight.remove(&id) {
-                    let known = self.subs.contains_key(&client_sub);
-                    self.drop_sub(&client_sub);
+            match (&call.kind, &call.sent) {
+                (CallKind::Unsubscribe { client_sub }, _) => {
+                    // The subscription is not created again: it is gone, as asked.
+                    let known = self.subs.contains_key(client_sub);
+                    self.drop_sub(&client_sub.clone());
                     answers.push(
                         json!({"jsonrpc": "2.0", "id": call.client_id, "result": known})
                             .to_string()
                             .into_bytes(),
                     );
                 }
-            } else if safe_to_repeat(&call.method) {
-                resend.push(call.sent.to_string().into_bytes());
-            } else if let Some(call) = self.in_flight.remove(&id) {
-                answers.push(not_repeated(&call, backend).to_string().into_bytes());
+                (_, Some(sent)) if repeat => {
+                    resend.push(sent.clone().into_bytes());
+                    self.keep(id, call);
+                }
+                _ => answers.push(not_answered(&call, backend, why).to_string().into_bytes()),
             }
         }
         for members in batches.into_values() {
-            let calls: Vec<InFlight> = members
-                .iter()
-                .filter_map(|id| self.in_flight.get(id).cloned())
-                .collect();
-            if calls.iter().all(|c| {
-                safe_to_repeat(&c.method) && !matches!(c.kind, CallKind::Unsubscribe { .. })
-            }) {
-                let sent: Vec<Value> = calls.into_iter().map(|c| c.sent).collect();
-                resend.push(Value::Array(sent).to_string().into_bytes());
+            let repeatable = repeat
+                && members.iter().all(|(_, c)| {
+                    c.sent.is_some() && !matches!(c.kind, CallKind::Unsubscribe { .. })
+                });
+            if repeatable {
+                let sent: Vec<&str> = members
+                    .iter()
+                    .filter_map(|(_, c)| c.sent.as_deref())
+                    .collect();
+                resend.push(format!("[{}]", sent.join(",")).into_bytes());
+                for (id, call) in members {
+                    self.keep(id, call);
+                }
             } else {
                 let errors: Vec<Value> = members
                     .iter()
-                    .filter_map(|id| self.in_flight.remove(id))
-                    .map(|c| not_repeated(&c, backend))
+                    .map(|(_, c)| not_answered(c, backend, why))
                     .collect();
                 answers.push(Value::Array(errors).to_string().into_bytes());
             }
         }
         (resend, answers)
     }
+
+    /// Puts a request back among those in flight (sent again).
+    fn keep(&mut self, id: u64, call: InFlight) {
+        self.in_flight_bytes += call.sent.as_ref().map_or(0, String::len);
+        self.in_flight.insert(id, call);
+    }
 }
 
-fn not_repeated(call: &InFlight, backend: &str) -> Value {
+/// Why a request in flight on a backend the session left is answered by the gateway.
+#[derive(Debug, Clone, Copy)]
+enum Unanswered {
+    /// The backend was taken out of rotation; the request might have taken effect.
+    Moved,
+    /// The backend closed the connection with the request in flight: the request may be why
+    /// (an answer too large, a call that brings the node down), so it goes nowhere else.
+    Closed,
+}
+
+fn not_answered(call: &InFlight, backend: &str, why: Unanswered) -> Value {
+    let message = match why {
+        Unanswered::Moved => format!(
+            "backend {backend} failed before answering {}; the gateway moved this session to another backend and did not send it again, as it may have taken effect (check, then send it again)",
+            call.method
+        ),
+        Unanswered::Closed => format!(
+            "backend {backend} closed the connection before answering {}; the gateway moved this session to another backend and did not send it again, as it may be why (an answer too large, say)",
+            call.method
+        ),
+    };
     json!({
         "jsonrpc": "2.0",
         "id": call.client_id,
-        "error": {
-            "code": NOT_REPEATED,
-            "message": format!(
-                "backend {backend} failed before answering {}; the gateway moved this session to another backend and did not send it again, as it may have taken effect (check, then send it again)",
-                call.method
-            ),
-        },
+        "error": {"code": NOT_REPEATED, "message": message},
     })
 }
 
@@ -676,7 +774,7 @@ impl LogMemory {
             .is_some_and(|b| b.logs.iter().any(|(i, _)| *i == key.index))
     }
 
-    fn remember(&mut self, key: &LogKey, log: Value) {
+    fn remember(&mut self, key: &LogKey, log: Value, max_bytes: usize) {
         self.bytes += log.to_string().len();
         match self
             .blocks
@@ -698,7 +796,7 @@ impl LogMemory {
                 });
             }
         }
-        while self.bytes > MAX_REMEMBERED_LOG_BYTES && self.blocks.len() > 1 {
+        while self.bytes > max_bytes && self.blocks.len() > 1 {
             self.drop_oldest();
         }
     }
@@ -752,6 +850,14 @@ mod tests {
         serde_json::from_slice(v).unwrap()
     }
 
+    /// What goes to the backend.
+    fn to_backend(out: Outgoing) -> Vec<u8> {
+        match out {
+            Outgoing::Backend(bytes) => bytes,
+            Outgoing::Client(answer) => panic!("answered by the gateway: {answer:?}"),
+        }
+    }
+
     fn head(n: u64) -> Value {
         json!({"number": hex(n), "hash": format!("0x{n:064x}")})
     }
@@ -766,13 +872,13 @@ mod tests {
 
     /// Subscribes through the state as a client would; returns the id the client got.
     fn subscribe(s: &mut SessionState, client_id: u64, params: Value, backend_sub: &str) -> String {
-        let sent = text(
-            &s.client_message(
+        let sent = text(&to_backend(
+            s.client_message(
                 json!({"jsonrpc":"2.0","id":client_id,"method":"eth_subscribe","params":params})
                     .to_string()
                     .as_bytes(),
             ),
-        );
+        ));
         let answer = json!({"jsonrpc":"2.0","id":sent["id"],"result":backend_sub}).to_string();
         let back = text(&s.backend_message(answer.as_bytes()).unwrap());
         assert_eq!(back["id"], client_id);
@@ -782,7 +888,7 @@ mod tests {
     #[test]
     fn ids_are_the_gateways_toward_the_backend_and_the_clients_on_the_way_back() {
         let mut s = SessionState::default();
-        let sent = text(&s.client_message(br#"[{"jsonrpc":"2.0","id":"a","method":"eth_chainId"},{"jsonrpc":"2.0","method":"x"},{"jsonrpc":"2.0","id":"a","method":"eth_blockNumber"}]"#));
+        let sent = text(&to_backend(s.client_message(br#"[{"jsonrpc":"2.0","id":"a","method":"eth_chainId"},{"jsonrpc":"2.0","method":"x"},{"jsonrpc":"2.0","id":"a","method":"eth_blockNumber"}]"#)));
         let (first, second) = (
             sent[0]["id"].as_u64().unwrap(),
             sent[2]["id"].as_u64().unwrap(),
@@ -795,7 +901,16 @@ mod tests {
         assert_eq!(back[0]["result"], "0x10");
         assert_eq!(s.in_flight(), 0);
         // Not JSON: unchanged both ways.
-        assert_eq!(s.client_message(b"nonsense"), b"nonsense");
+        // Not JSON it can read: the gateway answers, nothing goes with the client's ids.
+        let Outgoing::Client(answer) = s.client_message(b"nonsense") else {
+            panic!("forwarded")
+        };
+        assert_eq!(text(&answer)["error"]["code"], -32700);
+        assert_eq!(
+            to_backend(s.client_message(b"5")),
+            b"5",
+            "no id: forwarded as is"
+        );
     }
 
     #[test]
@@ -810,9 +925,9 @@ mod tests {
             s.backend_message(&note("0xaaa", head(6))).is_none(),
             "the old backend's id is gone"
         );
-        let sent = text(&s.client_message(
+        let sent = text(&to_backend(s.client_message(
             br#"{"jsonrpc":"2.0","id":9,"method":"eth_unsubscribe","params":["0xaaa"]}"#,
-        ));
+        )));
         assert_eq!(sent["params"][0], "0xbbb");
         let back = json!({"jsonrpc":"2.0","id":sent["id"],"result":true}).to_string();
         assert_eq!(text(&s.backend_message(back.as_bytes()).unwrap())["id"], 9);
@@ -908,7 +1023,7 @@ mod tests {
             format!(r#"{{"jsonrpc":"2.0","id":8,"method":"eth_unsubscribe","params":["{sub}"]}}"#)
                 .as_bytes(),
         );
-        let (resend, answers) = s.on_move("ec-a");
+        let (resend, answers) = s.on_move("ec-a", true);
         assert_eq!(resend.len(), 2, "the balance and the safe batch");
         assert_eq!(text(&resend[0])["method"], "eth_getBalance");
         assert_eq!(text(&resend[1]).as_array().unwrap().len(), 2);
@@ -925,6 +1040,44 @@ mod tests {
             3,
             "resent requests still wait for their answer"
         );
+    }
+
+    #[test]
+    fn a_backend_that_closed_gets_nothing_repeated_and_kept_requests_are_counted() {
+        let mut s = SessionState::default();
+        s.client_message(br#"{"jsonrpc":"2.0","id":1,"method":"eth_getLogs","params":[{}]}"#);
+        s.client_message(
+            br#"{"jsonrpc":"2.0","id":2,"method":"eth_sendRawTransaction","params":["0x00"]}"#,
+        );
+        let kept = s.in_flight_bytes();
+        assert!(
+            kept > 0 && kept < 100,
+            "only the repeatable request is kept: {kept}"
+        );
+        let (resend, answers) = s.on_move("ec-a", false);
+        assert!(resend.is_empty(), "it may be why the backend closed");
+        assert_eq!(answers.len(), 2);
+        assert!(text(&answers[0])["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("closed the connection"));
+        assert_eq!((s.in_flight(), s.in_flight_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn subscriptions_per_session_are_capped_and_foreign_ids_name_nothing() {
+        let mut s = SessionState::default();
+        for i in 0..MAX_SUBSCRIPTIONS {
+            subscribe(&mut s, i as u64, json!(["newHeads"]), &format!("0x{i:x}"));
+        }
+        let over = text(&to_backend(s.client_message(
+            br#"[{"jsonrpc":"2.0","id":"x","method":"eth_subscribe","params":["newHeads"]}]"#,
+        )));
+        assert_eq!(over[0]["method"], TOO_MANY_SUBSCRIPTIONS);
+        let foreign = text(&to_backend(s.client_message(
+            br#"{"jsonrpc":"2.0","id":"y","method":"eth_unsubscribe","params":["0xdead"]}"#,
+        )));
+        assert_eq!(foreign["params"][0], "0x0");
     }
 
     #[test]
@@ -958,15 +1111,20 @@ mod tests {
         let _ = s.client_message(br#"{"jsonrpc":"2.0","id":"a","method":"eth_chainId"}"#);
         let raw = br#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[],"x":1e400}"#;
         assert!(
-            crate::proxy::policy::parse(raw, &crate::proxy::policy::MethodPolicy {
-                allow: vec![],
-                deny: vec![],
-                max_batch: 10
-            })
+            crate::proxy::policy::parse(
+                raw,
+                &crate::proxy::policy::MethodPolicy {
+                    allow: vec![],
+                    deny: vec![],
+                    max_batch: 10
+                }
+            )
             .is_ok(),
             "the policy lets it through"
         );
-        let sent = s.client_message(raw);
-        assert_ne!(sent, raw.to_vec(), "sent with the client's id 1, the gateway's first id");
+        assert!(
+            matches!(s.client_message(raw), Outgoing::Client(_)),
+            "answered by the gateway, not sent with the client's id 1 (the gateway's first id)"
+        );
     }
 }

@@ -23,7 +23,9 @@
 
 use super::super::websocket::{frame, whole_frames};
 use super::super::{Gateway, RequestCtx};
-use super::subscriptions::{hex, hex_u64, Gap, SessionState, Topic, MAX_IN_FLIGHT};
+use super::subscriptions::{
+    hex, hex_u64, Gap, Outgoing, SessionState, Topic, MAX_IN_FLIGHT, MAX_IN_FLIGHT_BYTES,
+};
 use super::{next_backend, record_move, Look, Move, Watch, WATCH};
 use crate::upstream::connections::{upstream_error, Connections, Stream};
 use crate::upstream::{Pool, Traffic};
@@ -51,13 +53,22 @@ pub const MAX_BACKEND_MESSAGE: usize = 64 * 1024 * 1024;
 /// Bytes of the new backend's messages that wait while a session moves.
 pub const MAX_WAITING_BYTES: usize = 16 * 1024 * 1024;
 
+/// Moves in a row, each without a message from the backend it went to, after which the session
+/// closes instead of moving again (backends that all close on it).
+pub const MAX_FRUITLESS_MOVES: u32 = 3;
+
+/// A backend message at least this long is read on a blocking thread, not on one that serves
+/// other sessions.
+const READ_ELSEWHERE: usize = 256 * 1024;
+
 type Upstream = WebSocketStream<Box<dyn Stream>>;
 
 /// How a session on one backend ended.
 enum Outcome {
     /// The client closed, went away, or the session was ended: nothing more to do.
     Over,
-    Move(Move),
+    /// It must move; `heard`: the backend sent something on the way.
+    Move { why: Move, heard: bool },
 }
 
 /// Why a move to one backend did not work.
@@ -127,21 +138,30 @@ impl Gateway {
         // for hours).
         session.as_downstream_mut().set_read_timeout(None);
         let mut state = SessionState::default();
+        let mut fruitless = 0;
         loop {
             let outcome = self
                 .relay_messages(session, ctx, &pool, index, &mut upstream, &mut state)
                 .await;
-            let why = match outcome {
-                Ok(Outcome::Over) => {
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(1), upstream.close(None)).await;
-                    return Ok(());
-                }
-                Ok(Outcome::Move(why)) => why,
-                Err(e) => return Err(e),
-            };
             let _ = tokio::time::timeout(Duration::from_secs(1), upstream.close(None)).await;
-            match self
+            let why = match outcome? {
+                Outcome::Over => return Ok(()),
+                Outcome::Move { why, heard } => {
+                    fruitless = if heard { 0 } else { fruitless + 1 };
+                    why
+                }
+            };
+            if fruitless > MAX_FRUITLESS_MOVES {
+                tracing::warn!(pool = %pool.name(), moves = fruitless, "a WebSocket session moved again and again without a message from a backend: it closes");
+                let reason = format!(
+                    "moved {fruitless} times in a row without a message from a backend; reconnect"
+                );
+                close_client(session, CloseCode::Error, &reason).await;
+                return Ok(());
+            }
+            // The session stays counted on its backend until a move succeeds.
+            let counted = ctx.backend;
+            let moved = self
                 .move_session(
                     session,
                     ctx,
@@ -151,15 +171,22 @@ impl Gateway {
                     &mut state,
                     response_timeout,
                 )
-                .await?
-            {
-                Some((to, moved)) => {
+                .await;
+            match moved {
+                Ok(Some((to, moved))) => {
                     record_move(&pool, WEBSOCKET, Some(index), to, why);
                     ctx.backend = Some(to);
                     index = to;
                     upstream = moved;
                 }
-                None => return Ok(()),
+                Ok(None) => {
+                    ctx.backend = counted;
+                    return Ok(());
+                }
+                Err(e) => {
+                    ctx.backend = counted;
+                    return Err(e);
+                }
             }
         }
     }
@@ -222,12 +249,15 @@ impl Gateway {
         let backend = &pool.backends[index];
         let idle_timeout = self.routing.load().timeouts.websocket_idle;
         let mut heard = Instant::now();
+        // Whether the backend sent anything since the session came to it.
+        let mut spoke = false;
         let mut look = Watch::default();
         let mut watch = tokio::time::interval(WATCH);
         loop {
             // Past its limit of requests in flight the client is not read: its own TCP window
             // holds it back until answers come.
-            let reading = state.in_flight() < MAX_IN_FLIGHT;
+            let reading =
+                state.in_flight() < MAX_IN_FLIGHT && state.in_flight_bytes() < MAX_IN_FLIGHT_BYTES;
             tokio::select! {
                 read = session.read_request_body(), if reading => {
                     let chunk = match read {
@@ -240,7 +270,13 @@ impl Gateway {
                     for (opcode, payload) in whole_frames(&judged) {
                         match opcode {
                             OpCode::Data(data) => {
-                                let sent = state.client_message(&payload);
+                                let sent = match state.client_message(&payload) {
+                                    Outgoing::Backend(sent) => sent,
+                                    Outgoing::Client(answer) => {
+                                        to_client(session, OpCode::Data(Data::Text), &answer).await?;
+                                        continue;
+                                    }
+                                };
                                 let message = match data {
                                     Data::Binary => Message::Binary(sent.into()),
                                     _ => match String::from_utf8(sent) {
@@ -250,7 +286,7 @@ impl Gateway {
                                 };
                                 if let Err(e) = upstream.send(message).await {
                                     tracing::info!(pool = %pool.name(), backend = %backend.name(), error = %e, "WebSocket to the backend broke");
-                                    return Ok(Outcome::Move(Move::BackendEnded));
+                                    return Ok(Outcome::Move { why: Move::BackendEnded, heard: spoke });
                                 }
                             }
                             OpCode::Control(Control::Ping) => {
@@ -271,20 +307,25 @@ impl Gateway {
                         Some(Ok(message)) => message,
                         Some(Err(e)) => {
                             tracing::info!(pool = %pool.name(), backend = %backend.name(), error = %e, "WebSocket from the backend broke");
-                            return Ok(Outcome::Move(Move::BackendEnded));
+                            return Ok(Outcome::Move { why: Move::BackendEnded, heard: spoke });
                         }
-                        None => return Ok(Outcome::Move(Move::BackendEnded)),
+                        None => return Ok(Outcome::Move { why: Move::BackendEnded, heard: spoke }),
                     };
                     heard = Instant::now();
                     match message {
-                        Message::Close(_) => return Ok(Outcome::Move(Move::BackendEnded)),
-                        other => self.pass_to_client(session, upstream, state, other).await?,
+                        Message::Close(_) => {
+                            return Ok(Outcome::Move { why: Move::BackendEnded, heard: spoke });
+                        }
+                        other => {
+                            spoke = true;
+                            self.pass_to_client(session, upstream, state, other).await?;
+                        }
                     }
                 }
                 _ = watch.tick() => {
                     match look.look(self, pool, index) {
                         Look::Stay => {}
-                        Look::Move(why) => return Ok(Outcome::Move(why)),
+                        Look::Move(why) => return Ok(Outcome::Move { why, heard: true }),
                         Look::End => {
                             close_client(session, CloseCode::Restart, "the gateway is reloading or shutting down; reconnect").await;
                             return Ok(Outcome::Over);
@@ -308,13 +349,29 @@ impl Gateway {
         state: &mut SessionState,
         message: Message,
     ) -> Result<()> {
-        let (data, bytes) = match &message {
-            Message::Text(text) => (Data::Text, text.as_bytes()),
-            Message::Binary(bytes) => (Data::Binary, &bytes[..]),
+        let (data, bytes) = match message {
+            Message::Text(text) => (Data::Text, Bytes::from(text)),
+            Message::Binary(bytes) => (Data::Binary, bytes),
             // Pings are answered by the backend socket itself; pongs and raw frames say nothing.
             _ => return Ok(()),
         };
-        if let Some(out) = state.backend_message(bytes) {
+        let out = if bytes.len() >= READ_ELSEWHERE {
+            let mut moved = std::mem::take(state);
+            let (moved, out) = tokio::task::spawn_blocking(move || {
+                let out = moved.backend_message(&bytes);
+                (moved, out)
+            })
+            .await
+            .or_err(
+                ErrorType::InternalError,
+                "reading a backend's WebSocket message",
+            )?;
+            *state = moved;
+            out
+        } else {
+            state.backend_message(&bytes)
+        };
+        if let Some(out) = out {
             to_client(session, OpCode::Data(data), &out).await?;
         }
         for request in state.take_requests() {
@@ -340,7 +397,9 @@ impl Gateway {
         response_timeout: Duration,
     ) -> Result<Option<(usize, Upstream)>> {
         let from_name = pool.backends[from].name().to_string();
-        let (resend, answers) = state.on_move(&from_name);
+        // Requests in flight on a backend that closed the connection may be why it did: they go
+        // nowhere else.
+        let (resend, answers) = state.on_move(&from_name, why != Move::BackendEnded);
         for answer in answers {
             to_client(session, OpCode::Data(Data::Text), &answer).await?;
         }
@@ -381,6 +440,8 @@ impl Gateway {
                 waiting: Vec::new(),
                 waiting_bytes: 0,
                 timeout: response_timeout,
+                // The whole move: twice what one request may take.
+                deadline: tokio::time::Instant::now() + response_timeout * 2,
             };
             match carry.over(session, max_gap).await {
                 Ok(()) => {}
@@ -417,6 +478,8 @@ struct Carry<'a> {
     waiting: Vec<Message>,
     waiting_bytes: usize,
     timeout: Duration,
+    /// When the whole move must be done.
+    deadline: tokio::time::Instant,
 }
 
 impl Carry<'_> {
@@ -490,7 +553,7 @@ impl Carry<'_> {
             .filter_map(|(_, from)| *from)
             .min();
         if let Some(first) = first.filter(|f| *f <= head) {
-            let length = head - first + 1;
+            let length = (head - first).saturating_add(1);
             if length > max_gap {
                 return Err(MoveFailed::Session(format!(
                     "the client is {length} blocks behind the next backend, more than the pool's max_gap_blocks ({max_gap}); reconnect"
@@ -612,10 +675,16 @@ impl Carry<'_> {
             .send(Message::Text(request.to_string().into()))
             .await
             .map_err(|e| fail(e.to_string()))?;
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let deadline = (tokio::time::Instant::now() + self.timeout).min(self.deadline);
         loop {
             let message = match tokio::time::timeout_at(deadline, self.upstream.next()).await {
-                Err(_) => return Err(fail(format!("no answer within {:?}", self.timeout))),
+                Err(_) => {
+                    return Err(fail(format!(
+                        "no answer within {:?} (a move has {:?} in all)",
+                        self.timeout,
+                        self.timeout * 2
+                    )))
+                }
                 Ok(None) => return Err(fail("the backend closed the WebSocket".into())),
                 Ok(Some(Err(e))) => return Err(fail(e.to_string())),
                 Ok(Some(Ok(message))) => message,
