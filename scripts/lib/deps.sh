@@ -4,7 +4,8 @@
 #   source scripts/lib/deps.sh
 #   missing=()
 #   deps_build            # adds cmake and gcc to `missing` when absent
-#   deps_install          # installs `missing` with apt-get (sudo when not root); nothing when empty
+#   deps_install [ARGS]   # installs `missing` with apt-get (sudo when not root), ARGS passed to
+#                         # apt-get install (--no-install-recommends, say); nothing when empty
 
 # What building ssv-ha needs: cmake for Pingora's zlib (its build script panics without it) and
 # a C compiler.
@@ -13,12 +14,12 @@ deps_build() {
   command -v cc >/dev/null || missing+=(gcc)
 }
 
-# Installs the packages in `missing`, if any, saying which first.
+# Installs the packages in `missing`, if any, saying which first; arguments go to apt-get install.
 deps_install() {
   [ ${#missing[@]} -gt 0 ] || return 0
   echo "installing Debian packages: ${missing[*]}"
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" "${missing[@]}" >/dev/null
 }
