@@ -211,3 +211,64 @@ async fn a_seamless_stream_ends_at_shutdown() {
     );
     drop(gw);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backends_that_all_end_the_stream_at_once_end_the_clients_stream() {
+    let pki = Pki::new();
+    let a = pki
+        .node(NodeKind::Consensus, "cc-a", NodeStatus::default())
+        .await;
+    let b = pki
+        .node(NodeKind::Consensus, "cc-b", NodeStatus::default())
+        .await;
+    let pools = pool_yaml_with(
+        "consensus",
+        "consensus",
+        "first",
+        &pki.ca_file,
+        &[(&a, false), (&b, true)],
+        "    sessions: seamless\n",
+    );
+    let (admin, listen) = (free_addr(), free_addr());
+    let yaml = config(
+        admin,
+        listen,
+        &pools,
+        &format!("  - {{ listener: \"{listen}\", pool: consensus }}\n"),
+    );
+    let gw = Gateway::start(&yaml, admin, &[listen]).await;
+    gw.wait_backend("consensus", "cc-a", true).await;
+    gw.wait_backend("consensus", "cc-b", true).await;
+    let mut response = reqwest::Client::new()
+        .get(format!("http://{listen}/eth/v1/events?topics=head"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    a.new_head();
+    let first = tokio::time::timeout(Duration::from_secs(5), response.chunk())
+        .await
+        .expect("the first event within 5 s")
+        .unwrap();
+    assert!(first.is_some());
+    // Both stay healthy, but end every stream before its first event.
+    a.set(|s| s.sse_end_at_once = true);
+    b.set(|s| s.sse_end_at_once = true);
+    a.drop_sessions();
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Ok(Some(_)) = response.chunk().await {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the client's stream ends instead of moving for ever"
+    );
+    let moved = metric(
+        &gw.metrics().await,
+        r#"ssv_ha_sessions_moved_total{kind="sse",pool="consensus",reason="backend_ended"}"#,
+    );
+    assert!(
+        moved <= 2.0,
+        "the stream moved {moved} times before it ended"
+    );
+}

@@ -121,11 +121,15 @@ fn head_events(
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let heads = state.heads.subscribe();
     let kill = state.kill.subscribe();
+    let end_at_once = state.status().sse_end_at_once;
     futures::stream::unfold(
         (heads, kill, Vec::<Event>::new()),
         move |(mut heads, mut kill, mut queue)| {
             let topics = topics.clone();
             async move {
+                if end_at_once {
+                    return None;
+                }
                 loop {
                     if let Some(event) = queue.pop() {
                         return Some((Ok(event), (heads, kill, queue)));
