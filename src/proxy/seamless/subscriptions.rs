@@ -208,7 +208,24 @@ pub struct SessionState {
     started: HashMap<u64, String>,
     /// Those calls, to send.
     requests: Vec<Vec<u8>>,
+    /// The gateway's own `newHeads` subscription on the backend, made with the first `logs`
+    /// subscription and never shown to the client: it tells how far the logs got (a quiet
+    /// filter's gap starts at the last head, not at the subscription's start) and which blocks
+    /// the client's chain had (for a reorg across a switch). Its id, its call while made, and
+    /// whether the session needs it.
+    hidden: Option<String>,
+    hidden_call: Option<u64>,
+    wants_hidden: bool,
+    /// The last heads the session saw (number, hash), oldest first.
+    heads_seen: VecDeque<(u64, String)>,
+    /// Notifications the gateway makes that go to the client before the current message (logs
+    /// taken back).
+    extra: Vec<Vec<u8>>,
 }
+
+/// Heads remembered per session (number and hash), to find where a new backend's chain parts
+/// from the one the client had.
+pub const HEADS_SEEN: usize = 256;
 
 impl SessionState {
     /// Requests waiting for an answer.
@@ -335,9 +352,19 @@ impl SessionState {
         Some(call)
     }
 
-    /// The backend's message as it goes to the client, or `None` when the client must not see
-    /// it (a notification it has, or one for a subscription it dropped).
-    pub fn backend_message(&mut self, message: &[u8]) -> Option<Vec<u8>> {
+    /// The backend's message as it goes to the client, if the client is to see it (not a
+    /// notification it has, or one for a subscription it dropped, or the gateway's own).
+    ///
+    /// Before it, the notifications the gateway makes itself (logs of a block the new backend
+    /// replaced, taken back).
+    pub fn backend_message(&mut self, message: &[u8]) -> Vec<Vec<u8>> {
+        let out = self.backend_message_alone(message);
+        let mut all = std::mem::take(&mut self.extra);
+        all.extend(out);
+        all
+    }
+
+    fn backend_message_alone(&mut self, message: &[u8]) -> Option<Vec<u8>> {
         let Ok(value) = serde_json::from_slice::<Value>(message) else {
             return Some(message.to_vec());
         };
@@ -364,6 +391,16 @@ impl SessionState {
         if object.get("method").and_then(Value::as_str) == Some("eth_subscription") {
             let params = object.get_mut("params")?;
             let backend_sub = params.get("subscription")?.as_str()?;
+            if self.hidden.as_deref() == Some(backend_sub) {
+                let head = params.get("result")?;
+                if let (Some(number), Some(hash)) = (
+                    head.get("number").and_then(hex_u64),
+                    head.get("hash").and_then(Value::as_str),
+                ) {
+                    self.saw_head(number, hash);
+                }
+                return None;
+            }
             let client_sub = self.by_backend.get(backend_sub)?.clone();
             let result = params.get("result")?;
             if !self.admit(&client_sub, result) {
@@ -373,6 +410,14 @@ impl SessionState {
             return Some(Value::Object(object));
         }
         let gateway_id = object.get("id").and_then(Value::as_u64);
+        if gateway_id.is_some() && gateway_id == self.hidden_call {
+            self.hidden_call = None;
+            self.hidden = object
+                .get("result")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            return None;
+        }
         if let Some(client_sub) = gateway_id.and_then(|id| self.started.remove(&id)) {
             // The head when a `logs` subscription began: its gap can start no earlier.
             let head = object.get("result").and_then(hex_u64);
@@ -402,6 +447,16 @@ impl SessionState {
                     let logs = params.get(0).and_then(Value::as_str) == Some("logs");
                     self.bind(client_sub.clone(), backend_sub, params);
                     if logs {
+                        self.wants_hidden = true;
+                        if self.hidden.is_none() && self.hidden_call.is_none() {
+                            let id = self.own_id();
+                            self.hidden_call = Some(id);
+                            self.requests.push(
+                                json!({"jsonrpc": "2.0", "id": id, "method": "eth_subscribe", "params": ["newHeads"]})
+                                    .to_string()
+                                    .into_bytes(),
+                            );
+                        }
                         // Blocks from the current head on reach the subscription: a gap fill
                         // starts there at the earliest.
                         let id = self.own_id();
@@ -508,22 +563,56 @@ impl SessionState {
                 if delivered.has(&key) {
                     return false;
                 }
-                delivered.remember(&key, result.clone(), log_bytes);
+                // A block at a number the client has under another hash (a backend after a
+                // switch, on another branch, that did not take them back): the client's logs
+                // of it and of later blocks go back first, as a node does on a reorg.
+                let replaced = delivered.remember(&key, result.clone(), log_bytes);
+                for mut log in replaced {
+                    log["removed"] = Value::Bool(true);
+                    self.extra.push(notification(client_sub, &log));
+                }
                 *resume_from = Some(resume_from.map_or(key.block, |r| r.max(key.block)));
                 return true;
             }
             Progress::Other => return true,
         };
+        if let Some(hash) = result.get("hash").and_then(Value::as_str) {
+            self.saw_head(head, hash);
+        }
+        true
+    }
+
+    /// A head the backend sent: remembered, and the logs gap moves past the blocks before it.
+    fn saw_head(&mut self, number: u64, hash: &str) {
+        // A head at or below one seen: the chain went another way from there.
+        while self.heads_seen.back().is_some_and(|(n, _)| *n >= number) {
+            self.heads_seen.pop_back();
+        }
+        self.heads_seen
+            .push_back((number, hash.to_ascii_lowercase()));
+        if self.heads_seen.len() > HEADS_SEEN {
+            self.heads_seen.pop_front();
+        }
         // A node sends a block's logs as it imports the block, before the next head: the logs of
         // the blocks before this head have all been sent. The gap starts one block earlier still,
         // as a margin (what the client has is not sent twice).
-        let resume = head.saturating_sub(1);
+        let resume = number.saturating_sub(1);
         for other in self.subs.values_mut() {
             if let Progress::Logs { resume_from, .. } = &mut other.progress {
                 *resume_from = Some(resume_from.map_or(resume, |r| r.max(resume)));
             }
         }
-        true
+    }
+
+    /// The heads the session saw, newest first: where a new backend's chain may part from the
+    /// client's.
+    pub fn heads_seen(&self) -> Vec<(u64, String)> {
+        self.heads_seen.iter().rev().cloned().collect()
+    }
+
+    /// Whether the gateway's own `newHeads` subscription is to be made on the next backend.
+    pub fn wants_hidden(&self) -> bool {
+        self.wants_hidden
     }
 
     /// Every subscription and where its gap starts, for the move to another backend.
@@ -603,7 +692,8 @@ impl SessionState {
     }
 
     /// After a move: the subscriptions now live on the new backend under these ids.
-    pub fn rebind(&mut self, new_ids: &[(String, String)]) {
+    pub fn rebind(&mut self, new_ids: &[(String, String)], hidden: Option<String>) {
+        self.hidden = hidden;
         self.by_backend.clear();
         for (client_sub, backend_sub) in new_ids {
             if let Some(sub) = self.subs.get_mut(client_sub) {
@@ -625,6 +715,7 @@ impl SessionState {
         }
         for log in logs {
             if self.admit(client_sub, log) {
+                out.append(&mut self.extra);
                 out.push(notification(client_sub, log));
             }
         }
@@ -660,9 +751,12 @@ impl SessionState {
     pub fn on_move(&mut self, backend: &str, repeat: bool) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         let mut resend = Vec::new();
         let mut answers = Vec::new();
-        // The old backend will not answer the gateway's own calls.
+        // The old backend will not answer the gateway's own calls, and its ids mean nothing to
+        // the next one.
         self.started.clear();
         self.requests.clear();
+        self.hidden = None;
+        self.hidden_call = None;
         let why = if repeat {
             Unanswered::Moved
         } else {
@@ -774,7 +868,10 @@ impl LogMemory {
             .is_some_and(|b| b.logs.iter().any(|(i, _)| *i == key.index))
     }
 
-    fn remember(&mut self, key: &LogKey, log: Value, max_bytes: usize) {
+    /// Records a delivered log; returns the logs of the blocks it replaces (the same number or
+    /// later under another hash), which the client must have taken back.
+    fn remember(&mut self, key: &LogKey, log: Value, max_bytes: usize) -> Vec<Value> {
+        let mut replaced = Vec::new();
         self.bytes += log.to_string().len();
         match self
             .blocks
@@ -787,7 +884,10 @@ impl LogMemory {
                 // Blocks stay in order of number: a block of a reorg replaces the ones from its
                 // number on.
                 while self.blocks.back().is_some_and(|b| b.number >= key.block) {
-                    self.drop_newest();
+                    if let Some(block) = self.blocks.pop_back() {
+                        self.bytes = self.bytes.saturating_sub(block_bytes(&block));
+                        replaced.extend(block.logs.into_iter().rev().map(|(_, l)| l));
+                    }
                 }
                 self.blocks.push_back(DeliveredBlock {
                     number: key.block,
@@ -799,6 +899,7 @@ impl LogMemory {
         while self.bytes > max_bytes && self.blocks.len() > 1 {
             self.drop_oldest();
         }
+        replaced
     }
 
     fn forget(&mut self, key: &LogKey) {
@@ -827,12 +928,6 @@ impl LogMemory {
 
     fn drop_oldest(&mut self) {
         if let Some(block) = self.blocks.pop_front() {
-            self.bytes = self.bytes.saturating_sub(block_bytes(&block));
-        }
-    }
-
-    fn drop_newest(&mut self) {
-        if let Some(block) = self.blocks.pop_back() {
             self.bytes = self.bytes.saturating_sub(block_bytes(&block));
         }
     }
@@ -880,7 +975,7 @@ mod tests {
             ),
         ));
         let answer = json!({"jsonrpc":"2.0","id":sent["id"],"result":backend_sub}).to_string();
-        let back = text(&s.backend_message(answer.as_bytes()).unwrap());
+        let back = text(&s.backend_message(answer.as_bytes()).pop().unwrap());
         assert_eq!(back["id"], client_id);
         back["result"].as_str().unwrap().to_string()
     }
@@ -896,7 +991,7 @@ mod tests {
         assert_ne!(first, second, "two requests with one client id stay apart");
         assert!(sent[1].get("id").is_none(), "a notification stays one");
         let answer = json!([{"jsonrpc":"2.0","id":second,"result":"0x10"},{"jsonrpc":"2.0","id":first,"result":"0x1"}]);
-        let back = text(&s.backend_message(answer.to_string().as_bytes()).unwrap());
+        let back = text(&s.backend_message(answer.to_string().as_bytes()).pop().unwrap());
         assert_eq!(back[0]["id"], "a");
         assert_eq!(back[0]["result"], "0x10");
         assert_eq!(s.in_flight(), 0);
@@ -918,11 +1013,11 @@ mod tests {
         let mut s = SessionState::default();
         let sub = subscribe(&mut s, 1, json!(["newHeads"]), "0xaaa");
         assert_eq!(sub, "0xaaa");
-        s.rebind(&[(sub.clone(), "0xbbb".into())]);
-        let out = text(&s.backend_message(&note("0xbbb", head(5))).unwrap());
+        s.rebind(&[(sub.clone(), "0xbbb".into())], None);
+        let out = text(&s.backend_message(&note("0xbbb", head(5))).pop().unwrap());
         assert_eq!(out["params"]["subscription"], "0xaaa");
         assert!(
-            s.backend_message(&note("0xaaa", head(6))).is_none(),
+            s.backend_message(&note("0xaaa", head(6))).is_empty(),
             "the old backend's id is gone"
         );
         let sent = text(&to_backend(s.client_message(
@@ -930,11 +1025,11 @@ mod tests {
         )));
         assert_eq!(sent["params"][0], "0xbbb");
         let back = json!({"jsonrpc":"2.0","id":sent["id"],"result":true}).to_string();
-        assert_eq!(text(&s.backend_message(back.as_bytes()).unwrap())["id"], 9);
+        assert_eq!(text(&s.backend_message(back.as_bytes()).pop().unwrap())["id"], 9);
         assert!(s.subscriptions().is_empty());
         // A new backend may hand out an id the client already holds for another subscription.
         let one = subscribe(&mut s, 2, json!(["newHeads"]), "0x1");
-        s.rebind(&[(one.clone(), "0x2".into())]);
+        s.rebind(&[(one.clone(), "0x2".into())], None);
         let two = subscribe(&mut s, 3, json!(["syncing"]), "0x1");
         assert_ne!(one, two);
     }
@@ -944,29 +1039,29 @@ mod tests {
         let mut s = SessionState::default();
         let sub = subscribe(&mut s, 1, json!(["newHeads"]), "0xa");
         for n in 10..=12 {
-            assert!(s.backend_message(&note("0xa", head(n))).is_some());
+            assert!(s.backend_message(&note("0xa", head(n))).len() == 1);
         }
         assert_eq!(s.gaps()[0].from, Some(13));
-        s.rebind(&[(sub.clone(), "0xb".into())]);
+        s.rebind(&[(sub.clone(), "0xb".into())], None);
         assert_eq!(s.fill(&sub, Some(&head(13)), &[]).len(), 1);
         s.filled_to(13, 100);
-        assert!(s.backend_message(&note("0xb", head(12))).is_none());
-        assert!(s.backend_message(&note("0xb", head(13))).is_none());
-        assert!(s.backend_message(&note("0xb", head(14))).is_some());
+        assert!(s.backend_message(&note("0xb", head(12))).is_empty());
+        assert!(s.backend_message(&note("0xb", head(13))).is_empty());
+        assert!(s.backend_message(&note("0xb", head(14))).len() == 1);
         // Past the floor, heads are a node's again: a reorg's head at the same height passes.
-        assert!(s.backend_message(&note("0xb", head(14))).is_some());
+        assert!(s.backend_message(&note("0xb", head(14))).len() == 1);
     }
 
     #[test]
     fn logs_are_delivered_once_and_a_reorg_takes_them_back() {
         let mut s = SessionState::default();
         let sub = subscribe(&mut s, 1, json!(["logs", {"address": "0x01"}]), "0xa");
-        assert!(s.backend_message(&note("0xa", log(7, "0x07", 0))).is_some());
+        assert!(s.backend_message(&note("0xa", log(7, "0x07", 0))).len() == 1);
         assert!(
-            s.backend_message(&note("0xa", log(7, "0x07", 0))).is_none(),
+            s.backend_message(&note("0xa", log(7, "0x07", 0))).is_empty(),
             "a repeat"
         );
-        assert!(s.backend_message(&note("0xa", log(8, "0x08", 3))).is_some());
+        assert!(s.backend_message(&note("0xa", log(8, "0x08", 3))).len() == 1);
         assert_eq!(s.gaps()[0].from, Some(8));
         assert_eq!(
             s.delivered_blocks(&sub),
@@ -988,8 +1083,38 @@ mod tests {
         // A removed log passes and is forgotten: the same log added again passes too.
         let mut gone = log(7, "0x07", 0);
         gone["removed"] = json!(true);
-        assert!(s.backend_message(&note("0xa", gone)).is_some());
-        assert!(s.backend_message(&note("0xa", log(7, "0x07", 0))).is_some());
+        assert!(s.backend_message(&note("0xa", gone)).len() == 1);
+        // Block 7 again, below block 8 which the client has: block 8's log goes back first, as
+        // a node on the other branch would send it.
+        let out = s.backend_message(&note("0xa", log(7, "0x07", 0)));
+        assert_eq!(out.len(), 2, "{out:?}");
+        let first = text(&out[0]);
+        assert_eq!(
+            (&first["params"]["result"]["blockHash"], &first["params"]["result"]["removed"]),
+            (&json!("0x8b"), &json!(true))
+        );
+        assert_eq!(text(&out[1])["params"]["result"]["blockNumber"], "0x7");
+    }
+
+    #[test]
+    fn a_quiet_logs_filter_moves_with_the_heads_of_the_gateways_own_subscription() {
+        let mut s = SessionState::default();
+        let sub = subscribe(&mut s, 1, json!(["logs", {"address": "0xcc"}]), "0xl");
+        let own: Vec<Value> = s.take_requests().iter().map(|r| text(r)).collect();
+        let hidden = own.iter().find(|r| r["method"] == "eth_subscribe").unwrap();
+        assert_eq!(hidden["params"], json!(["newHeads"]));
+        let answer = json!({"jsonrpc":"2.0","id":hidden["id"],"result":"0xh"}).to_string();
+        assert!(s.backend_message(answer.as_bytes()).is_empty(), "not the client's");
+        for n in 100..=110 {
+            assert!(
+                s.backend_message(&note("0xh", head(n))).is_empty(),
+                "its heads are not the client's"
+            );
+        }
+        assert_eq!(s.gaps()[0].from, Some(109), "the gap starts at the last head, not at 100");
+        assert_eq!(s.heads_seen()[0], (110, format!("0x{:064x}", 110)));
+        assert!(s.wants_hidden());
+        let _ = sub;
     }
 
     #[test]
@@ -997,7 +1122,7 @@ mod tests {
         let mut s = SessionState::default();
         let _heads = subscribe(&mut s, 1, json!(["newHeads"]), "0xh");
         let _logs = subscribe(&mut s, 2, json!(["logs", {}]), "0xl");
-        assert!(s.backend_message(&note("0xh", head(20))).is_some());
+        assert!(s.backend_message(&note("0xh", head(20))).len() == 1);
         let gaps = s.gaps();
         let logs_gap = gaps.iter().find(|g| g.client_sub == "0xl").unwrap();
         assert_eq!(

@@ -251,6 +251,9 @@ impl Gateway {
         let mut heard = Instant::now();
         // Whether the backend sent anything since the session came to it.
         let mut spoke = false;
+        // A fail-back waits for the answers in flight (the backend is healthy): since when.
+        let mut draining: Option<Instant> = None;
+        let response_timeout = self.routing.load().timeouts.response;
         let mut look = Watch::default();
         let mut watch = tokio::time::interval(WATCH);
         loop {
@@ -325,6 +328,14 @@ impl Gateway {
                 _ = watch.tick() => {
                     match look.look(self, pool, index) {
                         Look::Stay => {}
+                        // Nothing new is sent to a backend the session leaves; what it was asked
+                        // is answered there first, up to the response timeout.
+                        Look::Move(Move::FailBack) if state.in_flight() > 0 => {
+                            let since = *draining.get_or_insert_with(Instant::now);
+                            if since.elapsed() >= response_timeout {
+                                return Ok(Outcome::Move { why: Move::FailBack, heard: true });
+                            }
+                        }
                         Look::Move(why) => return Ok(Outcome::Move { why, heard: true }),
                         Look::End => {
                             close_client(session, CloseCode::Restart, "the gateway is reloading or shutting down; reconnect").await;
@@ -371,7 +382,7 @@ impl Gateway {
         } else {
             state.backend_message(&bytes)
         };
-        if let Some(out) = out {
+        for out in out {
             to_client(session, OpCode::Data(data), &out).await?;
         }
         for request in state.take_requests() {
@@ -496,12 +507,34 @@ impl Carry<'_> {
             };
             new_ids.push((client_sub, id.to_string()));
         }
+        let hidden = if self.state.wants_hidden() {
+            let id = self.call("eth_subscribe", json!(["newHeads"])).await?;
+            Some(id.as_str().map(str::to_string).ok_or_else(|| {
+                MoveFailed::Backend(format!(
+                    "eth_subscribe answered {id}, not a subscription id"
+                ))
+            })?)
+        } else {
+            None
+        };
         let head = self.call("eth_blockNumber", json!([])).await?;
         let head = hex_u64(&head)
             .ok_or_else(|| MoveFailed::Backend(format!("eth_blockNumber answered {head}")))?;
         let gaps = self.state.gaps();
-        // Blocks the new backend replaced: from the oldest one, the logs the client has go back.
         let mut hashes: HashMap<u64, Option<String>> = HashMap::new();
+        // Where the new backend's chain parts from the heads the client's session saw: the logs
+        // gap starts there at the latest (a reorg deeper than the blocks with the client's logs).
+        let mut parted: Option<u64> = None;
+        for (number, hash) in self.state.heads_seen() {
+            if number > head {
+                continue;
+            }
+            if self.hash_at(number, &mut hashes).await?.as_deref() == Some(hash.as_str()) {
+                break;
+            }
+            parted = Some(number);
+        }
+        // Blocks the new backend replaced: from the oldest one, the logs the client has go back.
         let mut take_back: Vec<(String, u64)> = Vec::new();
         for gap in &gaps {
             let mut replaced = None;
@@ -510,19 +543,7 @@ impl Carry<'_> {
                     // Not there yet: the new backend will send them if it agrees.
                     continue;
                 }
-                let theirs = match hashes.get(&number) {
-                    Some(known) => known.clone(),
-                    None => {
-                        let block = self.block(number).await?;
-                        let theirs = block
-                            .as_ref()
-                            .and_then(|b| b.get("hash"))
-                            .and_then(Value::as_str)
-                            .map(str::to_ascii_lowercase);
-                        hashes.insert(number, theirs.clone());
-                        theirs
-                    }
-                };
+                let theirs = self.hash_at(number, &mut hashes).await?;
                 if theirs.as_deref() == Some(hash.as_str()) {
                     break;
                 }
@@ -540,6 +561,10 @@ impl Carry<'_> {
                     .iter()
                     .find(|(sub, _)| *sub == gap.client_sub)
                     .map(|(_, n)| *n);
+                let back = match gap.topic {
+                    Topic::Logs { .. } => [back, parted].into_iter().flatten().min(),
+                    _ => back,
+                };
                 let from = match (gap.from, back) {
                     (Some(f), Some(b)) => Some(f.min(b)),
                     (f, b) => f.or(b),
@@ -619,7 +644,7 @@ impl Carry<'_> {
             }
         }
         // Everything is in hand: the session is the new backend's.
-        self.state.rebind(&new_ids);
+        self.state.rebind(&new_ids, hidden);
         let mut out: Vec<Vec<u8>> = Vec::new();
         for (client_sub, number) in &take_back {
             out.extend(self.state.take_back(client_sub, *number));
@@ -655,6 +680,25 @@ impl Carry<'_> {
                 .map_err(|e| MoveFailed::Session(format!("the client went away: {e}")))?;
         }
         Ok(())
+    }
+
+    /// The new backend's hash of block `number` (`None`: it has no such block), asked once.
+    async fn hash_at(
+        &mut self,
+        number: u64,
+        known: &mut HashMap<u64, Option<String>>,
+    ) -> Result<Option<String>, MoveFailed> {
+        if let Some(hash) = known.get(&number) {
+            return Ok(hash.clone());
+        }
+        let block = self.block(number).await?;
+        let hash = block
+            .as_ref()
+            .and_then(|b| b.get("hash"))
+            .and_then(Value::as_str)
+            .map(str::to_ascii_lowercase);
+        known.insert(number, hash.clone());
+        Ok(hash)
     }
 
     /// `eth_getBlockByNumber` without transactions; `None` when the backend has no such block.
