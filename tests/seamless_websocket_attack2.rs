@@ -139,7 +139,14 @@ async fn a_quiet_logs_subscription_survives_a_move_after_more_than_max_gap_block
         .unwrap();
     let mut got = Received::default();
     let quiet = "0x00000000000000000000000000000000000000cc";
-    call(&mut ws, &mut got, 1, "eth_subscribe", json!(["logs", {"address": quiet}])).await;
+    call(
+        &mut ws,
+        &mut got,
+        1,
+        "eth_subscribe",
+        json!(["logs", {"address": quiet}]),
+    )
+    .await;
     open_on(&s.gw, "ec-a").await;
     // Let the gateway's eth_blockNumber be answered (resume point = 1000).
     call(&mut ws, &mut got, 2, "eth_chainId", json!([])).await;
@@ -154,7 +161,10 @@ async fn a_quiet_logs_subscription_survives_a_move_after_more_than_max_gap_block
     tokio::time::sleep(Duration::from_millis(500)).await;
     s.b.new_head();
     let answer = call(&mut ws, &mut got, 4, "eth_chainId", json!([])).await;
-    assert_eq!(answer["result"], "0x1", "the session goes on after the move");
+    assert_eq!(
+        answer["result"], "0x1",
+        "the session goes on after the move"
+    );
 }
 
 /// The new backend is one block behind the client and on another branch from that block. The
@@ -168,7 +178,14 @@ async fn a_reorg_above_a_lagging_new_backends_head_takes_the_old_logs_back() {
         .await
         .unwrap();
     let mut got = Received::default();
-    call(&mut ws, &mut got, 1, "eth_subscribe", json!(["logs", {"address": LOG_ADDRESS}])).await;
+    call(
+        &mut ws,
+        &mut got,
+        1,
+        "eth_subscribe",
+        json!(["logs", {"address": LOG_ADDRESS}]),
+    )
+    .await;
     open_on(&s.gw, "ec-a").await;
     for _ in 0..2 {
         s.a.new_head();

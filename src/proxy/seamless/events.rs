@@ -446,6 +446,58 @@ mod tests {
         assert_eq!(split_event(b"\n\ndata: x", 0), Ok((Vec::new(), 1)));
     }
 
+    /// The session loop's way of reading (resume where the last look stopped, drain what was
+    /// taken), fed `chunks`.
+    fn read_like_follow(chunks: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut pending: Vec<u8> = Vec::new();
+        let mut scanned = 0;
+        let mut out = Vec::new();
+        for data in chunks {
+            pending.extend_from_slice(data);
+            let mut taken = 0;
+            loop {
+                let (block, used) = match split_event(&pending[taken..], scanned) {
+                    Ok(found) => found,
+                    Err(resume) => {
+                        scanned = resume;
+                        break;
+                    }
+                };
+                taken += used;
+                scanned = 0;
+                out.push(block);
+            }
+            pending.drain(..taken);
+        }
+        out
+    }
+
+    #[test]
+    fn attack_events_are_the_same_at_every_split_in_two_and_three() {
+        let streams: [&[u8]; 4] = [
+            b"event: head\r\ndata: {\"slot\":\"1\"}\r\n\r\n:\r\n\r\nevent: block\r\ndata: {}\r\n\r\n",
+            b"event: head\ndata: a\n\n\n\nevent: x\ndata: b\ndata: c\n\n:ka\n\n",
+            b"data: x\r\n\ndata: y\n\r\ndata: z\r\n\r\n",
+            b"\r\n\r\ndata: q\r\n\r\n",
+        ];
+        for stream in streams {
+            let whole = read_like_follow(&[stream]);
+            for i in 0..=stream.len() {
+                for j in i..=stream.len() {
+                    let got = read_like_follow(&[&stream[..i], &stream[i..j], &stream[j..]]);
+                    assert_eq!(
+                        got,
+                        whole,
+                        "split at {i} and {j} of {:?}",
+                        String::from_utf8_lossy(stream)
+                    );
+                }
+            }
+            let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+            assert_eq!(read_like_follow(&bytes), whole);
+        }
+    }
+
     #[test]
     fn a_head_the_client_has_or_an_older_one_is_dropped_after_a_switch() {
         let mut f = EventFilter::default();
