@@ -991,7 +991,11 @@ mod tests {
         assert_ne!(first, second, "two requests with one client id stay apart");
         assert!(sent[1].get("id").is_none(), "a notification stays one");
         let answer = json!([{"jsonrpc":"2.0","id":second,"result":"0x10"},{"jsonrpc":"2.0","id":first,"result":"0x1"}]);
-        let back = text(&s.backend_message(answer.to_string().as_bytes()).pop().unwrap());
+        let back = text(
+            &s.backend_message(answer.to_string().as_bytes())
+                .pop()
+                .unwrap(),
+        );
         assert_eq!(back[0]["id"], "a");
         assert_eq!(back[0]["result"], "0x10");
         assert_eq!(s.in_flight(), 0);
@@ -1025,7 +1029,10 @@ mod tests {
         )));
         assert_eq!(sent["params"][0], "0xbbb");
         let back = json!({"jsonrpc":"2.0","id":sent["id"],"result":true}).to_string();
-        assert_eq!(text(&s.backend_message(back.as_bytes()).pop().unwrap())["id"], 9);
+        assert_eq!(
+            text(&s.backend_message(back.as_bytes()).pop().unwrap())["id"],
+            9
+        );
         assert!(s.subscriptions().is_empty());
         // A new backend may hand out an id the client already holds for another subscription.
         let one = subscribe(&mut s, 2, json!(["newHeads"]), "0x1");
@@ -1058,7 +1065,8 @@ mod tests {
         let sub = subscribe(&mut s, 1, json!(["logs", {"address": "0x01"}]), "0xa");
         assert!(s.backend_message(&note("0xa", log(7, "0x07", 0))).len() == 1);
         assert!(
-            s.backend_message(&note("0xa", log(7, "0x07", 0))).is_empty(),
+            s.backend_message(&note("0xa", log(7, "0x07", 0)))
+                .is_empty(),
             "a repeat"
         );
         assert!(s.backend_message(&note("0xa", log(8, "0x08", 3))).len() == 1);
@@ -1090,7 +1098,10 @@ mod tests {
         assert_eq!(out.len(), 2, "{out:?}");
         let first = text(&out[0]);
         assert_eq!(
-            (&first["params"]["result"]["blockHash"], &first["params"]["result"]["removed"]),
+            (
+                &first["params"]["result"]["blockHash"],
+                &first["params"]["result"]["removed"]
+            ),
             (&json!("0x8b"), &json!(true))
         );
         assert_eq!(text(&out[1])["params"]["result"]["blockNumber"], "0x7");
@@ -1104,14 +1115,21 @@ mod tests {
         let hidden = own.iter().find(|r| r["method"] == "eth_subscribe").unwrap();
         assert_eq!(hidden["params"], json!(["newHeads"]));
         let answer = json!({"jsonrpc":"2.0","id":hidden["id"],"result":"0xh"}).to_string();
-        assert!(s.backend_message(answer.as_bytes()).is_empty(), "not the client's");
+        assert!(
+            s.backend_message(answer.as_bytes()).is_empty(),
+            "not the client's"
+        );
         for n in 100..=110 {
             assert!(
                 s.backend_message(&note("0xh", head(n))).is_empty(),
                 "its heads are not the client's"
             );
         }
-        assert_eq!(s.gaps()[0].from, Some(109), "the gap starts at the last head, not at 100");
+        assert_eq!(
+            s.gaps()[0].from,
+            Some(109),
+            "the gap starts at the last head, not at 100"
+        );
         assert_eq!(s.heads_seen()[0], (110, format!("0x{:064x}", 110)));
         assert!(s.wants_hidden());
         let _ = sub;
