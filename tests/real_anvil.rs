@@ -411,6 +411,29 @@ async fn a_seamless_subscription_outlives_its_anvil_killed_outright() {
     let fork = format!("http://127.0.0.1:{port_a}");
     let (_backup, port_b) =
         start_anvil_with(&["--hardfork", "shanghai", "--fork-url", &fork]).await;
+    // The backup mines a few blocks of its own first: what it reads from the primary for that is
+    // then in hand, and it goes on without it.
+    let client = reqwest::Client::new();
+    let backup_head = || {
+        let client = client.clone();
+        async move {
+            let (_, _, body) = post(
+                &client,
+                &format!("http://127.0.0.1:{port_b}/"),
+                "anvil",
+                &rpc("eth_blockNumber", 1),
+            )
+            .await;
+            u64::from_str_radix(body["result"].as_str()?.trim_start_matches("0x"), 16).ok()
+        }
+    };
+    let forked_at = wait_for("the backup's head", Duration::from_secs(10), backup_head).await;
+    wait_for(
+        "three blocks of the backup's own",
+        Duration::from_secs(15),
+        || async { backup_head().await.filter(|h| *h >= forked_at + 3) },
+    )
+    .await;
     let (admin, listen) = (free_addr(), free_addr());
     let yaml = format!(
         r#"

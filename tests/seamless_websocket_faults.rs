@@ -32,7 +32,14 @@ async fn setup_with(extra: &str, status: NodeStatus) -> Setup {
         "first",
         &pki.ca_file,
         &[(&a, false), (&b, true)],
-        &format!("    sessions: seamless\n    failback: false\n{extra}"),
+        &format!(
+            "    sessions: seamless\n{}{extra}",
+            if extra.contains("failback") {
+                ""
+            } else {
+                "    failback: false\n"
+            }
+        ),
     );
     let (admin, listen) = (free_addr(), free_addr());
     let yaml = config(
@@ -338,5 +345,54 @@ async fn backends_that_close_on_every_move_end_the_session() {
     assert!(
         moved <= 4.0,
         "the session moved {moved} times before it closed"
+    );
+}
+
+/// A fail-back leaves a healthy backend: the answers it owes come first, then the session moves;
+/// nothing in flight is answered with the gateway's "not sent again" error.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fail_back_waits_for_the_answers_in_flight() {
+    let s = setup("    failback_delay: 200ms\n").await;
+    s.a.set(|st| st.syncing = true);
+    s.gw.wait_backend("execution", "ec-a", false).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", s.listen))
+        .await
+        .unwrap();
+    ws.send(Message::Text(
+        json!({"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    next_text(&mut ws).await;
+    open_on(&s.gw, "ec-b").await;
+    // ec-b is slow to answer; meanwhile ec-a is back and the fail-back delay passes.
+    s.b.set(|st| st.ws_answer_delay_ms = 1500);
+    ws.send(Message::Text(
+        json!({"jsonrpc":"2.0","id":2,"method":"eth_sendRawTransaction","params":["0x00"]})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    s.a.set(|st| st.syncing = false);
+    s.gw.wait_backend("execution", "ec-a", true).await;
+    let answer = next_text(&mut ws).await;
+    assert_eq!(answer["id"], 2);
+    assert_ne!(
+        answer["error"]["code"], -32003,
+        "ec-b's own answer, not the gateway's: {answer}"
+    );
+    assert!(
+        s.b.rpc_methods()
+            .contains(&"eth_sendRawTransaction".to_string()),
+        "ec-b got it"
+    );
+    open_on(&s.gw, "ec-a").await;
+    assert!(
+        !s.a.rpc_methods()
+            .contains(&"eth_sendRawTransaction".to_string()),
+        "never sent again"
     );
 }

@@ -206,6 +206,10 @@ async fn websocket(state: Arc<NodeState>, mut socket: WebSocket) {
                     Ok(request) => answer(&state, &request, Some(&mut subscriptions), true),
                     Err(_) => error(&Value::Null, -32700, "parse error"),
                 };
+                let delay = state.status().ws_answer_delay_ms;
+                if delay > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                }
                 if socket.send(Message::Text(reply.to_string().into())).await.is_err() {
                     return;
                 }

@@ -61,6 +61,8 @@ pub struct NodeStatus {
     /// Execution only: close every WebSocket, without a word, once it has answered this many
     /// messages (0: right after the upgrade).
     pub ws_close_after: Option<u64>,
+    /// Execution only: wait this long (ms) before each WebSocket answer.
+    pub ws_answer_delay_ms: u64,
     /// Consensus only: end every event stream at once, before any event (after its header).
     pub sse_end_at_once: bool,
     /// Consensus only: genesis time (Unix seconds); by default the head is the wall-clock slot.
@@ -88,6 +90,7 @@ impl Default for NodeStatus {
             branch_from: None,
             ws_close_after: None,
             sse_end_at_once: false,
+            ws_answer_delay_ms: 0,
             sse_keep_alive_ms: None,
             head_age_s: 0,
             genesis_time: unix_now().saturating_sub(1000 * SECONDS_PER_SLOT),
