@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod recorder;
+pub mod seamless;
 pub mod wire;
 
 use serde_json::{json, Value};

@@ -1,0 +1,180 @@
+//! Harness of the `sessions: seamless` WebSocket tests: two simulated execution nodes (`ec-a`,
+//! `ec-b` its backup) behind a gateway whose pool moves sessions, and a client that records what
+//! it receives.
+
+use super::*;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use ssv_ha::sim::{NodeKind, NodeStatus, SimNode};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// What the client received, by kind, in order.
+#[derive(Default, Debug)]
+pub struct Received {
+    pub heads: Vec<u64>,
+    pub logs: Vec<(u64, bool)>,
+    /// Subscription ids seen on notifications.
+    pub ids: Vec<String>,
+    pub answers: Vec<Value>,
+}
+
+pub fn number(v: &Value) -> u64 {
+    u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+impl Received {
+    pub fn take(&mut self, message: Value) {
+        if message["method"] == "eth_subscription" {
+            let sub = message["params"]["subscription"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            if !self.ids.contains(&sub) {
+                self.ids.push(sub);
+            }
+            let result = &message["params"]["result"];
+            if result.get("logIndex").is_some() {
+                self.logs.push((
+                    number(&result["blockNumber"]),
+                    result["removed"].as_bool().unwrap_or(false),
+                ));
+            } else {
+                self.heads.push(number(&result["number"]));
+            }
+        } else {
+            self.answers.push(message);
+        }
+    }
+}
+
+pub async fn read_until(
+    ws: &mut Ws,
+    got: &mut Received,
+    what: &str,
+    done: impl Fn(&Received) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !done(got) {
+        let message = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("{what} within 15 s; got {got:?}"))
+            .expect("the connection stayed open")
+            .expect("a message");
+        match message {
+            Message::Text(text) => got.take(serde_json::from_str(&text).unwrap()),
+            Message::Close(frame) => {
+                panic!("the gateway closed the session: {frame:?}; got {got:?}")
+            }
+            _ => {}
+        }
+    }
+}
+
+pub async fn call(ws: &mut Ws, got: &mut Received, id: u64, method: &str, params: Value) -> Value {
+    let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    ws.send(Message::Text(request.to_string().into()))
+        .await
+        .unwrap();
+    read_until(ws, got, method, |g| g.answers.iter().any(|a| a["id"] == id)).await;
+    let at = got.answers.iter().position(|a| a["id"] == id).unwrap();
+    got.answers.remove(at)
+}
+
+pub struct Setup {
+    pub _pki: Pki,
+    pub a: SimNode,
+    pub b: SimNode,
+    pub gw: Gateway,
+    pub listen: SocketAddr,
+}
+
+pub async fn setup_with(extra: &str, status: NodeStatus) -> Setup {
+    let pki = Pki::new();
+    let a = pki.node(NodeKind::Execution, "ec-a", status.clone()).await;
+    let b = pki.node(NodeKind::Execution, "ec-b", status).await;
+    let pools = pool_yaml_with(
+        "execution",
+        "execution",
+        "first",
+        &pki.ca_file,
+        &[(&a, false), (&b, true)],
+        &format!(
+            "    sessions: seamless\n{}{extra}",
+            if extra.contains("failback") {
+                ""
+            } else {
+                "    failback: false\n"
+            }
+        ),
+    );
+    let (admin, listen) = (free_addr(), free_addr());
+    let yaml = config(
+        admin,
+        listen,
+        &pools,
+        &format!("  - {{ listener: \"{listen}\", pool: execution }}\n"),
+    );
+    let gw = Gateway::start(&yaml, admin, &[listen]).await;
+    gw.wait_backend("execution", "ec-a", true).await;
+    gw.wait_backend("execution", "ec-b", true).await;
+    Setup {
+        _pki: pki,
+        a,
+        b,
+        gw,
+        listen,
+    }
+}
+
+pub async fn setup(extra: &str) -> Setup {
+    setup_with(extra, NodeStatus::default()).await
+}
+
+pub fn open_series(backend: &str) -> String {
+    format!(r#"ssv_ha_sessions_open{{backend="{backend}",kind="websocket",pool="execution"}}"#)
+}
+
+pub async fn open_on(gw: &Gateway, backend: &str) {
+    let series = open_series(backend);
+    wait_for(
+        &format!("the session on {backend}"),
+        Duration::from_secs(15),
+        || async { (metric(&gw.metrics().await, &series) == 1.0).then_some(()) },
+    )
+    .await;
+}
+
+/// The next text message (answers and notifications), or panics on close/timeout.
+pub async fn next_text(ws: &mut Ws) -> Value {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(15), ws.next())
+            .await
+            .expect("a message within 15 s")
+            .expect("open")
+            .expect("a message");
+        match m {
+            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Binary(b) => return serde_json::from_slice(&b).unwrap(),
+            Message::Close(f) => panic!("closed: {f:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// The close code the session ends with (within `within`), skipping other messages.
+pub async fn close_code(ws: &mut Ws, within: Duration) -> Option<u16> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => panic!("no close within {within:?}"),
+            Ok(None) | Ok(Some(Err(_))) => return None,
+            Ok(Some(Ok(Message::Close(f)))) => return f.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
