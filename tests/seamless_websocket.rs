@@ -15,9 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 #[tokio::test(flavor = "multi_thread")]
 async fn subscriptions_move_with_their_ids_and_every_head_and_log_arrives_once_in_order() {
     let s = setup("").await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", s.listen))
-        .await
-        .unwrap();
+    let mut ws = s.connect().await;
     let mut got = Received::default();
     let heads = call(&mut ws, &mut got, 1, "eth_subscribe", json!(["newHeads"])).await;
     let logs = call(
@@ -114,9 +112,7 @@ async fn subscriptions_move_with_their_ids_and_every_head_and_log_arrives_once_i
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reorg_across_the_switch_takes_logs_back_and_sends_the_new_branch() {
     let s = setup("").await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", s.listen))
-        .await
-        .unwrap();
+    let mut ws = s.connect().await;
     let mut got = Received::default();
     call(
         &mut ws,
@@ -162,9 +158,7 @@ async fn a_reorg_across_the_switch_takes_logs_back_and_sends_the_new_branch() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_gap_longer_than_the_limit_closes_the_session_with_the_reason() {
     let s = setup("    max_gap_blocks: 3\n").await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", s.listen))
-        .await
-        .unwrap();
+    let mut ws = s.connect().await;
     let mut got = Received::default();
     call(&mut ws, &mut got, 1, "eth_subscribe", json!(["newHeads"])).await;
     open_on(&s.gw, "ec-a").await;
@@ -202,9 +196,7 @@ async fn a_gap_longer_than_the_limit_closes_the_session_with_the_reason() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_quiet_logs_subscription_survives_a_move_after_more_than_max_gap_blocks() {
     let s = setup("    max_gap_blocks: 3\n").await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", s.listen))
-        .await
-        .unwrap();
+    let mut ws = s.connect().await;
     let mut got = Received::default();
     let quiet = "0x00000000000000000000000000000000000000cc";
     call(
@@ -240,9 +232,7 @@ async fn a_quiet_logs_subscription_survives_a_move_after_more_than_max_gap_block
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reorg_above_a_lagging_new_backends_head_takes_the_old_logs_back() {
     let s = setup("").await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", s.listen))
-        .await
-        .unwrap();
+    let mut ws = s.connect().await;
     let mut got = Received::default();
     call(
         &mut ws,

@@ -16,9 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 #[tokio::test(flavor = "multi_thread")]
 async fn denied_methods_never_reach_a_node_on_a_seamless_session() {
     let s = setup("    methods: { deny: [\"admin_*\"] }\n").await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", s.listen))
-        .await
-        .unwrap();
+    let mut ws = s.connect().await;
     let messages = [
         json!({"jsonrpc":"2.0","id":"x","method":"admin_peers","params":[]}).to_string(),
         json!([{"jsonrpc":"2.0","id":1,"method":"eth_chainId"},{"jsonrpc":"2.0","id":2,"method":"admin_peers"}]).to_string(),
@@ -44,18 +42,7 @@ async fn denied_methods_never_reach_a_node_on_a_seamless_session() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_move_leaves_the_open_session_gauges_right() {
     let s = setup("    max_gap_blocks: 3\n").await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", s.listen))
-        .await
-        .unwrap();
-    ws.send(Message::Text(
-        json!({"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
-    next_text(&mut ws).await;
-    open_on(&s.gw, "ec-a").await;
+    let mut ws = s.subscribed_on("ec-a").await;
     s.a.new_head();
     s.b.new_head();
     next_text(&mut ws).await;
@@ -83,18 +70,7 @@ async fn a_failed_move_leaves_the_open_session_gauges_right() {
 #[tokio::test(flavor = "multi_thread")]
 async fn both_backends_down_close_the_session() {
     let s = setup("").await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", s.listen))
-        .await
-        .unwrap();
-    ws.send(Message::Text(
-        json!({"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
-    next_text(&mut ws).await;
-    open_on(&s.gw, "ec-a").await;
+    let mut ws = s.subscribed_on("ec-a").await;
     s.a.go_down();
     s.b.go_down();
     assert_eq!(
@@ -125,9 +101,7 @@ async fn an_answer_too_large_does_not_bounce_the_session_between_backends() {
         status,
     )
     .await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", s.listen))
-        .await
-        .unwrap();
+    let mut ws = s.connect().await;
     // 200,000 logs of ~400 bytes: ~80 MB.
     ws.send(Message::Text(
         json!({"jsonrpc":"2.0","id":1,"method":"eth_getLogs","params":[{"fromBlock":"0x0","toBlock":"latest"}]})
@@ -222,18 +196,7 @@ async fn requests_in_flight_do_not_hold_unbounded_memory() {
 #[tokio::test(flavor = "multi_thread")]
 async fn backends_that_close_on_every_move_end_the_session() {
     let s = setup("").await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", s.listen))
-        .await
-        .unwrap();
-    ws.send(Message::Text(
-        json!({"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
-    next_text(&mut ws).await;
-    open_on(&s.gw, "ec-a").await;
+    let mut ws = s.subscribed_on("ec-a").await;
     // Both stay healthy, but close every WebSocket once it answered what a move asks
     // (eth_subscribe, eth_blockNumber).
     s.a.set(|st| st.ws_close_after = Some(2));
@@ -258,18 +221,7 @@ async fn a_fail_back_waits_for_the_answers_in_flight() {
     let s = setup("    failback_delay: 200ms\n").await;
     s.a.set(|st| st.syncing = true);
     s.gw.wait_backend("execution", "ec-a", false).await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", s.listen))
-        .await
-        .unwrap();
-    ws.send(Message::Text(
-        json!({"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
-    next_text(&mut ws).await;
-    open_on(&s.gw, "ec-b").await;
+    let mut ws = s.subscribed_on("ec-b").await;
     // ec-b is slow to answer; meanwhile ec-a is back and the fail-back delay passes.
     s.b.set(|st| st.ws_answer_delay_ms = 1500);
     ws.send(Message::Text(

@@ -178,3 +178,28 @@ pub async fn close_code(ws: &mut Ws, within: Duration) -> Option<u16> {
         }
     }
 }
+
+impl Setup {
+    /// A client's WebSocket through the gateway.
+    pub async fn connect(&self) -> Ws {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", self.listen))
+            .await
+            .expect("a WebSocket through the gateway");
+        ws
+    }
+
+    /// A client's WebSocket subscribed to `newHeads` (the answer read), its session on `backend`.
+    pub async fn subscribed_on(&self, backend: &str) -> Ws {
+        let mut ws = self.connect().await;
+        ws.send(Message::Text(
+            json!({"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .expect("send");
+        next_text(&mut ws).await;
+        open_on(&self.gw, backend).await;
+        ws
+    }
+}
