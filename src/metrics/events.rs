@@ -201,4 +201,22 @@ mod tests {
         let json = serde_json::to_value(event).unwrap();
         assert_eq!(json["kind"], "session_moved");
     }
+
+    /// A reason can quote a node (a JSON-RPC error's message, a reply it did not expect) up to
+    /// the probe's 1 MiB reply bound; 256 of them would hold 256 MiB and make `/status` as large.
+    #[test]
+    fn a_reason_is_bounded() {
+        let events = Events::default();
+        let huge = format!(
+            "eth_syncing failed: error -32000: {}",
+            "<x>".repeat(300_000)
+        );
+        events.record(EventKind::BackendDown, Some("p"), Some("b"), huge);
+        let reason = &events.recent(1)[0].reason;
+        assert!(
+            reason.len() <= 4096,
+            "a reason of {} bytes kept",
+            reason.len()
+        );
+    }
 }
