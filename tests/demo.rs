@@ -299,3 +299,40 @@ fn the_demo_script_installs_only_what_is_missing() {
     let asked = std::fs::read_to_string(&calls).expect("apt-get was run");
     assert!(asked.contains("install -y -qq cmake gcc"), "{asked}");
 }
+
+/// Not root: apt-get runs through sudo, and sudo resets the environment (`env_reset`, on by
+/// default: `DEBIAN_FRONTEND=noninteractive sudo env` prints no DEBIAN_FRONTEND), so
+/// `DEBIAN_FRONTEND=noninteractive $sudo apt-get ...` reaches apt-get without it and a package's
+/// debconf question can wait, invisible behind `>/dev/null`. The stand-ins here: `id` says 1000,
+/// `sudo` resets the environment as the real one does, `apt-get` records what it got.
+#[test]
+fn apt_get_through_sudo_is_noninteractive() {
+    let (dir, calls) = fake_path(false);
+    let write = |name: &str, body: &str| {
+        let path = dir.path().join(name);
+        let _ = std::fs::remove_file(&path);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    write("id", "echo 1000");
+    write("sudo", "exec /usr/bin/env -i PATH=\"$PATH\" \"$@\"");
+    write(
+        "apt-get",
+        &format!(
+            "echo \"apt-get $* DEBIAN_FRONTEND=${{DEBIAN_FRONTEND:-unset}}\" >> '{}'",
+            calls.display()
+        ),
+    );
+    let (code, said) = run_demo_script(dir.path(), "--install-only");
+    assert_eq!(code, Some(0), "{said}");
+    let asked = std::fs::read_to_string(&calls).expect("apt-get was run");
+    let install = asked
+        .lines()
+        .find(|l| l.contains(" install "))
+        .unwrap_or_else(|| panic!("no install in {asked}"));
+    assert!(
+        install.contains("DEBIAN_FRONTEND=noninteractive"),
+        "apt-get install ran without DEBIAN_FRONTEND=noninteractive: {install}"
+    );
+}
