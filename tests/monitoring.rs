@@ -950,3 +950,110 @@ async fn the_active_backend_gauge_follows_reloads() {
     reload(&[(&a, true), (&c, false)]).await;
     active(&gw, "ec-c").await;
 }
+
+/// A pool removed by a reload must not leave series that `SsvHaPoolNoHealthyBackend`
+/// (`sum without (backend) (ssv_ha_backend_healthy) == 0`) reads as "no healthy backend": the
+/// reload sets each removed backend's `ssv_ha_backend_healthy` to 0 and never drops the series, so
+/// the critical alert fires for a pool that no longer exists until the gateway restarts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_pool_does_not_look_like_a_pool_with_no_healthy_backend() {
+    let pki = Pki::new();
+    let a = pki
+        .node(NodeKind::Execution, "ec-a", NodeStatus::default())
+        .await;
+    let s = pki
+        .node(NodeKind::Execution, "spare-a", NodeStatus::default())
+        .await;
+    let two = format!(
+        "{}{}",
+        pool_yaml(
+            "execution",
+            "execution",
+            "first",
+            &pki.ca_file,
+            &[(&a, false)]
+        ),
+        pool_yaml("spare", "execution", "first", &pki.ca_file, &[(&s, false)]),
+    );
+    let routes = format!("{EC_ROUTE}  - {{ host: spare.example.com, pool: spare }}\n");
+    let (gw, listen) = start_on(&two, &routes).await;
+    gw.wait_backend("spare", "spare-a", true).await;
+    std::fs::write(
+        &gw.config_path,
+        config(
+            gw.admin,
+            listen,
+            &pool_yaml(
+                "execution",
+                "execution",
+                "first",
+                &pki.ca_file,
+                &[(&a, false)],
+            ),
+            EC_ROUTE,
+        ),
+    )
+    .unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/reload", gw.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let healthy = by_backend(&gw.metrics().await, "ssv_ha_backend_healthy", "spare");
+    assert!(
+        healthy.is_empty() || healthy.values().sum::<f64>() > 0.0,
+        "the removed pool `spare` reads as a pool with no healthy backend: {healthy:?}"
+    );
+}
+
+/// The "Error ratio" panel ("Share of requests answered 5xx or not at all") divides
+/// `ssv_ha_requests_total` by class, which is counted per backend only: a request answered 503
+/// because the pool has no healthy backend reaches no backend and is counted in
+/// `ssv_ha_unavailable_total` alone, so in a full outage the panel shows 0/0 (no data), not 100 %.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_error_ratio_counts_requests_answered_503_for_no_healthy_backend() {
+    let pki = Pki::new();
+    let a = pki
+        .node(NodeKind::Execution, "ec-a", NodeStatus::default())
+        .await;
+    let pools = pool_yaml(
+        "execution",
+        "execution",
+        "first",
+        &pki.ca_file,
+        &[(&a, false)],
+    );
+    let (gw, listen) = start_on(&pools, EC_ROUTE).await;
+    gw.wait_backend("execution", "ec-a", true).await;
+    a.set(|s| s.syncing = true);
+    gw.wait_backend("execution", "ec-a", false).await;
+    let client = reqwest::Client::new();
+    assert_eq!(who_answers(&client, listen).await.0, 503);
+    let text = gw.metrics().await;
+    assert!(
+        metric(&text, "ssv_ha_unavailable_total{pool=\"execution\"}") >= 1.0,
+        "{text}"
+    );
+    let counted_5xx: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("ssv_ha_requests_total{")
+                && l.contains("pool=\"execution\"")
+                && l.contains("class=\"5xx\"")
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    let dashboard = dashboard();
+    let ratio = panels(&dashboard)
+        .into_iter()
+        .find(|p| p["title"] == "Error ratio")
+        .expect("an Error ratio panel")["targets"][0]["expr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        counted_5xx >= 1.0 || ratio.contains("ssv_ha_unavailable_total"),
+        "the 503 is in neither ssv_ha_requests_total nor the panel's query: {ratio}\n{text}"
+    );
+}
