@@ -358,6 +358,68 @@ impl Metrics {
         })
     }
 
+    /// Takes a backend that a reload removed out of the exported series, so that it no longer
+    /// reads as an unhealthy backend of its pool (an alert on a pool with no healthy backend
+    /// would fire for good). Only for a name no backend of the new configuration has: a backend
+    /// under the same name holds the same series.
+    pub fn forget_backend(&self, pool: &str, backend: &str) {
+        // A series never touched is not there to remove: nothing to do.
+        for class in STATUS_CLASSES {
+            let _ = self.requests.remove_label_values(&[pool, backend, class]);
+        }
+        for vec in [
+            &self.backend_healthy,
+            &self.backend_head,
+            &self.backend_lag,
+            &self.backend_peers,
+            &self.backend_backup,
+            &self.active,
+        ] {
+            let _ = vec.remove_label_values(&[pool, backend]);
+        }
+        for vec in [&self.upstream_latency, &self.check_duration] {
+            let _ = vec.remove_label_values(&[pool, backend]);
+        }
+        let _ = self.passthrough.remove_label_values(&[pool, backend]);
+        for to in TRANSITIONS {
+            let _ = self.transitions.remove_label_values(&[pool, backend, to]);
+        }
+        for kind in SESSION_KINDS {
+            let _ = self
+                .sessions_open
+                .remove_label_values(&[pool, backend, kind]);
+        }
+        for reason in CUT_REASONS {
+            let _ = self
+                .sessions_cut
+                .remove_label_values(&[pool, backend, reason]);
+        }
+        for result in ["ok", "failed"] {
+            let _ = self
+                .health_checks
+                .remove_label_values(&[pool, backend, result]);
+        }
+    }
+
+    /// Takes a pool that a reload removed out of the exported series (its backends go with
+    /// [`Metrics::forget_backend`]).
+    pub fn forget_pool(&self, pool: &str) {
+        for vec in [
+            &self.retries,
+            &self.unavailable,
+            &self.failovers,
+            &self.denied,
+        ] {
+            let _ = vec.remove_label_values(&[pool]);
+        }
+        let _ = self.max_lag.remove_label_values(&[pool]);
+        for kind in [SESSION_KINDS[0], SESSION_KINDS[1]] {
+            for reason in MOVE_REASONS {
+                let _ = self.moved.remove_label_values(&[pool, kind, reason]);
+            }
+        }
+    }
+
     pub fn backend(&self, pool: &str, backend: &str) -> BackendMetrics {
         let requests =
             STATUS_CLASSES.map(|class| self.requests.with_label_values(&[pool, backend, class]));

@@ -942,7 +942,11 @@ async fn the_active_backend_gauge_follows_reloads() {
     reload(&[(&a, false), (&c, true)]).await;
     gw.wait_backend("execution", "ec-c", true).await;
     let actives = active(&gw, "ec-c").await;
-    assert_eq!(actives.get("ec-b"), Some(&0.0), "{actives:?}");
+    assert_eq!(
+        actives.get("ec-b"),
+        None,
+        "a removed backend's series are gone: {actives:?}"
+    );
     // The primary is back, then a reload makes it a backup: the rebuilt pool moves to ec-c.
     a.set(|s| s.syncing = false);
     gw.wait_backend("execution", "ec-a", true).await;

@@ -18,8 +18,9 @@ deps_build() {
 deps_install() {
   [ ${#missing[@]} -gt 0 ] || return 0
   echo "installing Debian packages: ${missing[*]}"
-  local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" "${missing[@]}" >/dev/null
+  # sudo clears the environment: the non-interactive front end is passed through it.
+  local apt=(apt-get)
+  [ "$(id -u)" -eq 0 ] || apt=(sudo DEBIAN_FRONTEND=noninteractive apt-get)
+  DEBIAN_FRONTEND=noninteractive "${apt[@]}" update -qq
+  DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq "$@" "${missing[@]}" >/dev/null
 }

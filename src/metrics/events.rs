@@ -13,6 +13,10 @@ use std::time::SystemTime;
 /// Events kept; the oldest is forgotten when one more comes.
 pub const MAX_EVENTS: usize = 256;
 
+/// The longest reason an event keeps, in bytes: a reason may quote a node's own error text, which
+/// can be as long as the node likes. A longer one is cut, with `…`.
+pub const MAX_REASON_BYTES: usize = 512;
+
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -91,8 +95,18 @@ impl Events {
         kind: EventKind,
         pool: Option<&str>,
         backend: Option<&str>,
-        reason: String,
+        mut reason: String,
     ) {
+        if reason.len() > MAX_REASON_BYTES {
+            let mut end = MAX_REASON_BYTES;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+            reason.push('…');
+        }
+        let mut ring = self.lock();
+        // Stamped under the lock: the ring's order is the order of the times.
         let event = Event {
             time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             kind,
@@ -100,7 +114,6 @@ impl Events {
             backend: backend.map(str::to_string),
             reason,
         };
-        let mut ring = self.lock();
         if ring.len() == self.capacity {
             ring.pop_front();
         }
@@ -214,7 +227,7 @@ mod tests {
         events.record(EventKind::BackendDown, Some("p"), Some("b"), huge);
         let reason = &events.recent(1)[0].reason;
         assert!(
-            reason.len() <= 4096,
+            reason.len() <= MAX_REASON_BYTES + '…'.len_utf8() && reason.ends_with('…'),
             "a reason of {} bytes kept",
             reason.len()
         );

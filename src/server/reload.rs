@@ -130,6 +130,19 @@ impl Reloader {
             // backend under its name sets it again once chosen).
             backend.metrics.active.set(0);
             backend.cut_sessions(CutReason::Removed);
+            // Gone for good (no backend of the new configuration bears its name): its series go
+            // too, or it would read as an unhealthy backend of its pool until a restart.
+            let named_again = backends
+                .iter()
+                .any(|b| b.pool == backend.pool && b.name() == backend.name());
+            if !named_again {
+                self.metrics.forget_backend(&backend.pool, backend.name());
+            }
+        }
+        for pool in &old.pools {
+            if !routing.pools.iter().any(|p| p.name() == pool.name()) {
+                self.metrics.forget_pool(pool.name());
+            }
         }
         let added = backends.len() - kept - updated;
         let summary = format!(
