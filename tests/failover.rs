@@ -9,23 +9,13 @@ use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn first_policy_fails_over_without_client_errors_and_fails_back() {
-    let pki = Pki::new();
-    let a = pki
-        .node(NodeKind::Execution, "ec-a", NodeStatus::default())
-        .await;
-    let b = pki
-        .node(NodeKind::Execution, "ec-b", NodeStatus::default())
-        .await;
-    let pools = pool_yaml(
-        "execution",
-        "execution",
-        "first",
-        &pki.ca_file,
-        &[(&a, false), (&b, true)],
-    );
-    let (gw, listen) = start_on(&pools, EC_ROUTE).await;
-    gw.wait_backend("execution", "ec-a", true).await;
-    gw.wait_backend("execution", "ec-b", true).await;
+    let EcPair {
+        pki: _pki,
+        a,
+        b,
+        gw,
+        listen,
+    } = ec_pair("").await;
     let client = reqwest::Client::new();
 
     for _ in 0..20 {

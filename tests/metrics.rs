@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use ssv_ha::sim::{NodeKind, NodeStatus};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// (name -> (type, labels)) from the README's metrics table.
@@ -67,23 +66,13 @@ fn served(text: &str) -> BTreeMap<String, (String, Vec<BTreeSet<String>>)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_documented_metric_is_served_with_its_labels() {
-    let pki = Pki::new();
-    let a = pki
-        .node(NodeKind::Execution, "ec-a", NodeStatus::default())
-        .await;
-    let b = pki
-        .node(NodeKind::Execution, "ec-b", NodeStatus::default())
-        .await;
-    let pools = pool_yaml(
-        "execution",
-        "execution",
-        "first",
-        &pki.ca_file,
-        &[(&a, false), (&b, true)],
-    );
-    let (gw, listen) = start_on(&pools, EC_ROUTE).await;
-    gw.wait_backend("execution", "ec-a", true).await;
-    gw.wait_backend("execution", "ec-b", true).await;
+    let EcPair {
+        pki: _pki,
+        a,
+        b: _b,
+        gw,
+        listen,
+    } = ec_pair("").await;
     let client = reqwest::Client::new();
     assert_eq!(
         who_answers(&client, listen).await.1.as_deref(),

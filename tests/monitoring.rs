@@ -373,23 +373,13 @@ fn the_tokenizer_finds_metrics_and_labels() {
 /// traffic and a failover and back; and the metrics added for them say what they should.
 #[tokio::test(flavor = "multi_thread")]
 async fn dashboard_and_rules_name_only_served_metrics() {
-    let pki = Pki::new();
-    let a = pki
-        .node(NodeKind::Execution, "ec-a", NodeStatus::default())
-        .await;
-    let b = pki
-        .node(NodeKind::Execution, "ec-b", NodeStatus::default())
-        .await;
-    let pools = pool_yaml(
-        "execution",
-        "execution",
-        "first",
-        &pki.ca_file,
-        &[(&a, false), (&b, true)],
-    );
-    let (gw, listen) = start_on(&pools, EC_ROUTE).await;
-    gw.wait_backend("execution", "ec-a", true).await;
-    gw.wait_backend("execution", "ec-b", true).await;
+    let EcPair {
+        pki: _pki,
+        a,
+        b: _b,
+        gw,
+        listen,
+    } = ec_pair("").await;
     let client = reqwest::Client::new();
     assert_eq!(
         who_answers(&client, listen).await.1.as_deref(),

@@ -370,6 +370,45 @@ pub async fn who_answers(
 
 /// Starts the gateway on one listener with `pools` (YAML under `pools:`) and `routes`, on free
 /// ports; returns it and its listener.
+/// A gateway in front of two simulated execution nodes, `ec-a` and its backup `ec-b`, in pool
+/// `execution` (policy `first`, `extra` pool settings) on the `rpc.example.com` route, both
+/// healthy. Keep `pki` alive as long as the nodes.
+pub struct EcPair {
+    pub pki: Pki,
+    pub a: SimNode,
+    pub b: SimNode,
+    pub gw: Gateway,
+    pub listen: SocketAddr,
+}
+
+pub async fn ec_pair(extra: &str) -> EcPair {
+    let pki = Pki::new();
+    let a = pki
+        .node(NodeKind::Execution, "ec-a", NodeStatus::default())
+        .await;
+    let b = pki
+        .node(NodeKind::Execution, "ec-b", NodeStatus::default())
+        .await;
+    let pools = pool_yaml_with(
+        "execution",
+        "execution",
+        "first",
+        &pki.ca_file,
+        &[(&a, false), (&b, true)],
+        extra,
+    );
+    let (gw, listen) = start_on(&pools, EC_ROUTE).await;
+    gw.wait_backend("execution", "ec-a", true).await;
+    gw.wait_backend("execution", "ec-b", true).await;
+    EcPair {
+        pki,
+        a,
+        b,
+        gw,
+        listen,
+    }
+}
+
 pub async fn start_on(pools: &str, routes: &str) -> (Gateway, SocketAddr) {
     let (admin, listen) = (free_addr(), free_addr());
     let gw = Gateway::start(&config(admin, listen, pools, routes), admin, &[listen]).await;
