@@ -4,7 +4,8 @@
 mod common;
 
 use common::*;
-use ssv_ha::sim::{NodeKind, NodeStatus};
+use ssv_ha::sim::{NodeKind, NodeStatus, SimNode};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// `(topic, slot)` of each event in the SSE text that is whole; the rest stays in `buffer`.
@@ -29,8 +30,10 @@ fn events(buffer: &mut String) -> Vec<(String, u64)> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_event_stream_moves_to_the_backup_with_the_client_connected_and_every_slot_once() {
+/// A gateway in front of two simulated consensus nodes, `cc-a` and its backup `cc-b`, in a pool
+/// with `sessions: seamless` and `extra` settings, both healthy: (pki, cc-a, cc-b, gateway,
+/// listener).
+async fn seamless_pair(extra: &str) -> (Pki, SimNode, SimNode, Gateway, SocketAddr) {
     let pki = Pki::new();
     let a = pki
         .node(NodeKind::Consensus, "cc-a", NodeStatus::default())
@@ -44,15 +47,25 @@ async fn an_event_stream_moves_to_the_backup_with_the_client_connected_and_every
         "first",
         &pki.ca_file,
         &[(&a, false), (&b, true)],
-        "    sessions: seamless\n    failback_delay: 300ms\n",
+        &format!("    sessions: seamless\n{extra}"),
     );
     let (admin, listen) = (free_addr(), free_addr());
-    let yaml = format!(
-        "admin: {{ address: \"{admin}\" }}\nlisteners: [{{ address: \"{listen}\" }}]\npools:\n{pools}routes: [{{ listener: \"{listen}\", pool: consensus }}]\n"
+    let yaml = config(
+        admin,
+        listen,
+        &pools,
+        &format!("  - {{ listener: \"{listen}\", pool: consensus }}\n"),
     );
     let gw = Gateway::start(&yaml, admin, &[listen]).await;
     gw.wait_backend("consensus", "cc-a", true).await;
     gw.wait_backend("consensus", "cc-b", true).await;
+    (pki, a, b, gw, listen)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_stream_moves_to_the_backup_with_the_client_connected_and_every_slot_once() {
+    let (_pki, a, b, gw, listen) = seamless_pair("    failback_delay: 300ms\n").await;
+    let admin = gw.admin;
 
     let mut response = reqwest::Client::new()
         .get(format!(
@@ -214,31 +227,7 @@ async fn a_seamless_stream_ends_at_shutdown() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn backends_that_all_end_the_stream_at_once_end_the_clients_stream() {
-    let pki = Pki::new();
-    let a = pki
-        .node(NodeKind::Consensus, "cc-a", NodeStatus::default())
-        .await;
-    let b = pki
-        .node(NodeKind::Consensus, "cc-b", NodeStatus::default())
-        .await;
-    let pools = pool_yaml_with(
-        "consensus",
-        "consensus",
-        "first",
-        &pki.ca_file,
-        &[(&a, false), (&b, true)],
-        "    sessions: seamless\n",
-    );
-    let (admin, listen) = (free_addr(), free_addr());
-    let yaml = config(
-        admin,
-        listen,
-        &pools,
-        &format!("  - {{ listener: \"{listen}\", pool: consensus }}\n"),
-    );
-    let gw = Gateway::start(&yaml, admin, &[listen]).await;
-    gw.wait_backend("consensus", "cc-a", true).await;
-    gw.wait_backend("consensus", "cc-b", true).await;
+    let (_pki, a, b, gw, listen) = seamless_pair("").await;
     let mut response = reqwest::Client::new()
         .get(format!("http://{listen}/eth/v1/events?topics=head"))
         .send()
