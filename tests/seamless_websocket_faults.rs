@@ -251,3 +251,33 @@ async fn a_fail_back_waits_for_the_answers_in_flight() {
         "never sent again"
     );
 }
+
+/// ATTACK: while a session moves to a slow backend, the client is not read at all: its ping
+/// gets no pong until the move ends (up to 2x the response timeout, 240 s by default, per
+/// backend tried), so a client with a ping deadline drops the session the move was to save.
+#[tokio::test(flavor = "multi_thread")]
+async fn attack_a_ping_during_a_move_is_answered() {
+    let s = setup("").await;
+    let mut ws = s.subscribed_on("ec-a").await;
+    s.b.set(|st| st.ws_answer_delay_ms = 4000);
+    s.a.go_down();
+    // The watch sees ec-a down within its 100 ms look (after the health check marks it).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ws.send(Message::Ping(b"alive?".to_vec().into())).await.unwrap();
+    let started = std::time::Instant::now();
+    let pong = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Pong(p))) => return Some(p),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await;
+    assert!(
+        matches!(pong, Ok(Some(_))),
+        "no pong within 3 s while the session moved ({:?} waited)",
+        started.elapsed()
+    );
+}
