@@ -237,6 +237,15 @@ impl Backend {
         }
     }
 
+    /// Its latest verdict in one line (why it is down, or `healthy` with any notes), as logs,
+    /// events and `/status` give it.
+    pub fn verdict_summary(&self) -> String {
+        self.record()
+            .verdict
+            .as_ref()
+            .map_or_else(|| "not judged".to_string(), |v| v.summary())
+    }
+
     /// Whether the endpoint `traffic` goes to is the one the health checks probe.
     pub fn checked(&self, traffic: Traffic) -> bool {
         self.upstream(traffic).endpoint == self.http.endpoint

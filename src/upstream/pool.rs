@@ -89,14 +89,9 @@ impl Pool {
     /// check's (the health checks' [`HealthObserver`] does that for theirs).
     fn after_live_failure(&self, backend: &Backend, transition: Option<Transition>) {
         if transition == Some(Transition::Down) {
-            let reason = backend
-                .record()
-                .verdict
-                .as_ref()
-                .map(|v| v.summary())
-                .unwrap_or_default();
+            let reason = backend.verdict_summary();
             crate::health::log_transition(self.name(), backend.name(), false, &reason);
-            self.record_transition(backend, false);
+            self.record_transition(backend, false, reason);
             backend.cut_sessions(CutReason::BackendDown);
         }
         self.note_active();
@@ -106,14 +101,9 @@ impl Pool {
         &self.config.name
     }
 
-    /// Records a backend's health transition in the recent events, with the reason of its latest
-    /// verdict (the one the transition's log line carries).
-    fn record_transition(&self, backend: &Backend, up: bool) {
-        let reason = backend
-            .record()
-            .verdict
-            .as_ref()
-            .map_or_else(|| "not judged".to_string(), |v| v.summary());
+    /// Records a backend's health transition in the recent events, with the reason its log line
+    /// carries.
+    fn record_transition(&self, backend: &Backend, up: bool, reason: String) {
         let kind = if up {
             EventKind::BackendUp
         } else {
@@ -224,13 +214,7 @@ impl Pool {
     /// Why traffic moved from backend `from` to `to` (either may be `NONE`), in one line.
     fn failover_reason(&self, from: usize, to: usize) -> String {
         let name = |i: usize| self.backends[i].name();
-        let why_down = |i: usize| {
-            self.backends[i]
-                .record()
-                .verdict
-                .as_ref()
-                .map_or_else(|| "not judged".to_string(), |v| v.summary())
-        };
+        let why_down = |i: usize| self.backends[i].verdict_summary();
         match (from, to) {
             (NONE, NONE) => "no healthy backend".to_string(),
             (NONE, to) => format!("none -> {}: {} is healthy again", name(to), name(to)),
@@ -285,7 +269,7 @@ impl HealthObserver for PoolHealth {
         let Some(backend) = pool.backends.iter().find(|b| b.name() == node) else {
             return;
         };
-        pool.record_transition(backend, healthy);
+        pool.record_transition(backend, healthy, backend.verdict_summary());
         if !healthy {
             backend.cut_sessions(CutReason::BackendDown);
             return;
