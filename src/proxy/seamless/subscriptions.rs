@@ -110,8 +110,8 @@ struct LogMemory {
 struct DeliveredBlock {
     number: u64,
     hash: String,
-    /// `(logIndex, the log as delivered)`.
-    logs: Vec<(u64, Value)>,
+    /// `(logIndex, the log as delivered, its size in bytes)`.
+    logs: Vec<(u64, Value, usize)>,
 }
 
 /// One request the backend has not answered yet.
@@ -681,8 +681,8 @@ impl SessionState {
             let Some(block) = delivered.blocks.pop_back() else {
                 break;
             };
-            for (_, mut log) in block.logs.into_iter().rev() {
-                delivered.bytes = delivered.bytes.saturating_sub(log.to_string().len());
+            delivered.bytes = delivered.bytes.saturating_sub(block_bytes(&block));
+            for (_, mut log, _) in block.logs.into_iter().rev() {
                 log["removed"] = Value::Bool(true);
                 out.push(notification(client_sub, &log));
             }
@@ -865,34 +865,35 @@ impl LogMemory {
             .iter()
             .rev()
             .find(|b| b.number == key.block && b.hash == key.hash)
-            .is_some_and(|b| b.logs.iter().any(|(i, _)| *i == key.index))
+            .is_some_and(|b| b.logs.iter().any(|(i, ..)| *i == key.index))
     }
 
     /// Records a delivered log; returns the logs of the blocks it replaces (the same number or
     /// later under another hash), which the client must have taken back.
     fn remember(&mut self, key: &LogKey, log: Value, max_bytes: usize) -> Vec<Value> {
         let mut replaced = Vec::new();
-        self.bytes += log.to_string().len();
+        let size = log.to_string().len();
+        self.bytes += size;
         match self
             .blocks
             .iter_mut()
             .rev()
             .find(|b| b.number == key.block && b.hash == key.hash)
         {
-            Some(block) => block.logs.push((key.index, log)),
+            Some(block) => block.logs.push((key.index, log, size)),
             None => {
                 // Blocks stay in order of number: a block of a reorg replaces the ones from its
                 // number on.
                 while self.blocks.back().is_some_and(|b| b.number >= key.block) {
                     if let Some(block) = self.blocks.pop_back() {
                         self.bytes = self.bytes.saturating_sub(block_bytes(&block));
-                        replaced.extend(block.logs.into_iter().rev().map(|(_, l)| l));
+                        replaced.extend(block.logs.into_iter().rev().map(|(_, l, _)| l));
                     }
                 }
                 self.blocks.push_back(DeliveredBlock {
                     number: key.block,
                     hash: key.hash.clone(),
-                    logs: vec![(key.index, log)],
+                    logs: vec![(key.index, log, size)],
                 });
             }
         }
@@ -908,10 +909,10 @@ impl LogMemory {
             .iter_mut()
             .find(|b| b.number == key.block && b.hash == key.hash)
         {
-            block.logs.retain(|(i, log)| {
+            block.logs.retain(|(i, _, size)| {
                 let keep = *i != key.index;
                 if !keep {
-                    self.bytes = self.bytes.saturating_sub(log.to_string().len());
+                    self.bytes = self.bytes.saturating_sub(*size);
                 }
                 keep
             });
@@ -934,7 +935,7 @@ impl LogMemory {
 }
 
 fn block_bytes(block: &DeliveredBlock) -> usize {
-    block.logs.iter().map(|(_, l)| l.to_string().len()).sum()
+    block.logs.iter().map(|(.., size)| size).sum()
 }
 
 #[cfg(test)]
