@@ -53,6 +53,14 @@ pub const MAX_BACKEND_MESSAGE: usize = 64 * 1024 * 1024;
 /// Bytes of the new backend's messages that wait while a session moves.
 pub const MAX_WAITING_BYTES: usize = 16 * 1024 * 1024;
 
+/// The longest a move may take, every backend tried included: the client's frames are not read
+/// while it lasts (a ping waits for its pong), so past it the session closes (1012) instead.
+pub const MOVE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Longest a write to the client may wait (a client that stops reading holds its session, and
+/// the backend's, no longer than this).
+pub const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Moves in a row, each without a message from the backend it went to, after which the session
 /// closes instead of moving again (backends that all close on it).
 pub const MAX_FRUITLESS_MOVES: u32 = 3;
@@ -137,6 +145,9 @@ impl Gateway {
         // The session's idleness is judged here, both ways (a subscribed client sends nothing
         // for hours).
         session.as_downstream_mut().set_read_timeout(None);
+        session
+            .as_downstream_mut()
+            .set_write_timeout(Some(CLIENT_WRITE_TIMEOUT));
         let mut state = SessionState::default();
         let mut fruitless = 0;
         loop {
@@ -417,7 +428,29 @@ impl Gateway {
         // A fail-back goes to the better backend; otherwise the one that failed is not tried.
         let mut excluded = if why == Move::FailBack { 0 } else { 1 << from };
         let max_gap = pool.config.max_gap_blocks;
+        let deadline = tokio::time::Instant::now() + MOVE_DEADLINE;
+        let mut look = Watch::default();
         loop {
+            if look.look(self, pool, from) == Look::End {
+                close_client(
+                    session,
+                    CloseCode::Restart,
+                    "the gateway is reloading or shutting down; reconnect",
+                )
+                .await;
+                return Ok(None);
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                tracing::warn!(pool = %pool.name(), kind = "websocket", deadline = ?MOVE_DEADLINE, "a WebSocket session could not move in time: it closes");
+                close_client(
+                    session,
+                    CloseCode::Restart,
+                    "no backend took this session in time; reconnect",
+                )
+                .await;
+                return Ok(None);
+            }
             let Some((index, connections)) = next_backend(pool, excluded, |b| b.ws_connections())
             else {
                 tracing::info!(pool = %pool.name(), kind = "websocket", "no healthy backend to move the session to: it closes");
@@ -433,7 +466,7 @@ impl Gateway {
             let backend = &pool.backends[index];
             ctx.backend = Some(index);
             let mut upstream = match self
-                .open_upstream(session, ctx, &connections, response_timeout)
+                .open_upstream(session, ctx, &connections, response_timeout.min(left))
                 .await
             {
                 Ok((upstream, _)) => upstream,
@@ -451,8 +484,7 @@ impl Gateway {
                 waiting: Vec::new(),
                 waiting_bytes: 0,
                 timeout: response_timeout,
-                // The whole move: twice what one request may take.
-                deadline: tokio::time::Instant::now() + response_timeout * 2,
+                deadline,
             };
             match carry.over(session, max_gap).await {
                 Ok(()) => {}
@@ -724,9 +756,8 @@ impl Carry<'_> {
             let message = match tokio::time::timeout_at(deadline, self.upstream.next()).await {
                 Err(_) => {
                     return Err(fail(format!(
-                        "no answer within {:?} (a move has {:?} in all)",
-                        self.timeout,
-                        self.timeout * 2
+                        "no answer in time (a call has {:?}, a move {MOVE_DEADLINE:?} in all)",
+                        self.timeout
                     )))
                 }
                 Ok(None) => return Err(fail("the backend closed the WebSocket".into())),
