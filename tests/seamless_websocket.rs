@@ -232,7 +232,8 @@ async fn a_quiet_logs_subscription_survives_a_move_after_more_than_max_gap_block
         s.a.new_head();
         s.b.new_head();
     }
-    // The session is quiet but healthy on ec-a, which then fails.
+    // The session is quiet but healthy on ec-a, which then fails; the answer comes after the
+    // heads made before it (the gateway has them).
     call(&mut ws, &mut got, 3, "eth_chainId", json!([])).await;
     s.a.go_down();
     s.gw.wait_backend("execution", "ec-a", false).await;

@@ -194,30 +194,9 @@ async fn websocket(state: Arc<NodeState>, mut socket: WebSocket) {
     let mut subscriptions: Subscriptions = Vec::new();
     loop {
         tokio::select! {
-            message = socket.recv() => {
-                let text = match message {
-                    Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                    Some(Ok(_)) => continue,
-                };
-                // WebSocket messages are client traffic too.
-                state.client_requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let reply = match serde_json::from_str::<Value>(&text) {
-                    Ok(request) => answer(&state, &request, Some(&mut subscriptions), true),
-                    Err(_) => error(&Value::Null, -32700, "parse error"),
-                };
-                let delay = state.status().ws_answer_delay_ms;
-                if delay > 0 {
-                    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
-                }
-                if socket.send(Message::Text(reply.to_string().into())).await.is_err() {
-                    return;
-                }
-                answered += 1;
-                if close_after().is_some_and(|n| answered >= n) {
-                    return;
-                }
-            }
+            // Heads before requests: notifications of blocks made before a request came go out
+            // before its answer, as a node sends them (and tests can rely on the order).
+            biased;
             head = heads.recv() => {
                 let Ok(head) = head else { continue };
                 let s = state.status();
@@ -240,6 +219,30 @@ async fn websocket(state: Arc<NodeState>, mut socket: WebSocket) {
                             return;
                         }
                     }
+                }
+            }
+            message = socket.recv() => {
+                let text = match message {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    Some(Ok(_)) => continue,
+                };
+                // WebSocket messages are client traffic too.
+                state.client_requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let reply = match serde_json::from_str::<Value>(&text) {
+                    Ok(request) => answer(&state, &request, Some(&mut subscriptions), true),
+                    Err(_) => error(&Value::Null, -32700, "parse error"),
+                };
+                let delay = state.status().ws_answer_delay_ms;
+                if delay > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                }
+                if socket.send(Message::Text(reply.to_string().into())).await.is_err() {
+                    return;
+                }
+                answered += 1;
+                if close_after().is_some_and(|n| answered >= n) {
+                    return;
                 }
             }
             _ = kill.changed() => return,
