@@ -294,3 +294,38 @@ async fn a_slow_next_backend_does_not_freeze_the_session_past_the_move_deadline(
         started.elapsed()
     );
 }
+
+/// A fail-back is a rule of policy `first`: in a `round_robin` pool the backends are equals, so a
+/// session on the second backend stays there (no move every `failback_delay`), as a cut session
+/// does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_round_robin_pool_never_moves_a_session_back() {
+    let s = setup_round_robin("    failback: true\n    failback_delay: 100ms\n").await;
+    // Round robin: of two sessions, one lands on each backend.
+    let mut first = s.connect().await;
+    let mut second = s.connect().await;
+    let mut got = Received::default();
+    for ws in [&mut first, &mut second] {
+        call(ws, &mut got, 1, "eth_subscribe", json!(["newHeads"])).await;
+    }
+    open_on(&s.gw, "ec-a").await;
+    open_on(&s.gw, "ec-b").await;
+    // Many fail-back delays (and watch periods) later, nothing moved.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let metrics = s.gw.metrics().await;
+    let moved =
+        r#"ssv_ha_sessions_moved_total{kind="websocket",pool="execution",reason="failback"}"#;
+    assert_eq!(metric(&metrics, moved), 0.0, "no session moved back");
+    assert_eq!(
+        metric(&metrics, &open_series("ec-b")),
+        1.0,
+        "the session on ec-b stays"
+    );
+    // Both sessions still get heads.
+    s.a.new_head();
+    s.b.new_head();
+    for ws in [&mut first, &mut second] {
+        let mut got = Received::default();
+        read_until(ws, &mut got, "a head", |g| !g.heads.is_empty()).await;
+    }
+}

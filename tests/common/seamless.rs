@@ -94,15 +94,25 @@ pub struct Setup {
 }
 
 pub async fn setup_with(extra: &str, status: NodeStatus) -> Setup {
+    setup_pool("first", true, extra, status).await
+}
+
+/// Both nodes primaries of a `round_robin` pool.
+pub async fn setup_round_robin(extra: &str) -> Setup {
+    setup_pool("round_robin", false, extra, NodeStatus::default()).await
+}
+
+/// `ec-a` and `ec-b` in a pool of this policy, `ec-b` a backup or not.
+async fn setup_pool(policy: &str, b_backup: bool, extra: &str, status: NodeStatus) -> Setup {
     let pki = Pki::new();
     let a = pki.node(NodeKind::Execution, "ec-a", status.clone()).await;
     let b = pki.node(NodeKind::Execution, "ec-b", status).await;
     let pools = pool_yaml_with(
         "execution",
         "execution",
-        "first",
+        policy,
         &pki.ca_file,
-        &[(&a, false), (&b, true)],
+        &[(&a, false), (&b, b_backup)],
         &format!(
             "    sessions: seamless\n{}{extra}",
             if extra.contains("failback") {

@@ -15,6 +15,7 @@ pub mod subscriptions;
 mod websocket;
 
 use super::Gateway;
+use crate::config::model::Policy;
 use crate::metrics::MOVE_REASONS;
 use crate::upstream::{Backend, Pool};
 use std::sync::Arc;
@@ -68,7 +69,13 @@ impl Watch {
         if !pool.backends[index].is_up() {
             return Look::Move(Move::BackendDown);
         }
-        if let Some(delay) = pool.config.failback {
+        // A fail-back is a rule of policy `first` (as for cut sessions, `schedule_failback`):
+        // under `round_robin` the backends are equals, and a session stays where it is.
+        let failback = pool
+            .config
+            .failback
+            .filter(|_| pool.config.policy == Policy::First);
+        if let Some(delay) = failback {
             let better = pool
                 .active()
                 .is_some_and(|a| pool.rank(a) < pool.rank(index));
