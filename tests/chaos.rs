@@ -5,28 +5,13 @@
 
 mod common;
 
+use common::chaos::{process_stats, Rng};
 use common::*;
 use serde_json::Value;
 use ssv_ha::sim::{NodeKind, NodeStatus, SimNode};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// xorshift64*: small, deterministic, good enough to pick faults.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Fault {
@@ -54,27 +39,9 @@ fn restore(node: &SimNode, fault: Fault, head: u64) {
     }
 }
 
-fn process_stats(pid: u32) -> (usize, u64) {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
-    (fds, rss_kb)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn no_request_is_lost_while_one_node_is_healthy() {
-    let seed: u64 = std::env::var("SSV_HA_CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_55a1);
-    eprintln!("chaos seed {seed} (SSV_HA_CHAOS_SEED={seed} replays this run)");
-    let mut rng = Rng(seed.max(1));
+    let mut rng = Rng::seeded(0x5eed_55a1);
 
     let pki = Pki::new();
     let mut nodes = Vec::new();

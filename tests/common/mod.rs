@@ -2,6 +2,7 @@
 //! TLS from a CA made for the test, and polling helpers with deadlines (no fixed sleeps).
 #![allow(dead_code)]
 
+pub mod chaos;
 pub mod recorder;
 pub mod seamless;
 pub mod wire;
