@@ -68,6 +68,10 @@ enum Command {
         /// Processes whose memory to add up (the proxy; children such as nginx workers count too).
         #[arg(long, value_delimiter = ',', required = true)]
         pids: Vec<u32>,
+        /// Each session also subscribes to `newHeads` and `logs`, as an SSV node's does, and the
+        /// figure is the memory the sessions added (resident after, less before they opened).
+        #[arg(long)]
+        subscribed: bool,
     },
     /// Subscribes SSE streams and measures how late each event arrives. Prints events delivered
     /// per second over all streams and the delivery delay's p50 and p99.
@@ -115,7 +119,12 @@ async fn run(command: Command) -> Result<Option<String>> {
             conns,
             duration,
         } => ws_round_trips(&url, conns, duration).await.map(Some),
-        Command::WsIdle { url, conns, pids } => ws_idle(&url, conns, &pids).await.map(Some),
+        Command::WsIdle {
+            url,
+            conns,
+            pids,
+            subscribed,
+        } => ws_idle(&url, conns, &pids, subscribed).await.map(Some),
         Command::Sse {
             url,
             streams,
@@ -161,6 +170,8 @@ async fn websocket(upgrade: WebSocketUpgrade) -> impl IntoResponse {
 }
 
 async fn answer_messages(mut socket: WebSocket) {
+    // Subscription ids handed out on this connection.
+    let mut subscriptions = 0u64;
     while let Some(Ok(message)) = socket.recv().await {
         let answer = match message {
             // The answer bears the request's id: a gateway that sends requests under ids of its
@@ -169,11 +180,22 @@ async fn answer_messages(mut socket: WebSocket) {
                 ServerMessage::Text(WS_ANSWER.into())
             }
             ServerMessage::Text(text) => {
-                let id = serde_json::from_str::<serde_json::Value>(text.as_str())
-                    .ok()
-                    .and_then(|request| request.get("id").cloned())
+                let request = serde_json::from_str::<serde_json::Value>(text.as_str())
                     .unwrap_or(serde_json::Value::Null);
-                let answer = serde_json::json!({"jsonrpc": "2.0", "id": id, "result": "0x10"});
+                let id = request
+                    .get("id")
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null);
+                // A subscription gets an id of its own (no notifications follow: the sessions
+                // stay idle); any other call the same block number.
+                let result =
+                    if request.get("method").and_then(|m| m.as_str()) == Some("eth_subscribe") {
+                        subscriptions += 1;
+                        format!("0x{subscriptions:032x}")
+                    } else {
+                        "0x10".to_string()
+                    };
+                let answer = serde_json::json!({"jsonrpc": "2.0", "id": id, "result": result});
                 ServerMessage::Text(answer.to_string().into())
             }
             ServerMessage::Close(_) => return,
@@ -318,16 +340,59 @@ async fn ws_round_trips(url: &str, conns: usize, duration: Duration) -> Result<S
     .await
 }
 
-async fn ws_idle(url: &str, conns: usize, pids: &[u32]) -> Result<String> {
-    let sockets = connect_many(url, conns).await?;
+async fn ws_idle(url: &str, conns: usize, pids: &[u32], subscribed: bool) -> Result<String> {
+    let resident = || -> Result<u64> { pids.iter().map(|pid| resident_kib(*pid)).sum() };
+    let before = resident()?;
+    let sockets = if subscribed {
+        open_all(conns, || async {
+            let mut socket = connect(url).await?;
+            round_trip(&mut socket).await?;
+            subscribe(&mut socket, 2, r#"["newHeads"]"#).await?;
+            subscribe(
+                &mut socket,
+                3,
+                r#"["logs",{"address":"0x00000000219ab540356cbb839cbe05303d7705fa"}]"#,
+            )
+            .await?;
+            Ok(socket)
+        })
+        .await?
+    } else {
+        connect_many(url, conns).await?
+    };
     // Let the proxies settle what they allocated while the sessions opened.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut kib = 0;
-    for pid in pids {
-        kib += resident_kib(*pid)?;
-    }
+    let after = resident()?;
     drop(sockets);
+    let kib = if subscribed {
+        after.saturating_sub(before)
+    } else {
+        after
+    };
     Ok(format!("{:.1} nan nan", kib as f64 / 1024.0))
+}
+
+/// Subscribes (`params`, JSON text) and waits for the subscription's id.
+async fn subscribe(socket: &mut Socket, id: u64, params: &str) -> Result<()> {
+    let request =
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"eth_subscribe","params":{params}}}"#);
+    socket.send(Message::text(request)).await?;
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Text(text))) => {
+                let answer: serde_json::Value = serde_json::from_str(text.as_str())
+                    .with_context(|| format!("an answer that is not JSON: {text}"))?;
+                if answer["id"] == id && answer["result"].is_string() {
+                    return Ok(());
+                }
+                bail!("unexpected answer to eth_subscribe: {text}");
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(other)) => bail!("unexpected message: {other:?}"),
+            Some(Err(e)) => return Err(e.into()),
+            None => bail!("the connection closed"),
+        }
+    }
 }
 
 /// Resident memory of a process and its direct children (nginx's workers), in KiB.

@@ -56,6 +56,8 @@ fn benchmark_harness_runs_end_to_end() {
         "| sse-1000 | nginx |",
         "| ws-idle | ssv-ha |",
         "| ws-100 | ssv-ha-seamless |",
+        "| ws-subscribed | ssv-ha |",
+        "| ws-subscribed | ssv-ha-seamless |",
     ] {
         assert!(stdout.contains(row), "missing `{row}` in:\n{stdout}");
     }
