@@ -335,8 +335,7 @@ async fn a_client_that_stopped_reading_lets_go_of_its_backend_at_a_mark_down() {
     a.set(|s| s.sse_flood_bytes = Some(16 * 1024));
     let mut client = stalled_client(listen).await;
     wait_for("the stream on cc-a", Duration::from_secs(15), || async {
-        (a.open_event_streams() == 1 && sse_open(&gw.metrics().await, "cc-a") == 1.0)
-            .then_some(())
+        (a.open_event_streams() == 1 && sse_open(&gw.metrics().await, "cc-a") == 1.0).then_some(())
     })
     .await;
     stalled(&a).await;
@@ -401,8 +400,7 @@ async fn a_client_that_stopped_reading_ends_at_shutdown() {
     gw.wait_backend("consensus", "cc-a", true).await;
     let mut client = stalled_client(listen).await;
     wait_for("the stream on cc-a", Duration::from_secs(15), || async {
-        (a.open_event_streams() == 1 && sse_open(&gw.metrics().await, "cc-a") == 1.0)
-            .then_some(())
+        (a.open_event_streams() == 1 && sse_open(&gw.metrics().await, "cc-a") == 1.0).then_some(())
     })
     .await;
     stalled(&a).await;
