@@ -52,12 +52,12 @@ async fn setup_with(top: &str) -> Setup {
     setup_full(top, ", hello_timeout: 1s", None, None).await
 }
 
-/// `listener`: the passthrough listener's settings after its mode; `a_url` and `a_ws`: where
-/// the primary's `url` and `ws_url` point instead of its own nodes.
+/// `listener`: the passthrough listener's settings after its mode; `a_url` (given the primary)
+/// and `a_ws`: where the primary's `url` and `ws_url` point instead of its own nodes.
 async fn setup_full(
     top: &str,
     listener: &str,
-    a_url: Option<String>,
+    a_url: Option<&dyn Fn(&SimNode) -> String>,
     a_ws: Option<String>,
 ) -> Setup {
     let pki = Pki::new();
@@ -84,7 +84,7 @@ routes:
   - {{ host: ws-lb.test, listener: tls, pool: execution, endpoint: ws_url }}
 "#,
         ca = pki.ca_file.display(),
-        a = a_url.unwrap_or_else(|| primary.0.url()),
+        a = a_url.map_or_else(|| primary.0.url(), |url| url(&primary.0)),
         a_ws = a_ws.unwrap_or_else(|| primary_ws.ws_url()),
         b = backup.0.url(),
     );
@@ -348,9 +348,7 @@ fn client_hello(pki: &Pki, name: &str) -> Vec<u8> {
 /// A TCP connection to `listen` from the loopback address `source` (`127.0.0.x`).
 async fn tcp_from(source: &str, listen: SocketAddr) -> tokio::net::TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket
-        .bind(format!("{source}:0").parse().unwrap())
-        .unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
     socket.connect(listen).await.unwrap()
 }
 
@@ -375,14 +373,22 @@ async fn one_address_cannot_take_every_place_with_idle_connections() {
         None,
     )
     .await;
-    let idle = [
+    let mut idle = [
+        tcp_from("127.0.0.1", s.listen).await,
         tcp_from("127.0.0.1", s.listen).await,
         tcp_from("127.0.0.1", s.listen).await,
     ];
-    let mut third = tcp_from("127.0.0.1", s.listen).await;
-    assert!(
-        closed_within(&mut third, Duration::from_secs(5)).await,
-        "a third idle connection from one address was kept (its cap is 2)"
+    // The gateway counts them in the order it gets to them: one of the three, whichever, is
+    // closed at once, and the other two wait for their hello (30 s).
+    let closed = futures::future::join_all(
+        idle.iter_mut()
+            .map(|c| closed_within(c, Duration::from_secs(5))),
+    )
+    .await;
+    assert_eq!(
+        closed.iter().filter(|c| **c).count(),
+        1,
+        "three idle connections from one address whose cap is 2: {closed:?} closed"
     );
     // Another address gets the listener's last place, and is served.
     let tcp = tcp_from("127.0.0.2", s.listen).await;
@@ -449,7 +455,10 @@ async fn half_sent_client_hellos_are_held_within_the_listener_budget() {
     eprintln!(
         "{CONNECTIONS} half-sent hellos: {held_now} bytes held, {refused_now} refused, the gateway grew by {grown_kib} KiB"
     );
-    assert!(held_now > 0.0 && held_now <= BUDGET as f64, "held {held_now}");
+    assert!(
+        held_now > 0.0 && held_now <= BUDGET as f64,
+        "held {held_now}"
+    );
     // The budget, and per connection kept open a few KiB of its own (task, socket, buffers).
     assert!(
         grown_kib < 24 * 1024,
@@ -521,4 +530,123 @@ async fn a_backend_half_close_ends_the_connection_within_seconds() {
         0
     );
     drop(client);
+}
+
+/// A TCP relay to a node that the test can stop: then its accept queue (backlog 1) is filled,
+/// so that a new connection to it waits (its SYN dropped, resent a second later) until the relay
+/// goes on accepting.
+struct Relay {
+    addr: SocketAddr,
+    target: Arc<std::sync::Mutex<Option<SocketAddr>>>,
+    accepting: tokio::sync::watch::Sender<bool>,
+    fillers: Vec<tokio::net::TcpStream>,
+}
+
+impl Relay {
+    async fn start() -> Relay {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let target: Arc<std::sync::Mutex<Option<SocketAddr>>> = Arc::default();
+        let (accepting, mut rx) = tokio::sync::watch::channel(true);
+        let to = target.clone();
+        tokio::spawn(async move {
+            loop {
+                if rx.wait_for(|on| *on).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((mut inbound, _)) = accepted else { continue };
+                        let Some(target) = *to.lock().unwrap() else { continue };
+                        tokio::spawn(async move {
+                            if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            }
+                        });
+                    }
+                    _ = rx.changed() => {}
+                }
+            }
+        });
+        Relay {
+            addr,
+            target,
+            accepting,
+            fillers: Vec::new(),
+        }
+    }
+
+    /// Stops accepting, and fills the accept queue.
+    async fn stall(&mut self) {
+        self.accepting.send_replace(false);
+        for _ in 0..2 {
+            self.fillers
+                .push(tokio::net::TcpStream::connect(self.addr).await.unwrap());
+        }
+    }
+
+    fn resume(&self) {
+        self.accepting.send_replace(true);
+    }
+}
+
+/// Whether a connection from this host to `port` waits for its SYN to be answered.
+fn syn_sent_to(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let remote = format!("0100007F:{port:04X}");
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"02")
+    })
+}
+
+/// A connection the gateway opens to a backend just before that backend is marked down, and
+/// that is registered after the cut, does not survive it: the gateway sees the mark-down and
+/// takes the next backend.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_made_across_a_mark_down_does_not_outlive_the_cut() {
+    let mut relay = Relay::start().await;
+    let via_relay = |primary: &SimNode| {
+        *relay.target.lock().unwrap() = Some(primary.addr());
+        format!("https://localhost:{}", relay.addr.port())
+    };
+    let s = setup_full(
+        "timeouts: { connect: 10s }",
+        ", hello_timeout: 5s",
+        Some(&via_relay),
+        None,
+    )
+    .await;
+    relay.stall().await;
+    let (config, listen) = (tls_config(&s.pki), s.listen);
+    let client = tokio::spawn(async move {
+        let tcp = tokio::net::TcpStream::connect(listen).await?;
+        let name = rustls_pki_types::ServerName::try_from("rpc-lb.test".to_string()).unwrap();
+        tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+    });
+    // The gateway chose the primary (up) and waits for its connection.
+    common::wait_for(
+        "the gateway's connection to the primary to wait",
+        Duration::from_secs(10),
+        || async { syn_sent_to(relay.addr.port()).then_some(()) },
+    )
+    .await;
+    s.primary.0.set(|n| n.syncing = true);
+    s.gateway.wait_backend("execution", "a", false).await;
+    // The cut is done; now the connection is made.
+    relay.resume();
+    let stream = tokio::time::timeout(Duration::from_secs(20), client)
+        .await
+        .expect("a TLS session within 20 s")
+        .unwrap()
+        .expect("a TLS session");
+    assert_eq!(
+        peer_certificate(&stream),
+        s.backup.1.cert_der(),
+        "the connection went on to the primary after it was marked down"
+    );
 }

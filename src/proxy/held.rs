@@ -124,7 +124,10 @@ mod tests {
         assert_eq!(budget.held(), 0);
         assert_eq!(gauge.get(), 0);
         let mut c = budget.share_counted();
-        assert!(c.hold(600, max), "a counted share counts from its first byte");
+        assert!(
+            c.hold(600, max),
+            "a counted share counts from its first byte"
+        );
         assert_eq!(budget.held(), 600);
         assert!(!c.hold(1001, max));
         drop(c);

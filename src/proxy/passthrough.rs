@@ -525,10 +525,7 @@ mod tests {
             }
             let mut more = framed.clone();
             more.extend_from_slice(b"early data after the hello");
-            assert_eq!(
-                hello_end(&more, MAX_HELLO_BYTES),
-                Ok(Some(framed.len()))
-            );
+            assert_eq!(hello_end(&more, MAX_HELLO_BYTES), Ok(Some(framed.len())));
             let name = server_name(&framed).ok().flatten();
             assert_eq!(name.as_deref(), Some("rpc-lb.test"));
         }
