@@ -261,3 +261,159 @@ async fn backends_that_all_end_the_stream_at_once_end_the_clients_stream() {
         "the stream moved {moved} times before it ended"
     );
 }
+
+/// A client that asks for an event stream and never reads it: a raw TCP connection with a small
+/// receive buffer, so that the gateway's writes to it block after a few events.
+async fn stalled_client(listen: SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(listen).await.unwrap();
+    stream
+        .write_all(
+            b"GET /eth/v1/events?topics=head HTTP/1.1\r\nhost: gateway\r\naccept: text/event-stream\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    stream
+}
+
+/// Reads what the gateway had sent to a client that stopped reading, and returns once the
+/// gateway closed the connection; panics if it still streams after `within`.
+async fn closed_by_the_gateway(stream: &mut tokio::net::TcpStream, within: Duration) {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = vec![0u8; 64 * 1024];
+    let ended = tokio::time::timeout(within, async {
+        while let Ok(n) = stream.read(&mut buffer).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the gateway still streams to the client after {within:?}"
+    );
+}
+
+/// Waits until the gateway stopped taking events from `node` (its writes to a client that
+/// stopped reading block, so it reads no more): no event produced for half a second.
+async fn stalled(node: &SimNode) {
+    let mut last = (node.events_sent(), std::time::Instant::now());
+    wait_for(
+        "the gateway to stop taking events",
+        Duration::from_secs(15),
+        || {
+            let now = node.events_sent();
+            if now != last.0 {
+                last = (now, std::time::Instant::now());
+            }
+            let still = last.1.elapsed() >= Duration::from_millis(500);
+            async move { still.then_some(()) }
+        },
+    )
+    .await;
+}
+
+fn sse_open(metrics: &str, backend: &str) -> f64 {
+    metric(
+        metrics,
+        &format!(r#"ssv_ha_sessions_open{{backend="{backend}",kind="sse",pool="consensus"}}"#),
+    )
+}
+
+/// A client that stopped reading holds neither its backend nor its stream for good: at a
+/// mark-down the backend's stream is let go at once (nothing moves for a client that takes
+/// nothing), and the client's stream ends at the client write timeout (30 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stopped_reading_lets_go_of_its_backend_at_a_mark_down() {
+    // Health checks that a busy machine does not fail by accident: this test is about a
+    // mark-down it makes itself.
+    let (_pki, a, b, gw, listen) =
+        seamless_pair("    health: { interval: 500ms, timeout: 450ms, rise: 1, fall: 2 }\n").await;
+    a.set(|s| s.sse_flood_bytes = Some(16 * 1024));
+    let mut client = stalled_client(listen).await;
+    wait_for("the stream on cc-a", Duration::from_secs(15), || async {
+        (a.open_event_streams() == 1 && sse_open(&gw.metrics().await, "cc-a") == 1.0).then_some(())
+    })
+    .await;
+    stalled(&a).await;
+
+    a.set(|s| s.syncing = true);
+    gw.wait_backend("consensus", "cc-a", false).await;
+    let marked = std::time::Instant::now();
+    wait_for(
+        "cc-a's event stream to end after its mark-down",
+        Duration::from_secs(30),
+        || async { (a.open_event_streams() == 0).then_some(()) },
+    )
+    .await;
+    let backend_let_go = marked.elapsed();
+    wait_for(
+        "the client's stream to end after the mark-down",
+        Duration::from_secs(35),
+        || async {
+            let metrics = gw.metrics().await;
+            (sse_open(&metrics, "cc-a") == 0.0 && sse_open(&metrics, "cc-b") == 0.0).then_some(())
+        },
+    )
+    .await;
+    let client_ended = marked.elapsed();
+    closed_by_the_gateway(&mut client, Duration::from_secs(10)).await;
+    assert_eq!(
+        b.open_event_streams(),
+        0,
+        "a client that takes nothing is not moved"
+    );
+    eprintln!("after the mark-down: backend stream let go in {backend_let_go:?}, client's stream ended in {client_ended:?}");
+}
+
+/// At shutdown a stream to a client that stopped reading ends at once, its backend's too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stopped_reading_ends_at_shutdown() {
+    let pki = Pki::new();
+    let a = pki
+        .node(
+            NodeKind::Consensus,
+            "cc-a",
+            NodeStatus {
+                sse_flood_bytes: Some(16 * 1024),
+                ..NodeStatus::default()
+            },
+        )
+        .await;
+    let pools = pool_yaml_with(
+        "consensus",
+        "consensus",
+        "first",
+        &pki.ca_file,
+        &[(&a, false)],
+        "    sessions: seamless\n    health: { interval: 500ms, timeout: 450ms, rise: 1, fall: 2 }\n",
+    );
+    let (admin, listen) = (free_addr(), free_addr());
+    let yaml = format!(
+        "admin: {{ address: \"{admin}\" }}\nserver: {{ grace_period: 20s, upgrade_socket: {dir}/upgrade.sock, pid_file: {dir}/ssv-ha.pid }}\nlisteners: [{{ address: \"{listen}\" }}]\npools:\n{pools}routes: [{{ listener: \"{listen}\", pool: consensus }}]\n",
+        dir = pki.dir.path().display()
+    );
+    let gw = Gateway::start(&yaml, admin, &[listen]).await;
+    gw.wait_backend("consensus", "cc-a", true).await;
+    let mut client = stalled_client(listen).await;
+    wait_for("the stream on cc-a", Duration::from_secs(15), || async {
+        (a.open_event_streams() == 1 && sse_open(&gw.metrics().await, "cc-a") == 1.0).then_some(())
+    })
+    .await;
+    stalled(&a).await;
+    std::process::Command::new("kill")
+        .args(["-TERM", &gw.pid().to_string()])
+        .status()
+        .unwrap();
+    wait_for(
+        "cc-a's event stream to end at shutdown (not at the 20 s grace period)",
+        Duration::from_secs(10),
+        || async { (a.open_event_streams() == 0).then_some(()) },
+    )
+    .await;
+    closed_by_the_gateway(&mut client, Duration::from_secs(5)).await;
+    drop(gw);
+}

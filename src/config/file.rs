@@ -81,7 +81,8 @@ pub struct ListenerSection {
     pub auth: Option<AuthSection>,
     /// Most requests (WebSocket sessions included) in flight at once on this listener. Default 20000.
     pub max_requests: Option<usize>,
-    /// Most requests in flight at once from one client address. Default 1000.
+    /// Most requests in flight at once from one client address (on a passthrough listener:
+    /// connections open at once). Default 1000.
     pub max_requests_per_client: Option<usize>,
     /// `http` (the default: HTTP, TLS terminated when `tls` is set) or `passthrough` (TLS passed
     /// through to the node, routed by the ClientHello's SNI name).

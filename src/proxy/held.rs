@@ -6,6 +6,10 @@
 //! clear refusal (503, or close code 1013 on a WebSocket) instead of the gateway's memory running
 //! out. The first 64 KiB of each are free: small calls, the bulk of the traffic, never touch the
 //! shared count.
+//!
+//! A passthrough listener counts the ClientHello bytes each connection holds while it waits for
+//! the rest, every byte of them ([`HeldBudget::share_counted`]): thousands of connections may wait
+//! at once for little each, so no part is free there.
 
 use prometheus::IntGauge;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,11 +38,21 @@ impl HeldBudget {
         self.gauge.sub(bytes as i64);
     }
 
-    /// A new holder's share, empty.
+    /// A new holder's share, empty; its first [`FREE_BYTES`] are not counted.
     pub fn share(self: &Arc<Self>) -> Share {
         Share {
             budget: self.clone(),
             bytes: 0,
+            free: FREE_BYTES,
+        }
+    }
+
+    /// A new holder's share, empty, that counts every byte it holds.
+    pub fn share_counted(self: &Arc<Self>) -> Share {
+        Share {
+            budget: self.clone(),
+            bytes: 0,
+            free: 0,
         }
     }
 
@@ -54,13 +68,15 @@ impl HeldBudget {
 pub struct Share {
     budget: Arc<HeldBudget>,
     bytes: usize,
+    /// Bytes held without counting.
+    free: usize,
 }
 
 impl Share {
     /// Makes the share fit `holding` bytes held. `false` (and the share unchanged) when the
     /// listener would hold more than `max` bytes with it.
     pub fn hold(&mut self, holding: usize, max: usize) -> bool {
-        let want = holding.saturating_sub(FREE_BYTES);
+        let want = holding.saturating_sub(self.free);
         if want <= self.bytes {
             self.budget.give_back(self.bytes - want);
             self.bytes = want;
@@ -107,5 +123,14 @@ mod tests {
         drop(b);
         assert_eq!(budget.held(), 0);
         assert_eq!(gauge.get(), 0);
+        let mut c = budget.share_counted();
+        assert!(
+            c.hold(600, max),
+            "a counted share counts from its first byte"
+        );
+        assert_eq!(budget.held(), 600);
+        assert!(!c.hold(1001, max));
+        drop(c);
+        assert_eq!(budget.held(), 0);
     }
 }

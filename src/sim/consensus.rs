@@ -7,9 +7,10 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde_json::{json, Value};
 use std::convert::Infallible;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,7 +103,11 @@ async fn events(State(state): State<Arc<NodeState>>, RawQuery(query): RawQuery) 
     }
     // Keep-alive comment lines only when asked for: a silent stream must be possible.
     let keep_alive = state.status().sse_keep_alive_ms;
-    let sse = Sse::new(head_events(state, topics));
+    let events = match state.status().sse_flood_bytes {
+        Some(bytes) => flood_events(state, bytes).boxed(),
+        None => head_events(state, topics).boxed(),
+    };
+    let sse = Sse::new(events);
     match keep_alive {
         Some(ms) => sse
             .keep_alive(
@@ -115,6 +120,52 @@ async fn events(State(state): State<Arc<NodeState>>, RawQuery(query): RawQuery) 
     }
 }
 
+/// An event stream, counted open (in [`NodeState::event_streams`]) until it is dropped.
+struct Open(Arc<NodeState>);
+
+impl Open {
+    fn new(state: Arc<NodeState>) -> Self {
+        state.event_streams.fetch_add(1, Ordering::SeqCst);
+        Open(state)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.event_streams.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// `head` events with slots counting up from the node's head, each padded to about `bytes`, as
+/// fast as the connection takes them (`sse_flood_bytes`).
+fn flood_events(
+    state: Arc<NodeState>,
+    bytes: usize,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let kill = state.kill.subscribe();
+    let slot = state.status().head;
+    let padding: Arc<str> = "0".repeat(bytes).into();
+    let open = Open::new(state);
+    futures::stream::unfold((kill, slot, open), move |(kill, slot, open)| {
+        let padding = padding.clone();
+        async move {
+            if kill.has_changed().unwrap_or(true) {
+                return None;
+            }
+            // Other tasks of the node (its health endpoints) get their turn between events.
+            tokio::task::yield_now().await;
+            let slot = slot + 1;
+            let data = format!(
+                r#"{{"slot":"{slot}","block":"{}","padding":"{padding}"}}"#,
+                root(slot)
+            );
+            let event = Event::default().event("head").data(data);
+            open.0.events_sent.fetch_add(1, Ordering::SeqCst);
+            Some((Ok(event), (kill, slot, open)))
+        }
+    })
+}
+
 fn head_events(
     state: Arc<NodeState>,
     topics: Vec<String>,
@@ -122,9 +173,10 @@ fn head_events(
     let heads = state.heads.subscribe();
     let kill = state.kill.subscribe();
     let end_at_once = state.status().sse_end_at_once;
+    let open = Open::new(state);
     futures::stream::unfold(
-        (heads, kill, Vec::<Event>::new()),
-        move |(mut heads, mut kill, mut queue)| {
+        (heads, kill, Vec::<Event>::new(), open),
+        move |(mut heads, mut kill, mut queue, open)| {
             let topics = topics.clone();
             async move {
                 if end_at_once {
@@ -132,7 +184,8 @@ fn head_events(
                 }
                 loop {
                     if let Some(event) = queue.pop() {
-                        return Some((Ok(event), (heads, kill, queue)));
+                        open.0.events_sent.fetch_add(1, Ordering::SeqCst);
+                        return Some((Ok(event), (heads, kill, queue, open)));
                     }
                     tokio::select! {
                         head = heads.recv() => {

@@ -65,6 +65,10 @@ pub struct NodeStatus {
     pub ws_answer_delay_ms: u64,
     /// Consensus only: end every event stream at once, before any event (after its header).
     pub sse_end_at_once: bool,
+    /// Consensus only: every event stream sends `head` events one after another, as fast as
+    /// the connection takes them, each padded to about this many bytes (a client that stops
+    /// reading fills its buffers at once); `None`: one event per new head.
+    pub sse_flood_bytes: Option<usize>,
     /// Consensus only: genesis time (Unix seconds); by default the head is the wall-clock slot.
     pub genesis_time: u64,
     /// Consensus only: the network's genesis validators root.
@@ -90,6 +94,7 @@ impl Default for NodeStatus {
             branch_from: None,
             ws_close_after: None,
             sse_end_at_once: false,
+            sse_flood_bytes: None,
             ws_answer_delay_ms: 0,
             sse_keep_alive_ms: None,
             head_age_s: 0,
@@ -137,6 +142,10 @@ pub struct NodeState {
     /// JSON-RPC methods received from clients (not probes), in order.
     rpc_methods: Mutex<Vec<String>>,
     client_requests: AtomicU64,
+    /// Event streams open now.
+    event_streams: AtomicU64,
+    /// Events produced on every stream so far.
+    events_sent: AtomicU64,
 }
 
 impl NodeState {
@@ -149,6 +158,8 @@ impl NodeState {
             seen: Mutex::new(Vec::new()),
             rpc_methods: Mutex::new(Vec::new()),
             client_requests: AtomicU64::new(0),
+            event_streams: AtomicU64::new(0),
+            events_sent: AtomicU64::new(0),
         })
     }
 
@@ -309,6 +320,18 @@ impl SimNode {
     /// Requests from clients (health probes not counted).
     pub fn client_requests(&self) -> u64 {
         self.state.client_requests.load(Ordering::SeqCst)
+    }
+
+    /// Consensus only: `/eth/v1/events` streams open now (a stream counts until the node drops
+    /// it: its client went away, or [`Self::drop_sessions`]).
+    pub fn open_event_streams(&self) -> u64 {
+        self.state.event_streams.load(Ordering::SeqCst)
+    }
+
+    /// Consensus only: events produced on every stream so far (a stream whose reader stopped
+    /// stops producing once the connection's buffers are full).
+    pub fn events_sent(&self) -> u64 {
+        self.state.events_sent.load(Ordering::SeqCst)
     }
 
     /// Every request received, probes included.

@@ -72,7 +72,6 @@ impl Validator {
                     ("tls", tls.is_some(), "it passes TLS through to the nodes and holds no certificate"),
                     ("auth", section.auth.is_some(), "credentials are sent inside the TLS it does not open"),
                     ("max_websockets", section.max_websockets.is_some(), "it cannot tell WebSocket upgrades inside TLS; `max_requests` caps its connections"),
-                    ("max_requests_per_client", section.max_requests_per_client.is_some(), "it caps connections per listener only (`max_requests`)"),
                 ];
                 for (field, set, why) in l7 {
                     if set {
@@ -155,6 +154,13 @@ mod tests {
         assert_eq!(c.listeners[0].mode, ListenerMode::Passthrough);
         assert_eq!(c.listeners[0].hello_timeout, Duration::from_secs(2));
         assert_eq!(c.routes[0].endpoint, RouteEndpoint::WsUrl);
+        // Connections per source address are capped there too (before any TLS is read).
+        let c = parse(
+            &tls_nodes(passthrough(", max_requests_per_client: 10", "", "")),
+            Path::new("."),
+        )
+        .expect("valid");
+        assert_eq!(c.listeners[0].max_requests_per_client, 10);
         let c = parse(MINIMAL, Path::new(".")).expect("valid");
         assert_eq!(c.listeners[0].mode, ListenerMode::Http);
         assert_eq!(c.listeners[0].hello_timeout, DEFAULT_HELLO_TIMEOUT);
@@ -170,10 +176,6 @@ mod tests {
                 "listeners[0].auth",
             ),
             (", max_websockets: 10", "listeners[0].max_websockets"),
-            (
-                ", max_requests_per_client: 10",
-                "listeners[0].max_requests_per_client",
-            ),
         ] {
             let errs = errors(&tls_nodes(passthrough(extra, "", "")));
             assert!(

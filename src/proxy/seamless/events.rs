@@ -9,11 +9,19 @@
 //! holds. Keep-alive comments bridge the switch. With no healthy backend left the stream ends, as
 //! a cut one would.
 //!
+//! Every wait on a peer has a deadline, and none holds the watch that sees mark-downs,
+//! fail-backs, reloads and shutdown: the backend's stream is read against the watch and the idle
+//! timeout, and each write to the client runs against the watch too and is given
+//! [`CLIENT_WRITE_TIMEOUT`] (a client that stopped reading ends its stream then). A move seen while
+//! a write waits lets go of the backend's stream at once, and the move itself waits for the write;
+//! shutdown or a reload ends the stream, write pending or not.
+//!
 //! Memory per stream is bounded: one event in the making (at most [`MAX_EVENT_BYTES`]) and the
 //! keys of the last [`RECENT_EVENTS`] events of the unkeyed topics.
 
 use super::super::direct::{exchange, this_hop, to_hyper, HOP_BY_HOP_RESPONSE};
 use super::super::{Gateway, RequestCtx};
+use super::websocket::CLIENT_WRITE_TIMEOUT;
 use super::{next_backend, record_move, Look, Move, Watch, WATCH};
 use crate::upstream::{Pool, Traffic};
 use bytes::Bytes;
@@ -52,6 +60,11 @@ impl Gateway {
         let Some(pool) = ctx.pool.clone() else {
             return Error::e_explain(ErrorType::InternalError, "event stream without a pool");
         };
+        // Every write to the client has a deadline, the response header's too (the body's are
+        // also raced against the watch, see `write_watched`).
+        session
+            .as_downstream_mut()
+            .set_write_timeout(Some(CLIENT_WRITE_TIMEOUT));
         let mut filter = EventFilter::default();
         let mut moved: Option<Move> = None;
         let mut excluded = 0u64;
@@ -190,12 +203,16 @@ impl Gateway {
 
     /// Writes backend `index`'s events to the client until it should move on (`Some`), or the
     /// stream is over (`None`: idle too long, or an event too large).
+    ///
+    /// Every wait here has a deadline and none holds the watch: the backend is read against the
+    /// watch and its idle timeout, and each write to the client runs against the watch too
+    /// ([`Self::write_watched`]).
     async fn follow(
         &self,
         session: &mut Session,
         pool: &Arc<Pool>,
         index: usize,
-        mut incoming: Incoming,
+        incoming: Incoming,
         filter: &mut EventFilter,
         delivered: &mut bool,
     ) -> Result<Option<Move>> {
@@ -208,9 +225,21 @@ impl Gateway {
         // Last write to the client: a quiet stream gets a keep-alive comment now and then, which
         // also finds a client that went away (a write fails) while the backend has nothing to say.
         let mut wrote = Instant::now();
-        let mut look = Watch::default();
-        let mut watch = tokio::time::interval(WATCH);
+        let mut watching = Watching {
+            pool,
+            index,
+            look: Watch::default(),
+            tick: tokio::time::interval(WATCH),
+            incoming: Some(incoming),
+            leaving: None,
+        };
         loop {
+            if let Some(why) = watching.leaving {
+                return Ok(Some(why));
+            }
+            let Some(incoming) = watching.incoming.as_mut() else {
+                return Ok(Some(Move::BackendEnded));
+            };
             tokio::select! {
                 frame = incoming.frame() => {
                     let data = match frame {
@@ -227,7 +256,8 @@ impl Gateway {
                     heard = Instant::now();
                     pending.extend_from_slice(&data);
                     // Each byte is looked at once however the events arrive (a byte at a time,
-                    // or many in one read), and what was taken goes in one drain.
+                    // or many in one read), and what was taken goes in one drain. Events already
+                    // read go out even when the backend is let go meanwhile.
                     let mut taken = 0;
                     loop {
                         let (block, used) = match split_event(&pending[taken..], scanned) {
@@ -242,10 +272,8 @@ impl Gateway {
                         if filter.admit(&block) {
                             let mut out = block;
                             out.extend_from_slice(b"\n\n");
-                            session
-                                .write_response_body(Some(Bytes::from(out)), false)
-                                .await
-                                .map_err(|e| e.into_down())?;
+                            self.write_watched(session, &mut watching, Bytes::from(out))
+                                .await?;
                             wrote = Instant::now();
                             *delivered = true;
                         }
@@ -256,8 +284,8 @@ impl Gateway {
                         return Ok(None);
                     }
                 }
-                _ = watch.tick() => {
-                    match look.look(self, pool, index) {
+                _ = watching.tick.tick() => {
+                    match watching.look.look(self, pool, index) {
                         Look::Stay => {}
                         Look::Move(why) => return Ok(Some(why)),
                         Look::End => return Ok(None),
@@ -266,8 +294,50 @@ impl Gateway {
                         return Ok(None);
                     }
                     if wrote.elapsed() >= CLIENT_KEEP_ALIVE {
-                        keep_alive(session).await?;
+                        self.write_watched(session, &mut watching, Bytes::from_static(KEEP_ALIVE))
+                            .await?;
                         wrote = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes `bytes` to the client while the watch goes on looking at the backend: a client
+    /// slow to read holds neither the watch nor the backend. A move seen meanwhile lets go of
+    /// the backend's stream at once (nothing moves for a client that takes nothing; the move
+    /// follows once the write is done). Shutdown or a reload ends the stream, and so does a
+    /// write that waits [`CLIENT_WRITE_TIMEOUT`]: `Err`, and the client's connection closes.
+    async fn write_watched(
+        &self,
+        session: &mut Session,
+        watching: &mut Watching<'_>,
+        bytes: Bytes,
+    ) -> Result<()> {
+        let pool = watching.pool;
+        let write = write_client(session, Some(bytes), false);
+        tokio::pin!(write);
+        loop {
+            tokio::select! {
+                written = &mut write => return written,
+                _ = watching.tick.tick() => {
+                    match watching.look.look(self, pool, watching.index) {
+                        Look::Stay => {}
+                        Look::Move(why) => {
+                            if watching.leaving.is_none() {
+                                tracing::info!(pool = %pool.name(), backend = %pool.backends[watching.index].name(), reason = why.as_str(), "event stream: the client is not reading; its backend's stream is let go, and the move waits for the client");
+                                watching.leaving = Some(why);
+                                watching.incoming = None;
+                            }
+                        }
+                        Look::End => {
+                            tracing::info!(pool = %pool.name(), "event stream ended at shutdown or reload while the client was not reading");
+                            return Err(Error::explain(
+                                ErrorType::WriteError,
+                                "the client was not reading when the gateway ended its stream",
+                            )
+                            .into_down());
+                        }
                     }
                 }
             }
@@ -275,19 +345,48 @@ impl Gateway {
     }
 }
 
+/// What a session's watch needs while it follows one backend.
+struct Watching<'a> {
+    pool: &'a Arc<Pool>,
+    index: usize,
+    look: Watch,
+    tick: tokio::time::Interval,
+    /// The backend's stream; `None` once let go.
+    incoming: Option<Incoming>,
+    /// Set when the session must leave the backend, once the write in progress is done.
+    leaving: Option<Move>,
+}
+
+/// One write to the client, given up after [`CLIENT_WRITE_TIMEOUT`] (a client that stopped
+/// reading holds its stream no longer).
+async fn write_client(session: &mut Session, bytes: Option<Bytes>, end: bool) -> Result<()> {
+    let write = session.write_response_body(bytes, end);
+    match tokio::time::timeout(CLIENT_WRITE_TIMEOUT, write).await {
+        Ok(written) => written.map_err(|e| e.into_down()),
+        Err(_) => {
+            tracing::info!(
+                timeout = ?CLIENT_WRITE_TIMEOUT,
+                "event stream ended: the client took nothing within the client write timeout"
+            );
+            Err(Error::explain(
+                ErrorType::WriteTimedout,
+                format!("the client took nothing for {CLIENT_WRITE_TIMEOUT:?}"),
+            )
+            .into_down())
+        }
+    }
+}
+
+/// The keep-alive comment.
+const KEEP_ALIVE: &[u8] = b":\n\n";
+
 /// A comment line: keeps the client's stream alive while the gateway switches backends.
 async fn keep_alive(session: &mut Session) -> Result<()> {
-    session
-        .write_response_body(Some(Bytes::from_static(b":\n\n")), false)
-        .await
-        .map_err(|e| e.into_down())
+    write_client(session, Some(Bytes::from_static(KEEP_ALIVE)), false).await
 }
 
 async fn end(session: &mut Session) -> Result<()> {
-    session
-        .write_response_body(None, true)
-        .await
-        .map_err(|e| e.into_down())
+    write_client(session, None, true).await
 }
 
 /// The first whole event in `buffer` (its lines, without the blank line that ends it) and how many
