@@ -3,9 +3,11 @@
 //! The gateway terminates the client's WebSocket and opens its own to the backend, so that it can
 //! carry the session elsewhere: every client message is judged as on any session (the method
 //! policy, the frame and message limits) and goes on under the gateway's request ids
-//! ([`SessionState`]). When the backend is marked down, fails back, or ends the connection, the
-//! gateway opens a WebSocket to the next healthy backend and, before anything else reaches the
-//! client from it:
+//! ([`SessionState`]). A backend that refuses the upgrade (any status but 101: an `Origin` it does
+//! not allow, a path it does not serve) gives the client its answer, as on a `cut` pool, and is
+//! blamed for nothing ([`refusal`]). When the backend is marked down, fails back, or ends the
+//! connection, the gateway opens a WebSocket to the next healthy backend and, before anything
+//! else reaches the client from it:
 //!
 //! 1. creates every live subscription again and maps its new id to the one the client holds;
 //! 2. looks for a reorg across the switch: a block whose logs the client has and that the new
