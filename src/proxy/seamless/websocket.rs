@@ -93,7 +93,7 @@ enum OpenFailed {
     Handshake(Box<Error>),
     /// The backend answered the upgrade with another status than 101: its answer, for the
     /// client ([`refusal`]).
-    Refused(ResponseHeader, Bytes),
+    Refused(Box<ResponseHeader>, Bytes),
 }
 
 /// Why a move to one backend did not work.
@@ -264,7 +264,7 @@ impl Gateway {
                 if !response.status().is_informational() =>
             {
                 let (header, body) = refusal(*response);
-                Err(OpenFailed::Refused(header, body))
+                Err(OpenFailed::Refused(Box::new(header), body))
             }
             Ok(Err(e)) => Err(broken(e.to_string())),
             Err(_) => Err(OpenFailed::Handshake(upstream_error(
@@ -280,13 +280,13 @@ impl Gateway {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        mut header: ResponseHeader,
+        mut header: Box<ResponseHeader>,
         body: Bytes,
     ) -> Result<()> {
         self.response_filter(session, &mut header, ctx).await?;
         let empty = body.is_empty();
         session
-            .write_response_header(Box::new(header), empty)
+            .write_response_header(header, empty)
             .await
             .map_err(|e| e.into_down())?;
         if !empty {
