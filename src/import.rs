@@ -313,9 +313,10 @@ fn global(p: &mut Parsed, words: &[&str], line: usize) -> Result<(), ImportError
         | ["pidfile", ..]
         | ["chroot", ..] => {}
         ["user", ..] | ["group", ..] => {}
-        ["stats", "socket", ..] => p
-            .carried
-            .push("stats socket: the admin listener's /status and /metrics".to_string()),
+        ["stats", "socket", ..] => p.carried.push(
+            "stats socket: an admin listener's /status (with `expose: all`) and SIGHUP for reloads"
+                .to_string(),
+        ),
         _ => p
             .notes
             .push(format!("global `{}` has no equivalent", words.join(" "))),
@@ -937,7 +938,9 @@ fn render(p: &Parsed, tls: Option<&TlsFiles>) -> Result<String, ImportError> {
     }
     out.push('\n');
 
-    // The admin listener takes the place of the frontend serving haproxy's Prometheus exporter.
+    // The admin listener takes the place of the frontend serving haproxy's Prometheus exporter,
+    // and serves what it served: metrics, to anyone who can reach it. The gateway's state and
+    // its reload stay off that address.
     if let Some(port) = p
         .frontends
         .iter()
@@ -946,7 +949,12 @@ fn render(p: &Parsed, tls: Option<&TlsFiles>) -> Result<String, ImportError> {
     {
         let _ = writeln!(
             out,
-            "admin:\n  address: 0.0.0.0:{port}   # /metrics, /status, /healthz, /readyz\n"
+            "# haproxy's Prometheus exporter listened here. This admin listener serves what it served,\n\
+             # /metrics (plus /healthz and /readyz for health checks), on every address and without\n\
+             # credentials. The status page, /status and POST /reload are not served here\n\
+             # (`expose: metrics`); reload with SIGHUP. To have them, set `expose: all` on an address\n\
+             # on 127.0.0.1, or with `auth:`.\n\
+             admin:\n  address: 0.0.0.0:{port}\n  expose: metrics\n"
         );
     }
 

@@ -1,8 +1,10 @@
 //! `ssv-ha import-haproxy` on a configuration in the original setup's style
 //! (`tests/fixtures/haproxy-original.cfg`): the output passes `ssv-ha check` and routes the same
-//! names to the same servers.
+//! names to the same servers; run, its admin listener serves what haproxy's exporter served.
 
-use ssv_ha::config::model::{ListenerMode, Policy, PoolKind, RouteEndpoint};
+mod common;
+
+use ssv_ha::config::model::{AdminExpose, ListenerMode, Policy, PoolKind, RouteEndpoint};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -139,6 +141,58 @@ fn imported_config_checks_and_routes_the_same_names_to_the_same_servers() {
         table.lookup(Some("other.example.com")),
         None,
         "no name is routed that haproxy did not route"
+    );
+}
+
+/// haproxy's exporter served `/metrics` on 0.0.0.0:8405 and nothing else: the imported admin
+/// listener is there, serves metrics and health, and refuses the gateway's state and its reload.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_imported_admin_listener_serves_metrics_where_the_exporter_was_and_nothing_else() {
+    let (code, yaml, stderr) = import(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = ssv_ha::config::parse(&yaml, dir.path()).unwrap();
+    assert_eq!(config.admin.to_string(), "0.0.0.0:8405", "{yaml}");
+    assert_eq!(config.admin_expose, AdminExpose::Metrics, "{yaml}");
+    assert!(
+        yaml.contains("POST /reload are not served here"),
+        "the file says what the listener leaves out:\n{yaml}"
+    );
+
+    // Run as imported, on ports of the test's own (loopback, free), the rest unchanged.
+    let admin = common::free_addr();
+    let listen = common::free_addr();
+    let run = yaml
+        .replace("address: 0.0.0.0:8405", &format!("address: \"{admin}\""))
+        .replace("address: 0.0.0.0:443", &format!("address: \"{listen}\""));
+    assert!(
+        !run.contains(":8405") && !run.contains(":443\n"),
+        "every address replaced:\n{run}"
+    );
+    let gw = common::Gateway::start(&run, admin, &[]).await;
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("http://{admin}{path}");
+    let metrics = client.get(url("/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(metrics.text().await.unwrap().contains("ssv_ha_build_info"));
+    for path in ["/healthz", "/readyz"] {
+        let answer = client.get(url(path)).send().await.unwrap();
+        assert_ne!(answer.status(), 404, "{path} is served");
+    }
+    let reload = client.post(url("/reload")).send().await.unwrap();
+    assert_eq!(reload.status(), 404, "POST /reload is refused");
+    assert!(!reload.text().await.unwrap().contains("reloaded"));
+    for path in ["/status", "/"] {
+        let answer = client.get(url(path)).send().await.unwrap();
+        assert_eq!(answer.status(), 404, "{path} is refused");
+    }
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("ssv_ha_config_reloads_total{"))
+            .all(|l| l.ends_with(" 0")),
+        "nothing was reloaded, nor tried:\n{metrics}"
     );
 }
 

@@ -1,9 +1,12 @@
 //! The admin listener: `/` (status page), `/metrics` (Prometheus), `/status` (JSON), `/healthz`,
-//! `/readyz`, and `POST /reload`.
+//! `/readyz`, and `POST /reload`; with `expose: metrics`, only `/metrics`, `/healthz` and
+//! `/readyz` (an exporter on an open address gives out neither the gateway's state nor its
+//! reload).
 
 pub mod page;
 pub mod status;
 
+use crate::config::model::AdminExpose;
 use crate::metrics::Metrics;
 use crate::proxy::Routing;
 use arc_swap::ArcSwap;
@@ -22,6 +25,8 @@ pub trait Reload: Send + Sync + 'static {
 pub struct AdminApp {
     /// Credentials for everything but `/healthz` and `/readyz` (which orchestrators probe).
     pub auth: Option<crate::config::model::Auth>,
+    /// What the listener serves.
+    pub expose: AdminExpose,
     pub routing: Arc<ArcSwap<Routing>>,
     pub metrics: Arc<Metrics>,
     pub reloader: Arc<dyn Reload>,
@@ -32,6 +37,13 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
+        if !serves(self.expose, &path) {
+            return reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                b"not found; this admin listener serves /metrics, /healthz and /readyz only (admin.expose: metrics)\n".to_vec(),
+            );
+        }
         if let Some(auth) = &self.auth {
             let open = matches!(path.as_str(), "/healthz" | "/readyz");
             if !open
@@ -131,6 +143,14 @@ impl ServeHttp for AdminApp {
     }
 }
 
+/// Whether a listener that exposes `expose` serves `path`.
+fn serves(expose: AdminExpose, path: &str) -> bool {
+    match expose {
+        AdminExpose::All => true,
+        AdminExpose::Metrics => matches!(path, "/metrics" | "/healthz" | "/readyz"),
+    }
+}
+
 fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -142,4 +162,20 @@ fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<
         http::HeaderValue::from_static("no-store"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_metrics_listener_serves_metrics_and_health_only() {
+        for path in ["/metrics", "/healthz", "/readyz"] {
+            assert!(serves(AdminExpose::Metrics, path), "{path}");
+        }
+        for path in ["/", "/status", "/reload", "/metrics/", "/nope"] {
+            assert!(!serves(AdminExpose::Metrics, path), "{path}");
+            assert!(serves(AdminExpose::All, path), "{path}");
+        }
+    }
 }

@@ -48,6 +48,21 @@ pub struct AdminSection {
     pub address: Option<String>,
     /// Credentials required for everything but `/healthz` and `/readyz`.
     pub auth: Option<AuthSection>,
+    /// What the listener serves ([`AdminExpose`]). Default `all`. Read on its own, so that a bad
+    /// value is reported at `admin.expose`.
+    pub expose: Option<serde_yaml::Value>,
+}
+
+/// What the admin listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminExpose {
+    /// The status page, `/status`, `/metrics`, `/healthz`, `/readyz` and `POST /reload`.
+    #[default]
+    All,
+    /// `/metrics`, `/healthz` and `/readyz` only: a Prometheus exporter that can listen on an
+    /// open address without handing out the gateway's state or its reload.
+    Metrics,
 }
 
 /// `auth:` — credentials a client must present. Values may be `${NAME}` (read from the environment).

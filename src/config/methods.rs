@@ -12,6 +12,19 @@ pub const DEFAULT_DENY: &[&str] = &[
     "txpool_*",
 ];
 
+/// The methods the gateway itself calls on a backend for a WebSocket session of an execution pool
+/// with `sessions: seamless` (`proxy::seamless`): `eth_subscribe` for its own `newHeads` and to
+/// create the client's subscriptions again on the next backend, `eth_blockNumber`,
+/// `eth_getBlockByNumber` and `eth_getLogs` to find a reorg and fill the gap. Such a pool's
+/// policy must permit every one: the gateway's calls are not the client's to judge, and a node
+/// behind a policy that denies them must not be asked them either.
+pub const SEAMLESS_MOVE_METHODS: &[&str] = &[
+    "eth_subscribe",
+    "eth_blockNumber",
+    "eth_getBlockByNumber",
+    "eth_getLogs",
+];
+
 /// Which methods a pool forwards. Patterns are exact names or prefixes ending in `*`, compared
 /// without regard to case.
 #[derive(Debug, Clone, PartialEq, Eq)]

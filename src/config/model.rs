@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 use url::Url;
 
-pub use super::file::{ListenerMode, LogFormat, Policy, PoolKind, RouteEndpoint, SessionMode};
+pub use super::file::{
+    AdminExpose, ListenerMode, LogFormat, Policy, PoolKind, RouteEndpoint, SessionMode,
+};
 
 /// Admin listener address when none is configured.
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:8405";
@@ -86,6 +88,8 @@ pub struct Config {
     pub pid_file: PathBuf,
     pub admin: SocketAddr,
     pub admin_auth: Option<Auth>,
+    /// What the admin listener serves.
+    pub admin_expose: AdminExpose,
     pub listeners: Vec<Listener>,
     pub pools: Vec<PoolConfig>,
     pub routes: Vec<Route>,

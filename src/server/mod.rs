@@ -147,6 +147,7 @@ pub fn build(
         "admin".to_string(),
         AdminApp {
             auth: config.admin_auth.clone(),
+            expose: config.admin_expose,
             routing: routing.clone(),
             metrics: metrics.clone(),
             reloader: reloader.clone(),

@@ -171,7 +171,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.listeners != new.listeners {
         what.push("listeners");
     }
-    if old.admin != new.admin || old.admin_auth != new.admin_auth {
+    if old.admin != new.admin
+        || old.admin_auth != new.admin_auth
+        || old.admin_expose != new.admin_expose
+    {
         what.push("admin");
     }
     if old.log.format != new.log.format || old.log.level != new.log.level {

@@ -1,6 +1,7 @@
 //! A simulated execution client: JSON-RPC over HTTP POST (single and batch, any path) and over
 //! WebSocket with `eth_subscribe` notifications (`newHeads`, `logs`; `newPendingTransactions` and
-//! `syncing` are accepted and stay quiet).
+//! `syncing` are accepted and stay quiet). Like geth, it can refuse a WebSocket upgrade from an
+//! origin it does not list (403) or to a path it does not serve WebSocket on (200 or 404).
 //!
 //! Its chain is made up: block `n`'s hash is a function of `n` (and of the branch, see
 //! [`NodeStatus::branch_from`](super::NodeStatus::branch_from)), so two nodes on one head agree on
@@ -42,6 +43,7 @@ async fn handle(
     State(state): State<Arc<NodeState>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
     method: http::Method,
+    uri: http::Uri,
     headers: http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -49,6 +51,9 @@ async fn handle(
         .get(http::header::USER_AGENT)
         .is_some_and(|ua| ua == crate::health::PROBE_USER_AGENT);
     if let Ok(ws) = ws {
+        if let Some(refusal) = refuse_upgrade(&state.status(), uri.path(), &headers) {
+            return refusal;
+        }
         return ws.on_upgrade(move |socket| websocket(state, socket));
     }
     if method != http::Method::POST {
@@ -63,6 +68,48 @@ async fn handle(
         Err(_) => return axum::Json(error(&Value::Null, -32700, "parse error")).into_response(),
     };
     axum::Json(answer(&state, &request, None, !probe)).into_response()
+}
+
+/// geth's answer to a WebSocket upgrade it does not take (see
+/// [`NodeStatus::ws_path`](super::NodeStatus::ws_path) and
+/// [`NodeStatus::ws_origins`](super::NodeStatus::ws_origins)); `None` when it takes it.
+fn refuse_upgrade(
+    s: &super::NodeStatus,
+    path: &str,
+    headers: &http::HeaderMap,
+) -> Option<Response> {
+    // geth routes by path first: an upgrade elsewhere is a plain request to its HTTP side.
+    if s.ws_path
+        .as_deref()
+        .is_some_and(|prefix| !path.starts_with(prefix))
+    {
+        let status = if path == "/" {
+            http::StatusCode::OK
+        } else {
+            http::StatusCode::NOT_FOUND
+        };
+        return Some(status.into_response());
+    }
+    let origin = headers.get(http::header::ORIGIN)?;
+    let allowed = s.ws_origins.as_ref()?.iter().any(|allowed| {
+        allowed == "*" || allowed.as_bytes().eq_ignore_ascii_case(origin.as_bytes())
+    });
+    if allowed {
+        return None;
+    }
+    // What gorilla/websocket's upgrader answers when the origin check fails.
+    Some(
+        (
+            http::StatusCode::FORBIDDEN,
+            [
+                (http::header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (http::header::SEC_WEBSOCKET_VERSION, "13"),
+            ],
+            "websocket: 'Origin' header value not allowed\n",
+        )
+            .into_response(),
+    )
 }
 
 /// Answers a single request or a batch. `subscriptions` is set on WebSocket connections.

@@ -2,9 +2,10 @@
 //!
 //! A [`SimNode`] serves HTTP (optionally TLS from a [`tls::TestCa`]), WebSocket (execution) and
 //! SSE (consensus) on `127.0.0.1`, with state that a test or a demo user changes at run time:
-//! syncing, peers, head, optimistic, EL offline, an error status, a delay. It can stop accepting
-//! and drop every connection, and come back on the same port. It records what it received, telling
-//! health probes (by their User-Agent) apart from client traffic.
+//! syncing, peers, head, optimistic, EL offline, an error status, a delay, WebSocket upgrades
+//! refused as geth refuses them. It can stop accepting and drop every connection, and come back
+//! on the same port. It records what it received, telling health probes (by their User-Agent)
+//! apart from client traffic.
 //!
 //! Control over HTTP (for the demo): `POST /sim/state` with a JSON patch of [`NodeStatus`], and
 //! `POST /sim/head` to produce a new head.
@@ -63,6 +64,16 @@ pub struct NodeStatus {
     pub ws_close_after: Option<u64>,
     /// Execution only: wait this long (ms) before each WebSocket answer.
     pub ws_answer_delay_ms: u64,
+    /// Execution only: the origins a WebSocket upgrade may come from, as geth's `--ws.origins`.
+    /// An upgrade whose `Origin` is not listed (compared whole, in any letter case; `*` lets any
+    /// in) is refused as geth refuses it: 403 with gorilla/websocket's text. One without `Origin`
+    /// passes, as on geth (browsers always send it). `None`: no check.
+    pub ws_origins: Option<Vec<String>>,
+    /// Execution only: the path WebSocket is served under, as geth's `--ws.rpcprefix` when
+    /// WebSocket shares the HTTP port. An upgrade to another path is answered as geth's HTTP side
+    /// answers it: `/` gets 200 with no body (geth's answer to a GET without a body, for load
+    /// balancers' checks), any other path 404 with no body. `None`: every path serves WebSocket.
+    pub ws_path: Option<String>,
     /// Consensus only: end every event stream at once, before any event (after its header).
     pub sse_end_at_once: bool,
     /// Consensus only: every event stream sends `head` events one after another, as fast as
@@ -96,6 +107,8 @@ impl Default for NodeStatus {
             sse_end_at_once: false,
             sse_flood_bytes: None,
             ws_answer_delay_ms: 0,
+            ws_origins: None,
+            ws_path: None,
             sse_keep_alive_ms: None,
             head_age_s: 0,
             genesis_time: unix_now().saturating_sub(1000 * SECONDS_PER_SLOT),

@@ -213,3 +213,69 @@ impl Setup {
         ws
     }
 }
+
+/// Three simulated execution nodes (`ec-a`, `ec-b`, `ec-c`), all primaries, behind a gateway
+/// whose pool rotates over them (`round_robin`, no fail-back), so that sessions land on each.
+/// Health checks allow a loaded machine time ([`PATIENT_HEALTH`]): the tests on it send many
+/// requests at once, and a check that times out would take a node out on its own.
+pub struct Three {
+    pub _pki: Pki,
+    pub nodes: Vec<SimNode>,
+    pub gw: Gateway,
+    pub listen: SocketAddr,
+}
+
+/// Health checks with time to answer on a loaded machine (the first check still comes at once).
+pub const PATIENT_HEALTH: &str = "{ interval: 2s, timeout: 2s, rise: 1, fall: 2 }";
+
+/// [`Three`] with `sessions` (`seamless` or `cut`), every node in `status`.
+pub async fn setup_three(sessions: &str, status: NodeStatus) -> Three {
+    let pki = Pki::new();
+    let mut nodes = Vec::new();
+    for name in ["ec-a", "ec-b", "ec-c"] {
+        nodes.push(pki.node(NodeKind::Execution, name, status.clone()).await);
+    }
+    let backends: Vec<(&SimNode, bool)> = nodes.iter().map(|n| (n, false)).collect();
+    let pools = pool_yaml_with(
+        "execution",
+        "execution",
+        "round_robin",
+        &pki.ca_file,
+        &backends,
+        &format!("    sessions: {sessions}\n    failback: false\n    health: {PATIENT_HEALTH}\n"),
+    );
+    let (admin, listen) = (free_addr(), free_addr());
+    let yaml = config(
+        admin,
+        listen,
+        &pools,
+        &format!("  - {{ listener: \"{listen}\", pool: execution }}\n"),
+    );
+    let gw = Gateway::start(&yaml, admin, &[listen]).await;
+    for node in &nodes {
+        gw.wait_backend("execution", node.name(), true).await;
+    }
+    Three {
+        _pki: pki,
+        nodes,
+        gw,
+        listen,
+    }
+}
+
+impl Three {
+    /// A client's WebSocket through the gateway to `path`, subscribed to `newHeads`; returns it
+    /// and the subscription id it got.
+    pub async fn subscribed(&self, path: &str) -> (Ws, String) {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}{path}", self.listen))
+            .await
+            .expect("a WebSocket through the gateway");
+        let mut got = Received::default();
+        let answer = call(&mut ws, &mut got, 1, "eth_subscribe", json!(["newHeads"])).await;
+        let id = answer["result"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a subscription id: {answer}"))
+            .to_string();
+        (ws, id)
+    }
+}

@@ -83,12 +83,22 @@ pub async fn ws_handshake(
     host: &str,
     extra_headers: &str,
 ) -> (TcpStream, String) {
+    ws_handshake_to(addr, "/", host, extra_headers).await
+}
+
+/// [`ws_handshake`] to `path`.
+pub async fn ws_handshake_to(
+    addr: SocketAddr,
+    path: &str,
+    host: &str,
+    extra_headers: &str,
+) -> (TcpStream, String) {
     let mut s = TcpStream::connect(addr)
         .await
         .expect("connect to the gateway");
     s.set_nodelay(true).unwrap();
     let head = format!(
-        "GET / HTTP/1.1\r\nhost: {host}\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n{extra_headers}\r\n"
+        "GET {path} HTTP/1.1\r\nhost: {host}\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n{extra_headers}\r\n"
     );
     s.write_all(head.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
@@ -107,6 +117,39 @@ pub async fn ws_handshake(
         answer.push(byte[0]);
     }
     (s, String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// An upgrade to `path` that is answered with something other than 101: the answer's status,
+/// head and body (its `content-length` bytes, or what comes until the connection closes).
+pub async fn upgrade_refused(
+    addr: SocketAddr,
+    path: &str,
+    extra_headers: &str,
+) -> (u16, String, Vec<u8>) {
+    let (mut s, head) = ws_handshake_to(addr, path, "gateway.test", extra_headers).await;
+    let length = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())?
+    });
+    let read = async move {
+        let mut body = Vec::new();
+        match length {
+            Some(n) => {
+                body.resize(n, 0);
+                s.read_exact(&mut body).await?;
+            }
+            None => {
+                s.read_to_end(&mut body).await?;
+            }
+        }
+        Ok::<_, std::io::Error>(body)
+    };
+    let body = tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("the answer's body in time")
+        .expect("the answer's body");
+    (status(&head), head, body)
 }
 
 /// A masked client frame; `first` is the first header byte (FIN, RSV bits and opcode).

@@ -192,6 +192,10 @@ impl Validator {
         );
         let admin_address = admin.address.as_deref().unwrap_or(DEFAULT_ADMIN_ADDRESS);
         let admin_auth = self.auth("admin.auth", admin.auth);
+        let admin_expose = admin
+            .expose
+            .and_then(|value| self.node("admin.expose", value, "`all` or `metrics`"))
+            .unwrap_or_default();
         let admin = self.socket_addr("admin.address", admin_address);
 
         let timeouts = Timeouts {
@@ -242,6 +246,7 @@ impl Validator {
             pid_file,
             admin: admin?,
             admin_auth,
+            admin_expose,
             listeners,
             pools,
             routes,

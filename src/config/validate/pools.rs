@@ -3,6 +3,7 @@
 
 use super::Validator;
 use crate::config::file::{BackendSection, Policy, PoolSection};
+use crate::config::methods::SEAMLESS_MOVE_METHODS;
 use crate::config::model::*;
 use serde_yaml::Value;
 use std::collections::BTreeMap;
@@ -200,6 +201,24 @@ impl Validator {
                 Some("add `sessions: seamless` to this execution pool, or remove max_gap_blocks"),
             );
         }
+        if sessions == SessionMode::Seamless && section.kind == PoolKind::Execution {
+            let denied: Vec<&str> = SEAMLESS_MOVE_METHODS
+                .iter()
+                .copied()
+                .filter(|m| !methods.permits(m))
+                .collect();
+            if !denied.is_empty() {
+                self.error(
+                    format!("{path}.methods"),
+                    format!(
+                        "denies {}, which the gateway itself calls to move a `sessions: seamless` WebSocket session (it needs {})",
+                        denied.join(", "),
+                        SEAMLESS_MOVE_METHODS.join(", ")
+                    ),
+                    Some("allow them in this pool's `methods`, or use `sessions: cut`"),
+                );
+            }
+        }
         let max_gap_blocks = section.max_gap_blocks.unwrap_or(DEFAULT_MAX_GAP_BLOCKS);
         if max_gap_blocks == 0 {
             self.error(
@@ -269,5 +288,45 @@ mod session_mode_tests {
         assert_eq!(errors(&cut)[0].path, "pools.execution.max_gap_blocks");
         let zero = seamless.replace("max_gap_blocks: 16", "max_gap_blocks: 0");
         assert_eq!(errors(&zero)[0].path, "pools.execution.max_gap_blocks");
+    }
+
+    /// A pool whose `methods` are these lines, with `sessions`.
+    fn with_methods(sessions: &str, methods: &str) -> String {
+        MINIMAL.replace(
+            "    kind: execution\n",
+            &format!("    kind: execution\n    sessions: {sessions}\n{methods}"),
+        )
+    }
+
+    #[test]
+    fn a_seamless_pools_policy_must_permit_the_calls_that_move_a_session() {
+        // Denied by name, by prefix, in any case, or left out of an allow list.
+        for (methods, denied) in [
+            ("    methods: { deny: [eth_getLogs] }\n", "eth_getLogs"),
+            (
+                "    methods: { deny: [\"eth_get*\"] }\n",
+                "eth_getBlockByNumber, eth_getLogs",
+            ),
+            ("    methods: { deny: [ETH_SUBSCRIBE] }\n", "eth_subscribe"),
+            (
+                "    methods: { allow: [eth_call, eth_subscribe, eth_getLogs] }\n",
+                "eth_blockNumber, eth_getBlockByNumber",
+            ),
+        ] {
+            let errs = errors(&with_methods("seamless", methods));
+            assert_eq!(errs.len(), 1, "{methods}: {errs:?}");
+            assert_eq!(errs[0].path, "pools.execution.methods", "{methods}");
+            assert!(
+                errs[0].message.starts_with(&format!("denies {denied}, ")),
+                "{methods}: {}",
+                errs[0]
+            );
+            // The same policy is fine where sessions are cut.
+            parse(&with_methods("cut", methods), Path::new(".")).expect("valid under cut");
+        }
+        // The default policy, and an allow list that names them, permit the moves.
+        parse(&with_methods("seamless", ""), Path::new(".")).expect("valid");
+        let allowed = "    methods: { allow: [eth_call, \"eth_get*\", eth_blockNumber, eth_subscribe, eth_unsubscribe] }\n";
+        parse(&with_methods("seamless", allowed), Path::new(".")).expect("valid");
     }
 }

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::config::file::Policy;
+use serde::de::DeserializeOwned;
 
 pub(super) const MINIMAL: &str = r#"
 listeners:
@@ -147,4 +148,89 @@ fn all_backups_and_missing_files_are_rejected() {
     assert!(errors(&text)
         .iter()
         .any(|e| e.path == "listeners[0].tls" && e.message.contains("/nonexistent.crt")));
+}
+
+/// The keys of one section struct, as serde lists them when it refuses an unknown one (every
+/// section denies unknown fields).
+fn keys<T: DeserializeOwned + std::fmt::Debug>() -> Vec<String> {
+    let refused = serde_yaml::from_str::<T>("no_such_key: 1")
+        .expect_err("an unknown key is refused")
+        .to_string();
+    let expected = refused.split_once("expected").map_or("", |(_, list)| list);
+    expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every key of the file structs has a row in the README's configuration reference, and every
+/// row there names a key the code reads. Keys whose value is a small mapping (`tls`, `auth`,
+/// `methods`) are documented by one row for the whole value.
+#[test]
+fn the_readme_documents_every_config_key_and_no_other() {
+    use crate::config::file::*;
+    let sections: [(&str, Vec<String>); 10] = [
+        ("log", keys::<LogSection>()),
+        ("server", keys::<ServerSection>()),
+        ("admin", keys::<AdminSection>()),
+        ("listeners[]", keys::<ListenerSection>()),
+        ("timeouts", keys::<TimeoutSection>()),
+        ("limits", keys::<LimitsSection>()),
+        ("pools.NAME", keys::<PoolSection>()),
+        ("pools.NAME.health", keys::<HealthSection>()),
+        ("pools.NAME.backends[]", keys::<BackendSection>()),
+        ("routes[]", keys::<RouteSection>()),
+    ];
+    let mut in_code: Vec<String> = sections
+        .iter()
+        .flat_map(|(section, keys)| keys.iter().map(move |key| format!("{section}.{key}")))
+        // Mappings of their own, documented in their own rows.
+        .filter(|key| key != "pools.NAME.health" && key != "pools.NAME.backends")
+        .collect();
+    // The only top-level key that is a value, not a section.
+    in_code.push("retries".into());
+    for section in ["log", "server", "admin", "timeouts", "limits"] {
+        assert!(TOP_LEVEL_KEYS.contains(&section), "{section}");
+    }
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let documented: Vec<String> = readme
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `")?.split_once("` |"))
+        .map(|(key, _)| key.to_string())
+        .filter(|key| {
+            key == "retries"
+                || sections
+                    .iter()
+                    .any(|(section, _)| key.starts_with(&format!("{section}.")))
+        })
+        .collect();
+    for key in &in_code {
+        assert!(
+            documented.contains(key),
+            "`{key}` is read from the config file but has no row in the README's reference"
+        );
+    }
+    for key in &documented {
+        assert!(
+            in_code.contains(key),
+            "the README documents `{key}`, which the config file does not have"
+        );
+    }
+}
+
+#[test]
+fn the_admin_listener_exposes_everything_unless_told_metrics() {
+    let c = parse(MINIMAL, Path::new(".")).expect("valid");
+    assert_eq!(c.admin_expose, AdminExpose::All);
+    let text = format!("{MINIMAL}\nadmin: {{ address: 0.0.0.0:8405, expose: metrics }}\n");
+    let c = parse(&text, Path::new(".")).expect("valid");
+    assert_eq!(c.admin_expose, AdminExpose::Metrics);
+    let errs = errors(&format!("{MINIMAL}\nadmin: {{ expose: status }}\n"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].path, "admin.expose");
+    assert!(errs[0].message.contains("`status`"), "{}", errs[0]);
+    assert_eq!(errs[0].hint.as_deref(), Some("`all` or `metrics`"));
 }

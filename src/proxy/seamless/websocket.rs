@@ -3,9 +3,11 @@
 //! The gateway terminates the client's WebSocket and opens its own to the backend, so that it can
 //! carry the session elsewhere: every client message is judged as on any session (the method
 //! policy, the frame and message limits) and goes on under the gateway's request ids
-//! ([`SessionState`]). When the backend is marked down, fails back, or ends the connection, the
-//! gateway opens a WebSocket to the next healthy backend and, before anything else reaches the
-//! client from it:
+//! ([`SessionState`]). A backend that refuses the upgrade (any status but 101: an `Origin` it does
+//! not allow, a path it does not serve) gives the client its answer, as on a `cut` pool, and is
+//! blamed for nothing ([`refusal`]). When the backend is marked down, fails back, or ends the
+//! connection, the gateway opens a WebSocket to the next healthy backend and, before anything
+//! else reaches the client from it:
 //!
 //! 1. creates every live subscription again and maps its new id to the one the client holds;
 //! 2. looks for a reorg across the switch: a block whose logs the client has and that the new
@@ -21,6 +23,7 @@
 //! pass the same rules: nothing the client has goes out twice. With no healthy backend left the
 //! session closes (1012, service restart), as a cut one would.
 
+use super::super::direct::HOP_BY_HOP_RESPONSE;
 use super::super::websocket::{frame, whole_frames};
 use super::super::{Gateway, RequestCtx};
 use super::subscriptions::{
@@ -49,6 +52,9 @@ const WEBSOCKET: usize = 0;
 /// The largest message the gateway reads from a backend (an `eth_getLogs` answer of a gap fill
 /// is the largest it asks for).
 pub const MAX_BACKEND_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// The longest body of a backend's refusal of an upgrade passed to the client ([`refusal`]).
+pub const MAX_REFUSAL_BODY: usize = 16 * 1024;
 
 /// Bytes of the new backend's messages that wait while a session moves.
 pub const MAX_WAITING_BYTES: usize = 16 * 1024 * 1024;
@@ -79,6 +85,17 @@ enum Outcome {
     Move { why: Move, heard: bool },
 }
 
+/// Why the gateway's WebSocket to a backend did not open.
+enum OpenFailed {
+    /// Connecting (TCP, TLS) failed.
+    Connect(Box<Error>),
+    /// The request could not be made, or the handshake broke or had no answer in time.
+    Handshake(Box<Error>),
+    /// The backend answered the upgrade with another status than 101: its answer, for the
+    /// client ([`refusal`]).
+    Refused(Box<ResponseHeader>, Bytes),
+}
+
 /// Why a move to one backend did not work.
 enum MoveFailed {
     /// That backend failed: the next one is tried.
@@ -107,25 +124,33 @@ impl Gateway {
         // The first backend is chosen like any request's, with the same rules for a failure.
         let (mut index, mut upstream, protocol) = loop {
             let connections = self.next_attempt(ctx, |b| b.ws_connections())?;
-            match self
+            let e = match self
                 .open_upstream(session, ctx, &connections, response_timeout)
                 .await
             {
                 Ok((upstream, protocol)) => {
                     break (ctx.backend.unwrap_or_default(), upstream, protocol)
                 }
-                Err((e, connecting)) => {
-                    let e = if connecting {
-                        self.connect_failed(session, ctx, e)
-                    } else {
-                        self.proxy_failed(session, ctx, e, false)
-                    };
-                    if e.retry() {
-                        continue;
+                Err(OpenFailed::Connect(e)) => self.connect_failed(session, ctx, e),
+                Err(OpenFailed::Handshake(e)) => self.proxy_failed(session, ctx, e, false),
+                // The node's answer to this upgrade, as on a `cut` pool: the response hook holds
+                // 502/503/504 (the node's own proxy saying it is gone) against the node and tries
+                // another while it may; any other status is the node's to this client (an
+                // `Origin` it does not list, a path it does not serve), and blames no one.
+                Err(OpenFailed::Refused(mut header, body)) => {
+                    match self
+                        .upstream_response_filter(session, &mut header, ctx)
+                        .await
+                    {
+                        Ok(()) => return self.pass_refusal(session, ctx, header, body).await,
+                        Err(e) => e,
                     }
-                    return Err(e);
                 }
+            };
+            if e.retry() {
+                continue;
             }
+            return Err(e);
         };
         let mut header = ResponseHeader::build(101, Some(4))?;
         header.insert_header(http::header::UPGRADE, "websocket")?;
@@ -203,23 +228,29 @@ impl Gateway {
     }
 
     /// Opens the gateway's WebSocket to the chosen backend (`ctx.backend`) with the client's
-    /// request as the hooks shape it; returns it and the subprotocol the backend chose. The error
-    /// says whether the connection itself failed.
+    /// request as the hooks shape it; returns it and the subprotocol the backend chose.
     async fn open_upstream(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         connections: &Connections,
         response_timeout: Duration,
-    ) -> Result<(Upstream, Option<http::HeaderValue>), (Box<Error>, bool)> {
+    ) -> Result<(Upstream, Option<http::HeaderValue>), OpenFailed> {
         let mut request = session.req_header().clone();
         self.upstream_request_filter(session, &mut request, ctx)
             .await
-            .map_err(|e| (e, false))?;
-        let request = handshake_request(&request).map_err(|e| (e, false))?;
-        let stream = connections.open().await.map_err(|e| (e, true))?;
+            .map_err(OpenFailed::Handshake)?;
+        let request = handshake_request(&request).map_err(OpenFailed::Handshake)?;
+        let stream = connections.open().await.map_err(OpenFailed::Connect)?;
         let handshake =
             tokio_tungstenite::client_async_with_config(request, stream, Some(backend_config()));
+        let broken = |e: String| {
+            OpenFailed::Handshake(upstream_error(
+                ErrorType::ConnectError,
+                "WebSocket handshake",
+                e,
+            ))
+        };
         match tokio::time::timeout(response_timeout, handshake).await {
             Ok(Ok((upstream, response))) => {
                 let protocol = response
@@ -228,23 +259,43 @@ impl Gateway {
                     .cloned();
                 Ok((upstream, protocol))
             }
-            Ok(Err(e)) => Err((
-                upstream_error(
-                    ErrorType::ConnectError,
-                    "WebSocket handshake",
-                    e.to_string(),
-                ),
-                false,
-            )),
-            Err(_) => Err((
-                upstream_error(
-                    ErrorType::ReadTimedout,
-                    "WebSocket handshake",
-                    format!("no answer within {response_timeout:?}"),
-                ),
-                false,
-            )),
+            // An interim answer (100) is no answer to an upgrade.
+            Ok(Err(tungstenite::Error::Http(response)))
+                if !response.status().is_informational() =>
+            {
+                let (header, body) = refusal(*response);
+                Err(OpenFailed::Refused(Box::new(header), body))
+            }
+            Ok(Err(e)) => Err(broken(e.to_string())),
+            Err(_) => Err(OpenFailed::Handshake(upstream_error(
+                ErrorType::ReadTimedout,
+                "WebSocket handshake",
+                format!("no answer within {response_timeout:?}"),
+            ))),
         }
+    }
+
+    /// Sends the client a backend's answer to its upgrade, which the backend refused.
+    async fn pass_refusal(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        mut header: Box<ResponseHeader>,
+        body: Bytes,
+    ) -> Result<()> {
+        self.response_filter(session, &mut header, ctx).await?;
+        let empty = body.is_empty();
+        session
+            .write_response_header(header, empty)
+            .await
+            .map_err(|e| e.into_down())?;
+        if !empty {
+            session
+                .write_response_body(Some(body), true)
+                .await
+                .map_err(|e| e.into_down())?;
+        }
+        Ok(())
     }
 
     /// Passes messages both ways until the session ends or must move.
@@ -470,11 +521,17 @@ impl Gateway {
                 .await
             {
                 Ok((upstream, _)) => upstream,
-                Err((e, connecting)) => {
+                Err(OpenFailed::Connect(e)) => {
                     tracing::warn!(pool = %pool.name(), backend = %backend.name(), error = %e, "moving a WebSocket session: backend failed; trying the next");
-                    if connecting {
-                        pool.take_out(index, Traffic::WebSocket, "WebSocket: connect failed");
-                    }
+                    pool.take_out(index, Traffic::WebSocket, "WebSocket: connect failed");
+                    continue;
+                }
+                Err(OpenFailed::Handshake(e)) => {
+                    tracing::warn!(pool = %pool.name(), backend = %backend.name(), error = %e, "moving a WebSocket session: backend failed; trying the next");
+                    continue;
+                }
+                Err(OpenFailed::Refused(header, _)) => {
+                    tracing::warn!(pool = %pool.name(), backend = %backend.name(), status = header.status.as_u16(), "moving a WebSocket session: the backend refused the upgrade; trying the next");
                     continue;
                 }
             };
@@ -806,6 +863,86 @@ fn short(value: &Value) -> String {
     text
 }
 
+/// A backend's answer to an upgrade it refused, as the client gets it: its status, its headers
+/// but those of its own hop, and its body. The handshake keeps only the body that came in the
+/// read that ended the head (tungstenite reads 4 KiB at a time): a node's refusal is a line or
+/// a short page and comes with its head; a body that came later is cut where it stopped, and
+/// none is longer than [`MAX_REFUSAL_BODY`].
+fn refusal(response: http::Response<Option<Vec<u8>>>) -> (ResponseHeader, Bytes) {
+    let (parts, tail) = response.into_parts();
+    let mut header = ResponseHeader::from(parts);
+    let mut body = tail.unwrap_or_default();
+    let chunked = header
+        .headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .any(|v| v.as_bytes().to_ascii_lowercase().ends_with(b"chunked"));
+    let length = header
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<usize>().ok());
+    if matches!(header.status.as_u16(), 204 | 304) {
+        body.clear();
+    } else if chunked {
+        body = dechunk(&body);
+    } else if let Some(length) = length {
+        body.truncate(length);
+    }
+    body.truncate(MAX_REFUSAL_BODY);
+    // Headers the `Connection` header names are the hop's too.
+    let named: Vec<String> = header
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect();
+    for name in named
+        .iter()
+        .map(String::as_str)
+        .chain(HOP_BY_HOP_RESPONSE)
+        .chain([
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "content-length",
+        ])
+    {
+        header.remove_header(name);
+    }
+    header.set_version(http::Version::HTTP_11);
+    // Cannot fail: a number is a valid header value.
+    let _ = header.insert_header(http::header::CONTENT_LENGTH, body.len());
+    (header, Bytes::from(body))
+}
+
+/// The data of the whole chunks at the start of a chunked body (`httparse` reads the sizes).
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Ok(httparse::Status::Complete((start, size))) = httparse::parse_chunk_size(rest) {
+        let end = usize::try_from(size)
+            .ok()
+            .and_then(|size| start.checked_add(size));
+        let Some(chunk) = end.and_then(|end| rest.get(start..end)) else {
+            // A chunk that came only in part: what came of it.
+            out.extend_from_slice(rest.get(start..).unwrap_or_default());
+            break;
+        };
+        if chunk.is_empty() || out.len() >= MAX_REFUSAL_BODY {
+            break;
+        }
+        out.extend_from_slice(chunk);
+        match rest.get(start + chunk.len()..) {
+            Some([b'\r', b'\n', after @ ..]) => rest = after,
+            _ => break,
+        }
+    }
+    out
+}
+
 /// The backend's limits: messages up to [`MAX_BACKEND_MESSAGE`].
 fn backend_config() -> WebSocketConfig {
     WebSocketConfig::default()
@@ -930,6 +1067,77 @@ mod tests {
         assert!(out.headers().get("sec-websocket-extensions").is_none());
         assert_eq!(out.headers()["sec-websocket-protocol"], "json");
         assert_eq!(out.headers()["host"], "ec-a.example");
+    }
+
+    fn refused(status: u16, headers: &[(&str, &str)], tail: &[u8]) -> (ResponseHeader, Bytes) {
+        let mut response = http::Response::builder().status(status);
+        for (name, value) in headers {
+            response = response.header(*name, *value);
+        }
+        refusal(response.body(Some(tail.to_vec())).unwrap())
+    }
+
+    #[test]
+    fn a_refusal_keeps_the_nodes_headers_but_those_of_its_hop() {
+        let (header, body) = refused(
+            403,
+            &[
+                ("content-type", "text/plain; charset=utf-8"),
+                ("sec-websocket-version", "13"),
+                ("connection", "keep-alive, x-hop"),
+                ("keep-alive", "timeout=5"),
+                ("x-hop", "1"),
+                ("upgrade", "h2c"),
+                ("content-length", "9"),
+            ],
+            b"Forbidden",
+        );
+        assert_eq!(header.status, 403);
+        assert_eq!(&body[..], b"Forbidden");
+        assert_eq!(header.headers["content-type"], "text/plain; charset=utf-8");
+        assert_eq!(header.headers["sec-websocket-version"], "13");
+        assert_eq!(header.headers["content-length"], "9");
+        for hop in ["connection", "keep-alive", "x-hop", "upgrade"] {
+            assert!(header.headers.get(hop).is_none(), "{hop}");
+        }
+    }
+
+    #[test]
+    fn a_refusals_body_is_cut_to_its_framing_and_bound() {
+        // Bytes past the declared length are not the answer's.
+        let (header, body) = refused(404, &[("content-length", "3")], b"abcdef");
+        assert_eq!(&body[..], b"abc");
+        assert_eq!(header.headers["content-length"], "3");
+        // A body that came only in part is what came.
+        let (_, body) = refused(403, &[("content-length", "100")], b"abc");
+        assert_eq!(&body[..], b"abc");
+        // Chunked: the data of the chunks, without their framing.
+        let (header, body) = refused(
+            403,
+            &[("transfer-encoding", "chunked")],
+            b"4\r\nForb\r\n5;x=1\r\nidden\r\n0\r\n\r\n",
+        );
+        assert_eq!(&body[..], b"Forbidden");
+        assert!(header.headers.get("transfer-encoding").is_none());
+        assert_eq!(header.headers["content-length"], "9");
+        let (_, body) = refused(
+            403,
+            &[("transfer-encoding", "chunked")],
+            b"4\r\nForb\r\n9\r\nidd",
+        );
+        assert_eq!(&body[..], b"Forbidd");
+        let (_, body) = refused(
+            403,
+            &[("transfer-encoding", "chunked")],
+            b"zz\r\nnot a chunk",
+        );
+        assert!(body.is_empty());
+        // No framing: what came, up to the bound.
+        let (_, body) = refused(200, &[], &vec![b'x'; MAX_REFUSAL_BODY + 10]);
+        assert_eq!(body.len(), MAX_REFUSAL_BODY);
+        let (header, body) = refused(204, &[], b"stray");
+        assert!(body.is_empty());
+        assert_eq!(header.headers["content-length"], "0");
     }
 
     #[test]
