@@ -63,6 +63,15 @@ pub struct NodeStatus {
     pub ws_close_after: Option<u64>,
     /// Execution only: wait this long (ms) before each WebSocket answer.
     pub ws_answer_delay_ms: u64,
+    /// Execution only: stop reading every WebSocket connection (a frozen node: its TCP window
+    /// closes once its buffers are full); heads still go out.
+    pub ws_frozen: bool,
+    /// Execution only: write the `id` of each WebSocket answer as its last key (as Nethermind
+    /// does), not its first.
+    pub ws_id_last: bool,
+    /// Execution only: answer `eth_getLogs` with one log whose `data` makes the answer about this
+    /// many bytes, whatever the filter.
+    pub logs_answer_bytes: Option<usize>,
     /// Consensus only: end every event stream at once, before any event (after its header).
     pub sse_end_at_once: bool,
     /// Consensus only: genesis time (Unix seconds); by default the head is the wall-clock slot.
@@ -91,6 +100,9 @@ impl Default for NodeStatus {
             ws_close_after: None,
             sse_end_at_once: false,
             ws_answer_delay_ms: 0,
+            ws_frozen: false,
+            ws_id_last: false,
+            logs_answer_bytes: None,
             sse_keep_alive_ms: None,
             head_age_s: 0,
             genesis_time: unix_now().saturating_sub(1000 * SECONDS_PER_SLOT),
@@ -137,6 +149,8 @@ pub struct NodeState {
     /// JSON-RPC methods received from clients (not probes), in order.
     rpc_methods: Mutex<Vec<String>>,
     client_requests: AtomicU64,
+    /// WebSocket connections open now.
+    ws_open: AtomicU64,
 }
 
 impl NodeState {
@@ -149,6 +163,7 @@ impl NodeState {
             seen: Mutex::new(Vec::new()),
             rpc_methods: Mutex::new(Vec::new()),
             client_requests: AtomicU64::new(0),
+            ws_open: AtomicU64::new(0),
         })
     }
 
@@ -309,6 +324,11 @@ impl SimNode {
     /// Requests from clients (health probes not counted).
     pub fn client_requests(&self) -> u64 {
         self.state.client_requests.load(Ordering::SeqCst)
+    }
+
+    /// WebSocket connections open now (execution).
+    pub fn ws_open(&self) -> u64 {
+        self.state.ws_open.load(Ordering::SeqCst)
     }
 
     /// Every request received, probes included.

@@ -707,3 +707,154 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Recording<S> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    fn server_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = frame(OpCode::from(opcode), None, payload);
+        if !fin {
+            f[0] &= 0x7f;
+        }
+        f
+    }
+
+    #[test]
+    fn the_id_is_found_first_or_last() {
+        assert_eq!(
+            id_from_head(br#"{"jsonrpc":"2.0","id":42,"result":[{"a":"#),
+            Some(42)
+        );
+        assert_eq!(
+            id_from_head(br#" { "jsonrpc" : "2.0", "x":{"id":1,"s":"}\""}, "id" : 7 ,"result""#),
+            Some(7)
+        );
+        assert_eq!(
+            id_from_head(br#"[{"jsonrpc":"2.0","id":3,"result":[1,"#),
+            Some(3)
+        );
+        // The id not in the head, or cut off: unknown.
+        assert_eq!(
+            id_from_head(br#"{"jsonrpc":"2.0","result":[{"id":5,"#),
+            None
+        );
+        assert_eq!(id_from_head(br#"{"jsonrpc":"2.0","id":12"#), None);
+        assert_eq!(id_from_tail(br#"x"}],"id":99}"#), Some(99));
+        assert_eq!(id_from_tail(b"0\"}] ,\n \"id\" : 99 } \n"), Some(99));
+        assert_eq!(id_from_tail(br#"x"}],"id":8}]"#), Some(8));
+        // A string that ends like an id member is not one.
+        assert_eq!(id_from_tail(br#"{"result":"a\"id\":9}"}"#), None);
+        assert_eq!(id_from_tail(br#""result":{"id":9}}"#), None);
+        assert_eq!(id_from_tail(br#"],"id":"9"}"#), None);
+    }
+
+    /// A socket reading `bytes` from the backend; what it sends is kept by the other end.
+    fn socket_reading(bytes: Vec<u8>) -> (BackendSocket, tokio::io::DuplexStream) {
+        let (ours, mut theirs) = tokio::io::duplex(1 << 20);
+        let writer = tokio::spawn(async move {
+            theirs.write_all(&bytes).await.unwrap();
+            theirs
+        });
+        let socket = BackendSocket::new(Box::new(ours), Vec::new());
+        // The writer finishes once its bytes are read.
+        drop(writer);
+        let (_, spare) = tokio::io::duplex(1);
+        (socket, spare)
+    }
+
+    #[tokio::test]
+    async fn an_oversized_message_is_dropped_with_its_id_and_the_next_one_reads() {
+        let big = format!(
+            r#"{{"jsonrpc":"2.0","result":["{}"],"id":77}}"#,
+            "a".repeat(MAX_BACKEND_MESSAGE)
+        );
+        let mut bytes = server_frame(false, 1, &big.as_bytes()[..1000]);
+        bytes.extend(server_frame(true, 9, b"hi"));
+        bytes.extend(server_frame(true, 0, &big.as_bytes()[1000..]));
+        bytes.extend(server_frame(
+            true,
+            1,
+            br#"{"jsonrpc":"2.0","id":78,"result":1}"#,
+        ));
+        let (mut socket, _spare) = socket_reading(bytes);
+        match socket.read().await {
+            Some(Ok(Incoming::Oversized { id, length })) => {
+                assert_eq!((id, length), (Some(77), big.len() as u64));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            socket.input.capacity() <= LARGE_READ * 2,
+            "the payload was not kept: {}",
+            socket.input.capacity()
+        );
+        match socket.read().await {
+            Some(Ok(Incoming::Data { data, payload })) => {
+                assert_eq!(data, Data::Text);
+                assert_eq!(&payload[..], br#"{"jsonrpc":"2.0","id":78,"result":1}"#);
+            }
+            other => panic!("{other:?}"),
+        }
+        // The ping in between was answered (a pong is queued or written).
+        assert!(socket.queued() > 0 || socket.unflushed || socket.output.is_empty());
+    }
+
+    #[tokio::test]
+    async fn whole_messages_come_across_fragments_and_small_reads() {
+        let body = br#"{"jsonrpc":"2.0","method":"eth_subscription","params":{}}"#;
+        let mut bytes = server_frame(false, 1, &body[..10]);
+        bytes.extend(server_frame(true, 10, b""));
+        bytes.extend(server_frame(true, 0, &body[10..]));
+        bytes.extend(server_frame(true, 8, &1000u16.to_be_bytes()));
+        let (mut socket, _spare) = socket_reading(bytes);
+        match socket.read().await {
+            Some(Ok(Incoming::Data { payload, .. })) => assert_eq!(&payload[..], body),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(socket.read().await, Some(Ok(Incoming::Close))));
+        assert!(socket.read().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn masked_or_compressed_frames_are_refused() {
+        let mut masked = frame(OpCode::Data(Data::Text), Some([1, 2, 3, 4]), b"{}");
+        masked[0] |= 0x80;
+        let mut compressed = server_frame(true, 1, b"{}");
+        compressed[0] |= 0x40;
+        for bytes in [masked, compressed, server_frame(true, 0, b"x")] {
+            let (mut socket, _spare) = socket_reading(bytes);
+            assert!(matches!(socket.read().await, Some(Err(_))));
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_frames_go_out_masked_while_the_socket_reads_and_a_stall_shows() {
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        let mut socket = BackendSocket::new(Box::new(ours), Vec::new());
+        assert_eq!(socket.stalled_for(), None);
+        socket.queue(Data::Text, &[b'x'; 1000]);
+        assert!(socket.queued() > 1000);
+        // Nobody reads the other end past 64 bytes: the read waits, the send stalls.
+        let waited = tokio::time::timeout(Duration::from_millis(100), socket.read()).await;
+        assert!(waited.is_err());
+        assert!(socket.stalled_for().is_some());
+        assert!(socket.queued() > 900);
+        // The other end reads: everything goes out, a masked frame.
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0; 1008];
+            tokio::io::AsyncReadExt::read_exact(&mut theirs, &mut got)
+                .await
+                .unwrap();
+            got
+        });
+        let _ = tokio::time::timeout(Duration::from_millis(300), socket.read()).await;
+        let got = reader.await.unwrap();
+        assert_eq!(socket.queued(), 0);
+        assert_eq!(got[0], 0x81);
+        assert_eq!(got[1] & 0x80, 0x80, "masked");
+        let (_, length) = FrameHeader::parse(&mut Cursor::new(&got)).unwrap().unwrap();
+        assert_eq!(length, 1000);
+    }
+}
