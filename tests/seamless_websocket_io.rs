@@ -140,7 +140,8 @@ async fn a_frozen_backend_does_not_hide_its_mark_down() {
 /// byte for the send deadline (10 s).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_frozen_backend_is_left_after_the_send_deadline() {
-    let s = setup("").await;
+    // Slow health checks: only the send deadline moves the session here.
+    let s = setup(SLOW_HEALTH).await;
     let ws = s.subscribed_on("ec-a").await;
     s.a.set(|st| st.ws_frozen = true);
     let sender = flood(ws, 400, 64 * 1024);

@@ -20,6 +20,13 @@
 //! Notifications the new backend sends meanwhile wait (bounded by [`MAX_WAITING_BYTES`]) and then
 //! pass the same rules: nothing the client has goes out twice. With no healthy backend left the
 //! session closes (1012, service restart), as a cut one would.
+//!
+//! No wait on a peer holds the loop that watches the backend (mark-down, fail-back, reload,
+//! shutdown): messages for the backend are queued on the gateway's own socket to it
+//! ([`super::backend`]), which moves the session when the backend takes none of them for
+//! [`SEND_DEADLINE`], and a write to the client runs against the watch
+//! (`Gateway::to_client_watched`). An answer over [`MAX_BACKEND_MESSAGE`] fails its request
+//! only; a session moves at most [`MAX_MOVES`] times in [`MOVES_WINDOW`].
 
 use super::super::websocket::{frame, whole_frames};
 use super::super::{Gateway, RequestCtx};
