@@ -307,3 +307,46 @@ async fn a_session_that_keeps_moving_closes() {
     let moved = moves(&s.gw).await;
     assert!((10.0..=11.0).contains(&moved), "moved {moved} times");
 }
+
+/// Resident memory of the gateway per idle seamless session, each subscribed to `newHeads` and
+/// `logs` (a measurement, not a check: run it with `--ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn memory_per_idle_session() {
+    let s = setup(SLOW_HEALTH).await;
+    let rss = |pid: u32| -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap()
+    };
+    // One session first, so that what every session shares is counted before.
+    let mut sessions = vec![s.connect().await];
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = rss(s.gw.pid());
+    let count = 1000;
+    for _ in 1..count {
+        let mut ws = s.connect().await;
+        for (id, params) in [(1, json!(["newHeads"])), (2, json!(["logs", {}]))] {
+            let call = json!({"jsonrpc":"2.0","id":id,"method":"eth_subscribe","params":params});
+            ws.send(Message::Text(call.to_string().into())).await.unwrap();
+            next_text(&mut ws).await;
+        }
+        sessions.push(ws);
+    }
+    // A few heads go to every session, then all is quiet.
+    for _ in 0..3 {
+        s.a.new_head();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for ws in sessions.iter_mut().skip(1) {
+        while tokio::time::timeout(Duration::from_millis(1), ws.next()).await.is_ok() {}
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss(s.gw.pid());
+    eprintln!(
+        "gateway RSS: {before} kB with 1 session, {after} kB with {count}: {} kB per session",
+        (after - before) / (count - 1)
+    );
+}
