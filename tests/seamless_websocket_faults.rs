@@ -86,7 +86,7 @@ async fn both_backends_down_close_the_session() {
     assert_eq!((a, b), (0.0, 0.0), "sessions_open: ec-a {a}, ec-b {b}");
 }
 
-/// A request whose answer no backend can deliver (larger than the gateway's 64 MiB backend
+/// A request whose answer no backend can deliver (larger than the gateway's 16 MiB backend
 /// message limit: an `eth_getLogs` over a wide range) must not make the session bounce between
 /// the backends, sending the request again on each, forever.
 #[tokio::test(flavor = "multi_thread")]

@@ -181,6 +181,11 @@ fn call(
             else {
                 return error(&id, -32602, "invalid block range");
             };
+            if let Some(bytes) = s.logs_answer_bytes {
+                let mut log = block_logs(&s, from.min(s.head)).swap_remove(0);
+                log["data"] = json!(format!("0x{}", "ab".repeat(bytes / 2)));
+                return json!({"jsonrpc": "2.0", "id": id, "result": [log]});
+            }
             let logs: Vec<Value> = (from..=to.min(s.head))
                 .flat_map(|n| block_logs(&s, n))
                 .filter(|log| matches(&filter, log))
@@ -231,6 +236,19 @@ fn call(
 }
 
 async fn websocket(state: Arc<NodeState>, mut socket: WebSocket) {
+    /// Counts the connection open while it lives.
+    struct Open(Arc<NodeState>);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0
+                .ws_open
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    state
+        .ws_open
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let _open = Open(state.clone());
     let close_after = || state.status().ws_close_after;
     if close_after() == Some(0) {
         return;
@@ -240,6 +258,7 @@ async fn websocket(state: Arc<NodeState>, mut socket: WebSocket) {
     let mut kill = state.kill.subscribe();
     let mut subscriptions: Subscriptions = Vec::new();
     loop {
+        let frozen = state.status().ws_frozen;
         tokio::select! {
             // Heads before requests: notifications of blocks made before a request came go out
             // before its answer, as a node sends them (and tests can rely on the order).
@@ -268,7 +287,9 @@ async fn websocket(state: Arc<NodeState>, mut socket: WebSocket) {
                     }
                 }
             }
-            message = socket.recv() => {
+            // Frozen: the socket is not read until the node thaws.
+            _ = tokio::time::sleep(std::time::Duration::from_millis(50)), if frozen => {}
+            message = socket.recv(), if !frozen => {
                 let text = match message {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
@@ -284,7 +305,12 @@ async fn websocket(state: Arc<NodeState>, mut socket: WebSocket) {
                 if delay > 0 {
                     tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
                 }
-                if socket.send(Message::Text(reply.to_string().into())).await.is_err() {
+                let reply = if state.status().ws_id_last {
+                    id_last(&reply)
+                } else {
+                    reply.to_string()
+                };
+                if socket.send(Message::Text(reply.into())).await.is_err() {
                     return;
                 }
                 answered += 1;
@@ -367,6 +393,27 @@ fn number_param(text: &str) -> Option<u64> {
 fn name_tag(name: &str) -> u64 {
     name.bytes()
         .fold(0u64, |h, b| (h * 31 + u64::from(b)) & 0xffff)
+}
+
+/// An answer (or a batch of them) as text with each `id` written last.
+fn id_last(reply: &Value) -> String {
+    match reply {
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(id_last).collect::<Vec<_>>().join(",")
+        ),
+        Value::Object(object) => {
+            let mut rest = object.clone();
+            let Some(id) = rest.remove("id") else {
+                return reply.to_string();
+            };
+            let rest = Value::Object(rest).to_string();
+            let open = rest.strip_suffix('}').unwrap_or(&rest);
+            let comma = if open.len() > 1 { "," } else { "" };
+            format!("{open}{comma}\"id\":{id}}}")
+        }
+        other => other.to_string(),
+    }
 }
 
 fn hex(n: u64) -> String {

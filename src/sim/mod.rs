@@ -74,6 +74,15 @@ pub struct NodeStatus {
     /// answers it: `/` gets 200 with no body (geth's answer to a GET without a body, for load
     /// balancers' checks), any other path 404 with no body. `None`: every path serves WebSocket.
     pub ws_path: Option<String>,
+    /// Execution only: stop reading every WebSocket connection (a frozen node: its TCP window
+    /// closes once its buffers are full); heads still go out.
+    pub ws_frozen: bool,
+    /// Execution only: write the `id` of each WebSocket answer as its last key (as Nethermind
+    /// does), not its first.
+    pub ws_id_last: bool,
+    /// Execution only: answer `eth_getLogs` with one log whose `data` makes the answer about this
+    /// many bytes, whatever the filter.
+    pub logs_answer_bytes: Option<usize>,
     /// Consensus only: end every event stream at once, before any event (after its header).
     pub sse_end_at_once: bool,
     /// Consensus only: every event stream sends `head` events one after another, as fast as
@@ -109,6 +118,9 @@ impl Default for NodeStatus {
             ws_answer_delay_ms: 0,
             ws_origins: None,
             ws_path: None,
+            ws_frozen: false,
+            ws_id_last: false,
+            logs_answer_bytes: None,
             sse_keep_alive_ms: None,
             head_age_s: 0,
             genesis_time: unix_now().saturating_sub(1000 * SECONDS_PER_SLOT),
@@ -159,6 +171,8 @@ pub struct NodeState {
     event_streams: AtomicU64,
     /// Events produced on every stream so far.
     events_sent: AtomicU64,
+    /// WebSocket connections open now.
+    ws_open: AtomicU64,
 }
 
 impl NodeState {
@@ -173,6 +187,7 @@ impl NodeState {
             client_requests: AtomicU64::new(0),
             event_streams: AtomicU64::new(0),
             events_sent: AtomicU64::new(0),
+            ws_open: AtomicU64::new(0),
         })
     }
 
@@ -345,6 +360,11 @@ impl SimNode {
     /// stops producing once the connection's buffers are full).
     pub fn events_sent(&self) -> u64 {
         self.state.events_sent.load(Ordering::SeqCst)
+    }
+
+    /// WebSocket connections open now (execution).
+    pub fn ws_open(&self) -> u64 {
+        self.state.ws_open.load(Ordering::SeqCst)
     }
 
     /// Every request received, probes included.

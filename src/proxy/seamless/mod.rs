@@ -10,6 +10,7 @@
 //! Both look at their backend every [`WATCH`] ([`Watch`]) and record each move the same way
 //! ([`record_move`]).
 
+mod backend;
 mod events;
 pub mod subscriptions;
 mod websocket;

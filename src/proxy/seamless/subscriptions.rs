@@ -818,6 +818,32 @@ impl SessionState {
         self.in_flight_bytes += call.sent.as_ref().map_or(0, String::len);
         self.in_flight.insert(id, call);
     }
+
+    /// Takes the request sent under `gateway_id` out of those in flight, with the rest of its
+    /// batch, and returns the client's answer: a JSON-RPC error (`code`, `message`) under the
+    /// client's id, an array of them for a batch. `None` when no request of the client's has
+    /// that id (one of the gateway's own, or one answered already).
+    pub fn fail_request(&mut self, gateway_id: u64, code: i64, message: &str) -> Option<Vec<u8>> {
+        let call = self.answered(gateway_id)?;
+        let error = |call: &InFlight| json!({"jsonrpc": "2.0", "id": call.client_id, "error": {"code": code, "message": message}});
+        let Some(batch) = call.batch else {
+            return Some(error(&call).to_string().into_bytes());
+        };
+        let others: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, c)| c.batch == Some(batch))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut errors = vec![error(&call)];
+        errors.extend(
+            others
+                .into_iter()
+                .filter_map(|id| self.answered(id))
+                .map(|c| error(&c)),
+        );
+        Some(Value::Array(errors).to_string().into_bytes())
+    }
 }
 
 /// Why a request in flight on a backend the session left is answered by the gateway.

@@ -22,36 +22,43 @@
 //! Notifications the new backend sends meanwhile wait (bounded by [`MAX_WAITING_BYTES`]) and then
 //! pass the same rules: nothing the client has goes out twice. With no healthy backend left the
 //! session closes (1012, service restart), as a cut one would.
+//!
+//! No wait on a peer holds the loop that watches the backend (mark-down, fail-back, reload,
+//! shutdown): messages for the backend are queued on the gateway's own socket to it
+//! ([`super::backend`]), which moves the session when the backend takes none of them for
+//! [`SEND_DEADLINE`], and a write to the client runs against the watch
+//! (`Gateway::to_client_watched`). An answer over [`MAX_BACKEND_MESSAGE`] fails its request
+//! only; a session moves at most [`MAX_MOVES`] times in [`MOVES_WINDOW`].
 
 use super::super::direct::HOP_BY_HOP_RESPONSE;
 use super::super::websocket::{frame, whole_frames};
 use super::super::{Gateway, RequestCtx};
+use super::backend::{
+    too_large, BackendSocket, Incoming, Recording, ANSWER_TOO_LARGE, MAX_QUEUED_BYTES,
+    SEND_DEADLINE,
+};
 use super::subscriptions::{
     hex, hex_u64, Gap, Outgoing, SessionState, Topic, MAX_IN_FLIGHT, MAX_IN_FLIGHT_BYTES,
 };
 use super::{next_backend, record_move, Look, Move, Watch, WATCH};
-use crate::upstream::connections::{upstream_error, Connections, Stream};
+use crate::upstream::connections::{upstream_error, Connections};
 use crate::upstream::{Pool, Traffic};
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::WebSocketStream;
 
 /// The session kind of WebSockets, in [`crate::metrics::SESSION_KINDS`].
 const WEBSOCKET: usize = 0;
 
-/// The largest message the gateway reads from a backend (an `eth_getLogs` answer of a gap fill
-/// is the largest it asks for).
-pub const MAX_BACKEND_MESSAGE: usize = 64 * 1024 * 1024;
+pub use super::backend::MAX_BACKEND_MESSAGE;
 
 /// The longest body of a backend's refusal of an upgrade passed to the client ([`refusal`]).
 pub const MAX_REFUSAL_BODY: usize = 16 * 1024;
@@ -67,15 +74,27 @@ pub const MOVE_DEADLINE: Duration = Duration::from_secs(10);
 /// the backend's, no longer than this).
 pub const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Longest the close frame may wait when the gateway shuts down or reloads (a client that stops
+/// reading does not hold the shutdown).
+const CLOSE_AT_END: Duration = Duration::from_secs(1);
+
 /// Moves in a row, each without a message from the backend it went to, after which the session
 /// closes instead of moving again (backends that all close on it).
 pub const MAX_FRUITLESS_MOVES: u32 = 3;
+
+/// Moves a session may make within [`MOVES_WINDOW`]: one more closes it (1011, with the reason),
+/// so that neither a client nor a flapping node can make a session churn the backups (each move
+/// creates its subscriptions again and fills their gap) and the event list.
+pub const MAX_MOVES: usize = 10;
+
+/// The window [`MAX_MOVES`] counts in.
+pub const MOVES_WINDOW: Duration = Duration::from_secs(10 * 60);
 
 /// A backend message at least this long is read on a blocking thread, not on one that serves
 /// other sessions.
 const READ_ELSEWHERE: usize = 256 * 1024;
 
-type Upstream = WebSocketStream<Box<dyn Stream>>;
+type Upstream = BackendSocket;
 
 /// How a session on one backend ended.
 enum Outcome {
@@ -94,6 +113,13 @@ enum OpenFailed {
     /// The backend answered the upgrade with another status than 101: its answer, for the
     /// client ([`refusal`]).
     Refused(Box<ResponseHeader>, Bytes),
+}
+
+/// Whether a write to the client went out, or the session ended while it waited.
+#[derive(Debug, PartialEq, Eq)]
+enum Written {
+    Done,
+    Ended,
 }
 
 /// Why a move to one backend did not work.
@@ -175,11 +201,12 @@ impl Gateway {
             .set_write_timeout(Some(CLIENT_WRITE_TIMEOUT));
         let mut state = SessionState::default();
         let mut fruitless = 0;
+        let mut moves: VecDeque<Instant> = VecDeque::new();
         loop {
             let outcome = self
                 .relay_messages(session, ctx, &pool, index, &mut upstream, &mut state)
                 .await;
-            let _ = tokio::time::timeout(Duration::from_secs(1), upstream.close(None)).await;
+            upstream.close(Duration::from_secs(1)).await;
             let why = match outcome? {
                 Outcome::Over => return Ok(()),
                 Outcome::Move { why, heard } => {
@@ -192,9 +219,23 @@ impl Gateway {
                 let reason = format!(
                     "moved {fruitless} times in a row without a message from a backend; reconnect"
                 );
-                close_client(session, CloseCode::Error, &reason).await;
+                close_client(session, CloseCode::Error, &reason, CLIENT_WRITE_TIMEOUT).await;
                 return Ok(());
             }
+            while moves.front().is_some_and(|at| at.elapsed() > MOVES_WINDOW) {
+                moves.pop_front();
+            }
+            if moves.len() >= MAX_MOVES {
+                tracing::warn!(pool = %pool.name(), moves = moves.len(), window = ?MOVES_WINDOW, "a WebSocket session moved too often: it closes");
+                let reason = format!(
+                    "moved {} times within {} minutes; reconnect",
+                    moves.len(),
+                    MOVES_WINDOW.as_secs() / 60
+                );
+                close_client(session, CloseCode::Error, &reason, CLIENT_WRITE_TIMEOUT).await;
+                return Ok(());
+            }
+            moves.push_back(Instant::now());
             // The session stays counted on its backend until a move succeeds.
             let counted = ctx.backend;
             let moved = self
@@ -242,8 +283,11 @@ impl Gateway {
             .map_err(OpenFailed::Handshake)?;
         let request = handshake_request(&request).map_err(OpenFailed::Handshake)?;
         let stream = connections.open().await.map_err(OpenFailed::Connect)?;
-        let handshake =
-            tokio_tungstenite::client_async_with_config(request, stream, Some(backend_config()));
+        let handshake = tokio_tungstenite::client_async_with_config(
+            request,
+            Recording::new(stream),
+            Some(backend_config()),
+        );
         let broken = |e: String| {
             OpenFailed::Handshake(upstream_error(
                 ErrorType::ConnectError,
@@ -257,7 +301,10 @@ impl Gateway {
                     .headers()
                     .get(http::header::SEC_WEBSOCKET_PROTOCOL)
                     .cloned();
-                Ok((upstream, protocol))
+                Ok((
+                    BackendSocket::after_handshake(upstream.into_inner()),
+                    protocol,
+                ))
             }
             // An interim answer (100) is no answer to an upgrade.
             Ok(Err(tungstenite::Error::Http(response)))
@@ -298,7 +345,10 @@ impl Gateway {
         Ok(())
     }
 
-    /// Passes messages both ways until the session ends or must move.
+    /// Passes messages both ways until the session ends or must move. No wait in it holds the
+    /// watch: messages for the backend are queued and go out while the loop waits for the next
+    /// event ([`BackendSocket`]); a write to the client runs against the watch
+    /// ([`Gateway::to_client_watched`]).
     async fn relay_messages(
         &self,
         session: &mut Session,
@@ -319,10 +369,13 @@ impl Gateway {
         let mut look = Watch::default();
         let mut watch = tokio::time::interval(WATCH);
         loop {
-            // Past its limit of requests in flight the client is not read: its own TCP window
-            // holds it back until answers come.
-            let reading =
-                state.in_flight() < MAX_IN_FLIGHT && state.in_flight_bytes() < MAX_IN_FLIGHT_BYTES;
+            // The client is not read (its own TCP window holds it back) past its limit of
+            // requests in flight, while its messages wait for a backend slow to take them, and
+            // while a fail-back drains: the answers in flight come in, then the session moves.
+            let reading = draining.is_none()
+                && state.in_flight() < MAX_IN_FLIGHT
+                && state.in_flight_bytes() < MAX_IN_FLIGHT_BYTES
+                && upstream.queued() < MAX_QUEUED_BYTES;
             tokio::select! {
                 read = session.read_request_body(), if reading => {
                     let chunk = match read {
@@ -333,43 +386,35 @@ impl Gateway {
                     heard = Instant::now();
                     let judged = self.judge_client_frames(session, ctx, chunk).await?;
                     for (opcode, payload) in whole_frames(&judged) {
-                        match opcode {
-                            OpCode::Data(data) => {
-                                let sent = match state.client_message(&payload) {
-                                    Outgoing::Backend(sent) => sent,
-                                    Outgoing::Client(answer) => {
-                                        to_client(session, OpCode::Data(Data::Text), &answer).await?;
-                                        continue;
-                                    }
-                                };
-                                let message = match data {
-                                    Data::Binary => Message::Binary(sent.into()),
-                                    _ => match String::from_utf8(sent) {
-                                        Ok(text) => Message::Text(text.into()),
-                                        Err(e) => Message::Binary(e.into_bytes().into()),
-                                    },
-                                };
-                                if let Err(e) = upstream.send(message).await {
-                                    tracing::info!(pool = %pool.name(), backend = %backend.name(), error = %e, "WebSocket to the backend broke");
-                                    return Ok(Outcome::Move { why: Move::BackendEnded, heard: spoke });
+                        let (opcode, reply) = match opcode {
+                            OpCode::Data(data) => match state.client_message(&payload) {
+                                Outgoing::Backend(sent) => {
+                                    let data = match data {
+                                        Data::Text if std::str::from_utf8(&sent).is_ok() => Data::Text,
+                                        _ => Data::Binary,
+                                    };
+                                    upstream.queue(data, &sent);
+                                    continue;
                                 }
-                            }
-                            OpCode::Control(Control::Ping) => {
-                                to_client(session, OpCode::Control(Control::Pong), &payload).await?;
-                            }
+                                Outgoing::Client(answer) => (OpCode::Data(Data::Text), answer),
+                            },
+                            OpCode::Control(Control::Ping) => (OpCode::Control(Control::Pong), payload),
                             OpCode::Control(Control::Close) => {
                                 // The client's close is answered with the same code.
                                 let code = payload.get(..2).map(<[u8]>::to_vec).unwrap_or_default();
-                                to_client(session, OpCode::Control(Control::Close), &code).await?;
+                                self.to_client_watched(session, pool, index, OpCode::Control(Control::Close), &code).await?;
                                 return Ok(Outcome::Over);
                             }
-                            OpCode::Control(_) => {}
+                            OpCode::Control(_) => continue,
+                        };
+                        if self.to_client_watched(session, pool, index, opcode, &reply).await? == Written::Ended {
+                            return Ok(Outcome::Over);
                         }
                     }
                 }
-                message = upstream.next() => {
-                    let message = match message {
-                        Some(Ok(message)) => message,
+                incoming = upstream.read() => {
+                    let incoming = match incoming {
+                        Some(Ok(incoming)) => incoming,
                         Some(Err(e)) => {
                             tracing::info!(pool = %pool.name(), backend = %backend.name(), error = %e, "WebSocket from the backend broke");
                             return Ok(Outcome::Move { why: Move::BackendEnded, heard: spoke });
@@ -377,19 +422,42 @@ impl Gateway {
                         None => return Ok(Outcome::Move { why: Move::BackendEnded, heard: spoke }),
                     };
                     heard = Instant::now();
-                    match message {
-                        Message::Close(_) => {
+                    let written = match incoming {
+                        Incoming::Close => {
                             return Ok(Outcome::Move { why: Move::BackendEnded, heard: spoke });
                         }
-                        other => {
+                        Incoming::Oversized { id, length } => {
                             spoke = true;
-                            self.pass_to_client(session, upstream, state, other).await?;
+                            // The request's failure, not the backend's: it gets an error under
+                            // the client's id, and the session stays.
+                            let failed = id.and_then(|id| state.fail_request(id, ANSWER_TOO_LARGE, &too_large(length)));
+                            match failed {
+                                Some(answer) => {
+                                    tracing::info!(pool = %pool.name(), backend = %backend.name(), bytes = length, limit = MAX_BACKEND_MESSAGE, "an answer larger than the limit: its request fails, the session stays");
+                                    self.to_client_watched(session, pool, index, OpCode::Data(Data::Text), &answer).await?
+                                }
+                                None if id.is_some() => {
+                                    tracing::debug!(pool = %pool.name(), backend = %backend.name(), bytes = length, "a message larger than the limit answered no request of the client's: dropped");
+                                    Written::Done
+                                }
+                                None => {
+                                    tracing::info!(pool = %pool.name(), backend = %backend.name(), bytes = length, limit = MAX_BACKEND_MESSAGE, "a message larger than the limit, with no id: the backend is left");
+                                    return Ok(Outcome::Move { why: Move::BackendEnded, heard: spoke });
+                                }
+                            }
                         }
+                        Incoming::Data { data, payload } => {
+                            spoke = true;
+                            self.pass_to_client(session, pool, index, upstream, state, data, payload).await?
+                        }
+                    };
+                    if written == Written::Ended {
+                        return Ok(Outcome::Over);
                     }
                 }
                 _ = watch.tick() => {
                     match look.look(self, pool, index) {
-                        Look::Stay => {}
+                        Look::Stay => draining = None,
                         // Nothing new is sent to a backend the session leaves; what it was asked
                         // is answered there first, up to the response timeout.
                         Look::Move(Move::FailBack) if state.in_flight() > 0 => {
@@ -400,12 +468,19 @@ impl Gateway {
                         }
                         Look::Move(why) => return Ok(Outcome::Move { why, heard: true }),
                         Look::End => {
-                            close_client(session, CloseCode::Restart, "the gateway is reloading or shutting down; reconnect").await;
+                            close_client(session, CloseCode::Restart, "the gateway is reloading or shutting down; reconnect", CLOSE_AT_END).await;
                             return Ok(Outcome::Over);
                         }
                     }
+                    if let Some(stalled) = upstream.stalled_for().filter(|s| *s >= SEND_DEADLINE) {
+                        // A node that stopped reading its socket: the session leaves it. It is
+                        // not marked down, as a client could bring that about with its own
+                        // flood of requests; nothing in flight is sent again, for that reason.
+                        tracing::warn!(pool = %pool.name(), backend = %backend.name(), stalled = ?stalled, "the backend took none of the session's bytes: the session moves");
+                        return Ok(Outcome::Move { why: Move::BackendEnded, heard: spoke });
+                    }
                     if heard.elapsed() > idle_timeout {
-                        close_client(session, CloseCode::Away, "idle for longer than the session idle timeout").await;
+                        close_client(session, CloseCode::Away, "idle for longer than the session idle timeout", CLIENT_WRITE_TIMEOUT).await;
                         return Ok(Outcome::Over);
                     }
                 }
@@ -413,21 +488,48 @@ impl Gateway {
         }
     }
 
+    /// One frame to the client, while the session's pool is watched: [`Written::Ended`] when the
+    /// gateway shuts down or a reload replaces the pool meanwhile (the session ends at once, its
+    /// client gone or not); an error when the client took nothing for [`CLIENT_WRITE_TIMEOUT`].
+    async fn to_client_watched(
+        &self,
+        session: &mut Session,
+        pool: &Arc<Pool>,
+        index: usize,
+        opcode: OpCode,
+        payload: &[u8],
+    ) -> Result<Written> {
+        let bytes = Bytes::from(frame(opcode, None, payload));
+        let mut write = std::pin::pin!(session.write_response_body(Some(bytes), false));
+        loop {
+            tokio::select! {
+                biased;
+                written = &mut write => {
+                    return written.map(|()| Written::Done).map_err(|e| e.into_down());
+                }
+                _ = tokio::time::sleep(WATCH) => {
+                    if Watch::default().look(self, pool, index) == Look::End {
+                        tracing::info!(pool = %pool.name(), "shutting down or reloading while a write to a slow client waits: the session ends");
+                        return Ok(Written::Ended);
+                    }
+                }
+            }
+        }
+    }
+
     /// One message from the backend, through the session's rules, to the client; and the
-    /// gateway's own calls it prompted, to the backend.
+    /// gateway's own calls it prompted, to the backend (queued).
+    #[allow(clippy::too_many_arguments)]
     async fn pass_to_client(
         &self,
         session: &mut Session,
+        pool: &Arc<Pool>,
+        index: usize,
         upstream: &mut Upstream,
         state: &mut SessionState,
-        message: Message,
-    ) -> Result<()> {
-        let (data, bytes) = match message {
-            Message::Text(text) => (Data::Text, Bytes::from(text)),
-            Message::Binary(bytes) => (Data::Binary, bytes),
-            // Pings are answered by the backend socket itself; pongs and raw frames say nothing.
-            _ => return Ok(()),
-        };
+        data: Data,
+        bytes: Bytes,
+    ) -> Result<Written> {
         let out = if bytes.len() >= READ_ELSEWHERE {
             let mut moved = std::mem::take(state);
             let (moved, out) = tokio::task::spawn_blocking(move || {
@@ -445,15 +547,18 @@ impl Gateway {
             state.backend_message(&bytes)
         };
         for out in out {
-            to_client(session, OpCode::Data(data), &out).await?;
-        }
-        for request in state.take_requests() {
-            if let Ok(text) = String::from_utf8(request) {
-                // A failure shows on the next read, where the session moves.
-                let _ = upstream.send(Message::Text(text.into())).await;
+            if self
+                .to_client_watched(session, pool, index, OpCode::Data(data), &out)
+                .await?
+                == Written::Ended
+            {
+                return Ok(Written::Ended);
             }
         }
-        Ok(())
+        for request in state.take_requests() {
+            upstream.queue(Data::Text, &request);
+        }
+        Ok(Written::Done)
     }
 
     /// Moves the session to the next healthy backend; `None` when it closed instead (no backend,
@@ -487,6 +592,7 @@ impl Gateway {
                     session,
                     CloseCode::Restart,
                     "the gateway is reloading or shutting down; reconnect",
+                    CLOSE_AT_END,
                 )
                 .await;
                 return Ok(None);
@@ -498,6 +604,7 @@ impl Gateway {
                     session,
                     CloseCode::Restart,
                     "no backend took this session in time; reconnect",
+                    CLIENT_WRITE_TIMEOUT,
                 )
                 .await;
                 return Ok(None);
@@ -509,6 +616,7 @@ impl Gateway {
                     session,
                     CloseCode::Restart,
                     "no healthy backend to move this session to; reconnect",
+                    CLIENT_WRITE_TIMEOUT,
                 )
                 .await;
                 return Ok(None);
@@ -551,19 +659,26 @@ impl Gateway {
                 }
                 Err(MoveFailed::Session(reason)) => {
                     tracing::warn!(pool = %pool.name(), backend = %backend.name(), %reason, "a WebSocket session could not move: it closes");
-                    close_client(session, CloseCode::Error, &reason).await;
+                    close_client(session, CloseCode::Error, &reason, CLIENT_WRITE_TIMEOUT).await;
                     return Ok(None);
                 }
             }
             let waiting = std::mem::take(&mut carry.waiting);
             for request in &resend {
-                if let Ok(text) = String::from_utf8(request.clone()) {
-                    let _ = upstream.send(Message::Text(text.into())).await;
-                }
+                upstream.queue(Data::Text, request);
             }
             for message in waiting {
-                self.pass_to_client(session, &mut upstream, state, message)
+                let (data, payload) = match message {
+                    Message::Text(text) => (Data::Text, Bytes::from(text)),
+                    Message::Binary(bytes) => (Data::Binary, bytes),
+                    _ => continue,
+                };
+                let written = self
+                    .pass_to_client(session, pool, index, &mut upstream, state, data, payload)
                     .await?;
+                if written == Written::Ended {
+                    return Ok(None);
+                }
             }
             return Ok(Some((index, upstream)));
         }
@@ -943,11 +1058,12 @@ fn dechunk(mut rest: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The backend's limits: messages up to [`MAX_BACKEND_MESSAGE`].
+/// The handshake's socket, dropped once the upgrade is done ([`BackendSocket`] reads the
+/// frames): small buffers.
 fn backend_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .max_message_size(Some(MAX_BACKEND_MESSAGE))
-        .max_frame_size(Some(MAX_BACKEND_MESSAGE))
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
 }
 
 /// `Sec-WebSocket-Accept` for the client's upgrade request; `None` when it is not a version 13
@@ -1013,17 +1129,18 @@ async fn to_client(session: &mut Session, opcode: OpCode, payload: &[u8]) -> Res
         .map_err(|e| e.into_down())
 }
 
-/// Closes the client's WebSocket with a code and a reason (best effort: it may be gone).
-async fn close_client(session: &mut Session, code: CloseCode, reason: &str) {
+/// Closes the client's WebSocket with a code and a reason (best effort: it may be gone, or not
+/// take it `within`).
+async fn close_client(session: &mut Session, code: CloseCode, reason: &str, within: Duration) {
     let closing = super::super::websocket::Closing {
         code,
         reason: reason.to_string(),
     };
-    if let Err(e) = session
-        .write_response_body(Some(Bytes::from(closing.frame())), true)
-        .await
-    {
-        tracing::debug!(error = %e, "could not send the close frame");
+    let close = session.write_response_body(Some(Bytes::from(closing.frame())), true);
+    match tokio::time::timeout(within, close).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "could not send the close frame"),
+        Err(_) => tracing::debug!(within = ?within, "the client did not take the close frame"),
     }
 }
 
