@@ -85,10 +85,11 @@ struct Subscription {
 #[derive(Debug)]
 enum Progress {
     Heads {
-        /// The last head delivered.
-        last: Option<u64>,
-        /// After a move: heads up to this number are ones the client has.
-        floor: Option<u64>,
+        /// The heads delivered, oldest first (the last [`HEADS_GIVEN`]), as the client's chain:
+        /// a head the client has (number and hash) is a repeat and dropped; one at or below the
+        /// last under another hash is a reorg report, passed as a node sends one, and replaces
+        /// the client's heads from its number on.
+        given: VecDeque<(u64, String)>,
     },
     Logs {
         /// The first block whose logs may not all have reached the client.
@@ -104,6 +105,10 @@ enum Progress {
 struct LogMemory {
     blocks: VecDeque<DeliveredBlock>,
     bytes: usize,
+    /// From this block on, the memory holds every log the client has of the subscription (it
+    /// starts at 0 and moves up as old blocks are forgotten): a `removed` log there that the
+    /// memory lacks names a log the client does not have, and is dropped.
+    covers_from: u64,
 }
 
 #[derive(Debug)]
@@ -226,6 +231,10 @@ pub struct SessionState {
 /// Heads remembered per session (number and hash), to find where a new backend's chain parts
 /// from the one the client had.
 pub const HEADS_SEEN: usize = 256;
+
+/// Heads remembered per `newHeads` subscription (number and hash): what the client's chain is,
+/// to tell a repeat from a reorg report and to find where a new backend's chain parts from it.
+pub const HEADS_GIVEN: usize = 64;
 
 impl SessionState {
     /// Requests waiting for an answer.
@@ -419,8 +428,13 @@ impl SessionState {
             return None;
         }
         if let Some(client_sub) = gateway_id.and_then(|id| self.started.remove(&id)) {
-            // The head when a `logs` subscription began: its gap can start no earlier.
-            let head = object.get("result").and_then(hex_u64);
+            // The head when a `logs` subscription began: its gap can start no earlier. It is
+            // the number of a block the backend sent, not an `eth_blockNumber` claim: one wrong
+            // answer would hold the resume point above the chain for the rest of the session.
+            let head = object
+                .get("result")
+                .and_then(|block| block.get("number"))
+                .and_then(hex_u64);
             if let (Some(head), Some(sub)) = (head, self.subs.get_mut(&client_sub)) {
                 if let Progress::Logs { resume_from, .. } = &mut sub.progress {
                     *resume_from = Some(resume_from.map_or(head, |r| r.max(head)));
@@ -462,7 +476,7 @@ impl SessionState {
                         let id = self.own_id();
                         self.started.insert(id, client_sub);
                         self.requests.push(
-                            json!({"jsonrpc": "2.0", "id": id, "method": "eth_blockNumber", "params": []})
+                            json!({"jsonrpc": "2.0", "id": id, "method": "eth_getBlockByNumber", "params": ["latest", false]})
                                 .to_string()
                                 .into_bytes(),
                         );
@@ -496,8 +510,7 @@ impl SessionState {
     fn bind(&mut self, client_sub: String, backend_sub: String, params: Value) {
         let progress = match params.get(0).and_then(Value::as_str) {
             Some("newHeads") => Progress::Heads {
-                last: None,
-                floor: None,
+                given: VecDeque::new(),
             },
             Some("logs") => Progress::Logs {
                 resume_from: None,
@@ -535,19 +548,29 @@ impl SessionState {
         let Some(sub) = self.subs.get_mut(client_sub) else {
             return false;
         };
-        let head = match &mut sub.progress {
-            Progress::Heads { last, floor } => {
+        let (head, hash) = match &mut sub.progress {
+            Progress::Heads { given } => {
                 let Some(number) = result.get("number").and_then(hex_u64) else {
                     return true;
                 };
-                if let Some(f) = *floor {
-                    if number <= f {
-                        return false;
-                    }
-                    *floor = None;
+                let hash = result
+                    .get("hash")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                if given.iter().any(|(n, h)| *n == number && *h == hash) {
+                    // The client has it (a new backend catching up, a fill's repeat).
+                    return false;
                 }
-                *last = Some(number);
-                number
+                // Below the last: a reorg report, which replaces the client's heads from there.
+                while given.back().is_some_and(|(n, _)| *n >= number) {
+                    given.pop_back();
+                }
+                given.push_back((number, hash.clone()));
+                if given.len() > HEADS_GIVEN {
+                    given.pop_front();
+                }
+                (number, hash)
             }
             Progress::Logs {
                 resume_from,
@@ -557,8 +580,14 @@ impl SessionState {
                     return true;
                 };
                 if key.removed {
-                    delivered.forget(&key);
-                    return true;
+                    if delivered.has(&key) {
+                        delivered.forget(&key);
+                        return true;
+                    }
+                    // The client does not have it, as far as the memory covers: a log the
+                    // gateway took back already (a head of the new chain came first), or one it
+                    // never sent.
+                    return key.block < delivered.covers_from;
                 }
                 if delivered.has(&key) {
                     return false;
@@ -567,40 +596,79 @@ impl SessionState {
                 // switch, on another branch, that did not take them back): the client's logs
                 // of it and of later blocks go back first, as a node does on a reorg.
                 let replaced = delivered.remember(&key, result.clone(), log_bytes);
-                for mut log in replaced {
-                    log["removed"] = Value::Bool(true);
-                    self.extra.push(notification(client_sub, &log));
+                for log in replaced {
+                    self.extra.push(taken_back(client_sub, log));
                 }
                 *resume_from = Some(resume_from.map_or(key.block, |r| r.max(key.block)));
                 return true;
             }
             Progress::Other => return true,
         };
-        if let Some(hash) = result.get("hash").and_then(Value::as_str) {
-            self.saw_head(head, hash);
+        if !hash.is_empty() {
+            self.saw_head(head, &hash);
         }
         true
     }
 
-    /// A head the backend sent: remembered, and the logs gap moves past the blocks before it.
+    /// A head of the backend's chain (the gateway's own `newHeads`, the client's, or a gap
+    /// fill's): remembered, and the logs gap moves past the blocks before it.
+    ///
+    /// A head at a number where the session knew another block is a reorg: the blocks it knew
+    /// from there on are orphaned. Logs the client has of an orphaned block, or of another block
+    /// at this number, go back (`removed: true`, newest first) as a node sends them on a reorg,
+    /// and the logs gap starts at this number again. (A block's logs may come before its head:
+    /// logs of blocks the session never saw as heads are left to the next head at their number.)
     fn saw_head(&mut self, number: u64, hash: &str) {
-        // A head at or below one seen: the chain went another way from there.
-        while self.heads_seen.back().is_some_and(|(n, _)| *n >= number) {
-            self.heads_seen.pop_back();
-        }
-        self.heads_seen
-            .push_back((number, hash.to_ascii_lowercase()));
-        if self.heads_seen.len() > HEADS_SEEN {
-            self.heads_seen.pop_front();
+        let hash = hash.to_ascii_lowercase();
+        let known = self
+            .heads_seen
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == number)
+            .map(|(_, h)| *h == hash);
+        let mut orphaned = Vec::new();
+        if known != Some(true) {
+            while self.heads_seen.back().is_some_and(|(n, _)| *n >= number) {
+                orphaned.extend(self.heads_seen.pop_back());
+            }
+            self.heads_seen.push_back((number, hash.clone()));
+            if self.heads_seen.len() > HEADS_SEEN {
+                self.heads_seen.pop_front();
+            }
         }
         // A node sends a block's logs as it imports the block, before the next head: the logs of
         // the blocks before this head have all been sent. The gap starts one block earlier still,
         // as a margin (what the client has is not sent twice).
         let resume = number.saturating_sub(1);
-        for other in self.subs.values_mut() {
-            if let Progress::Logs { resume_from, .. } = &mut other.progress {
-                *resume_from = Some(resume_from.map_or(resume, |r| r.max(resume)));
+        for (client_sub, sub) in self.subs.iter_mut() {
+            let Progress::Logs {
+                resume_from,
+                delivered,
+            } = &mut sub.progress
+            else {
+                continue;
+            };
+            let back = delivered.take_back_where(|block| {
+                (block.number == number && block.hash != hash)
+                    || orphaned
+                        .iter()
+                        .any(|(n, h)| *n == block.number && *h == block.hash)
+            });
+            if !orphaned.is_empty() || !back.is_empty() {
+                *resume_from = Some(resume_from.map_or(number, |r| r.min(number)));
             }
+            for log in back {
+                self.extra.push(taken_back(client_sub, log));
+            }
+            *resume_from = Some(resume_from.map_or(resume, |r| r.max(resume)));
+        }
+    }
+
+    /// After a move: the heads the session saw from block `number` on are not the new
+    /// backend's chain.
+    pub fn forget_heads_from(&mut self, number: u64) {
+        while self.heads_seen.back().is_some_and(|(n, _)| *n >= number) {
+            self.heads_seen.pop_back();
         }
     }
 
@@ -621,9 +689,10 @@ impl SessionState {
             .iter()
             .map(|(client_sub, sub)| {
                 let (topic, from) = match &sub.progress {
-                    Progress::Heads { last, .. } => {
-                        (Topic::Heads, last.map(|l| l.saturating_add(1)))
-                    }
+                    Progress::Heads { given } => (
+                        Topic::Heads,
+                        given.back().map(|(l, _)| l.saturating_add(1)),
+                    ),
                     Progress::Logs { resume_from, .. } => (
                         Topic::Logs {
                             filter: sub.params.get(1).cloned().unwrap_or_else(|| json!({})),
@@ -647,6 +716,14 @@ impl SessionState {
             .iter()
             .map(|(id, sub)| (id.clone(), sub.params.clone()))
             .collect()
+    }
+
+    /// The heads a `newHeads` subscription delivered, newest first: `(number, hash)`.
+    pub fn given_heads(&self, client_sub: &str) -> Vec<(u64, String)> {
+        match self.subs.get(client_sub).map(|s| &s.progress) {
+            Some(Progress::Heads { given }) => given.iter().rev().cloned().collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// Blocks of a `logs` subscription's delivered logs, newest first: `(number, hash)`.
@@ -676,17 +753,11 @@ impl SessionState {
         else {
             return Vec::new();
         };
-        let mut out = Vec::new();
-        while delivered.blocks.back().is_some_and(|b| b.number >= number) {
-            let Some(block) = delivered.blocks.pop_back() else {
-                break;
-            };
-            delivered.bytes = delivered.bytes.saturating_sub(block_bytes(&block));
-            for (_, mut log, _) in block.logs.into_iter().rev() {
-                log["removed"] = Value::Bool(true);
-                out.push(notification(client_sub, &log));
-            }
-        }
+        let out = delivered
+            .take_back_where(|b| b.number >= number)
+            .into_iter()
+            .map(|log| taken_back(client_sub, log))
+            .collect();
         *resume_from = Some(resume_from.map_or(number, |r| r.min(number)));
         out
     }
@@ -708,38 +779,30 @@ impl SessionState {
     /// (for `logs`, each checked against what the client has). Returns the notifications.
     pub fn fill(&mut self, client_sub: &str, head: Option<&Value>, logs: &[Value]) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        if let Some(head) = head {
-            if self.admit(client_sub, head) {
-                out.push(notification(client_sub, head));
-            }
-        }
-        for log in logs {
-            if self.admit(client_sub, log) {
-                out.append(&mut self.extra);
-                out.push(notification(client_sub, log));
+        for result in head.into_iter().chain(logs) {
+            let pass = self.admit(client_sub, result);
+            // Logs taken back go first.
+            out.append(&mut self.extra);
+            if pass {
+                out.push(notification(client_sub, result));
             }
         }
         out
     }
 
-    /// After a move's fill up to block `head`: heads up to it are ones the client has, and the
-    /// logs up to it are complete.
+    /// After a move's fill up to block `head` (a block the new backend has: the move checked
+    /// it): the logs up to it are complete, and those of blocks more than `max_gap` below it
+    /// are forgotten. Heads need nothing: the client's heads are what it was given.
     pub fn filled_to(&mut self, head: u64, max_gap: u64) {
         for sub in self.subs.values_mut() {
-            match &mut sub.progress {
-                Progress::Heads { last, floor } => {
-                    let top = last.map_or(head, |l| l.max(head));
-                    *floor = Some(top);
-                }
-                Progress::Logs {
-                    resume_from,
-                    delivered,
-                } => {
-                    let next = head.saturating_add(1);
-                    *resume_from = Some(resume_from.map_or(next, |r| r.max(next)));
-                    delivered.trim(head.saturating_sub(max_gap));
-                }
-                Progress::Other => {}
+            if let Progress::Logs {
+                resume_from,
+                delivered,
+            } = &mut sub.progress
+            {
+                let next = head.saturating_add(1);
+                *resume_from = Some(resume_from.map_or(next, |r| r.max(next)));
+                delivered.trim(head.saturating_sub(max_gap));
             }
         }
     }
@@ -848,6 +911,12 @@ fn not_answered(call: &InFlight, backend: &str, why: Unanswered) -> Value {
     })
 }
 
+/// A log the client has, taken back: the notification of it with `removed: true`.
+fn taken_back(client_sub: &str, mut log: Value) -> Vec<u8> {
+    log["removed"] = Value::Bool(true);
+    notification(client_sub, &log)
+}
+
 /// A subscription notification as a node sends it.
 pub fn notification(client_sub: &str, result: &Value) -> Vec<u8> {
     json!({
@@ -884,12 +953,7 @@ impl LogMemory {
             None => {
                 // Blocks stay in order of number: a block of a reorg replaces the ones from its
                 // number on.
-                while self.blocks.back().is_some_and(|b| b.number >= key.block) {
-                    if let Some(block) = self.blocks.pop_back() {
-                        self.bytes = self.bytes.saturating_sub(block_bytes(&block));
-                        replaced.extend(block.logs.into_iter().rev().map(|(_, l, _)| l));
-                    }
-                }
+                replaced = self.take_back_where(|b| b.number >= key.block);
                 self.blocks.push_back(DeliveredBlock {
                     number: key.block,
                     hash: key.hash.clone(),
@@ -901,6 +965,22 @@ impl LogMemory {
             self.drop_oldest();
         }
         replaced
+    }
+
+    /// Takes out the blocks `orphaned` picks; returns their logs, newest first.
+    fn take_back_where(&mut self, orphaned: impl Fn(&DeliveredBlock) -> bool) -> Vec<Value> {
+        let mut back = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.blocks.len());
+        while let Some(block) = self.blocks.pop_back() {
+            if orphaned(&block) {
+                self.bytes = self.bytes.saturating_sub(block_bytes(&block));
+                back.extend(block.logs.into_iter().rev().map(|(_, log, _)| log));
+            } else {
+                kept.push_front(block);
+            }
+        }
+        self.blocks = kept;
+        back
     }
 
     fn forget(&mut self, key: &LogKey) {
@@ -930,6 +1010,7 @@ impl LogMemory {
     fn drop_oldest(&mut self) {
         if let Some(block) = self.blocks.pop_front() {
             self.bytes = self.bytes.saturating_sub(block_bytes(&block));
+            self.covers_from = self.covers_from.max(block.number.saturating_add(1));
         }
     }
 }
@@ -1056,8 +1137,16 @@ mod tests {
         assert!(s.backend_message(&note("0xb", head(12))).is_empty());
         assert!(s.backend_message(&note("0xb", head(13))).is_empty());
         assert!(s.backend_message(&note("0xb", head(14))).len() == 1);
-        // Past the floor, heads are a node's again: a reorg's head at the same height passes.
-        assert!(s.backend_message(&note("0xb", head(14))).len() == 1);
+        assert!(
+            s.backend_message(&note("0xb", head(14))).is_empty(),
+            "a head the client has is a repeat"
+        );
+        // Another block 13 is a reorg, reported as a node does: it passes, and so does the
+        // next block 14 on its branch.
+        let other = |n: u64| json!({"number": hex(n), "hash": format!("0x{:063x}f", n)});
+        assert!(s.backend_message(&note("0xb", other(13))).len() == 1);
+        assert!(s.backend_message(&note("0xb", other(14))).len() == 1);
+        assert_eq!(s.gaps()[0].from, Some(15));
     }
 
     #[test]

@@ -1,0 +1,403 @@
+//! The decisions of a WebSocket session's move to another backend, without I/O: the session
+//! loop ([`super::websocket`]'s `Carry::over`) makes the calls and feeds their answers to these
+//! steps, in this order:
+//!
+//! 1. [`resubscriptions`]: the `eth_subscribe` calls that create the session's subscriptions
+//!    again (and the gateway's own `newHeads`, never shown to the client);
+//! 2. [`survey`]: which blocks of the new backend to ask for, one at a time, until it knows the
+//!    backend's head (a block it has: its `eth_blockNumber` is only a claim, checked before it
+//!    moves anything) and where its chain parts from what the client was given;
+//! 3. [`plan`]: from that, a [`MovePlan`]: the logs to take back (`removed: true`), where each
+//!    subscription's gap starts, and the blocks and logs to fetch; a gap longer than the pool's
+//!    `max_gap_blocks` ends the session instead;
+//! 4. [`apply`]: with the fetched heads and logs in hand, the session becomes the new backend's
+//!    and the client's notifications come out in order: the logs taken back, then block by
+//!    block the heads and logs it missed, each once.
+//!
+//! Replaying the requests in flight is [`SessionState::on_move`]'s.
+
+use super::subscriptions::{hex, hex_u64, Gap, SessionState, Topic};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::ops::RangeInclusive;
+
+/// Blocks the survey asks for above the head it settled on before it gives up on the backend
+/// (a node importing blocks while it is asked finds one or two).
+pub const HEAD_PROBES: usize = 8;
+
+/// A subscription created again on the new backend: `None` for the gateway's own `newHeads`.
+pub type Resubscription = (Option<String>, Value);
+
+/// Step 1: the `eth_subscribe` parameters to send, the client's subscriptions first (by the id
+/// the client holds), then the gateway's own `newHeads` when the session needs it.
+pub fn resubscriptions(state: &SessionState) -> Vec<Resubscription> {
+    let mut calls: Vec<Resubscription> = state
+        .subscriptions()
+        .into_iter()
+        .map(|(client_sub, params)| (Some(client_sub), params))
+        .collect();
+    if state.wants_hidden() {
+        calls.push((None, json!(["newHeads"])));
+    }
+    calls
+}
+
+/// What the survey needs to know next from the new backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// `eth_getBlockByNumber(number)`: the block's hash, or that it has no such block.
+    Block(u64),
+    /// `eth_getBlockByNumber("latest")`: the number of the block at its head.
+    Latest,
+}
+
+/// What the new backend answered so far.
+#[derive(Debug, Default, Clone)]
+pub struct Answers {
+    /// Its `eth_blockNumber`: a claim.
+    pub claimed: u64,
+    /// Its block hash at each number asked, lowercase (`None`: no such block).
+    pub hashes: HashMap<u64, Option<String>>,
+    /// The number of its latest block, once asked (`None` inside: it had none). Its hash goes
+    /// in [`Answers::hashes`].
+    pub latest: Option<Option<u64>>,
+}
+
+impl Answers {
+    pub fn new(claimed: u64) -> Answers {
+        Answers {
+            claimed,
+            ..Answers::default()
+        }
+    }
+}
+
+/// Where the new backend's chain and what the client was given part.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Findings {
+    /// The new backend's head: a block it has, with none above it.
+    pub head: u64,
+    /// The first number at or below the head where the session's heads are not the new
+    /// backend's blocks.
+    pub parted: Option<u64>,
+    /// The same per subscription: a `newHeads` subscription's heads, a `logs` subscription's
+    /// blocks with delivered logs.
+    pub parts: Vec<(String, u64)>,
+}
+
+/// Step 2's outcome so far.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Survey {
+    Ask(Ask),
+    Done(Findings),
+}
+
+/// Step 2: the next question for the new backend, or what its answers show. `Err`: its answers
+/// contradict each other (the backend is not to be used).
+///
+/// The head: the claimed number must be a block the backend has (or else its latest block is
+/// asked for); a block above it means the claim was behind (or blocks came meanwhile), and the
+/// head goes up to the latest block, at most [`HEAD_PROBES`] times. A session with nothing
+/// delivered and no `logs` subscription needs no head and asks nothing.
+///
+/// Where the chains part: each list of blocks the client was given is walked newest first,
+/// skipping those above the head, until one is the new backend's block; the last one that was
+/// not is where they part.
+pub fn survey(state: &SessionState, answers: &Answers) -> Result<Survey, String> {
+    let gaps = state.gaps();
+    let heads_seen = state.heads_seen();
+    let needed = !heads_seen.is_empty()
+        || gaps
+            .iter()
+            .any(|g| g.from.is_some() || matches!(g.topic, Topic::Logs { .. }));
+    if !needed {
+        return Ok(Survey::Done(Findings {
+            head: answers.claimed,
+            parted: None,
+            parts: Vec::new(),
+        }));
+    }
+    let head = match head(answers)? {
+        Ok(head) => head,
+        Err(ask) => return Ok(Survey::Ask(ask)),
+    };
+    let parted = match part(&heads_seen, head, answers) {
+        Ok(parted) => parted,
+        Err(ask) => return Ok(Survey::Ask(ask)),
+    };
+    let mut parts = Vec::new();
+    for gap in &gaps {
+        let given = match gap.topic {
+            Topic::Heads => state.given_heads(&gap.client_sub),
+            Topic::Logs { .. } => state.delivered_blocks(&gap.client_sub),
+            Topic::Other => continue,
+        };
+        match part(&given, head, answers) {
+            Ok(Some(at)) => parts.push((gap.client_sub.clone(), at)),
+            Ok(None) => {}
+            Err(ask) => return Ok(Survey::Ask(ask)),
+        }
+    }
+    Ok(Survey::Done(Findings {
+        head,
+        parted,
+        parts,
+    }))
+}
+
+/// The new backend's head as its answers show it, or the question to ask first.
+fn head(answers: &Answers) -> Result<Result<u64, Ask>, String> {
+    let claimed = answers.claimed;
+    let mut head = match answers.hashes.get(&claimed) {
+        None => return Ok(Err(Ask::Block(claimed))),
+        Some(Some(_)) => claimed,
+        Some(None) => match answers.latest {
+            None => return Ok(Err(Ask::Latest)),
+            Some(Some(latest)) => latest,
+            Some(None) => {
+                return Err(format!(
+                    "eth_blockNumber answered {}, a block it does not have, and it has no latest block",
+                    hex(claimed)
+                ))
+            }
+        },
+    };
+    for _ in 0..HEAD_PROBES {
+        let above = head.saturating_add(1);
+        match answers.hashes.get(&above) {
+            None => return Ok(Err(Ask::Block(above))),
+            Some(None) => return Ok(Ok(head)),
+            Some(Some(_)) => {
+                head = match answers.latest {
+                    None => return Ok(Err(Ask::Latest)),
+                    Some(Some(latest)) if latest > above => latest,
+                    _ => above,
+                }
+            }
+        }
+    }
+    Err(format!(
+        "eth_blockNumber answered {}, but blocks go on past {}",
+        hex(claimed),
+        hex(head)
+    ))
+}
+
+/// Where blocks the client was given (newest first) part from the new backend's chain, up to
+/// its head; or the block to ask about first.
+fn part(given: &[(u64, String)], head: u64, answers: &Answers) -> Result<Option<u64>, Ask> {
+    let mut parted = None;
+    for (number, hash) in given {
+        if *number > head {
+            // Not there yet: a head of the new backend's tells later (see `saw_head`).
+            continue;
+        }
+        match answers.hashes.get(number) {
+            None => return Err(Ask::Block(*number)),
+            Some(theirs) if theirs.as_deref() == Some(hash.as_str()) => break,
+            Some(_) => parted = Some(*number),
+        }
+    }
+    Ok(parted)
+}
+
+/// One subscription's gap on the new backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fill {
+    pub client_sub: String,
+    pub topic: Topic,
+    /// The first block filled; the last is the head.
+    pub from: u64,
+}
+
+/// What a move does, decided before the client sees any of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MovePlan {
+    /// The new backend's head (checked): the gap is filled up to it.
+    pub head: u64,
+    /// Where the session's heads part from the new backend's chain: forgotten from there.
+    pub parted: Option<u64>,
+    /// `logs` subscriptions whose logs from this block on go back (`removed: true`).
+    pub take_back: Vec<(String, u64)>,
+    /// The gaps to fill, in the order of the subscriptions.
+    pub fills: Vec<Fill>,
+}
+
+/// Step 3: the plan of the move from what the survey found; `Err`: the gap is longer than
+/// `max_gap` blocks, and the session closes with this reason.
+///
+/// A `newHeads` subscription is filled from the block after its last head, or from where its
+/// heads part from the new chain (the client then gets those heads again, as a node reports a
+/// reorg). A `logs` subscription's logs go back from where its delivered blocks or the
+/// session's heads part from the new chain (every block the client has from there on is of the
+/// old one), and it is filled from there or from its resume point, whichever is earlier.
+pub fn plan(state: &SessionState, found: &Findings, max_gap: u64) -> Result<MovePlan, String> {
+    let part_of = |client_sub: &str| {
+        found
+            .parts
+            .iter()
+            .find(|(sub, _)| sub == client_sub)
+            .map(|(_, at)| *at)
+    };
+    let earliest = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let mut take_back = Vec::new();
+    let mut starts: Vec<(Gap, u64)> = Vec::new();
+    for gap in state.gaps() {
+        let from = match gap.topic {
+            Topic::Heads => earliest(gap.from, part_of(&gap.client_sub)),
+            Topic::Logs { .. } => {
+                let back = earliest(part_of(&gap.client_sub), found.parted);
+                if let Some(back) = back {
+                    if state
+                        .delivered_blocks(&gap.client_sub)
+                        .iter()
+                        .any(|(n, _)| *n >= back)
+                    {
+                        take_back.push((gap.client_sub.clone(), back));
+                    }
+                }
+                earliest(gap.from, back)
+            }
+            Topic::Other => None,
+        };
+        if let Some(from) = from {
+            starts.push((gap, from));
+        }
+    }
+    let head = found.head;
+    if let Some(first) = starts.iter().map(|(_, from)| *from).min() {
+        if first <= head {
+            let length = (head - first).saturating_add(1);
+            if length > max_gap {
+                return Err(format!(
+                    "the client is {length} blocks behind the next backend, more than the pool's max_gap_blocks ({max_gap}); reconnect"
+                ));
+            }
+        }
+    }
+    let fills = starts
+        .into_iter()
+        .filter(|(_, from)| *from <= head)
+        .map(|(gap, from)| Fill {
+            client_sub: gap.client_sub,
+            topic: gap.topic,
+            from,
+        })
+        .collect();
+    Ok(MovePlan {
+        head,
+        parted: found.parted,
+        take_back,
+        fills,
+    })
+}
+
+impl MovePlan {
+    /// The blocks whose headers the `newHeads` gaps need (`eth_getBlockByNumber`).
+    pub fn heads_wanted(&self) -> Option<RangeInclusive<u64>> {
+        self.fills
+            .iter()
+            .filter(|f| f.topic == Topic::Heads)
+            .map(|f| f.from)
+            .min()
+            .map(|from| from..=self.head)
+    }
+
+    /// The `eth_getLogs` filter of each `logs` gap: the subscription's, over the gap's blocks.
+    pub fn logs_wanted(&self) -> Vec<(String, Value)> {
+        self.fills
+            .iter()
+            .filter_map(|fill| {
+                let Topic::Logs { filter } = &fill.topic else {
+                    return None;
+                };
+                let mut filter = filter.clone();
+                if let Some(object) = filter.as_object_mut() {
+                    object.remove("blockHash");
+                    object.insert("fromBlock".into(), json!(hex(fill.from)));
+                    object.insert("toBlock".into(), json!(hex(self.head)));
+                }
+                Some((fill.client_sub.clone(), filter))
+            })
+            .collect()
+    }
+}
+
+/// A block as `eth_getBlockByNumber` returns it, as a head notification sends it: its header.
+pub fn header(mut block: Value) -> Value {
+    if let Some(object) = block.as_object_mut() {
+        for body in [
+            "transactions",
+            "uncles",
+            "withdrawals",
+            "size",
+            "totalDifficulty",
+        ] {
+            object.remove(body);
+        }
+    }
+    block
+}
+
+/// What the move fetched: heads by number, and each `logs` gap's logs as `eth_getLogs` returned
+/// them.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    pub heads: BTreeMap<u64, Value>,
+    pub logs: HashMap<String, Vec<Value>>,
+}
+
+/// Step 4: the session is the new backend's (its subscription ids `new_ids` by the client's,
+/// its `hidden` `newHeads`); returns what the client gets, in order: the logs taken back, then
+/// block by block each subscription's head or logs it lacks.
+pub fn apply(
+    state: &mut SessionState,
+    plan: &MovePlan,
+    new_ids: &[(String, String)],
+    hidden: Option<String>,
+    fetched: &Fetched,
+    max_gap: u64,
+) -> Vec<Vec<u8>> {
+    state.rebind(new_ids, hidden);
+    let mut out = Vec::new();
+    for (client_sub, from) in &plan.take_back {
+        out.extend(state.take_back(client_sub, *from));
+    }
+    if let Some(parted) = plan.parted {
+        state.forget_heads_from(parted);
+    }
+    let mut logs: HashMap<&str, BTreeMap<u64, Vec<Value>>> = HashMap::new();
+    for (client_sub, found) in &fetched.logs {
+        let by_block = logs.entry(client_sub.as_str()).or_default();
+        for log in found {
+            if let Some(number) = log.get("blockNumber").and_then(hex_u64) {
+                by_block.entry(number).or_default().push(log.clone());
+            }
+        }
+    }
+    if let Some(first) = plan.fills.iter().map(|f| f.from).min() {
+        for number in first..=plan.head {
+            for fill in plan.fills.iter().filter(|f| f.from <= number) {
+                let sub = fill.client_sub.as_str();
+                match fill.topic {
+                    Topic::Heads => {
+                        if let Some(block) = fetched.heads.get(&number) {
+                            out.extend(state.fill(sub, Some(block), &[]));
+                        }
+                    }
+                    Topic::Logs { .. } => {
+                        if let Some(found) = logs.get(sub).and_then(|b| b.get(&number)) {
+                            out.extend(state.fill(sub, None, found));
+                        }
+                    }
+                    Topic::Other => {}
+                }
+            }
+        }
+    }
+    state.filled_to(plan.head, max_gap);
+    out
+}
