@@ -80,6 +80,11 @@ pub struct Findings {
     /// The first number at or below the head where the session's heads are not the new
     /// backend's blocks.
     pub parted: Option<u64>,
+    /// Where the session's chain may part from the new backend's: the block after the highest
+    /// one found the same (the heads the session saw may skip numbers, as after a move).
+    pub unsure_from: Option<u64>,
+    /// The new backend's blocks that the survey learnt, up to its head, oldest first.
+    pub chain: Vec<(u64, String)>,
     /// The same per subscription: a `newHeads` subscription's heads, a `logs` subscription's
     /// blocks with delivered logs.
     pub parts: Vec<(String, u64)>,
@@ -114,15 +119,18 @@ pub fn survey(state: &SessionState, answers: &Answers) -> Result<Survey, String>
         return Ok(Survey::Done(Findings {
             head: answers.claimed,
             parted: None,
+            unsure_from: None,
             parts: Vec::new(),
+            chain: Vec::new(),
         }));
     }
     let head = match head(answers)? {
         Ok(head) => head,
         Err(ask) => return Ok(Survey::Ask(ask)),
     };
-    let parted = match part(&heads_seen, head, answers) {
-        Ok(parted) => parted,
+    let (parted, unsure_from) = match part(&heads_seen, head, answers) {
+        Ok(Some(part)) => (Some(part.at), Some(part.unsure_from)),
+        Ok(None) => (None, None),
         Err(ask) => return Ok(Survey::Ask(ask)),
     };
     let mut parts = Vec::new();
@@ -133,15 +141,24 @@ pub fn survey(state: &SessionState, answers: &Answers) -> Result<Survey, String>
             Topic::Other => continue,
         };
         match part(&given, head, answers) {
-            Ok(Some(at)) => parts.push((gap.client_sub.clone(), at)),
+            Ok(Some(part)) => parts.push((gap.client_sub.clone(), part.at)),
             Ok(None) => {}
             Err(ask) => return Ok(Survey::Ask(ask)),
         }
     }
+    let mut chain: Vec<(u64, String)> = answers
+        .hashes
+        .iter()
+        .filter(|(n, _)| **n <= head)
+        .filter_map(|(n, hash)| Some((*n, hash.clone()?)))
+        .collect();
+    chain.sort();
     Ok(Survey::Done(Findings {
         head,
         parted,
+        unsure_from,
         parts,
+        chain,
     }))
 }
 
@@ -183,10 +200,19 @@ fn head(answers: &Answers) -> Result<Result<u64, Ask>, String> {
     ))
 }
 
+/// Where blocks the client was given part from the new backend's chain.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Part {
+    /// The lowest of those blocks that is not the new backend's.
+    at: u64,
+    /// The block after the highest one that is (or `at`): blocks between them were not known.
+    unsure_from: u64,
+}
+
 /// Where blocks the client was given (newest first) part from the new backend's chain, up to
 /// its head; or the block to ask about first.
-fn part(given: &[(u64, String)], head: u64, answers: &Answers) -> Result<Option<u64>, Ask> {
-    let mut parted = None;
+fn part(given: &[(u64, String)], head: u64, answers: &Answers) -> Result<Option<Part>, Ask> {
+    let mut parted: Option<Part> = None;
     for (number, hash) in given {
         if *number > head {
             // Not there yet: a head of the new backend's tells later (see `saw_head`).
@@ -194,8 +220,18 @@ fn part(given: &[(u64, String)], head: u64, answers: &Answers) -> Result<Option<
         }
         match answers.hashes.get(number) {
             None => return Err(Ask::Block(*number)),
-            Some(theirs) if theirs.as_deref() == Some(hash.as_str()) => break,
-            Some(_) => parted = Some(*number),
+            Some(theirs) if theirs.as_deref() == Some(hash.as_str()) => {
+                if let Some(part) = &mut parted {
+                    part.unsure_from = number.saturating_add(1);
+                }
+                break;
+            }
+            Some(_) => {
+                parted = Some(Part {
+                    at: *number,
+                    unsure_from: *number,
+                })
+            }
         }
     }
     Ok(parted)
@@ -217,6 +253,8 @@ pub struct MovePlan {
     pub head: u64,
     /// Where the session's heads part from the new backend's chain: forgotten from there.
     pub parted: Option<u64>,
+    /// The new backend's blocks the survey learnt: the session's heads from then on.
+    pub chain: Vec<(u64, String)>,
     /// `logs` subscriptions whose logs from this block on go back (`removed: true`).
     pub take_back: Vec<(String, u64)>,
     /// The gaps to fill, in the order of the subscriptions.
@@ -259,7 +297,7 @@ pub fn plan(state: &SessionState, found: &Findings, max_gap: u64) -> Result<Move
                         take_back.push((gap.client_sub.clone(), back));
                     }
                 }
-                earliest(gap.from, back)
+                earliest(earliest(gap.from, back), found.unsure_from)
             }
             Topic::Other => None,
         };
@@ -290,6 +328,7 @@ pub fn plan(state: &SessionState, found: &Findings, max_gap: u64) -> Result<Move
     Ok(MovePlan {
         head,
         parted: found.parted,
+        chain: found.chain.clone(),
         take_back,
         fills,
     })
@@ -369,6 +408,7 @@ pub fn apply(
     if let Some(parted) = plan.parted {
         state.forget_heads_from(parted);
     }
+    state.saw_chain(&plan.chain);
     let mut logs: HashMap<&str, BTreeMap<u64, Vec<Value>>> = HashMap::new();
     for (client_sub, found) in &fetched.logs {
         let by_block = logs.entry(client_sub.as_str()).or_default();

@@ -558,11 +558,25 @@ impl SessionState {
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_ascii_lowercase();
-                if given.iter().any(|(n, h)| *n == number && *h == hash) {
+                let mine = given.iter().find(|(n, _)| *n == number);
+                if mine.is_some_and(|(_, h)| *h == hash) {
                     // The client has it (a new backend catching up, a fill's repeat).
                     return false;
                 }
-                // Below the last: a reorg report, which replaces the client's heads from there.
+                let below = given.front().is_some_and(|(first, _)| number < *first);
+                if mine.is_none() && below {
+                    // Below the client's first head: a reorg report only where the session
+                    // knew another block (else a backend behind it catching up).
+                    let other = self
+                        .heads_seen
+                        .iter()
+                        .any(|(n, h)| *n == number && *h != hash);
+                    if !other {
+                        return false;
+                    }
+                }
+                // At or below the last: a reorg report, which replaces the client's heads from
+                // there.
                 while given.back().is_some_and(|(n, _)| *n >= number) {
                     given.pop_back();
                 }
@@ -620,22 +634,7 @@ impl SessionState {
     /// logs of blocks the session never saw as heads are left to the next head at their number.)
     fn saw_head(&mut self, number: u64, hash: &str) {
         let hash = hash.to_ascii_lowercase();
-        let known = self
-            .heads_seen
-            .iter()
-            .rev()
-            .find(|(n, _)| *n == number)
-            .map(|(_, h)| *h == hash);
-        let mut orphaned = Vec::new();
-        if known != Some(true) {
-            while self.heads_seen.back().is_some_and(|(n, _)| *n >= number) {
-                orphaned.extend(self.heads_seen.pop_back());
-            }
-            self.heads_seen.push_back((number, hash.clone()));
-            if self.heads_seen.len() > HEADS_SEEN {
-                self.heads_seen.pop_front();
-            }
-        }
+        let orphaned = self.remember_head(number, &hash);
         // A node sends a block's logs as it imports the block, before the next head: the logs of
         // the blocks before this head have all been sent. The gap starts one block earlier still,
         // as a margin (what the client has is not sent twice).
@@ -661,6 +660,33 @@ impl SessionState {
                 self.extra.push(taken_back(client_sub, log));
             }
             *resume_from = Some(resume_from.map_or(resume, |r| r.max(resume)));
+        }
+    }
+
+    /// Records a head of the chain; returns the heads it orphaned (those from its number on,
+    /// when the session knew another block there). A number the session knew nothing of (below
+    /// its heads, as from a backend behind it) takes its place and orphans nothing.
+    fn remember_head(&mut self, number: u64, hash: &str) -> Vec<(u64, String)> {
+        let at = self.heads_seen.partition_point(|(n, _)| *n < number);
+        let mut orphaned = Vec::new();
+        match self.heads_seen.get(at) {
+            Some((n, h)) if *n == number && h == hash => return orphaned,
+            Some((n, _)) if *n == number => {
+                orphaned.extend(self.heads_seen.drain(at..));
+                self.heads_seen.push_back((number, hash.to_string()));
+            }
+            _ => self.heads_seen.insert(at, (number, hash.to_string())),
+        }
+        while self.heads_seen.len() > HEADS_SEEN {
+            self.heads_seen.pop_front();
+        }
+        orphaned
+    }
+
+    /// After a move: blocks of the new backend's chain (oldest first), as the session's heads.
+    pub fn saw_chain(&mut self, blocks: &[(u64, String)]) {
+        for (number, hash) in blocks {
+            self.remember_head(*number, &hash.to_ascii_lowercase());
         }
     }
 
@@ -951,14 +977,22 @@ impl LogMemory {
         {
             Some(block) => block.logs.push((key.index, log, size)),
             None => {
-                // Blocks stay in order of number: a block of a reorg replaces the ones from its
-                // number on.
-                replaced = self.take_back_where(|b| b.number >= key.block);
-                self.blocks.push_back(DeliveredBlock {
-                    number: key.block,
-                    hash: key.hash.clone(),
-                    logs: vec![(key.index, log, size)],
-                });
+                // Another block at this number: the chain changed there, and the blocks from its
+                // number on are the old chain's. With none, the block is new to the client (a
+                // backend behind it catching up, or logs that came before their reorg's head,
+                // which `saw_head` judges): it takes its place in the order of numbers.
+                if self.blocks.iter().any(|b| b.number == key.block) {
+                    replaced = self.take_back_where(|b| b.number >= key.block);
+                }
+                let at = self.blocks.partition_point(|b| b.number < key.block);
+                self.blocks.insert(
+                    at,
+                    DeliveredBlock {
+                        number: key.block,
+                        hash: key.hash.clone(),
+                        logs: vec![(key.index, log, size)],
+                    },
+                );
             }
         }
         while self.bytes > max_bytes && self.blocks.len() > 1 {
