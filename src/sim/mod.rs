@@ -63,6 +63,11 @@ pub struct NodeStatus {
     pub ws_close_after: Option<u64>,
     /// Execution only: wait this long (ms) before each WebSocket answer.
     pub ws_answer_delay_ms: u64,
+    /// Execution only: the next `eth_blockNumber` on a WebSocket answers this number instead of
+    /// the head (once; then the field is `None` again), as a node behind a stale cache might.
+    pub ws_wrong_block_number: Option<u64>,
+    /// Execution only: blocks from this number on have no logs.
+    pub no_logs_from: Option<u64>,
     /// Consensus only: end every event stream at once, before any event (after its header).
     pub sse_end_at_once: bool,
     /// Consensus only: genesis time (Unix seconds); by default the head is the wall-clock slot.
@@ -91,6 +96,8 @@ impl Default for NodeStatus {
             ws_close_after: None,
             sse_end_at_once: false,
             ws_answer_delay_ms: 0,
+            ws_wrong_block_number: None,
+            no_logs_from: None,
             sse_keep_alive_ms: None,
             head_age_s: 0,
             genesis_time: unix_now().saturating_sub(1000 * SECONDS_PER_SLOT),
@@ -154,6 +161,11 @@ impl NodeState {
 
     pub fn status(&self) -> NodeStatus {
         lock(&self.status).clone()
+    }
+
+    /// The wrong `eth_blockNumber` to answer once, if one is set.
+    fn take_wrong_block_number(&self) -> Option<u64> {
+        lock(&self.status).ws_wrong_block_number.take()
     }
 
     fn apply(&self, patch: StatusPatch) {
