@@ -61,6 +61,10 @@ pub struct Answers {
     /// The number of its latest block, once asked (`None` inside: it had none). Its hash goes
     /// in [`Answers::hashes`].
     pub latest: Option<Option<u64>>,
+    /// The parent hash of each block asked, by the block's number: the session's record of the
+    /// chain then reaches one block below each (a backend behind that record has something to
+    /// compare with at the next move).
+    pub parents: HashMap<u64, String>,
 }
 
 impl Answers {
@@ -152,7 +156,15 @@ pub fn survey(state: &SessionState, answers: &Answers) -> Result<Survey, String>
         .filter(|(n, _)| **n <= head)
         .filter_map(|(n, hash)| Some((*n, hash.clone()?)))
         .collect();
+    for (n, parent) in &answers.parents {
+        if let Some(below) = n.checked_sub(1).filter(|b| *b < head) {
+            if !answers.hashes.contains_key(&below) {
+                chain.push((below, parent.clone()));
+            }
+        }
+    }
     chain.sort();
+    chain.dedup_by_key(|(n, _)| *n);
     Ok(Survey::Done(Findings {
         head,
         parted,
@@ -335,11 +347,13 @@ pub fn plan(state: &SessionState, found: &Findings, max_gap: u64) -> Result<Move
 }
 
 impl MovePlan {
-    /// The blocks whose headers the `newHeads` gaps need (`eth_getBlockByNumber`).
-    pub fn heads_wanted(&self) -> Option<RangeInclusive<u64>> {
+    /// The blocks whose headers the move fetches (`eth_getBlockByNumber`): those of every gap,
+    /// for the `newHeads` gaps' notifications and for the session's record of the chain (so
+    /// that the next move can tell where a backend behind it parts, quiet filters too).
+    pub fn blocks_wanted(&self) -> Option<RangeInclusive<u64>> {
         self.fills
             .iter()
-            .filter(|f| f.topic == Topic::Heads)
+            .filter(|f| f.topic != Topic::Other)
             .map(|f| f.from)
             .min()
             .map(|from| from..=self.head)
@@ -381,8 +395,8 @@ pub fn header(mut block: Value) -> Value {
     block
 }
 
-/// What the move fetched: heads by number, and each `logs` gap's logs as `eth_getLogs` returned
-/// them.
+/// What the move fetched: block headers by number ([`MovePlan::blocks_wanted`]), and each
+/// `logs` gap's logs as `eth_getLogs` returned them.
 #[derive(Debug, Default)]
 pub struct Fetched {
     pub heads: BTreeMap<u64, Value>,
@@ -409,6 +423,12 @@ pub fn apply(
         state.forget_heads_from(parted);
     }
     state.saw_chain(&plan.chain);
+    let fetched_chain: Vec<(u64, String)> = fetched
+        .heads
+        .iter()
+        .filter_map(|(n, block)| Some((*n, block.get("hash")?.as_str()?.to_string())))
+        .collect();
+    state.saw_chain(&fetched_chain);
     let mut logs: HashMap<&str, BTreeMap<u64, Vec<Value>>> = HashMap::new();
     for (client_sub, found) in &fetched.logs {
         let by_block = logs.entry(client_sub.as_str()).or_default();

@@ -472,9 +472,15 @@ impl World {
                 Ok(Survey::Done(found)) => break found,
                 Ok(Survey::Ask(Ask::Block(n))) => {
                     answers.hashes.insert(n, chain.hash(n));
+                    if let Some(parent) = chain.hash(n).and_then(|_| chain.hash(n - 1)) {
+                        answers.parents.insert(n, parent);
+                    }
                 }
                 Ok(Survey::Ask(Ask::Latest)) => {
                     answers.hashes.insert(chain.tip(), chain.hash(chain.tip()));
+                    if let Some(parent) = chain.hash(chain.tip() - 1) {
+                        answers.parents.insert(chain.tip(), parent);
+                    }
                     answers.latest = Some(Some(chain.tip()));
                 }
             }
@@ -484,7 +490,7 @@ impl World {
             return Ok(false);
         };
         let mut fetched = Fetched::default();
-        for n in plan.heads_wanted().into_iter().flatten() {
+        for n in plan.blocks_wanted().into_iter().flatten() {
             fetched
                 .heads
                 .insert(n, chain.header(n).ok_or("a block below the head missing")?);
@@ -586,7 +592,7 @@ proptest! {
 #[test]
 fn debug_case() {
     use Step::*;
-    let steps = vec![ Reorg { depth: 1, length: 2, logs_first: false, }, Block { logs_first: false, others: 0, }, Block { logs_first: false, others: 0, }, Other { node: 1, op: OtherOp::Sync { lag: 0, ahead: 0, }, }, Block { logs_first: false, others: 0, }, Move { to: 2, claim: Claim::Right, before: 0, after: 0, }, Block { logs_first: false, others: 1, }, Move { to: 2, claim: Claim::Right, before: 0, after: 0, }, Move { to: 1, claim: Claim::Right, before: 0, after: 1, }, Move { to: 1, claim: Claim::Right, before: 0, after: 0, }, Reorg { depth: 1, length: 3, logs_first: false, }, Block { logs_first: false, others: 0, }, Reorg { depth: 1, length: 4, logs_first: false, }, Reorg { depth: 1, length: 4, logs_first: false, }, Reorg { depth: 1, length: 3, logs_first: false, }, Block { logs_first: false, others: 0, }, Move { to: 1, claim: Claim::Right, before: 0, after: 0, }, Move { to: 2, claim: Claim::Right, before: 1, after: 0, }, Move { to: 2, claim: Claim::Right, before: 0, after: 0, }, ];
+    let steps = vec![ Other { node: 2, op: OtherOp::Advance, }, Move { to: 2, claim: Claim::Right, before: 1, after: 0, }, Other { node: 1, op: OtherOp::Reorg( 1, ), }, Block { logs_first: false, others: 0, }, Block { logs_first: false, others: 3, }, Move { to: 1, claim: Claim::Right, before: 0, after: 0, }, Block { logs_first: false, others: 0, }, ];
     let mut world = World::new(false, false, true);
     for step in &steps {
         let r = world.run(step);

@@ -109,6 +109,9 @@ struct LogMemory {
     /// starts at 0 and moves up as old blocks are forgotten): a `removed` log there that the
     /// memory lacks names a log the client does not have, and is dropped.
     covers_from: u64,
+    /// The subscription's first block (the head when it was made): logs of earlier blocks do
+    /// not reach the client.
+    starts_at: u64,
 }
 
 #[derive(Debug)]
@@ -436,8 +439,16 @@ impl SessionState {
                 .and_then(|block| block.get("number"))
                 .and_then(hex_u64);
             if let (Some(head), Some(sub)) = (head, self.subs.get_mut(&client_sub)) {
-                if let Progress::Logs { resume_from, .. } = &mut sub.progress {
+                if let Progress::Logs {
+                    resume_from,
+                    delivered,
+                } = &mut sub.progress
+                {
                     *resume_from = Some(resume_from.map_or(head, |r| r.max(head)));
+                    // Logs of earlier blocks are not the subscription's (a backend behind, on
+                    // another branch, importing them after a move).
+                    let first = delivered.blocks.front().map_or(head, |b| b.number.min(head));
+                    delivered.starts_at = first;
                 }
             }
             return None;
@@ -601,9 +612,14 @@ impl SessionState {
                     // The client does not have it, as far as the memory covers: a log the
                     // gateway took back already (a head of the new chain came first), or one it
                     // never sent.
-                    return key.block < delivered.covers_from;
+                    return key.block < delivered.covers_from && key.block >= delivered.starts_at;
                 }
-                if delivered.has(&key) {
+                if key.block < delivered.starts_at {
+                    return false;
+                }
+                if delivered.has(&key) || key.block < delivered.covers_from {
+                    // The client has it, or may: the memory no longer covers that block (more
+                    // than the gap limit below the head), and a log is never sent twice.
                     return false;
                 }
                 // A block at a number the client has under another hash (a backend after a

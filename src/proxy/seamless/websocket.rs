@@ -550,14 +550,22 @@ impl Carry<'_> {
             match carry::survey(self.state, &answers).map_err(MoveFailed::Backend)? {
                 Survey::Done(found) => break found,
                 Survey::Ask(Ask::Block(number)) => {
-                    let hash = self.block(json!(hex(number))).await?.map(|b| hash_of(&b));
-                    answers.hashes.insert(number, hash.flatten());
+                    let block = self.block(json!(hex(number))).await?;
+                    if let Some(parent) = block.as_ref().and_then(|b| hash_in(b, "parentHash")) {
+                        answers.parents.insert(number, parent);
+                    }
+                    answers
+                        .hashes
+                        .insert(number, block.as_ref().and_then(|b| hash_in(b, "hash")));
                 }
                 Survey::Ask(Ask::Latest) => {
                     let latest = self.block(json!("latest")).await?;
                     let number = latest.as_ref().and_then(|b| b.get("number")).and_then(hex_u64);
-                    let hash = latest.as_ref().and_then(hash_of);
+                    let hash = latest.as_ref().and_then(|b| hash_in(b, "hash"));
                     if let (Some(number), Some(hash)) = (number, hash) {
+                        if let Some(parent) = latest.as_ref().and_then(|b| hash_in(b, "parentHash")) {
+                            answers.parents.insert(number, parent);
+                        }
                         answers.hashes.insert(number, Some(hash));
                         answers.latest = Some(Some(number));
                     } else {
@@ -569,7 +577,7 @@ impl Carry<'_> {
         let plan = carry::plan(self.state, &found, max_gap).map_err(MoveFailed::Session)?;
         // The gap's content, fetched before the client sees any of it.
         let mut fetched = carry::Fetched::default();
-        for number in plan.heads_wanted().into_iter().flatten() {
+        for number in plan.blocks_wanted().into_iter().flatten() {
             let Some(block) = self.block(json!(hex(number))).await? else {
                 return Err(MoveFailed::Backend(format!(
                     "block {number} missing below its head {}",
@@ -658,10 +666,10 @@ impl Carry<'_> {
     }
 }
 
-/// A block's hash, lowercase.
-fn hash_of(block: &Value) -> Option<String> {
+/// A block's `hash` or `parentHash`, lowercase.
+fn hash_in(block: &Value, field: &str) -> Option<String> {
     block
-        .get("hash")
+        .get(field)
         .and_then(Value::as_str)
         .map(str::to_ascii_lowercase)
 }
