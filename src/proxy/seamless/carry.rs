@@ -114,7 +114,7 @@ pub enum Survey {
 /// not is where they part.
 pub fn survey(state: &SessionState, answers: &Answers) -> Result<Survey, String> {
     let gaps = state.gaps();
-    let heads_seen = state.heads_seen();
+    let heads_seen = state.heads_record();
     let needed = !heads_seen.is_empty()
         || gaps
             .iter()
@@ -139,9 +139,14 @@ pub fn survey(state: &SessionState, answers: &Answers) -> Result<Survey, String>
     };
     let mut parts = Vec::new();
     for gap in &gaps {
-        let given = match gap.topic {
-            Topic::Heads => state.given_heads(&gap.client_sub),
-            Topic::Logs { .. } => state.delivered_blocks(&gap.client_sub),
+        let given: Vec<(u64, String, u64)> = match gap.topic {
+            // The client's heads are one chain: a match vouches for every head below it.
+            Topic::Heads => state
+                .given_heads(&gap.client_sub)
+                .into_iter()
+                .map(|(n, h)| (n, h, 0))
+                .collect(),
+            Topic::Logs { .. } => state.delivered_record(&gap.client_sub),
             Topic::Other => continue,
         };
         match part(&given, head, answers) {
@@ -221,27 +226,31 @@ struct Part {
     unsure_from: u64,
 }
 
-/// Where blocks the client was given (newest first) part from the new backend's chain, up to
-/// its head; or the block to ask about first.
-fn part(given: &[(u64, String)], head: u64, answers: &Answers) -> Result<Option<Part>, Ask> {
+/// Where blocks the client was given (newest first, each with the move it was recorded in)
+/// part from the new backend's chain, up to its head; or the block to ask about first. A block
+/// found the same vouches for those below it recorded in the same move or earlier (a chain
+/// they were checked against then, or that sent them); one recorded later, by a backend that
+/// was behind, is asked about in turn.
+fn part(given: &[(u64, String, u64)], head: u64, answers: &Answers) -> Result<Option<Part>, Ask> {
     let mut parted: Option<Part> = None;
-    for (number, hash) in given {
-        if *number > head {
-            // Not there yet: a head of the new backend's tells later (see `saw_head`).
+    let mut vouched: Option<u64> = None;
+    for (number, hash, epoch) in given {
+        if *number > head || vouched.is_some_and(|v| *epoch <= v) {
+            // Above it: not there yet, a head of the new backend's tells later (`saw_head`).
             continue;
         }
         match answers.hashes.get(number) {
             None => return Err(Ask::Block(*number)),
             Some(theirs) if theirs.as_deref() == Some(hash.as_str()) => {
+                vouched = Some(vouched.map_or(*epoch, |v| v.max(*epoch)));
                 if let Some(part) = &mut parted {
-                    part.unsure_from = number.saturating_add(1);
+                    part.unsure_from = part.unsure_from.min(number.saturating_add(1));
                 }
-                break;
             }
             Some(_) => {
                 parted = Some(Part {
                     at: *number,
-                    unsure_from: *number,
+                    unsure_from: parted.map_or(*number, |p| p.unsure_from.min(*number)),
                 })
             }
         }
@@ -267,7 +276,8 @@ pub struct MovePlan {
     pub parted: Option<u64>,
     /// The new backend's blocks the survey learnt: the session's heads from then on.
     pub chain: Vec<(u64, String)>,
-    /// `logs` subscriptions whose logs from this block on go back (`removed: true`).
+    /// `logs` subscriptions whose logs from this block on go back (`removed: true`), and whose
+    /// resume point comes back to it.
     pub take_back: Vec<(String, u64)>,
     /// The gaps to fill, in the order of the subscriptions.
     pub fills: Vec<Fill>,
@@ -300,14 +310,10 @@ pub fn plan(state: &SessionState, found: &Findings, max_gap: u64) -> Result<Move
             Topic::Heads => earliest(gap.from, part_of(&gap.client_sub)),
             Topic::Logs { .. } => {
                 let back = earliest(part_of(&gap.client_sub), found.parted);
+                // Even with no logs to take back: the resume point, on the old chain past
+                // here, comes back to it.
                 if let Some(back) = back {
-                    if state
-                        .delivered_blocks(&gap.client_sub)
-                        .iter()
-                        .any(|(n, _)| *n >= back)
-                    {
-                        take_back.push((gap.client_sub.clone(), back));
-                    }
+                    take_back.push((gap.client_sub.clone(), back));
                 }
                 earliest(earliest(gap.from, back), found.unsure_from)
             }
@@ -419,6 +425,9 @@ pub fn apply(
     for (client_sub, from) in &plan.take_back {
         out.extend(state.take_back(client_sub, *from));
     }
+    // The session's heads from where the chains part are not its record of the chain any
+    // more; the new backend's blocks are, marked with this move.
+    state.next_epoch();
     if let Some(parted) = plan.parted {
         state.forget_heads_from(parted);
     }

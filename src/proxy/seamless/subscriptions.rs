@@ -106,8 +106,8 @@ struct LogMemory {
     blocks: VecDeque<DeliveredBlock>,
     bytes: usize,
     /// From this block on, the memory holds every log the client has of the subscription (it
-    /// starts at 0 and moves up as old blocks are forgotten): a `removed` log there that the
-    /// memory lacks names a log the client does not have, and is dropped.
+    /// starts at 0 and moves up as old blocks are forgotten): a log below it may be one the
+    /// client has, and is not sent.
     covers_from: u64,
     /// The subscription's first block (the head when it was made): logs of earlier blocks do
     /// not reach the client.
@@ -120,6 +120,8 @@ struct DeliveredBlock {
     hash: String,
     /// `(logIndex, the log as delivered, its size in bytes)`.
     logs: Vec<(u64, Value, usize)>,
+    /// The move it was remembered in.
+    epoch: u64,
 }
 
 /// One request the backend has not answered yet.
@@ -225,7 +227,11 @@ pub struct SessionState {
     hidden_call: Option<u64>,
     wants_hidden: bool,
     /// The last heads the session saw (number, hash), oldest first.
-    heads_seen: VecDeque<(u64, String)>,
+    heads_seen: VecDeque<(u64, String, u64)>,
+    /// Moves so far: each head seen and block of delivered logs is marked with the move it was
+    /// last seen in, so that the next move knows which of them a match of hashes vouches for
+    /// (a backend behind the session's heads leaves those above its head unchecked).
+    epoch: u64,
     /// Notifications the gateway makes that go to the client before the current message (logs
     /// taken back).
     extra: Vec<Vec<u8>>,
@@ -556,6 +562,7 @@ impl SessionState {
             .filter(|s| matches!(s.progress, Progress::Logs { .. }))
             .count();
         let log_bytes = MAX_REMEMBERED_LOG_BYTES / logs_subs.max(1);
+        let epoch = self.epoch;
         let Some(sub) = self.subs.get_mut(client_sub) else {
             return false;
         };
@@ -581,7 +588,7 @@ impl SessionState {
                     let other = self
                         .heads_seen
                         .iter()
-                        .any(|(n, h)| *n == number && *h != hash);
+                        .any(|(n, h, _)| *n == number && *h != hash);
                     if !other {
                         return false;
                     }
@@ -609,10 +616,11 @@ impl SessionState {
                         delivered.forget(&key);
                         return true;
                     }
-                    // The client does not have it, as far as the memory covers: a log the
-                    // gateway took back already (a head of the new chain came first), or one it
-                    // never sent.
-                    return key.block < delivered.covers_from && key.block >= delivered.starts_at;
+                    // Not a log the memory holds: one the gateway took back already (a head of
+                    // the new chain came first), one it never sent, or one of a block it forgot
+                    // (more than the gap limit below the head). Removing a log the client may
+                    // not hold would break its count; the forgotten are outside the window.
+                    return false;
                 }
                 if key.block < delivered.starts_at {
                     return false;
@@ -625,7 +633,7 @@ impl SessionState {
                 // A block at a number the client has under another hash (a backend after a
                 // switch, on another branch, that did not take them back): the client's logs
                 // of it and of later blocks go back first, as a node does on a reorg.
-                let replaced = delivered.remember(&key, result.clone(), log_bytes);
+                let replaced = delivered.remember(&key, result.clone(), log_bytes, epoch);
                 for log in replaced {
                     self.extra.push(taken_back(client_sub, log));
                 }
@@ -683,15 +691,19 @@ impl SessionState {
     /// when the session knew another block there). A number the session knew nothing of (below
     /// its heads, as from a backend behind it) takes its place and orphans nothing.
     fn remember_head(&mut self, number: u64, hash: &str) -> Vec<(u64, String)> {
-        let at = self.heads_seen.partition_point(|(n, _)| *n < number);
+        let at = self.heads_seen.partition_point(|(n, ..)| *n < number);
         let mut orphaned = Vec::new();
-        match self.heads_seen.get(at) {
-            Some((n, h)) if *n == number && h == hash => return orphaned,
-            Some((n, _)) if *n == number => {
-                orphaned.extend(self.heads_seen.drain(at..));
-                self.heads_seen.push_back((number, hash.to_string()));
+        let epoch = self.epoch;
+        match self.heads_seen.get_mut(at) {
+            Some((n, h, seen)) if *n == number && h == hash => {
+                *seen = epoch;
+                return orphaned;
             }
-            _ => self.heads_seen.insert(at, (number, hash.to_string())),
+            Some((n, ..)) if *n == number => {
+                orphaned.extend(self.heads_seen.drain(at..).map(|(n, h, _)| (n, h)));
+                self.heads_seen.push_back((number, hash.to_string(), epoch));
+            }
+            _ => self.heads_seen.insert(at, (number, hash.to_string(), epoch)),
         }
         while self.heads_seen.len() > HEADS_SEEN {
             self.heads_seen.pop_front();
@@ -709,7 +721,7 @@ impl SessionState {
     /// After a move: the heads the session saw from block `number` on are not the new
     /// backend's chain.
     pub fn forget_heads_from(&mut self, number: u64) {
-        while self.heads_seen.back().is_some_and(|(n, _)| *n >= number) {
+        while self.heads_seen.back().is_some_and(|(n, ..)| *n >= number) {
             self.heads_seen.pop_back();
         }
     }
@@ -717,7 +729,35 @@ impl SessionState {
     /// The heads the session saw, newest first: where a new backend's chain may part from the
     /// client's.
     pub fn heads_seen(&self) -> Vec<(u64, String)> {
+        self.heads_seen
+            .iter()
+            .rev()
+            .map(|(n, h, _)| (*n, h.clone()))
+            .collect()
+    }
+
+    /// [`Self::heads_seen`] with the move each was last seen in.
+    pub fn heads_record(&self) -> Vec<(u64, String, u64)> {
         self.heads_seen.iter().rev().cloned().collect()
+    }
+
+    /// A `logs` subscription's blocks with delivered logs, newest first, with the move each was
+    /// remembered in.
+    pub fn delivered_record(&self, client_sub: &str) -> Vec<(u64, String, u64)> {
+        match self.subs.get(client_sub).map(|s| &s.progress) {
+            Some(Progress::Logs { delivered, .. }) => delivered
+                .blocks
+                .iter()
+                .rev()
+                .map(|b| (b.number, b.hash.clone(), b.epoch))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A move begins to change the session: what it records from now on is the new backend's.
+    pub fn next_epoch(&mut self) {
+        self.epoch += 1;
     }
 
     /// Whether the gateway's own `newHeads` subscription is to be made on the next backend.
@@ -981,7 +1021,7 @@ impl LogMemory {
 
     /// Records a delivered log; returns the logs of the blocks it replaces (the same number or
     /// later under another hash), which the client must have taken back.
-    fn remember(&mut self, key: &LogKey, log: Value, max_bytes: usize) -> Vec<Value> {
+    fn remember(&mut self, key: &LogKey, log: Value, max_bytes: usize, epoch: u64) -> Vec<Value> {
         let mut replaced = Vec::new();
         let size = log.to_string().len();
         self.bytes += size;
@@ -991,7 +1031,10 @@ impl LogMemory {
             .rev()
             .find(|b| b.number == key.block && b.hash == key.hash)
         {
-            Some(block) => block.logs.push((key.index, log, size)),
+            Some(block) => {
+                block.logs.push((key.index, log, size));
+                block.epoch = epoch;
+            }
             None => {
                 // Another block at this number: the chain changed there, and the blocks from its
                 // number on are the old chain's. With none, the block is new to the client (a
@@ -1007,6 +1050,7 @@ impl LogMemory {
                         number: key.block,
                         hash: key.hash.clone(),
                         logs: vec![(key.index, log, size)],
+                        epoch,
                     },
                 );
             }
