@@ -470,3 +470,239 @@ pub fn apply(
     state.filled_to(plan.head, max_gap);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::seamless::subscriptions::{notification, Outgoing};
+
+    fn text(v: &[u8]) -> Value {
+        serde_json::from_slice(v).unwrap()
+    }
+
+    /// Block `n` of branch `b`.
+    fn hash(b: u64, n: u64) -> String {
+        format!("0x{b:032x}{n:032x}")
+    }
+
+    fn head(b: u64, n: u64) -> Value {
+        json!({"number": hex(n), "hash": hash(b, n), "parentHash": hash(b, n - 1)})
+    }
+
+    fn log(b: u64, n: u64) -> Value {
+        json!({"address": "0xaa", "blockNumber": hex(n), "blockHash": hash(b, n), "logIndex": "0x0", "removed": false})
+    }
+
+    /// A session subscribed to `newHeads` ("0xh") and `logs` ("0xl"), the gateway's own
+    /// `newHeads` "0xg", started at block 100, and given blocks 101..=`to` of branch 0.
+    fn session(to: u64) -> SessionState {
+        let mut s = SessionState::default();
+        for (id, params, sub) in [
+            (1, json!(["newHeads"]), "0xh"),
+            (2, json!(["logs", {"address": "0xaa"}]), "0xl"),
+        ] {
+            let request = json!({"jsonrpc": "2.0", "id": id, "method": "eth_subscribe", "params": params});
+            let Outgoing::Backend(sent) = s.client_message(request.to_string().as_bytes()) else {
+                panic!()
+            };
+            let answer = json!({"jsonrpc": "2.0", "id": text(&sent)["id"], "result": sub});
+            s.backend_message(answer.to_string().as_bytes());
+        }
+        for request in s.take_requests() {
+            let request = text(&request);
+            let result = match request["method"].as_str() {
+                Some("eth_subscribe") => json!("0xg"),
+                _ => head(0, 100),
+            };
+            let answer = json!({"jsonrpc": "2.0", "id": request["id"], "result": result});
+            assert!(s.backend_message(answer.to_string().as_bytes()).is_empty());
+        }
+        for n in 101..=to {
+            for (sub, result) in [("0xl", log(0, n)), ("0xg", head(0, n)), ("0xh", head(0, n))] {
+                s.backend_message(&notification(sub, &result));
+            }
+        }
+        s
+    }
+
+    /// Runs the survey against a chain (`chain(n)`: its hash of block `n`, if it has one).
+    fn survey_on(
+        s: &SessionState,
+        claimed: u64,
+        chain: impl Fn(u64) -> Option<String>,
+        tip: u64,
+    ) -> (Result<Findings, String>, Vec<Ask>) {
+        let mut answers = Answers::new(claimed);
+        let mut asked = Vec::new();
+        loop {
+            match survey(s, &answers) {
+                Err(e) => return (Err(e), asked),
+                Ok(Survey::Done(found)) => return (Ok(found), asked),
+                Ok(Survey::Ask(ask)) => {
+                    assert!(!asked.contains(&ask), "asked twice: {ask:?}");
+                    asked.push(ask);
+                    match ask {
+                        Ask::Block(n) => {
+                            answers.hashes.insert(n, chain(n));
+                        }
+                        Ask::Latest => match chain(tip) {
+                            Some(hash) => {
+                                answers.hashes.insert(tip, Some(hash));
+                                answers.latest = Some(Some(tip));
+                            }
+                            None => answers.latest = Some(None),
+                        },
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_branch(b: u64, from: u64, tip: u64) -> impl Fn(u64) -> Option<String> {
+        move |n| (n <= tip).then(|| hash(if n >= from { b } else { 0 }, n))
+    }
+
+    #[test]
+    fn resubscriptions_are_the_clients_then_the_gateways_own() {
+        let s = session(101);
+        let calls = resubscriptions(&s);
+        assert_eq!(
+            calls,
+            vec![
+                (Some("0xh".to_string()), json!(["newHeads"])),
+                (Some("0xl".to_string()), json!(["logs", {"address": "0xaa"}])),
+                (None, json!(["newHeads"])),
+            ]
+        );
+        assert!(resubscriptions(&SessionState::default()).is_empty());
+    }
+
+    /// Issue 24, item 10: an `eth_blockNumber` above the backend's chain is checked before
+    /// anything moves: the head is its latest block.
+    #[test]
+    fn a_claimed_head_the_backend_does_not_have_is_not_the_head() {
+        let s = session(105);
+        let (found, asked) = survey_on(&s, 1_000_000, on_branch(0, 0, 105), 105);
+        assert_eq!(found.unwrap().head, 105);
+        assert_eq!(
+            &asked[..3],
+            [Ask::Block(1_000_000), Ask::Latest, Ask::Block(106)]
+        );
+        // Behind: the head goes up to the latest block.
+        let (found, _) = survey_on(&s, 103, on_branch(0, 0, 105), 105);
+        assert_eq!(found.unwrap().head, 105);
+        // No block at the claim and none latest: the backend is not used.
+        let (found, _) = survey_on(&s, 1_000, |_| None, 0);
+        assert!(found.unwrap_err().contains("does not have"));
+        // A session with nothing to fill asks nothing.
+        let (found, asked) = survey_on(&SessionState::default(), 7, |_| None, 0);
+        assert_eq!((found.unwrap().head, asked), (7, vec![]));
+    }
+
+    /// Issue 24, item 10: after a move whose `eth_blockNumber` was wrong, the heads and logs
+    /// that follow on the new backend pass: nothing rests on the claim.
+    #[test]
+    fn after_a_wrong_claim_the_next_blocks_pass() {
+        let mut s = session(105);
+        let (found, _) = survey_on(&s, 1_000_000, on_branch(0, 0, 105), 105);
+        let plan = plan(&s, &found.unwrap(), 128).unwrap();
+        // The logs' margin block only: the head is the backend's, 105, not the claim.
+        assert_eq!(plan.head, 105);
+        assert_eq!(plan.blocks_wanted(), Some(105..=105));
+        let out = apply(
+            &mut s,
+            &plan,
+            &[("0xh".into(), "0xh2".into()), ("0xl".into(), "0xl2".into())],
+            Some("0xg2".into()),
+            &Fetched::default(),
+            128,
+        );
+        assert!(out.is_empty());
+        assert_eq!(s.backend_message(&notification("0xh2", &head(0, 106))).len(), 1);
+        assert_eq!(s.backend_message(&notification("0xl2", &log(0, 106))).len(), 1);
+        let gaps = s.gaps();
+        assert_eq!(
+            gaps.iter().map(|g| g.from).collect::<Vec<_>>(),
+            [Some(107), Some(106)]
+        );
+    }
+
+    #[test]
+    fn where_the_chains_part_logs_go_back_and_the_gap_starts_there() {
+        let s = session(105);
+        // The new backend's chain is another from 104 on, and at 106.
+        let (found, _) = survey_on(&s, 106, on_branch(1, 104, 106), 106);
+        let found = found.unwrap();
+        assert_eq!((found.head, found.parted), (106, Some(104)));
+        let plan = plan(&s, &found, 128).unwrap();
+        assert_eq!(plan.take_back, vec![("0xl".to_string(), 104)]);
+        assert_eq!(
+            plan.fills.iter().map(|f| f.from).collect::<Vec<_>>(),
+            [104, 104]
+        );
+        assert_eq!(plan.blocks_wanted(), Some(104..=106));
+        let (_, filter) = &plan.logs_wanted()[0];
+        assert_eq!(
+            (&filter["fromBlock"], &filter["toBlock"]),
+            (&json!("0x68"), &json!("0x6a"))
+        );
+        // The same gap over a limit of 2 blocks ends the session.
+        assert!(super::plan(&s, &found, 2)
+            .unwrap_err()
+            .contains("max_gap_blocks (2)"));
+    }
+
+    #[test]
+    fn apply_takes_back_then_fills_block_by_block() {
+        let mut s = session(105);
+        let (found, _) = survey_on(&s, 106, on_branch(1, 104, 106), 106);
+        let plan = plan(&s, &found.unwrap(), 128).unwrap();
+        let mut fetched = Fetched::default();
+        for n in 104..=106 {
+            fetched.heads.insert(n, head(1, n));
+        }
+        fetched
+            .logs
+            .insert("0xl".into(), (104..=106).map(|n| log(1, n)).collect());
+        let out = apply(
+            &mut s,
+            &plan,
+            &[("0xh".into(), "0xh2".into()), ("0xl".into(), "0xl2".into())],
+            Some("0xg2".into()),
+            &fetched,
+            128,
+        );
+        let out: Vec<(String, String, bool)> = out
+            .iter()
+            .map(|m| {
+                let m = text(m);
+                let r = &m["params"]["result"];
+                let n = r.get("blockNumber").unwrap_or(&r["number"]).as_str().unwrap().to_string();
+                (m["params"]["subscription"].as_str().unwrap().to_string(), n, r["removed"] == true)
+            })
+            .collect();
+        let e = |sub: &str, n: &str, removed| (sub.to_string(), n.to_string(), removed);
+        assert_eq!(
+            out,
+            [
+                e("0xl", "0x69", true),
+                e("0xl", "0x68", true),
+                e("0xh", "0x68", false),
+                e("0xl", "0x68", false),
+                e("0xh", "0x69", false),
+                e("0xl", "0x69", false),
+                e("0xh", "0x6a", false),
+                e("0xl", "0x6a", false),
+            ]
+        );
+        // The new chain is the session's now: its next block passes, a repeat does not.
+        assert_eq!(s.backend_message(&notification("0xh2", &head(1, 107))).len(), 1);
+        assert!(s.backend_message(&notification("0xl2", &log(1, 106))).is_empty());
+    }
+
+    #[test]
+    fn headers_lose_their_bodies() {
+        let block = json!({"number": "0x1", "hash": "0x2", "transactions": [], "size": "0x3", "uncles": []});
+        assert_eq!(header(block), json!({"number": "0x1", "hash": "0x2"}));
+    }
+}

@@ -1300,6 +1300,50 @@ mod tests {
         );
     }
 
+    /// Issue 24, item 5: logs of blocks 104 and 105 came from the old backend; the new one was
+    /// at 103 and imports another 104 with no log for the filter. When its head comes (the
+    /// gateway's own `newHeads`), the logs of 104 and of 105 after it go back, newest first.
+    #[test]
+    fn logs_of_blocks_a_new_head_orphans_go_back() {
+        let mut s = SessionState::default();
+        let sub = subscribe(&mut s, 1, json!(["logs", {}]), "0xl");
+        for request in s.take_requests() {
+            let request = text(&request);
+            let result = match request["method"].as_str() {
+                Some("eth_subscribe") => json!("0xh"),
+                _ => head(100),
+            };
+            let answer = json!({"jsonrpc":"2.0","id":request["id"],"result":result}).to_string();
+            assert!(s.backend_message(answer.as_bytes()).is_empty());
+        }
+        for n in 101..=105 {
+            let hash = format!("0x{n:064x}");
+            assert_eq!(s.backend_message(&note("0xl", log(n, &hash, 0))).len(), 1);
+            assert!(s.backend_message(&note("0xh", head(n))).is_empty());
+        }
+        // The move to a backend at 103, on the same chain up to there.
+        s.on_move("ec-a", true);
+        s.rebind(&[(sub.clone(), "0xl2".into())], Some("0xh2".into()));
+        s.filled_to(103, 128);
+        let other = json!({"number": hex(104), "hash": "0xb104"});
+        let out: Vec<Value> = s
+            .backend_message(&note("0xh2", other))
+            .iter()
+            .map(|m| text(m)["params"]["result"].clone())
+            .collect();
+        assert_eq!(
+            out.iter()
+                .map(|l| (l["blockNumber"].clone(), l["removed"].clone()))
+                .collect::<Vec<_>>(),
+            [(json!("0x69"), json!(true)), (json!("0x68"), json!(true))]
+        );
+        assert_eq!(s.gaps()[0].from, Some(104), "block 104's logs are to come again");
+        // The node's own removal of those logs, if it sends one, is not passed twice.
+        let mut gone = log(104, &format!("0x{:064x}", 104), 0);
+        gone["removed"] = json!(true);
+        assert!(s.backend_message(&note("0xl2", gone)).is_empty());
+    }
+
     #[test]
     fn a_quiet_logs_filter_moves_with_the_heads_of_the_gateways_own_subscription() {
         let mut s = SessionState::default();
