@@ -1344,6 +1344,32 @@ mod tests {
         assert!(s.backend_message(&note("0xl2", gone)).is_empty());
     }
 
+    /// A head below the client's first, from a backend behind it, is dropped unless the
+    /// session knew another block there; logs of blocks before a subscription's first do not
+    /// reach it.
+    #[test]
+    fn nothing_from_before_the_clients_first_block_reaches_it() {
+        let mut s = SessionState::default();
+        subscribe(&mut s, 1, json!(["newHeads"]), "0xh");
+        subscribe(&mut s, 2, json!(["logs", {}]), "0xl");
+        for request in s.take_requests() {
+            let request = text(&request);
+            let result = match request["method"].as_str() {
+                Some("eth_subscribe") => json!("0xg"),
+                _ => head(100),
+            };
+            let answer = json!({"jsonrpc":"2.0","id":request["id"],"result":result}).to_string();
+            assert!(s.backend_message(answer.as_bytes()).is_empty());
+        }
+        for n in 101..=102 {
+            assert_eq!(s.backend_message(&note("0xh", head(n))).len(), 1);
+        }
+        assert!(s.backend_message(&note("0xh", head(99))).is_empty());
+        let hash = format!("0x{:064x}", 98);
+        assert!(s.backend_message(&note("0xl", log(98, &hash, 0))).is_empty());
+        assert_eq!(s.backend_message(&note("0xl", log(101, "0x65", 0))).len(), 1);
+    }
+
     #[test]
     fn a_quiet_logs_filter_moves_with_the_heads_of_the_gateways_own_subscription() {
         let mut s = SessionState::default();
