@@ -190,9 +190,9 @@ fn head(answers: &Answers) -> Result<Result<u64, Ask>, String> {
             Some(Some(latest)) => latest,
             Some(None) => {
                 return Err(format!(
-                    "eth_blockNumber answered {}, a block it does not have, and it has no latest block",
-                    hex(claimed)
-                ))
+                "eth_blockNumber answered {}, a block it does not have, and it has no latest block",
+                hex(claimed)
+            ))
             }
         },
     };
@@ -501,7 +501,8 @@ mod tests {
             (1, json!(["newHeads"]), "0xh"),
             (2, json!(["logs", {"address": "0xaa"}]), "0xl"),
         ] {
-            let request = json!({"jsonrpc": "2.0", "id": id, "method": "eth_subscribe", "params": params});
+            let request =
+                json!({"jsonrpc": "2.0", "id": id, "method": "eth_subscribe", "params": params});
             let Outgoing::Backend(sent) = s.client_message(request.to_string().as_bytes()) else {
                 panic!()
             };
@@ -570,7 +571,10 @@ mod tests {
             calls,
             vec![
                 (Some("0xh".to_string()), json!(["newHeads"])),
-                (Some("0xl".to_string()), json!(["logs", {"address": "0xaa"}])),
+                (
+                    Some("0xl".to_string()),
+                    json!(["logs", {"address": "0xaa"}])
+                ),
                 (None, json!(["newHeads"])),
             ]
         );
@@ -618,8 +622,15 @@ mod tests {
             128,
         );
         assert!(out.is_empty());
-        assert_eq!(s.backend_message(&notification("0xh2", &head(0, 106))).len(), 1);
-        assert_eq!(s.backend_message(&notification("0xl2", &log(0, 106))).len(), 1);
+        assert_eq!(
+            s.backend_message(&notification("0xh2", &head(0, 106)))
+                .len(),
+            1
+        );
+        assert_eq!(
+            s.backend_message(&notification("0xl2", &log(0, 106))).len(),
+            1
+        );
         let gaps = s.gaps();
         assert_eq!(
             gaps.iter().map(|g| g.from).collect::<Vec<_>>(),
@@ -677,8 +688,17 @@ mod tests {
             .map(|m| {
                 let m = text(m);
                 let r = &m["params"]["result"];
-                let n = r.get("blockNumber").unwrap_or(&r["number"]).as_str().unwrap().to_string();
-                (m["params"]["subscription"].as_str().unwrap().to_string(), n, r["removed"] == true)
+                let n = r
+                    .get("blockNumber")
+                    .unwrap_or(&r["number"])
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                (
+                    m["params"]["subscription"].as_str().unwrap().to_string(),
+                    n,
+                    r["removed"] == true,
+                )
             })
             .collect();
         let e = |sub: &str, n: &str, removed| (sub.to_string(), n.to_string(), removed);
@@ -696,8 +716,14 @@ mod tests {
             ]
         );
         // The new chain is the session's now: its next block passes, a repeat does not.
-        assert_eq!(s.backend_message(&notification("0xh2", &head(1, 107))).len(), 1);
-        assert!(s.backend_message(&notification("0xl2", &log(1, 106))).is_empty());
+        assert_eq!(
+            s.backend_message(&notification("0xh2", &head(1, 107)))
+                .len(),
+            1
+        );
+        assert!(s
+            .backend_message(&notification("0xl2", &log(1, 106)))
+            .is_empty());
     }
 
     #[test]

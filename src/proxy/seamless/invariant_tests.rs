@@ -171,7 +171,9 @@ impl Client {
         if message["method"] != "eth_subscription" {
             return Ok(());
         }
-        let sub = message["params"]["subscription"].as_str().unwrap_or_default();
+        let sub = message["params"]["subscription"]
+            .as_str()
+            .unwrap_or_default();
         let result = &message["params"]["result"];
         if Some(sub) == heads_sub {
             let n = hex_u64(&result["number"]).ok_or("a head without a number")?;
@@ -258,7 +260,8 @@ impl World {
 
     /// The client subscribes on the session's backend; the id it got.
     fn subscribe(&mut self, id: u64, params: Value) -> String {
-        let request = json!({"jsonrpc": "2.0", "id": id, "method": "eth_subscribe", "params": params});
+        let request =
+            json!({"jsonrpc": "2.0", "id": id, "method": "eth_subscribe", "params": params});
         let Outgoing::Backend(sent) = self.state.client_message(request.to_string().as_bytes())
         else {
             panic!("answered by the gateway")
@@ -424,7 +427,13 @@ impl World {
         Ok(true)
     }
 
-    fn move_to(&mut self, to: usize, claim: Claim, before: u64, after: u64) -> Result<bool, String> {
+    fn move_to(
+        &mut self,
+        to: usize,
+        claim: Claim,
+        before: u64,
+        after: u64,
+    ) -> Result<bool, String> {
         self.moves += 1;
         let (resend, answers) = self.state.on_move("old", true);
         assert!(resend.is_empty() && answers.is_empty());
@@ -433,7 +442,11 @@ impl World {
         let mut new_ids = Vec::new();
         let mut hidden = None;
         for (client_sub, params) in carry::resubscriptions(&self.state) {
-            let id = format!("0x{}{:x}", to, self.backend_subs.len() + 100 * self.moves as usize);
+            let id = format!(
+                "0x{}{:x}",
+                to,
+                self.backend_subs.len() + 100 * self.moves as usize
+            );
             let kind = client_sub.as_ref().map(|_| kind_of(&params));
             self.backend_subs.push((id.clone(), kind));
             match client_sub {
@@ -515,7 +528,9 @@ impl World {
         if self.heads_sub.is_some() {
             if let Some((top, _)) = self.client.heads.last() {
                 if *top < tip {
-                    return Err(format!("the client's heads end at {top}, the chain at {tip}"));
+                    return Err(format!(
+                        "the client's heads end at {top}, the chain at {tip}"
+                    ));
                 }
             }
             for (n, hash) in &self.client.heads {
@@ -621,18 +636,36 @@ fn after_a_move_the_session_knows_the_new_chain() {
     let steps = [
         block(),
         block(),
-        Other { node: 1, op: OtherOp::Reorg(1) },
-        Other { node: 1, op: OtherOp::Reorg(1) },
+        Other {
+            node: 1,
+            op: OtherOp::Reorg(1),
+        },
+        Other {
+            node: 1,
+            op: OtherOp::Reorg(1),
+        },
         moved(2, Right, 0, 0),
         block(),
         block(),
-        Other { node: 1, op: Advance },
-        Block { logs_first: false, others: 2 },
+        Other {
+            node: 1,
+            op: Advance,
+        },
+        Block {
+            logs_first: false,
+            others: 2,
+        },
         block(),
-        Other { node: 2, op: Advance },
+        Other {
+            node: 2,
+            op: Advance,
+        },
         block(),
         block(),
-        Block { logs_first: false, others: 2 },
+        Block {
+            logs_first: false,
+            others: 2,
+        },
         block(),
         block(),
         moved(2, Right, 0, 0),
@@ -646,12 +679,24 @@ fn after_a_move_the_session_knows_the_new_chain() {
 #[test]
 fn a_backend_behind_catching_up_takes_nothing_back() {
     let steps = [
-        Other { node: 1, op: Advance },
-        Other { node: 1, op: Advance },
+        Other {
+            node: 1,
+            op: Advance,
+        },
+        Other {
+            node: 1,
+            op: Advance,
+        },
         moved(2, Right, 0, 1),
-        Other { node: 1, op: Sync { lag: 3, ahead: 0 } },
+        Other {
+            node: 1,
+            op: Sync { lag: 3, ahead: 0 },
+        },
         moved(1, Right, 0, 1),
-        Other { node: 1, op: Advance },
+        Other {
+            node: 1,
+            op: Advance,
+        },
         moved(1, Right, 0, 0),
     ];
     run((false, true, false), &steps).unwrap();
@@ -661,9 +706,15 @@ fn a_backend_behind_catching_up_takes_nothing_back() {
 #[test]
 fn a_head_below_the_clients_first_from_a_backend_behind_is_dropped() {
     let steps = [
-        Other { node: 2, op: Sync { lag: 2, ahead: 0 } },
+        Other {
+            node: 2,
+            op: Sync { lag: 2, ahead: 0 },
+        },
         block(),
-        Block { logs_first: false, others: 1 },
+        Block {
+            logs_first: false,
+            others: 1,
+        },
         moved(2, Right, 1, 0),
         moved(1, Right, 0, 0),
     ];
@@ -674,11 +725,20 @@ fn a_head_below_the_clients_first_from_a_backend_behind_is_dropped() {
 #[test]
 fn a_wrong_block_number_still_leaves_a_record_of_the_chain() {
     let steps = [
-        Other { node: 2, op: Advance },
+        Other {
+            node: 2,
+            op: Advance,
+        },
         moved(2, Claim::High(1), 1, 0),
-        Other { node: 1, op: OtherOp::Reorg(1) },
+        Other {
+            node: 1,
+            op: OtherOp::Reorg(1),
+        },
         block(),
-        Block { logs_first: false, others: 1 },
+        Block {
+            logs_first: false,
+            others: 1,
+        },
         moved(1, Right, 0, 0),
     ];
     run(QUIET_ONLY, &steps).unwrap();
@@ -689,9 +749,18 @@ fn a_wrong_block_number_still_leaves_a_record_of_the_chain() {
 #[test]
 fn logs_from_before_the_subscription_do_not_reach_the_client() {
     let steps = [
-        Other { node: 2, op: Sync { lag: 3, ahead: 0 } },
-        Other { node: 2, op: OtherOp::Reorg(1) },
-        Block { logs_first: false, others: 1 },
+        Other {
+            node: 2,
+            op: Sync { lag: 3, ahead: 0 },
+        },
+        Other {
+            node: 2,
+            op: OtherOp::Reorg(1),
+        },
+        Block {
+            logs_first: false,
+            others: 1,
+        },
         moved(2, Right, 0, 1),
         moved(1, Right, 0, 0),
     ];
@@ -703,15 +772,32 @@ fn logs_from_before_the_subscription_do_not_reach_the_client() {
 #[test]
 fn a_quiet_filters_gap_is_recorded_block_by_block() {
     let steps = [
-        Other { node: 1, op: Advance },
-        Step::Reorg { depth: 1, length: 4, logs_first: false },
+        Other {
+            node: 1,
+            op: Advance,
+        },
+        Step::Reorg {
+            depth: 1,
+            length: 4,
+            logs_first: false,
+        },
         block(),
         block(),
         block(),
-        Step::Reorg { depth: 2, length: 3, logs_first: false },
-        Other { node: 1, op: Sync { lag: 3, ahead: 2 } },
+        Step::Reorg {
+            depth: 2,
+            length: 3,
+            logs_first: false,
+        },
+        Other {
+            node: 1,
+            op: Sync { lag: 3, ahead: 2 },
+        },
         moved(2, Right, 0, 0),
-        Block { logs_first: false, others: 1 },
+        Block {
+            logs_first: false,
+            others: 1,
+        },
         block(),
         moved(1, Right, 1, 0),
         moved(1, Right, 0, 0),
@@ -726,11 +812,21 @@ fn the_resume_point_comes_back_where_the_chains_part() {
     let steps = [
         block(),
         moved(2, Right, 1, 1),
-        Step::Reorg { depth: 1, length: 3, logs_first: false },
-        Block { logs_first: false, others: 2 },
+        Step::Reorg {
+            depth: 1,
+            length: 3,
+            logs_first: false,
+        },
+        Block {
+            logs_first: false,
+            others: 2,
+        },
         moved(1, Right, 1, 1),
         moved(1, Right, 0, 0),
-        Other { node: 1, op: OtherOp::Reorg(1) },
+        Other {
+            node: 1,
+            op: OtherOp::Reorg(1),
+        },
         moved(1, Right, 0, 0),
         moved(2, Right, 0, 1),
         moved(2, Right, 0, 0),
@@ -743,9 +839,15 @@ fn the_resume_point_comes_back_where_the_chains_part() {
 #[test]
 fn a_match_vouches_only_for_what_was_recorded_with_it() {
     let steps = [
-        Other { node: 1, op: Sync { lag: 4, ahead: 0 } },
+        Other {
+            node: 1,
+            op: Sync { lag: 4, ahead: 0 },
+        },
         block(),
-        Other { node: 1, op: OtherOp::Reorg(3) },
+        Other {
+            node: 1,
+            op: OtherOp::Reorg(3),
+        },
         moved(1, Right, 1, 1),
         moved(1, Right, 0, 1),
     ];
@@ -757,14 +859,30 @@ fn a_match_vouches_only_for_what_was_recorded_with_it() {
 #[test]
 fn heads_above_a_backend_behind_stay_on_record() {
     let steps = [
-        Other { node: 1, op: Advance },
+        Other {
+            node: 1,
+            op: Advance,
+        },
         block(),
-        Other { node: 1, op: Advance },
+        Other {
+            node: 1,
+            op: Advance,
+        },
         block(),
-        Other { node: 1, op: Sync { lag: 0, ahead: 0 } },
+        Other {
+            node: 1,
+            op: Sync { lag: 0, ahead: 0 },
+        },
         block(),
-        Step::Reorg { depth: 1, length: 1, logs_first: false },
-        Other { node: 1, op: Advance },
+        Step::Reorg {
+            depth: 1,
+            length: 1,
+            logs_first: false,
+        },
+        Other {
+            node: 1,
+            op: Advance,
+        },
         block(),
         block(),
         moved(2, Right, 0, 0),

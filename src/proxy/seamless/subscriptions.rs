@@ -13,6 +13,47 @@
 //! [`MAX_IN_FLIGHT`]), and per `logs` subscription the logs delivered in the last blocks (at most
 //! the pool's gap limit in blocks and [`MAX_REMEMBERED_LOG_BYTES`]), which is what a duplicate or
 //! a reorg across a switch is judged against.
+//!
+//! # The invariant: what the client was given against the backend's chain
+//!
+//! The session keeps, beside the subscriptions, four records; each rests on what the client
+//! was actually given or on blocks a backend sent, never on a backend's claim (an
+//! `eth_blockNumber` answer is checked against the blocks before a move uses it,
+//! [`super::carry::survey`]):
+//!
+//! - **the heads given**, per `newHeads` subscription (the last [`HEADS_GIVEN`]): the client's
+//!   chain as its heads built it;
+//! - **the heads seen** (the last [`HEADS_SEEN`]), from the gateway's own `newHeads`, the
+//!   client's, and the blocks a move fetched: the session's record of the backend's chain, each
+//!   marked with the move that last saw it;
+//! - **the resume point**, per `logs` subscription: the first block whose logs may not all have
+//!   reached the client (after a move, never above the new backend's head + 1 where the chains
+//!   part);
+//! - **the remembered logs**, per `logs` subscription: every log the client holds from a block
+//!   on (blocks more than the pool's `max_gap_blocks` below a move's head, or past the byte
+//!   bound, are forgotten, and no log of a forgotten block is sent again).
+//!
+//! Let *the final chain* be the chain of the backend the session is on, as that backend has it
+//! after the messages it sent so far have passed (a move included), and *the window* the blocks
+//! from `max_gap_blocks` below the highest head the session's backends reached up to the final
+//! chain's head (the records reach no further back). Then, after every message and every move:
+//!
+//! 1. **Heads.** Read as a node's `newHeads` stream, where a head at or below the last replaces
+//!    the client's heads from its number on (a reorg report, as a node sends one; never the
+//!    same block twice), the heads the client got are strictly increasing with no gap, their
+//!    last at or above the final chain's head, and every one of them in the window, up to that
+//!    head, is the final chain's block. Heads are promised from the first one the client got.
+//! 2. **Logs.** Counting a `removed: true` as taking away the log it names (and only a log the
+//!    client holds), every log of the final chain in the window that matches a subscription's
+//!    filter, from the block after the head when the subscription was made, is held by the
+//!    client exactly once.
+//! 3. **No orphans.** No log the client holds is of a block in the window, at or below the final
+//!    chain's head, that the final chain does not have. (Blocks above its head are not decided:
+//!    a head of the new backend's at their number tells, and the logs of the blocks it orphans
+//!    go back then.)
+//!
+//! `invariant_tests` checks this after every step of generated sessions: reorgs before, at and
+//! after a move, backends behind and ahead, quiet filters, wrong `eth_blockNumber` answers.
 
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -453,7 +494,10 @@ impl SessionState {
                     *resume_from = Some(resume_from.map_or(head, |r| r.max(head)));
                     // Logs of earlier blocks are not the subscription's (a backend behind, on
                     // another branch, importing them after a move).
-                    let first = delivered.blocks.front().map_or(head, |b| b.number.min(head));
+                    let first = delivered
+                        .blocks
+                        .front()
+                        .map_or(head, |b| b.number.min(head));
                     delivered.starts_at = first;
                 }
             }
@@ -703,7 +747,9 @@ impl SessionState {
                 orphaned.extend(self.heads_seen.drain(at..).map(|(n, h, _)| (n, h)));
                 self.heads_seen.push_back((number, hash.to_string(), epoch));
             }
-            _ => self.heads_seen.insert(at, (number, hash.to_string(), epoch)),
+            _ => self
+                .heads_seen
+                .insert(at, (number, hash.to_string(), epoch)),
         }
         while self.heads_seen.len() > HEADS_SEEN {
             self.heads_seen.pop_front();
@@ -726,8 +772,8 @@ impl SessionState {
         }
     }
 
-    /// The heads the session saw, newest first: where a new backend's chain may part from the
-    /// client's.
+    /// The heads the session saw, newest first.
+    #[cfg(test)]
     pub fn heads_seen(&self) -> Vec<(u64, String)> {
         self.heads_seen
             .iter()
@@ -771,10 +817,9 @@ impl SessionState {
             .iter()
             .map(|(client_sub, sub)| {
                 let (topic, from) = match &sub.progress {
-                    Progress::Heads { given } => (
-                        Topic::Heads,
-                        given.back().map(|(l, _)| l.saturating_add(1)),
-                    ),
+                    Progress::Heads { given } => {
+                        (Topic::Heads, given.back().map(|(l, _)| l.saturating_add(1)))
+                    }
                     Progress::Logs { resume_from, .. } => (
                         Topic::Logs {
                             filter: sub.params.get(1).cloned().unwrap_or_else(|| json!({})),
@@ -809,6 +854,7 @@ impl SessionState {
     }
 
     /// Blocks of a `logs` subscription's delivered logs, newest first: `(number, hash)`.
+    #[cfg(test)]
     pub fn delivered_blocks(&self, client_sub: &str) -> Vec<(u64, String)> {
         match self.subs.get(client_sub).map(|s| &s.progress) {
             Some(Progress::Logs { delivered, .. }) => delivered
@@ -1337,7 +1383,11 @@ mod tests {
                 .collect::<Vec<_>>(),
             [(json!("0x69"), json!(true)), (json!("0x68"), json!(true))]
         );
-        assert_eq!(s.gaps()[0].from, Some(104), "block 104's logs are to come again");
+        assert_eq!(
+            s.gaps()[0].from,
+            Some(104),
+            "block 104's logs are to come again"
+        );
         // The node's own removal of those logs, if it sends one, is not passed twice.
         let mut gone = log(104, &format!("0x{:064x}", 104), 0);
         gone["removed"] = json!(true);
@@ -1366,8 +1416,13 @@ mod tests {
         }
         assert!(s.backend_message(&note("0xh", head(99))).is_empty());
         let hash = format!("0x{:064x}", 98);
-        assert!(s.backend_message(&note("0xl", log(98, &hash, 0))).is_empty());
-        assert_eq!(s.backend_message(&note("0xl", log(101, "0x65", 0))).len(), 1);
+        assert!(s
+            .backend_message(&note("0xl", log(98, &hash, 0)))
+            .is_empty());
+        assert_eq!(
+            s.backend_message(&note("0xl", log(101, "0x65", 0))).len(),
+            1
+        );
     }
 
     #[test]

@@ -8,23 +8,31 @@
 //! client from it:
 //!
 //! 1. creates every live subscription again and maps its new id to the one the client holds;
-//! 2. looks for a reorg across the switch: a block whose logs the client has and that the new
-//!    backend does not have under the same hash has its logs taken back (`removed: true`);
+//! 2. checks the new backend's head (its `eth_blockNumber` must be a block it has; else its
+//!    latest block is the head) and looks for a reorg across the switch: a block whose logs the
+//!    client has and that the new backend does not have under the same hash has its logs taken
+//!    back (`removed: true`);
 //! 3. fills the gap, block by block up to the new backend's head: the heads the client missed
-//!    (`eth_getBlockByNumber`) and the logs (`eth_getLogs` with the subscription's filter), each
-//!    once; a gap longer than the pool's `max_gap_blocks` ends the session instead (1011, with
-//!    the reason), as does a subscription no backend will create again;
+//!    (`eth_getBlockByNumber`, from where its chain parts from the client's heads if that is
+//!    earlier) and the logs (`eth_getLogs` with the subscription's filter), each once; a gap
+//!    longer than the pool's `max_gap_blocks` ends the session instead (1011, with the reason),
+//!    as does a subscription no backend will create again;
 //! 4. sends again the requests in flight that are safe to repeat, and answers the others with an
 //!    error saying they were not repeated.
 //!
 //! Notifications the new backend sends meanwhile wait (bounded by [`MAX_WAITING_BYTES`]) and then
-//! pass the same rules: nothing the client has goes out twice. With no healthy backend left the
+//! pass the same rules: nothing the client has goes out twice. Blocks above the new backend's
+//! head that the client has logs of are decided later, when a head of the new backend's comes at
+//! their number ([`SessionState`]). The decisions are [`super::carry`]'s; this file makes the
+//! calls. With no healthy backend left the
 //! session closes (1012, service restart), as a cut one would.
 
 use super::super::websocket::{frame, whole_frames};
 use super::super::{Gateway, RequestCtx};
 use super::carry::{self, Ask, Survey};
-use super::subscriptions::{hex, hex_u64, Outgoing, SessionState, MAX_IN_FLIGHT, MAX_IN_FLIGHT_BYTES};
+use super::subscriptions::{
+    hex, hex_u64, Outgoing, SessionState, MAX_IN_FLIGHT, MAX_IN_FLIGHT_BYTES,
+};
 use super::{next_backend, record_move, Look, Move, Watch, WATCH};
 use crate::upstream::connections::{upstream_error, Connections, Stream};
 use crate::upstream::{Pool, Traffic};
@@ -560,10 +568,14 @@ impl Carry<'_> {
                 }
                 Survey::Ask(Ask::Latest) => {
                     let latest = self.block(json!("latest")).await?;
-                    let number = latest.as_ref().and_then(|b| b.get("number")).and_then(hex_u64);
+                    let number = latest
+                        .as_ref()
+                        .and_then(|b| b.get("number"))
+                        .and_then(hex_u64);
                     let hash = latest.as_ref().and_then(|b| hash_in(b, "hash"));
                     if let (Some(number), Some(hash)) = (number, hash) {
-                        if let Some(parent) = latest.as_ref().and_then(|b| hash_in(b, "parentHash")) {
+                        if let Some(parent) = latest.as_ref().and_then(|b| hash_in(b, "parentHash"))
+                        {
                             answers.parents.insert(number, parent);
                         }
                         answers.hashes.insert(number, Some(hash));
