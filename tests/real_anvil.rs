@@ -470,6 +470,9 @@ routes: [{{ listener: "{listen}", pool: execution }}]
         .unwrap();
     let mut subscription: Option<String> = None;
     let mut heads: Vec<u64> = Vec::new();
+    // The client's chain as its heads build it: a head at or below the last is a reorg report
+    // (the backup mined blocks of its own), never a block the client has.
+    let mut chain: Vec<(u64, String)> = Vec::new();
     let mut killed_at = None;
     let mut primary = Some(primary);
     while heads.len() < killed_at.map_or(usize::MAX, |k| k + 3) {
@@ -493,17 +496,30 @@ routes: [{{ listener: "{listen}", pool: execution }}]
             "the client's subscription id, before and after the switch"
         );
         let number = value["params"]["result"]["number"].as_str().unwrap();
-        heads.push(u64::from_str_radix(number.trim_start_matches("0x"), 16).unwrap());
+        let number = u64::from_str_radix(number.trim_start_matches("0x"), 16).unwrap();
+        let hash = value["params"]["result"]["hash"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if let Some((last, _)) = chain.last() {
+            assert!(number <= last + 1, "no gap: {number} after {last}");
+        }
+        assert!(
+            !chain.contains(&(number, hash.clone())),
+            "block {number} twice: {chain:?}"
+        );
+        chain.retain(|(n, _)| *n < number);
+        chain.push((number, hash));
+        heads.push(number);
         if heads.len() == 3 {
             // The primary goes outright: no health check saw it coming.
             drop(primary.take());
             killed_at = Some(heads.len());
         }
     }
-    let increasing = heads.windows(2).all(|w| w[0] < w[1]);
     assert!(
-        increasing,
-        "no block number twice, none out of order: {heads:?}"
+        chain.windows(2).all(|w| w[0].0 + 1 == w[1].0),
+        "the client's chain has every number once, in order: {chain:?} (heads {heads:?})"
     );
     let moved = metric(
         &gw.metrics().await,

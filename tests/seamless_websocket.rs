@@ -245,3 +245,113 @@ async fn a_quiet_logs_subscription_survives_a_move_after_more_than_max_gap_block
         "the session goes on after the move"
     );
 }
+
+/// Issue 24, item 5: the client has the logs of block 1004 from ec-a; ec-b, one block behind,
+/// takes the session and then imports another block 1004, with no log for the filter. When
+/// its head comes (the gateway's own `newHeads`), the old block's log goes back.
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_of_a_block_the_new_backend_replaces_later_go_back_when_its_head_comes() {
+    let s = setup("").await;
+    let mut ws = s.connect().await;
+    let mut got = Received::default();
+    call(
+        &mut ws,
+        &mut got,
+        1,
+        "eth_subscribe",
+        json!(["logs", {"address": LOG_ADDRESS}]),
+    )
+    .await;
+    open_on(&s.gw, "ec-a").await;
+    // Let the gateway's own calls be answered before the blocks come.
+    call(&mut ws, &mut got, 2, "eth_chainId", json!([])).await;
+    for block in 1001..=1004 {
+        s.a.new_head();
+        if block < 1004 {
+            s.b.new_head();
+        }
+    }
+    read_until(&mut ws, &mut got, "logs of 1001-1004", |g| {
+        g.logs.last() == Some(&(1004, false))
+    })
+    .await;
+    s.b.set(|st| {
+        st.branch_from = Some(1004);
+        st.no_logs_from = Some(1004);
+    });
+    s.a.go_down();
+    s.gw.wait_backend("execution", "ec-a", false).await;
+    open_on(&s.gw, "ec-b").await;
+    call(&mut ws, &mut got, 3, "eth_chainId", json!([])).await;
+    assert_eq!(
+        got.logs.last(),
+        Some(&(1004, false)),
+        "block 1004 is above ec-b's head: nothing is decided yet"
+    );
+    s.b.new_head();
+    read_until(&mut ws, &mut got, "block 1004's log taken back", |g| {
+        g.logs.last() == Some(&(1004, true))
+    })
+    .await;
+    assert_eq!(
+        got.logs,
+        vec![
+            (1001, false),
+            (1002, false),
+            (1003, false),
+            (1004, false),
+            (1004, true)
+        ]
+    );
+}
+
+/// Issue 24, item 10: the new backend's `eth_blockNumber` during the move says 1010 while its
+/// head is 1002. The gateway checks the claim (no block 1010) and takes the head from the
+/// backend's latest block: the session stays, and the heads and logs that follow, from 1003
+/// on, all reach the client, none held back by a floor or a resume point at 1010.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_wrong_block_number_during_a_move_holds_nothing_back() {
+    let s = setup("").await;
+    let mut ws = s.connect().await;
+    let mut got = Received::default();
+    call(&mut ws, &mut got, 1, "eth_subscribe", json!(["newHeads"])).await;
+    call(
+        &mut ws,
+        &mut got,
+        2,
+        "eth_subscribe",
+        json!(["logs", {"address": LOG_ADDRESS}]),
+    )
+    .await;
+    open_on(&s.gw, "ec-a").await;
+    call(&mut ws, &mut got, 3, "eth_chainId", json!([])).await;
+    for _ in 0..2 {
+        s.a.new_head();
+        s.b.new_head();
+    }
+    read_until(&mut ws, &mut got, "block 1002", |g| {
+        g.heads.last() == Some(&1002) && g.logs.last() == Some(&(1002, false))
+    })
+    .await;
+    s.b.set(|st| st.ws_wrong_block_number = Some(1010));
+    s.a.go_down();
+    s.gw.wait_backend("execution", "ec-a", false).await;
+    open_on(&s.gw, "ec-b").await;
+    for _ in 0..3 {
+        s.b.new_head();
+    }
+    read_until(&mut ws, &mut got, "blocks up to 1005", |g| {
+        g.heads.last() == Some(&1005) && g.logs.last() == Some(&(1005, false))
+    })
+    .await;
+    assert_eq!(got.heads, (1001..=1005).collect::<Vec<_>>());
+    assert_eq!(
+        got.logs,
+        (1001..=1005).map(|n| (n, false)).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        s.b.status().ws_wrong_block_number,
+        None,
+        "the wrong answer was given"
+    );
+}

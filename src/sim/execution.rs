@@ -154,6 +154,9 @@ fn call(
         }),
         "eth_syncing" => json!(false),
         "net_peerCount" if s.peer_count_supported => json!(hex(s.peers)),
+        "eth_blockNumber" if subscriptions.is_some() => {
+            json!(hex(state.take_wrong_block_number().unwrap_or(s.head)))
+        }
         "eth_blockNumber" => json!(hex(s.head)),
         "eth_chainId" => json!(hex(s.chain_id)),
         "net_version" => json!(s.chain_id.to_string()),
@@ -342,6 +345,9 @@ fn block(s: &super::NodeStatus, number: u64, timestamp: u64) -> Value {
 
 /// Block `number`'s two logs.
 fn block_logs(s: &super::NodeStatus, number: u64) -> Vec<Value> {
+    if s.no_logs_from.is_some_and(|from| number >= from) {
+        return Vec::new();
+    }
     let hash = block_hash(s, number);
     [(LOG_ADDRESS, LOG_TOPIC), (OTHER_ADDRESS, OTHER_ADDRESS)]
         .iter()

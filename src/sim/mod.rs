@@ -83,6 +83,11 @@ pub struct NodeStatus {
     /// Execution only: answer `eth_getLogs` with one log whose `data` makes the answer about this
     /// many bytes, whatever the filter.
     pub logs_answer_bytes: Option<usize>,
+    /// Execution only: the next `eth_blockNumber` on a WebSocket answers this number instead of
+    /// the head (once; then the field is `None` again), as a node behind a stale cache might.
+    pub ws_wrong_block_number: Option<u64>,
+    /// Execution only: blocks from this number on have no logs.
+    pub no_logs_from: Option<u64>,
     /// Consensus only: end every event stream at once, before any event (after its header).
     pub sse_end_at_once: bool,
     /// Consensus only: every event stream sends `head` events one after another, as fast as
@@ -121,6 +126,8 @@ impl Default for NodeStatus {
             ws_frozen: false,
             ws_id_last: false,
             logs_answer_bytes: None,
+            ws_wrong_block_number: None,
+            no_logs_from: None,
             sse_keep_alive_ms: None,
             head_age_s: 0,
             genesis_time: unix_now().saturating_sub(1000 * SECONDS_PER_SLOT),
@@ -193,6 +200,11 @@ impl NodeState {
 
     pub fn status(&self) -> NodeStatus {
         lock(&self.status).clone()
+    }
+
+    /// The wrong `eth_blockNumber` to answer once, if one is set.
+    fn take_wrong_block_number(&self) -> Option<u64> {
+        lock(&self.status).ws_wrong_block_number.take()
     }
 
     fn apply(&self, patch: StatusPatch) {

@@ -5,13 +5,16 @@
 //!   on the next backend without the events the client has.
 //! - [`websocket`]: an execution pool's WebSocket, which the gateway terminates on both sides so
 //!   that it can carry the client's subscriptions and requests to another backend;
-//!   [`subscriptions`] is what it carries, and the gap fill's rules.
+//!   [`subscriptions`] is what it carries, and [`carry`] the steps of a move, both pure.
 //!
 //! Both look at their backend every [`WATCH`] ([`Watch`]) and record each move the same way
 //! ([`record_move`]).
 
 mod backend;
+pub mod carry;
 mod events;
+#[cfg(test)]
+mod invariant_tests;
 pub mod subscriptions;
 mod websocket;
 

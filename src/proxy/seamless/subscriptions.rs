@@ -13,6 +13,47 @@
 //! [`MAX_IN_FLIGHT`]), and per `logs` subscription the logs delivered in the last blocks (at most
 //! the pool's gap limit in blocks and [`MAX_REMEMBERED_LOG_BYTES`]), which is what a duplicate or
 //! a reorg across a switch is judged against.
+//!
+//! # The invariant: what the client was given against the backend's chain
+//!
+//! The session keeps, beside the subscriptions, four records; each rests on what the client
+//! was actually given or on blocks a backend sent, never on a backend's claim (an
+//! `eth_blockNumber` answer is checked against the blocks before a move uses it,
+//! [`super::carry::survey`]):
+//!
+//! - **the heads given**, per `newHeads` subscription (the last [`HEADS_GIVEN`]): the client's
+//!   chain as its heads built it;
+//! - **the heads seen** (the last [`HEADS_SEEN`]), from the gateway's own `newHeads`, the
+//!   client's, and the blocks a move fetched: the session's record of the backend's chain, each
+//!   marked with the move that last saw it;
+//! - **the resume point**, per `logs` subscription: the first block whose logs may not all have
+//!   reached the client (after a move, never above the new backend's head + 1 where the chains
+//!   part);
+//! - **the remembered logs**, per `logs` subscription: every log the client holds from a block
+//!   on (blocks more than the pool's `max_gap_blocks` below a move's head, or past the byte
+//!   bound, are forgotten, and no log of a forgotten block is sent again).
+//!
+//! Let *the final chain* be the chain of the backend the session is on, as that backend has it
+//! after the messages it sent so far have passed (a move included), and *the window* the blocks
+//! from `max_gap_blocks` below the highest head the session's backends reached up to the final
+//! chain's head (the records reach no further back). Then, after every message and every move:
+//!
+//! 1. **Heads.** Read as a node's `newHeads` stream, where a head at or below the last replaces
+//!    the client's heads from its number on (a reorg report, as a node sends one; never the
+//!    same block twice), the heads the client got are strictly increasing with no gap, their
+//!    last at or above the final chain's head, and every one of them in the window, up to that
+//!    head, is the final chain's block. Heads are promised from the first one the client got.
+//! 2. **Logs.** Counting a `removed: true` as taking away the log it names (and only a log the
+//!    client holds), every log of the final chain in the window that matches a subscription's
+//!    filter, from the block after the head when the subscription was made, is held by the
+//!    client exactly once.
+//! 3. **No orphans.** No log the client holds is of a block in the window, at or below the final
+//!    chain's head, that the final chain does not have. (Blocks above its head are not decided:
+//!    a head of the new backend's at their number tells, and the logs of the blocks it orphans
+//!    go back then.)
+//!
+//! `invariant_tests` checks this after every step of generated sessions: reorgs before, at and
+//! after a move, backends behind and ahead, quiet filters, wrong `eth_blockNumber` answers.
 
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -85,10 +126,11 @@ struct Subscription {
 #[derive(Debug)]
 enum Progress {
     Heads {
-        /// The last head delivered.
-        last: Option<u64>,
-        /// After a move: heads up to this number are ones the client has.
-        floor: Option<u64>,
+        /// The heads delivered, oldest first (the last [`HEADS_GIVEN`]), as the client's chain:
+        /// a head the client has (number and hash) is a repeat and dropped; one at or below the
+        /// last under another hash is a reorg report, passed as a node sends one, and replaces
+        /// the client's heads from its number on.
+        given: VecDeque<(u64, String)>,
     },
     Logs {
         /// The first block whose logs may not all have reached the client.
@@ -104,6 +146,13 @@ enum Progress {
 struct LogMemory {
     blocks: VecDeque<DeliveredBlock>,
     bytes: usize,
+    /// From this block on, the memory holds every log the client has of the subscription (it
+    /// starts at 0 and moves up as old blocks are forgotten): a log below it may be one the
+    /// client has, and is not sent.
+    covers_from: u64,
+    /// The subscription's first block (the head when it was made): logs of earlier blocks do
+    /// not reach the client.
+    starts_at: u64,
 }
 
 #[derive(Debug)]
@@ -112,6 +161,8 @@ struct DeliveredBlock {
     hash: String,
     /// `(logIndex, the log as delivered, its size in bytes)`.
     logs: Vec<(u64, Value, usize)>,
+    /// The move it was remembered in.
+    epoch: u64,
 }
 
 /// One request the backend has not answered yet.
@@ -217,7 +268,11 @@ pub struct SessionState {
     hidden_call: Option<u64>,
     wants_hidden: bool,
     /// The last heads the session saw (number, hash), oldest first.
-    heads_seen: VecDeque<(u64, String)>,
+    heads_seen: VecDeque<(u64, String, u64)>,
+    /// Moves so far: each head seen and block of delivered logs is marked with the move it was
+    /// last seen in, so that the next move knows which of them a match of hashes vouches for
+    /// (a backend behind the session's heads leaves those above its head unchecked).
+    epoch: u64,
     /// Notifications the gateway makes that go to the client before the current message (logs
     /// taken back).
     extra: Vec<Vec<u8>>,
@@ -226,6 +281,10 @@ pub struct SessionState {
 /// Heads remembered per session (number and hash), to find where a new backend's chain parts
 /// from the one the client had.
 pub const HEADS_SEEN: usize = 256;
+
+/// Heads remembered per `newHeads` subscription (number and hash): what the client's chain is,
+/// to tell a repeat from a reorg report and to find where a new backend's chain parts from it.
+pub const HEADS_GIVEN: usize = 64;
 
 impl SessionState {
     /// Requests waiting for an answer.
@@ -419,11 +478,27 @@ impl SessionState {
             return None;
         }
         if let Some(client_sub) = gateway_id.and_then(|id| self.started.remove(&id)) {
-            // The head when a `logs` subscription began: its gap can start no earlier.
-            let head = object.get("result").and_then(hex_u64);
+            // The head when a `logs` subscription began: its gap can start no earlier. It is
+            // the number of a block the backend sent, not an `eth_blockNumber` claim: one wrong
+            // answer would hold the resume point above the chain for the rest of the session.
+            let head = object
+                .get("result")
+                .and_then(|block| block.get("number"))
+                .and_then(hex_u64);
             if let (Some(head), Some(sub)) = (head, self.subs.get_mut(&client_sub)) {
-                if let Progress::Logs { resume_from, .. } = &mut sub.progress {
+                if let Progress::Logs {
+                    resume_from,
+                    delivered,
+                } = &mut sub.progress
+                {
                     *resume_from = Some(resume_from.map_or(head, |r| r.max(head)));
+                    // Logs of earlier blocks are not the subscription's (a backend behind, on
+                    // another branch, importing them after a move).
+                    let first = delivered
+                        .blocks
+                        .front()
+                        .map_or(head, |b| b.number.min(head));
+                    delivered.starts_at = first;
                 }
             }
             return None;
@@ -462,7 +537,7 @@ impl SessionState {
                         let id = self.own_id();
                         self.started.insert(id, client_sub);
                         self.requests.push(
-                            json!({"jsonrpc": "2.0", "id": id, "method": "eth_blockNumber", "params": []})
+                            json!({"jsonrpc": "2.0", "id": id, "method": "eth_getBlockByNumber", "params": ["latest", false]})
                                 .to_string()
                                 .into_bytes(),
                         );
@@ -496,8 +571,7 @@ impl SessionState {
     fn bind(&mut self, client_sub: String, backend_sub: String, params: Value) {
         let progress = match params.get(0).and_then(Value::as_str) {
             Some("newHeads") => Progress::Heads {
-                last: None,
-                floor: None,
+                given: VecDeque::new(),
             },
             Some("logs") => Progress::Logs {
                 resume_from: None,
@@ -532,22 +606,47 @@ impl SessionState {
             .filter(|s| matches!(s.progress, Progress::Logs { .. }))
             .count();
         let log_bytes = MAX_REMEMBERED_LOG_BYTES / logs_subs.max(1);
+        let epoch = self.epoch;
         let Some(sub) = self.subs.get_mut(client_sub) else {
             return false;
         };
-        let head = match &mut sub.progress {
-            Progress::Heads { last, floor } => {
+        let (head, hash) = match &mut sub.progress {
+            Progress::Heads { given } => {
                 let Some(number) = result.get("number").and_then(hex_u64) else {
                     return true;
                 };
-                if let Some(f) = *floor {
-                    if number <= f {
+                let hash = result
+                    .get("hash")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                let mine = given.iter().find(|(n, _)| *n == number);
+                if mine.is_some_and(|(_, h)| *h == hash) {
+                    // The client has it (a new backend catching up, a fill's repeat).
+                    return false;
+                }
+                let below = given.front().is_some_and(|(first, _)| number < *first);
+                if mine.is_none() && below {
+                    // Below the client's first head: a reorg report only where the session
+                    // knew another block (else a backend behind it catching up).
+                    let other = self
+                        .heads_seen
+                        .iter()
+                        .any(|(n, h, _)| *n == number && *h != hash);
+                    if !other {
                         return false;
                     }
-                    *floor = None;
                 }
-                *last = Some(number);
-                number
+                // At or below the last: a reorg report, which replaces the client's heads from
+                // there.
+                while given.back().is_some_and(|(n, _)| *n >= number) {
+                    given.pop_back();
+                }
+                given.push_back((number, hash.clone()));
+                if given.len() > HEADS_GIVEN {
+                    given.pop_front();
+                }
+                (number, hash)
             }
             Progress::Logs {
                 resume_from,
@@ -557,57 +656,154 @@ impl SessionState {
                     return true;
                 };
                 if key.removed {
-                    delivered.forget(&key);
-                    return true;
+                    if delivered.has(&key) {
+                        delivered.forget(&key);
+                        return true;
+                    }
+                    // Not a log the memory holds: one the gateway took back already (a head of
+                    // the new chain came first), one it never sent, or one of a block it forgot
+                    // (more than the gap limit below the head). Removing a log the client may
+                    // not hold would break its count; the forgotten are outside the window.
+                    return false;
                 }
-                if delivered.has(&key) {
+                if key.block < delivered.starts_at {
+                    return false;
+                }
+                if delivered.has(&key) || key.block < delivered.covers_from {
+                    // The client has it, or may: the memory no longer covers that block (more
+                    // than the gap limit below the head), and a log is never sent twice.
                     return false;
                 }
                 // A block at a number the client has under another hash (a backend after a
                 // switch, on another branch, that did not take them back): the client's logs
                 // of it and of later blocks go back first, as a node does on a reorg.
-                let replaced = delivered.remember(&key, result.clone(), log_bytes);
-                for mut log in replaced {
-                    log["removed"] = Value::Bool(true);
-                    self.extra.push(notification(client_sub, &log));
+                let replaced = delivered.remember(&key, result.clone(), log_bytes, epoch);
+                for log in replaced {
+                    self.extra.push(taken_back(client_sub, log));
                 }
                 *resume_from = Some(resume_from.map_or(key.block, |r| r.max(key.block)));
                 return true;
             }
             Progress::Other => return true,
         };
-        if let Some(hash) = result.get("hash").and_then(Value::as_str) {
-            self.saw_head(head, hash);
+        if !hash.is_empty() {
+            self.saw_head(head, &hash);
         }
         true
     }
 
-    /// A head the backend sent: remembered, and the logs gap moves past the blocks before it.
+    /// A head of the backend's chain (the gateway's own `newHeads`, the client's, or a gap
+    /// fill's): remembered, and the logs gap moves past the blocks before it.
+    ///
+    /// A head at a number where the session knew another block is a reorg: the blocks it knew
+    /// from there on are orphaned. Logs the client has of an orphaned block, or of another block
+    /// at this number, go back (`removed: true`, newest first) as a node sends them on a reorg,
+    /// and the logs gap starts at this number again. (A block's logs may come before its head:
+    /// logs of blocks the session never saw as heads are left to the next head at their number.)
     fn saw_head(&mut self, number: u64, hash: &str) {
-        // A head at or below one seen: the chain went another way from there.
-        while self.heads_seen.back().is_some_and(|(n, _)| *n >= number) {
-            self.heads_seen.pop_back();
-        }
-        self.heads_seen
-            .push_back((number, hash.to_ascii_lowercase()));
-        if self.heads_seen.len() > HEADS_SEEN {
-            self.heads_seen.pop_front();
-        }
+        let hash = hash.to_ascii_lowercase();
+        let orphaned = self.remember_head(number, &hash);
         // A node sends a block's logs as it imports the block, before the next head: the logs of
         // the blocks before this head have all been sent. The gap starts one block earlier still,
         // as a margin (what the client has is not sent twice).
         let resume = number.saturating_sub(1);
-        for other in self.subs.values_mut() {
-            if let Progress::Logs { resume_from, .. } = &mut other.progress {
-                *resume_from = Some(resume_from.map_or(resume, |r| r.max(resume)));
+        for (client_sub, sub) in self.subs.iter_mut() {
+            let Progress::Logs {
+                resume_from,
+                delivered,
+            } = &mut sub.progress
+            else {
+                continue;
+            };
+            let back = delivered.take_back_where(|block| {
+                (block.number == number && block.hash != hash)
+                    || orphaned
+                        .iter()
+                        .any(|(n, h)| *n == block.number && *h == block.hash)
+            });
+            if !orphaned.is_empty() || !back.is_empty() {
+                *resume_from = Some(resume_from.map_or(number, |r| r.min(number)));
             }
+            for log in back {
+                self.extra.push(taken_back(client_sub, log));
+            }
+            *resume_from = Some(resume_from.map_or(resume, |r| r.max(resume)));
         }
     }
 
-    /// The heads the session saw, newest first: where a new backend's chain may part from the
-    /// client's.
+    /// Records a head of the chain; returns the heads it orphaned (those from its number on,
+    /// when the session knew another block there). A number the session knew nothing of (below
+    /// its heads, as from a backend behind it) takes its place and orphans nothing.
+    fn remember_head(&mut self, number: u64, hash: &str) -> Vec<(u64, String)> {
+        let at = self.heads_seen.partition_point(|(n, ..)| *n < number);
+        let mut orphaned = Vec::new();
+        let epoch = self.epoch;
+        match self.heads_seen.get_mut(at) {
+            Some((n, h, seen)) if *n == number && h == hash => {
+                *seen = epoch;
+                return orphaned;
+            }
+            Some((n, ..)) if *n == number => {
+                orphaned.extend(self.heads_seen.drain(at..).map(|(n, h, _)| (n, h)));
+                self.heads_seen.push_back((number, hash.to_string(), epoch));
+            }
+            _ => self
+                .heads_seen
+                .insert(at, (number, hash.to_string(), epoch)),
+        }
+        while self.heads_seen.len() > HEADS_SEEN {
+            self.heads_seen.pop_front();
+        }
+        orphaned
+    }
+
+    /// After a move: blocks of the new backend's chain (oldest first), as the session's heads.
+    pub fn saw_chain(&mut self, blocks: &[(u64, String)]) {
+        for (number, hash) in blocks {
+            self.remember_head(*number, &hash.to_ascii_lowercase());
+        }
+    }
+
+    /// After a move: the heads the session saw from block `number` on are not the new
+    /// backend's chain.
+    pub fn forget_heads_from(&mut self, number: u64) {
+        while self.heads_seen.back().is_some_and(|(n, ..)| *n >= number) {
+            self.heads_seen.pop_back();
+        }
+    }
+
+    /// The heads the session saw, newest first.
+    #[cfg(test)]
     pub fn heads_seen(&self) -> Vec<(u64, String)> {
+        self.heads_seen
+            .iter()
+            .rev()
+            .map(|(n, h, _)| (*n, h.clone()))
+            .collect()
+    }
+
+    /// [`Self::heads_seen`] with the move each was last seen in.
+    pub fn heads_record(&self) -> Vec<(u64, String, u64)> {
         self.heads_seen.iter().rev().cloned().collect()
+    }
+
+    /// A `logs` subscription's blocks with delivered logs, newest first, with the move each was
+    /// remembered in.
+    pub fn delivered_record(&self, client_sub: &str) -> Vec<(u64, String, u64)> {
+        match self.subs.get(client_sub).map(|s| &s.progress) {
+            Some(Progress::Logs { delivered, .. }) => delivered
+                .blocks
+                .iter()
+                .rev()
+                .map(|b| (b.number, b.hash.clone(), b.epoch))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A move begins to change the session: what it records from now on is the new backend's.
+    pub fn next_epoch(&mut self) {
+        self.epoch += 1;
     }
 
     /// Whether the gateway's own `newHeads` subscription is to be made on the next backend.
@@ -621,8 +817,8 @@ impl SessionState {
             .iter()
             .map(|(client_sub, sub)| {
                 let (topic, from) = match &sub.progress {
-                    Progress::Heads { last, .. } => {
-                        (Topic::Heads, last.map(|l| l.saturating_add(1)))
+                    Progress::Heads { given } => {
+                        (Topic::Heads, given.back().map(|(l, _)| l.saturating_add(1)))
                     }
                     Progress::Logs { resume_from, .. } => (
                         Topic::Logs {
@@ -649,7 +845,16 @@ impl SessionState {
             .collect()
     }
 
+    /// The heads a `newHeads` subscription delivered, newest first: `(number, hash)`.
+    pub fn given_heads(&self, client_sub: &str) -> Vec<(u64, String)> {
+        match self.subs.get(client_sub).map(|s| &s.progress) {
+            Some(Progress::Heads { given }) => given.iter().rev().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Blocks of a `logs` subscription's delivered logs, newest first: `(number, hash)`.
+    #[cfg(test)]
     pub fn delivered_blocks(&self, client_sub: &str) -> Vec<(u64, String)> {
         match self.subs.get(client_sub).map(|s| &s.progress) {
             Some(Progress::Logs { delivered, .. }) => delivered
@@ -676,17 +881,11 @@ impl SessionState {
         else {
             return Vec::new();
         };
-        let mut out = Vec::new();
-        while delivered.blocks.back().is_some_and(|b| b.number >= number) {
-            let Some(block) = delivered.blocks.pop_back() else {
-                break;
-            };
-            delivered.bytes = delivered.bytes.saturating_sub(block_bytes(&block));
-            for (_, mut log, _) in block.logs.into_iter().rev() {
-                log["removed"] = Value::Bool(true);
-                out.push(notification(client_sub, &log));
-            }
-        }
+        let out = delivered
+            .take_back_where(|b| b.number >= number)
+            .into_iter()
+            .map(|log| taken_back(client_sub, log))
+            .collect();
         *resume_from = Some(resume_from.map_or(number, |r| r.min(number)));
         out
     }
@@ -708,38 +907,30 @@ impl SessionState {
     /// (for `logs`, each checked against what the client has). Returns the notifications.
     pub fn fill(&mut self, client_sub: &str, head: Option<&Value>, logs: &[Value]) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        if let Some(head) = head {
-            if self.admit(client_sub, head) {
-                out.push(notification(client_sub, head));
-            }
-        }
-        for log in logs {
-            if self.admit(client_sub, log) {
-                out.append(&mut self.extra);
-                out.push(notification(client_sub, log));
+        for result in head.into_iter().chain(logs) {
+            let pass = self.admit(client_sub, result);
+            // Logs taken back go first.
+            out.append(&mut self.extra);
+            if pass {
+                out.push(notification(client_sub, result));
             }
         }
         out
     }
 
-    /// After a move's fill up to block `head`: heads up to it are ones the client has, and the
-    /// logs up to it are complete.
+    /// After a move's fill up to block `head` (a block the new backend has: the move checked
+    /// it): the logs up to it are complete, and those of blocks more than `max_gap` below it
+    /// are forgotten. Heads need nothing: the client's heads are what it was given.
     pub fn filled_to(&mut self, head: u64, max_gap: u64) {
         for sub in self.subs.values_mut() {
-            match &mut sub.progress {
-                Progress::Heads { last, floor } => {
-                    let top = last.map_or(head, |l| l.max(head));
-                    *floor = Some(top);
-                }
-                Progress::Logs {
-                    resume_from,
-                    delivered,
-                } => {
-                    let next = head.saturating_add(1);
-                    *resume_from = Some(resume_from.map_or(next, |r| r.max(next)));
-                    delivered.trim(head.saturating_sub(max_gap));
-                }
-                Progress::Other => {}
+            if let Progress::Logs {
+                resume_from,
+                delivered,
+            } = &mut sub.progress
+            {
+                let next = head.saturating_add(1);
+                *resume_from = Some(resume_from.map_or(next, |r| r.max(next)));
+                delivered.trim(head.saturating_sub(max_gap));
             }
         }
     }
@@ -874,6 +1065,12 @@ fn not_answered(call: &InFlight, backend: &str, why: Unanswered) -> Value {
     })
 }
 
+/// A log the client has, taken back: the notification of it with `removed: true`.
+fn taken_back(client_sub: &str, mut log: Value) -> Vec<u8> {
+    log["removed"] = Value::Bool(true);
+    notification(client_sub, &log)
+}
+
 /// A subscription notification as a node sends it.
 pub fn notification(client_sub: &str, result: &Value) -> Vec<u8> {
     json!({
@@ -896,7 +1093,7 @@ impl LogMemory {
 
     /// Records a delivered log; returns the logs of the blocks it replaces (the same number or
     /// later under another hash), which the client must have taken back.
-    fn remember(&mut self, key: &LogKey, log: Value, max_bytes: usize) -> Vec<Value> {
+    fn remember(&mut self, key: &LogKey, log: Value, max_bytes: usize, epoch: u64) -> Vec<Value> {
         let mut replaced = Vec::new();
         let size = log.to_string().len();
         self.bytes += size;
@@ -906,27 +1103,50 @@ impl LogMemory {
             .rev()
             .find(|b| b.number == key.block && b.hash == key.hash)
         {
-            Some(block) => block.logs.push((key.index, log, size)),
+            Some(block) => {
+                block.logs.push((key.index, log, size));
+                block.epoch = epoch;
+            }
             None => {
-                // Blocks stay in order of number: a block of a reorg replaces the ones from its
-                // number on.
-                while self.blocks.back().is_some_and(|b| b.number >= key.block) {
-                    if let Some(block) = self.blocks.pop_back() {
-                        self.bytes = self.bytes.saturating_sub(block_bytes(&block));
-                        replaced.extend(block.logs.into_iter().rev().map(|(_, l, _)| l));
-                    }
+                // Another block at this number: the chain changed there, and the blocks from its
+                // number on are the old chain's. With none, the block is new to the client (a
+                // backend behind it catching up, or logs that came before their reorg's head,
+                // which `saw_head` judges): it takes its place in the order of numbers.
+                if self.blocks.iter().any(|b| b.number == key.block) {
+                    replaced = self.take_back_where(|b| b.number >= key.block);
                 }
-                self.blocks.push_back(DeliveredBlock {
-                    number: key.block,
-                    hash: key.hash.clone(),
-                    logs: vec![(key.index, log, size)],
-                });
+                let at = self.blocks.partition_point(|b| b.number < key.block);
+                self.blocks.insert(
+                    at,
+                    DeliveredBlock {
+                        number: key.block,
+                        hash: key.hash.clone(),
+                        logs: vec![(key.index, log, size)],
+                        epoch,
+                    },
+                );
             }
         }
         while self.bytes > max_bytes && self.blocks.len() > 1 {
             self.drop_oldest();
         }
         replaced
+    }
+
+    /// Takes out the blocks `orphaned` picks; returns their logs, newest first.
+    fn take_back_where(&mut self, orphaned: impl Fn(&DeliveredBlock) -> bool) -> Vec<Value> {
+        let mut back = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.blocks.len());
+        while let Some(block) = self.blocks.pop_back() {
+            if orphaned(&block) {
+                self.bytes = self.bytes.saturating_sub(block_bytes(&block));
+                back.extend(block.logs.into_iter().rev().map(|(_, log, _)| log));
+            } else {
+                kept.push_front(block);
+            }
+        }
+        self.blocks = kept;
+        back
     }
 
     fn forget(&mut self, key: &LogKey) {
@@ -956,6 +1176,7 @@ impl LogMemory {
     fn drop_oldest(&mut self) {
         if let Some(block) = self.blocks.pop_front() {
             self.bytes = self.bytes.saturating_sub(block_bytes(&block));
+            self.covers_from = self.covers_from.max(block.number.saturating_add(1));
         }
     }
 }
@@ -1082,8 +1303,16 @@ mod tests {
         assert!(s.backend_message(&note("0xb", head(12))).is_empty());
         assert!(s.backend_message(&note("0xb", head(13))).is_empty());
         assert!(s.backend_message(&note("0xb", head(14))).len() == 1);
-        // Past the floor, heads are a node's again: a reorg's head at the same height passes.
-        assert!(s.backend_message(&note("0xb", head(14))).len() == 1);
+        assert!(
+            s.backend_message(&note("0xb", head(14))).is_empty(),
+            "a head the client has is a repeat"
+        );
+        // Another block 13 is a reorg, reported as a node does: it passes, and so does the
+        // next block 14 on its branch.
+        let other = |n: u64| json!({"number": hex(n), "hash": format!("0x{:063x}f", n)});
+        assert!(s.backend_message(&note("0xb", other(13))).len() == 1);
+        assert!(s.backend_message(&note("0xb", other(14))).len() == 1);
+        assert_eq!(s.gaps()[0].from, Some(15));
     }
 
     #[test]
@@ -1115,23 +1344,111 @@ mod tests {
             1,
             "block 7's log the client has is not sent again"
         );
-        // A removed log passes and is forgotten: the same log added again passes too.
+        // A removed log passes once and is forgotten; a removal of a log the client no longer
+        // holds does not pass (the gateway may have taken it back first).
         let mut gone = log(7, "0x07", 0);
         gone["removed"] = json!(true);
-        assert!(s.backend_message(&note("0xa", gone)).len() == 1);
-        // Block 7 again, below block 8 which the client has: block 8's log goes back first, as
-        // a node on the other branch would send it.
-        let out = s.backend_message(&note("0xa", log(7, "0x07", 0)));
-        assert_eq!(out.len(), 2, "{out:?}");
-        let first = text(&out[0]);
+        assert!(s.backend_message(&note("0xa", gone.clone())).len() == 1);
+        assert!(s.backend_message(&note("0xa", gone)).is_empty());
+        // The same log added again passes, alone: block 8 may well be its child.
+        assert_eq!(s.backend_message(&note("0xa", log(7, "0x07", 0))).len(), 1);
+        // Another block 7: the client's logs of block 7 and later go back first, newest first,
+        // as a node on the other branch would send them.
+        let out = s.backend_message(&note("0xa", log(7, "0x7b", 0)));
+        let out: Vec<(Value, Value)> = out
+            .iter()
+            .map(|m| {
+                let r = &text(m)["params"]["result"];
+                (r["blockHash"].clone(), r["removed"].clone())
+            })
+            .collect();
         assert_eq!(
-            (
-                &first["params"]["result"]["blockHash"],
-                &first["params"]["result"]["removed"]
-            ),
-            (&json!("0x8b"), &json!(true))
+            out,
+            [
+                (json!("0x8b"), json!(true)),
+                (json!("0x07"), json!(true)),
+                (json!("0x7b"), json!(false))
+            ]
         );
-        assert_eq!(text(&out[1])["params"]["result"]["blockNumber"], "0x7");
+    }
+
+    /// Issue 24, item 5: logs of blocks 104 and 105 came from the old backend; the new one was
+    /// at 103 and imports another 104 with no log for the filter. When its head comes (the
+    /// gateway's own `newHeads`), the logs of 104 and of 105 after it go back, newest first.
+    #[test]
+    fn logs_of_blocks_a_new_head_orphans_go_back() {
+        let mut s = SessionState::default();
+        let sub = subscribe(&mut s, 1, json!(["logs", {}]), "0xl");
+        for request in s.take_requests() {
+            let request = text(&request);
+            let result = match request["method"].as_str() {
+                Some("eth_subscribe") => json!("0xh"),
+                _ => head(100),
+            };
+            let answer = json!({"jsonrpc":"2.0","id":request["id"],"result":result}).to_string();
+            assert!(s.backend_message(answer.as_bytes()).is_empty());
+        }
+        for n in 101..=105 {
+            let hash = format!("0x{n:064x}");
+            assert_eq!(s.backend_message(&note("0xl", log(n, &hash, 0))).len(), 1);
+            assert!(s.backend_message(&note("0xh", head(n))).is_empty());
+        }
+        // The move to a backend at 103, on the same chain up to there.
+        s.on_move("ec-a", true);
+        s.rebind(&[(sub.clone(), "0xl2".into())], Some("0xh2".into()));
+        s.filled_to(103, 128);
+        let other = json!({"number": hex(104), "hash": "0xb104"});
+        let out: Vec<Value> = s
+            .backend_message(&note("0xh2", other))
+            .iter()
+            .map(|m| text(m)["params"]["result"].clone())
+            .collect();
+        assert_eq!(
+            out.iter()
+                .map(|l| (l["blockNumber"].clone(), l["removed"].clone()))
+                .collect::<Vec<_>>(),
+            [(json!("0x69"), json!(true)), (json!("0x68"), json!(true))]
+        );
+        assert_eq!(
+            s.gaps()[0].from,
+            Some(104),
+            "block 104's logs are to come again"
+        );
+        // The node's own removal of those logs, if it sends one, is not passed twice.
+        let mut gone = log(104, &format!("0x{:064x}", 104), 0);
+        gone["removed"] = json!(true);
+        assert!(s.backend_message(&note("0xl2", gone)).is_empty());
+    }
+
+    /// A head below the client's first, from a backend behind it, is dropped unless the
+    /// session knew another block there; logs of blocks before a subscription's first do not
+    /// reach it.
+    #[test]
+    fn nothing_from_before_the_clients_first_block_reaches_it() {
+        let mut s = SessionState::default();
+        subscribe(&mut s, 1, json!(["newHeads"]), "0xh");
+        subscribe(&mut s, 2, json!(["logs", {}]), "0xl");
+        for request in s.take_requests() {
+            let request = text(&request);
+            let result = match request["method"].as_str() {
+                Some("eth_subscribe") => json!("0xg"),
+                _ => head(100),
+            };
+            let answer = json!({"jsonrpc":"2.0","id":request["id"],"result":result}).to_string();
+            assert!(s.backend_message(answer.as_bytes()).is_empty());
+        }
+        for n in 101..=102 {
+            assert_eq!(s.backend_message(&note("0xh", head(n))).len(), 1);
+        }
+        assert!(s.backend_message(&note("0xh", head(99))).is_empty());
+        let hash = format!("0x{:064x}", 98);
+        assert!(s
+            .backend_message(&note("0xl", log(98, &hash, 0)))
+            .is_empty());
+        assert_eq!(
+            s.backend_message(&note("0xl", log(101, "0x65", 0))).len(),
+            1
+        );
     }
 
     #[test]

@@ -10,17 +10,23 @@
 //! else reaches the client from it:
 //!
 //! 1. creates every live subscription again and maps its new id to the one the client holds;
-//! 2. looks for a reorg across the switch: a block whose logs the client has and that the new
-//!    backend does not have under the same hash has its logs taken back (`removed: true`);
+//! 2. checks the new backend's head (its `eth_blockNumber` must be a block it has; else its
+//!    latest block is the head) and looks for a reorg across the switch: a block whose logs the
+//!    client has and that the new backend does not have under the same hash has its logs taken
+//!    back (`removed: true`);
 //! 3. fills the gap, block by block up to the new backend's head: the heads the client missed
-//!    (`eth_getBlockByNumber`) and the logs (`eth_getLogs` with the subscription's filter), each
-//!    once; a gap longer than the pool's `max_gap_blocks` ends the session instead (1011, with
-//!    the reason), as does a subscription no backend will create again;
+//!    (`eth_getBlockByNumber`, from where its chain parts from the client's heads if that is
+//!    earlier) and the logs (`eth_getLogs` with the subscription's filter), each once; a gap
+//!    longer than the pool's `max_gap_blocks` ends the session instead (1011, with the reason),
+//!    as does a subscription no backend will create again;
 //! 4. sends again the requests in flight that are safe to repeat, and answers the others with an
 //!    error saying they were not repeated.
 //!
 //! Notifications the new backend sends meanwhile wait (bounded by [`MAX_WAITING_BYTES`]) and then
-//! pass the same rules: nothing the client has goes out twice. With no healthy backend left the
+//! pass the same rules: nothing the client has goes out twice. Blocks above the new backend's
+//! head that the client has logs of are decided later, when a head of the new backend's comes at
+//! their number ([`SessionState`]). The decisions are [`super::carry`]'s; this file makes the
+//! calls. With no healthy backend left the
 //! session closes (1012, service restart), as a cut one would.
 //!
 //! No wait on a peer holds the loop that watches the backend (mark-down, fail-back, reload,
@@ -37,8 +43,9 @@ use super::backend::{
     too_large, BackendSocket, Incoming, Recording, ANSWER_TOO_LARGE, MAX_QUEUED_BYTES,
     SEND_DEADLINE,
 };
+use super::carry::{self, Ask, Survey};
 use super::subscriptions::{
-    hex, hex_u64, Gap, Outgoing, SessionState, Topic, MAX_IN_FLIGHT, MAX_IN_FLIGHT_BYTES,
+    hex, hex_u64, Outgoing, SessionState, MAX_IN_FLIGHT, MAX_IN_FLIGHT_BYTES,
 };
 use super::{next_backend, record_move, Look, Move, Watch, WATCH};
 use crate::upstream::connections::{upstream_error, Connections};
@@ -48,7 +55,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
@@ -699,185 +706,83 @@ struct Carry<'a> {
 
 impl Carry<'_> {
     /// Creates the subscriptions again, takes back logs of blocks the new backend replaced, and
-    /// fills the gap; the client sees the outcome only once every call succeeded.
+    /// fills the gap; the client sees the outcome only once every call succeeded. The decisions
+    /// are [`carry`]'s steps; this makes their calls.
     async fn over(&mut self, session: &mut Session, max_gap: u64) -> Result<(), MoveFailed> {
         let mut new_ids = Vec::new();
-        for (client_sub, params) in self.state.subscriptions() {
-            let id = self.call("eth_subscribe", params.clone()).await?;
+        let mut hidden = None;
+        for (client_sub, params) in carry::resubscriptions(self.state) {
+            let id = self.call("eth_subscribe", params).await?;
             let Some(id) = id.as_str() else {
                 return Err(MoveFailed::Backend(format!(
                     "eth_subscribe answered {id}, not a subscription id"
                 )));
             };
-            new_ids.push((client_sub, id.to_string()));
+            match client_sub {
+                Some(client_sub) => new_ids.push((client_sub, id.to_string())),
+                None => hidden = Some(id.to_string()),
+            }
         }
-        let hidden = if self.state.wants_hidden() {
-            let id = self.call("eth_subscribe", json!(["newHeads"])).await?;
-            Some(id.as_str().map(str::to_string).ok_or_else(|| {
-                MoveFailed::Backend(format!(
-                    "eth_subscribe answered {id}, not a subscription id"
-                ))
-            })?)
-        } else {
-            None
+        let claimed = self.call("eth_blockNumber", json!([])).await?;
+        let claimed = hex_u64(&claimed)
+            .ok_or_else(|| MoveFailed::Backend(format!("eth_blockNumber answered {claimed}")))?;
+        let mut answers = carry::Answers::new(claimed);
+        let found = loop {
+            match carry::survey(self.state, &answers).map_err(MoveFailed::Backend)? {
+                Survey::Done(found) => break found,
+                Survey::Ask(Ask::Block(number)) => {
+                    let block = self.block(json!(hex(number))).await?;
+                    if let Some(parent) = block.as_ref().and_then(|b| hash_in(b, "parentHash")) {
+                        answers.parents.insert(number, parent);
+                    }
+                    answers
+                        .hashes
+                        .insert(number, block.as_ref().and_then(|b| hash_in(b, "hash")));
+                }
+                Survey::Ask(Ask::Latest) => {
+                    let latest = self.block(json!("latest")).await?;
+                    let number = latest
+                        .as_ref()
+                        .and_then(|b| b.get("number"))
+                        .and_then(hex_u64);
+                    let hash = latest.as_ref().and_then(|b| hash_in(b, "hash"));
+                    if let (Some(number), Some(hash)) = (number, hash) {
+                        if let Some(parent) = latest.as_ref().and_then(|b| hash_in(b, "parentHash"))
+                        {
+                            answers.parents.insert(number, parent);
+                        }
+                        answers.hashes.insert(number, Some(hash));
+                        answers.latest = Some(Some(number));
+                    } else {
+                        answers.latest = Some(None);
+                    }
+                }
+            }
         };
-        let head = self.call("eth_blockNumber", json!([])).await?;
-        let head = hex_u64(&head)
-            .ok_or_else(|| MoveFailed::Backend(format!("eth_blockNumber answered {head}")))?;
-        let gaps = self.state.gaps();
-        let mut hashes: HashMap<u64, Option<String>> = HashMap::new();
-        // Where the new backend's chain parts from the heads the client's session saw: the logs
-        // gap starts there at the latest (a reorg deeper than the blocks with the client's logs).
-        let mut parted: Option<u64> = None;
-        for (number, hash) in self.state.heads_seen() {
-            if number > head {
-                continue;
-            }
-            if self.hash_at(number, &mut hashes).await?.as_deref() == Some(hash.as_str()) {
-                break;
-            }
-            parted = Some(number);
-        }
-        // Blocks the new backend replaced: from the oldest one, the logs the client has go back.
-        let mut take_back: Vec<(String, u64)> = Vec::new();
-        for gap in &gaps {
-            let mut replaced = None;
-            for (number, hash) in self.state.delivered_blocks(&gap.client_sub) {
-                if number > head {
-                    // Not there yet: the new backend will send them if it agrees.
-                    continue;
-                }
-                let theirs = self.hash_at(number, &mut hashes).await?;
-                if theirs.as_deref() == Some(hash.as_str()) {
-                    break;
-                }
-                replaced = Some(number);
-            }
-            if let Some(number) = replaced {
-                take_back.push((gap.client_sub.clone(), number));
-            }
-        }
-        // Where each gap starts once the taken-back blocks are counted.
-        let starts: Vec<(Gap, Option<u64>)> = gaps
-            .into_iter()
-            .map(|gap| {
-                let back = take_back
-                    .iter()
-                    .find(|(sub, _)| *sub == gap.client_sub)
-                    .map(|(_, n)| *n);
-                let back = match gap.topic {
-                    Topic::Logs { .. } => [back, parted].into_iter().flatten().min(),
-                    _ => back,
-                };
-                let from = match (gap.from, back) {
-                    (Some(f), Some(b)) => Some(f.min(b)),
-                    (f, b) => f.or(b),
-                };
-                (gap, from)
-            })
-            .collect();
-        let first = starts
-            .iter()
-            .filter(|(gap, _)| gap.topic != Topic::Other)
-            .filter_map(|(_, from)| *from)
-            .min();
-        if let Some(first) = first.filter(|f| *f <= head) {
-            let length = (head - first).saturating_add(1);
-            if length > max_gap {
-                return Err(MoveFailed::Session(format!(
-                    "the client is {length} blocks behind the next backend, more than the pool's max_gap_blocks ({max_gap}); reconnect"
-                )));
-            }
-        }
+        let plan = carry::plan(self.state, &found, max_gap).map_err(MoveFailed::Session)?;
         // The gap's content, fetched before the client sees any of it.
-        let mut heads: BTreeMap<u64, Value> = BTreeMap::new();
-        let mut logs: HashMap<String, BTreeMap<u64, Vec<Value>>> = HashMap::new();
-        for (gap, from) in &starts {
-            let Some(from) = *from else { continue };
-            if from > head {
-                continue;
-            }
-            match &gap.topic {
-                Topic::Heads => {
-                    for number in from..=head {
-                        if heads.contains_key(&number) {
-                            continue;
-                        }
-                        let Some(mut block) = self.block(number).await? else {
-                            return Err(MoveFailed::Backend(format!(
-                                "block {number} missing below its head {head}"
-                            )));
-                        };
-                        // A head notification is the block's header.
-                        if let Some(object) = block.as_object_mut() {
-                            for body in [
-                                "transactions",
-                                "uncles",
-                                "withdrawals",
-                                "size",
-                                "totalDifficulty",
-                            ] {
-                                object.remove(body);
-                            }
-                        }
-                        heads.insert(number, block);
-                    }
-                }
-                Topic::Logs { filter } => {
-                    let mut filter = filter.clone();
-                    if let Some(object) = filter.as_object_mut() {
-                        object.remove("blockHash");
-                        object.insert("fromBlock".into(), json!(hex(from)));
-                        object.insert("toBlock".into(), json!(hex(head)));
-                    }
-                    let found = self.call("eth_getLogs", json!([filter])).await?;
-                    let Some(found) = found.as_array() else {
-                        return Err(MoveFailed::Backend(format!(
-                            "eth_getLogs answered {}",
-                            short(&found)
-                        )));
-                    };
-                    let by_block = logs.entry(gap.client_sub.clone()).or_default();
-                    for log in found {
-                        if let Some(number) = log.get("blockNumber").and_then(hex_u64) {
-                            by_block.entry(number).or_default().push(log.clone());
-                        }
-                    }
-                }
-                Topic::Other => {}
-            }
+        let mut fetched = carry::Fetched::default();
+        for number in plan.blocks_wanted().into_iter().flatten() {
+            let Some(block) = self.block(json!(hex(number))).await? else {
+                return Err(MoveFailed::Backend(format!(
+                    "block {number} missing below its head {}",
+                    plan.head
+                )));
+            };
+            fetched.heads.insert(number, carry::header(block));
+        }
+        for (client_sub, filter) in plan.logs_wanted() {
+            let found = self.call("eth_getLogs", json!([filter])).await?;
+            let Value::Array(found) = found else {
+                return Err(MoveFailed::Backend(format!(
+                    "eth_getLogs answered {}",
+                    short(&found)
+                )));
+            };
+            fetched.logs.insert(client_sub, found);
         }
         // Everything is in hand: the session is the new backend's.
-        self.state.rebind(&new_ids, hidden);
-        let mut out: Vec<Vec<u8>> = Vec::new();
-        for (client_sub, number) in &take_back {
-            out.extend(self.state.take_back(client_sub, *number));
-        }
-        if let Some(first) = first {
-            for number in first..=head {
-                for (gap, from) in &starts {
-                    if from.is_none_or(|f| f > number) {
-                        continue;
-                    }
-                    let sub = &gap.client_sub;
-                    match gap.topic {
-                        Topic::Heads => {
-                            if let Some(block) = heads.get(&number) {
-                                out.extend(self.state.fill(sub, Some(block), &[]));
-                            }
-                        }
-                        Topic::Logs { .. } => {
-                            let found = logs.get(sub).and_then(|b| b.get(&number));
-                            if let Some(found) = found {
-                                out.extend(self.state.fill(sub, None, found));
-                            }
-                        }
-                        Topic::Other => {}
-                    }
-                }
-            }
-        }
-        self.state.filled_to(head, max_gap);
+        let out = carry::apply(self.state, &plan, &new_ids, hidden, &fetched, max_gap);
         for message in out {
             to_client(session, OpCode::Data(Data::Text), &message)
                 .await
@@ -886,29 +791,11 @@ impl Carry<'_> {
         Ok(())
     }
 
-    /// The new backend's hash of block `number` (`None`: it has no such block), asked once.
-    async fn hash_at(
-        &mut self,
-        number: u64,
-        known: &mut HashMap<u64, Option<String>>,
-    ) -> Result<Option<String>, MoveFailed> {
-        if let Some(hash) = known.get(&number) {
-            return Ok(hash.clone());
-        }
-        let block = self.block(number).await?;
-        let hash = block
-            .as_ref()
-            .and_then(|b| b.get("hash"))
-            .and_then(Value::as_str)
-            .map(str::to_ascii_lowercase);
-        known.insert(number, hash.clone());
-        Ok(hash)
-    }
-
-    /// `eth_getBlockByNumber` without transactions; `None` when the backend has no such block.
-    async fn block(&mut self, number: u64) -> Result<Option<Value>, MoveFailed> {
+    /// `eth_getBlockByNumber` without transactions (`number` a hex number or `"latest"`);
+    /// `None` when the backend has no such block.
+    async fn block(&mut self, number: Value) -> Result<Option<Value>, MoveFailed> {
         let block = self
-            .call("eth_getBlockByNumber", json!([hex(number), false]))
+            .call("eth_getBlockByNumber", json!([number, false]))
             .await?;
         Ok((!block.is_null()).then_some(block))
     }
@@ -962,6 +849,14 @@ impl Carry<'_> {
             self.waiting.push(message);
         }
     }
+}
+
+/// A block's `hash` or `parentHash`, lowercase.
+fn hash_in(block: &Value, field: &str) -> Option<String> {
+    block
+        .get(field)
+        .and_then(Value::as_str)
+        .map(str::to_ascii_lowercase)
 }
 
 /// A JSON value for a log line or a reason, cut short.
