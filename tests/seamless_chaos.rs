@@ -40,14 +40,16 @@ enum Fault {
     Lagging,
 }
 
-/// What one node of each pool is made to do. A frozen or lagging node makes no new heads (it
-/// catches up when restored).
+/// What one node of each pool is made to do. A frozen node answers nothing in time and reads
+/// nothing of its WebSockets (its TCP window closes); a frozen or lagging node makes no new heads
+/// (it catches up when restored).
 fn apply(node: &SimNode, fault: Fault) {
     match fault {
         Fault::Killed => node.go_down(),
         Fault::Frozen => node.set(|s| {
             s.delay_ms = 3_000;
             s.ws_answer_delay_ms = 3_000;
+            s.ws_frozen = true;
         }),
         Fault::Lagging => {}
     }
@@ -59,6 +61,7 @@ fn restore(node: &SimNode, fault: Fault) {
         Fault::Frozen => node.set(|s| {
             s.delay_ms = 0;
             s.ws_answer_delay_ms = 0;
+            s.ws_frozen = false;
         }),
         Fault::Lagging => {}
     }
