@@ -270,7 +270,10 @@ mod tests {
             assert!(Message::read(bad).is_err(), "{bad}");
         }
         let element: &RawValue = serde_json::from_str(r#"{"id":"x"}"#).unwrap();
-        assert_eq!(Message::element(element).unwrap().id.unwrap().get(), r#""x""#);
+        assert_eq!(
+            Message::element(element).unwrap().id.unwrap().get(),
+            r#""x""#
+        );
         let element: &RawValue = serde_json::from_str("[1]").unwrap();
         assert!(Message::element(element).is_none());
     }
@@ -279,7 +282,10 @@ mod tests {
     fn splicing_replaces_the_spans_and_keeps_every_other_byte() {
         let text = r#"{ "id" : "client" , "x":{"id":9}, "method":"m"}"#;
         let m = object(text);
-        let out = splice(text, &[(m.method.unwrap(), b"\"n\""), (m.id.unwrap(), b"17")]);
+        let out = splice(
+            text,
+            &[(m.method.unwrap(), b"\"n\""), (m.id.unwrap(), b"17")],
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             r#"{ "id" : 17 , "x":{"id":9}, "method":"n"}"#

@@ -12,6 +12,4 @@ mod key;
 mod message;
 
 pub use key::{same_key, Key};
-pub use message::{
-    array, json_string, set_removed, span, splice, string, Message, Object, Shape,
-};
+pub use message::{array, json_string, set_removed, span, splice, string, Message, Object, Shape};
