@@ -1923,7 +1923,7 @@ mod tests {
         let mut s = SessionState::default();
         let sub = subscribe(&mut s, 1, json!(["logs", {}]), "0xa");
         let data = "00".repeat(300 * 1024);
-        let mut big = |block: u64, index: u64| {
+        let big = |block: u64, index: u64| {
             let mut l = log(block, &format!("0x{block:x}"), index);
             l["data"] = json!(format!("0x{data}"));
             l
@@ -1935,7 +1935,7 @@ mod tests {
             assert!(bytes <= MAX_REMEMBERED_LOG_BYTES, "{bytes}");
         }
         let (_, blocks, _) = memory(&s, &sub);
-        assert!(blocks >= 12 && blocks < 14, "{blocks}");
+        assert!((12..14).contains(&blocks), "{blocks}");
         // One block alone over the bound: its latest logs keep their keys only.
         for index in 0..20u64 {
             let out = s.backend_message(&note("0xa", big(100, index)));
@@ -1945,7 +1945,7 @@ mod tests {
         }
         let (_, blocks, texts) = memory(&s, &sub);
         assert_eq!(blocks, 1, "the older blocks went first");
-        assert!(texts < 20 && texts > 5, "{texts}");
+        assert!((6..20).contains(&texts), "{texts}");
         assert!(
             s.backend_message(&note("0xa", big(100, 19))).is_empty(),
             "a key kept is still never sent twice"
