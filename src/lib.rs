@@ -1,6 +1,7 @@
 //! ssv-ha: a highly available gateway for Ethereum execution and consensus nodes, on Pingora.
 //!
 //! Layers, each importing only those before it: [`config`] (file -> validated model) <
+//! [`jsonrpc`] (reading a JSON-RPC message once, the key rule the nodes use) <
 //! [`health`] (probes, verdicts, hysteresis, and the Pingora `HealthCheck` implementors) <
 //! [`upstream`] (backends, pools, selection, the monitor that drives the checks) < [`proxy`] (the
 //! `ProxyHttp`). [`metrics`] and [`tls`] are leaves below all. [`admin`] serves status and metrics;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod demo;
 pub mod health;
 pub mod import;
+pub mod jsonrpc;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

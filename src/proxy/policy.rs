@@ -1,13 +1,15 @@
 //! JSON-RPC method policy and batch limits for execution pools, as pure functions.
 //!
 //! Every body is judged by a full parse ([`parse`]): it must be valid JSON, and every key that is
-//! `method` in any case (duplicates included, escapes decoded) must name a permitted method. There
+//! `method` in any case (duplicates included, escapes decoded; the key rule of
+//! [`crate::jsonrpc::Key`], Go's) must name a permitted method. There
 //! is no cheaper scan in front of it that could disagree. A denied single request is answered by
 //! the gateway; in a batch, the denied elements are taken out and answered in place, the others
 //! go to the backend byte for byte, and [`merge`] puts the backend's answers (matched by id) and
 //! the gateway's errors back in the client's order.
 
 use super::rpc::skip_ws;
+use crate::jsonrpc::Key;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -351,7 +353,7 @@ impl<'de> Visitor<'de> for CallSeed<'_> {
                 }
                 // The last one, as Go's decoder keeps.
                 Key::Id => id = Some(map.next_value::<&RawValue>()?),
-                Key::Other => {
+                _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
@@ -407,36 +409,6 @@ impl<'de> Visitor<'de> for CallSeed<'_> {
             id: None,
             verdict: NOT_AN_OBJECT,
         })
-    }
-}
-
-/// An object key, as far as the policy cares. Keys match without regard to ASCII case: Go's
-/// JSON decoder (geth, Erigon) does, so `"METHOD"` names the method there.
-enum Key {
-    Method,
-    Id,
-    Other,
-}
-
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Key, D::Error> {
-        struct KeyVisitor;
-        impl Visitor<'_> for KeyVisitor {
-            type Value = Key;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an object key")
-            }
-            fn visit_str<E>(self, key: &str) -> Result<Key, E> {
-                Ok(if key.eq_ignore_ascii_case("method") {
-                    Key::Method
-                } else if key.eq_ignore_ascii_case("id") {
-                    Key::Id
-                } else {
-                    Key::Other
-                })
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
     }
 }
 

@@ -300,8 +300,10 @@ async fn websocket(state: Arc<NodeState>, mut socket: WebSocket) {
                 };
                 // WebSocket messages are client traffic too.
                 state.client_requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let reply = match serde_json::from_str::<Value>(&text) {
-                    Ok(request) => answer(&state, &request, Some(&mut subscriptions), true),
+                let reply = match as_go_reads(&text) {
+                    // geth ignores a message shaped like an answer: it sends nothing back.
+                    Ok(None) => continue,
+                    Ok(Some(request)) => answer(&state, &request, Some(&mut subscriptions), true),
                     Err(_) => error(&Value::Null, -32700, "parse error"),
                 };
                 let delay = state.status().ws_answer_delay_ms;
@@ -324,6 +326,39 @@ async fn websocket(state: Arc<NodeState>, mut socket: WebSocket) {
             _ = kill.changed() => return,
         }
     }
+}
+
+/// A WebSocket message as geth's decoder reads it: `id`, `method` and `params` by the key rule
+/// of [`crate::jsonrpc::Key`] (any case, the last of two keys winning; a `Value` keeps neither
+/// order nor case). `None` for a single message shaped like an answer (an id, a result or an
+/// error, no method), which geth ignores.
+fn as_go_reads(text: &str) -> serde_json::Result<Option<Value>> {
+    use crate::jsonrpc::{Message, Shape};
+    fn one(m: &Message) -> Value {
+        let mut out = serde_json::Map::new();
+        for (name, raw) in [("id", m.id), ("method", m.method), ("params", m.params)] {
+            if let Some(value) = raw.and_then(|r| serde_json::from_str(r.get()).ok()) {
+                out.insert(name.into(), value);
+            }
+        }
+        Value::Object(out)
+    }
+    Ok(Some(match Message::read(text)? {
+        Shape::Object(m) if m.method.is_none() && (m.result.is_some() || m.error.is_some()) => {
+            return Ok(None)
+        }
+        Shape::Object(m) => one(&m),
+        Shape::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|raw| match Message::element(raw) {
+                    Some(m) => one(&m),
+                    None => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
+                })
+                .collect(),
+        ),
+        Shape::Other => serde_json::from_str(text)?,
+    }))
 }
 
 /// Block `number`'s hash on this node's branch.

@@ -520,7 +520,7 @@ mod tests {
         }
         for n in 101..=to {
             for (sub, result) in [("0xl", log(0, n)), ("0xg", head(0, n)), ("0xh", head(0, n))] {
-                s.backend_message(&notification(sub, &result));
+                s.backend_message(&notification(sub, result.to_string().as_bytes()));
             }
         }
         s
@@ -623,12 +623,13 @@ mod tests {
         );
         assert!(out.is_empty());
         assert_eq!(
-            s.backend_message(&notification("0xh2", &head(0, 106)))
+            s.backend_message(&notification("0xh2", head(0, 106).to_string().as_bytes()))
                 .len(),
             1
         );
         assert_eq!(
-            s.backend_message(&notification("0xl2", &log(0, 106))).len(),
+            s.backend_message(&notification("0xl2", log(0, 106).to_string().as_bytes()))
+                .len(),
             1
         );
         let gaps = s.gaps();
@@ -717,12 +718,12 @@ mod tests {
         );
         // The new chain is the session's now: its next block passes, a repeat does not.
         assert_eq!(
-            s.backend_message(&notification("0xh2", &head(1, 107)))
+            s.backend_message(&notification("0xh2", head(1, 107).to_string().as_bytes()))
                 .len(),
             1
         );
         assert!(s
-            .backend_message(&notification("0xl2", &log(1, 106)))
+            .backend_message(&notification("0xl2", log(1, 106).to_string().as_bytes()))
             .is_empty());
     }
 

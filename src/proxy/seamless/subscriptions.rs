@@ -3,16 +3,33 @@
 //! rules that keep a notification from reaching the client twice. No I/O: the session loop
 //! ([`super::websocket`]) feeds it the messages of both sides and carries out what it returns.
 //!
-//! Every request the client sends goes to the backend under an id of the gateway's own (a
-//! number), so that answers are matched whatever ids the client uses and the gateway's own calls
-//! never collide with them; the answer goes back with the client's id. Subscription ids are the
-//! first backend's; after a move the new backend's ids are mapped to them both ways
-//! (notifications out, `eth_unsubscribe` in).
+//! Each message is read once, without a tree ([`crate::jsonrpc`]): its `method`, `id` and
+//! `params` (for answers `result`, for notifications `params.subscription` and `params.result`)
+//! are taken by the key rule the nodes use (any case; the last of two keys wins), the same rule
+//! the method policy judges by. Every request goes to the backend under an id of the gateway's
+//! own (a number put into the client's bytes in place of its id), so that answers are matched
+//! whatever ids the client uses and the gateway's own calls never collide with them; the answer
+//! goes back with the client's id put into the node's bytes. Nothing else is written again: the
+//! client gets the node's bytes, keys in the node's order. Subscription ids are the first
+//! backend's; after a move the new backend's ids are mapped to them both ways (notifications out,
+//! `eth_unsubscribe` in). A message without a method is not a request (the node would ignore one
+//! shaped like an answer, and its id would wait forever): the gateway answers it with an
+//! invalid-request error (-32600) and the node sees nothing of it.
 //!
-//! Memory is bounded: the requests in flight (the session stops reading the client at
-//! [`MAX_IN_FLIGHT`]), and per `logs` subscription the logs delivered in the last blocks (at most
-//! the pool's gap limit in blocks and [`MAX_REMEMBERED_LOG_BYTES`]), which is what a duplicate or
-//! a reorg across a switch is judged against.
+//! Memory is counted in the bytes the state holds ([`SessionState::held_bytes`]) and bounded:
+//! - all of it within one budget, [`MAX_SESSION_BYTES`]: the session stops reading the client at
+//!   [`MAX_IN_FLIGHT`] requests or past that budget (so it holds at most the budget and one
+//!   client message);
+//! - the requests in flight, with the client's ids (as the client wrote them) and the requests
+//!   kept to send again;
+//! - the subscriptions' parameters, kept to create them again: [`MAX_SUBSCRIPTION_BYTES`] and
+//!   [`MAX_SUBSCRIPTIONS`] (past either, an `eth_subscribe` is refused);
+//! - per `logs` subscription the logs delivered in the last blocks, as the node's bytes, which is
+//!   what a duplicate or a reorg across a switch is judged against: at most the pool's gap limit
+//!   in blocks, and [`MAX_REMEMBERED_LOG_BYTES`] for the session, the newest block included
+//!   (see [`LogMemory`] for a block larger than its share);
+//! - the heads seen ([`HEADS_SEEN`]), and the notifications the session loop holds during a move
+//!   ([`SessionState::set_waiting`]).
 //!
 //! # The invariant: what the client was given against the backend's chain
 //!
@@ -55,16 +72,25 @@
 //! `invariant_tests` checks this after every step of generated sessions: reorgs before, at and
 //! after a move, backends behind and ahead, quiet filters, wrong `eth_blockNumber` answers.
 
-use serde_json::{json, Map, Value};
+use crate::jsonrpc::{self, Message, Object, Shape};
+use crate::proxy::policy::{INVALID_REQUEST, PARSE_ERROR};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::mem::size_of;
 
 /// Requests a session may have waiting for an answer; past it the client is not read until
 /// answers come.
 pub const MAX_IN_FLIGHT: usize = 1024;
 
-/// Bytes of the requests in flight a session keeps to send again; past it the client is not read
-/// until answers come.
-pub const MAX_IN_FLIGHT_BYTES: usize = 8 * 1024 * 1024;
+/// One memory budget per session: the bytes its state holds ([`SessionState::held_bytes`]: the
+/// requests in flight with the client's ids, the requests kept to send again, the
+/// subscriptions, the remembered logs, the heads seen, and the new backend's notifications that
+/// wait during a move). Past it the client is not read until answers come; the logs
+/// ([`MAX_REMEMBERED_LOG_BYTES`]) and subscriptions ([`MAX_SUBSCRIPTION_BYTES`]) are bounded
+/// well within it, so the requests in flight always have at least 7 MiB.
+pub const MAX_SESSION_BYTES: usize = 16 * 1024 * 1024;
 
 /// Bytes of delivered logs remembered per session, shared by its `logs` subscriptions.
 pub const MAX_REMEMBERED_LOG_BYTES: usize = 8 * 1024 * 1024;
@@ -72,18 +98,33 @@ pub const MAX_REMEMBERED_LOG_BYTES: usize = 8 * 1024 * 1024;
 /// Subscriptions one session may hold: each is created again, and its gap filled, on every move.
 pub const MAX_SUBSCRIPTIONS: usize = 64;
 
-/// What an `eth_subscribe` past [`MAX_SUBSCRIPTIONS`] becomes: a method no node has, so that the
-/// node's error answers it in its place (in a batch too).
+/// Bytes of `eth_subscribe` parameters one session may hold (a `logs` filter can be long).
+pub const MAX_SUBSCRIPTION_BYTES: usize = 1024 * 1024;
+
+/// What an `eth_subscribe` past [`MAX_SUBSCRIPTIONS`] or [`MAX_SUBSCRIPTION_BYTES`] becomes: a
+/// method no node has, so that the node's error answers it in its place (in a batch too).
 pub const TOO_MANY_SUBSCRIPTIONS: &str = "ssv_ha_too_many_subscriptions_per_session";
+
+/// What an element of a batch without a method becomes on its way to the node: a call of a
+/// method no node has (the node never sees the client's id), whose answer the gateway replaces
+/// with its own invalid-request error.
+pub const NOT_A_REQUEST: &str = "ssv_ha_not_a_request";
 
 /// A JSON-RPC error code for a request the gateway answers itself after a move: the server
 /// error range (-32000 to -32099) of JSON-RPC 2.0.
 pub const NOT_REPEATED: i64 = -32003;
 
+/// Heads remembered per session (number and hash), to find where a new backend's chain parts
+/// from the one the client had.
+pub const HEADS_SEEN: usize = 256;
+
+/// The longest method name kept for an error message.
+const METHOD_NAME_KEPT: usize = 128;
+
 /// Methods that read and change nothing: sent again on the next backend when theirs failed
 /// before answering. Everything else (a transaction, a signature, a filter created on the old
 /// node) is answered with [`NOT_REPEATED`] instead.
-const SAFE_TO_REPEAT: [&str; 20] = [
+const SAFE_TO_REPEAT: [&str; 21] = [
     "eth_get",
     "eth_call",
     "eth_estimateGas",
@@ -104,6 +145,7 @@ const SAFE_TO_REPEAT: [&str; 20] = [
     "debug_trace",
     "trace_",
     super::super::websocket::DENIED_PLACEHOLDER,
+    NOT_A_REQUEST,
 ];
 
 /// Whether a request may go to the next backend when its own failed before answering. Each entry
@@ -115,11 +157,21 @@ pub fn safe_to_repeat(method: &str) -> bool {
 /// A subscription the client holds.
 #[derive(Debug)]
 struct Subscription {
-    /// The `eth_subscribe` parameters, to create it again elsewhere.
-    params: Value,
+    /// The `eth_subscribe` parameters as the client wrote them, to create it again elsewhere.
+    params: Option<Box<RawValue>>,
     /// Its id on the current backend.
     backend_id: String,
     progress: Progress,
+}
+
+impl Subscription {
+    /// Bytes it holds, its client id's included (the log memory apart).
+    fn bytes(&self, client_sub: &str) -> usize {
+        size_of::<(String, Subscription)>()
+            + client_sub.len() * 2
+            + self.backend_id.len() * 2
+            + self.params.as_ref().map_or(0, |p| p.get().len())
+    }
 }
 
 /// How far a subscription got, for the gap fill and for dropping repeats.
@@ -141,7 +193,14 @@ enum Progress {
     Other,
 }
 
-/// The logs a subscription delivered in its last blocks, oldest block first.
+/// The logs a subscription delivered in its last blocks, oldest block first, each as the node
+/// sent it; `bytes` counts what is held (the texts, the hashes and the entries).
+///
+/// It holds at most its share of [`MAX_REMEMBERED_LOG_BYTES`], the newest block included: past
+/// it the oldest blocks are forgotten. When the newest block alone is over the share, its latest
+/// logs keep only their key (block, hash, index: still never sent twice, but taken back with a
+/// `removed: true` notification that carries only those fields), and past that they are not
+/// remembered at all (after a move the gap fill may send them again).
 #[derive(Debug, Default)]
 struct LogMemory {
     blocks: VecDeque<DeliveredBlock>,
@@ -158,32 +217,64 @@ struct LogMemory {
 #[derive(Debug)]
 struct DeliveredBlock {
     number: u64,
-    hash: String,
-    /// `(logIndex, the log as delivered, its size in bytes)`.
-    logs: Vec<(u64, Value, usize)>,
+    hash: Box<str>,
+    /// `(logIndex, the log as delivered)`; `None`: only its key is kept.
+    logs: Vec<(u64, Option<Box<str>>)>,
     /// The move it was remembered in.
     epoch: u64,
 }
 
+/// Bytes one remembered log takes besides its text.
+const LOG_ENTRY: usize = size_of::<(u64, Option<Box<str>>)>();
+
+impl DeliveredBlock {
+    /// Bytes it takes besides its logs.
+    fn overhead(&self) -> usize {
+        size_of::<DeliveredBlock>() + self.hash.len()
+    }
+}
+
 /// One request the backend has not answered yet.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct InFlight {
-    /// The client's id, put back on the answer.
-    client_id: Value,
-    method: String,
+    /// The client's id as the client wrote it, put back on the answer.
+    client_id: Box<str>,
+    /// The method's name (the first [`METHOD_NAME_KEPT`] bytes), for an error message.
+    method: Box<str>,
     /// The request as sent to the backend (with the gateway's id), to send it again; kept only
     /// when it is safe to repeat.
-    sent: Option<String>,
+    sent: Option<Box<[u8]>>,
     kind: CallKind,
     /// The batch it came in, by the batch's first gateway id.
     batch: Option<u64>,
 }
 
-#[derive(Debug, Clone)]
+impl InFlight {
+    /// Bytes it holds, as counted in [`SessionState::in_flight_bytes`].
+    fn bytes(&self) -> usize {
+        size_of::<(u64, InFlight)>()
+            + self.client_id.len()
+            + self.method.len()
+            + self.sent.as_ref().map_or(0, |s| s.len())
+            + match &self.kind {
+                CallKind::Subscribe { params } => params.as_ref().map_or(0, |p| p.get().len()),
+                CallKind::Unsubscribe { client_sub } => client_sub.len(),
+                CallKind::Plain | CallKind::NotARequest => 0,
+            }
+    }
+}
+
+#[derive(Debug)]
 enum CallKind {
     Plain,
-    Subscribe { params: Value },
-    Unsubscribe { client_sub: String },
+    Subscribe {
+        params: Option<Box<RawValue>>,
+    },
+    Unsubscribe {
+        client_sub: String,
+    },
+    /// A batch element without a method, sent as [`NOT_A_REQUEST`]: answered by the gateway.
+    NotARequest,
 }
 
 /// What the gateway knows of a log from a notification or `eth_getLogs`.
@@ -196,12 +287,14 @@ pub struct LogKey {
 }
 
 impl LogKey {
-    pub fn of(log: &Value) -> Option<LogKey> {
+    /// The key of a log object (its text); `None` when it lacks one of the fields.
+    pub fn read(log: &str) -> Option<LogKey> {
+        let log = Object::read(log)?;
         Some(LogKey {
-            block: hex_u64(log.get("blockNumber")?)?,
-            hash: log.get("blockHash")?.as_str()?.to_ascii_lowercase(),
-            index: hex_u64(log.get("logIndex")?)?,
-            removed: log.get("removed").and_then(Value::as_bool).unwrap_or(false),
+            block: hex_u64_raw(log.get("blockNumber")?)?,
+            hash: jsonrpc::string(log.get("blockHash")?)?.to_ascii_lowercase(),
+            index: hex_u64_raw(log.get("logIndex")?)?,
+            removed: log.get("removed").is_some_and(|r| r.get() == "true"),
         })
     }
 }
@@ -209,6 +302,12 @@ impl LogKey {
 /// A number as nodes write it: `0x`-prefixed hex.
 pub fn hex_u64(value: &Value) -> Option<u64> {
     let text = value.as_str()?;
+    u64::from_str_radix(text.strip_prefix("0x")?, 16).ok()
+}
+
+/// [`hex_u64`] of a raw value.
+fn hex_u64_raw(raw: &RawValue) -> Option<u64> {
+    let text = jsonrpc::string(raw)?;
     u64::from_str_radix(text.strip_prefix("0x")?, 16).ok()
 }
 
@@ -242,6 +341,24 @@ pub enum Outgoing {
     Client(Vec<u8>),
 }
 
+/// What becomes of one request object of the client's.
+enum Tracked<'a> {
+    /// To the backend, these bytes.
+    Forward(Cow<'a, [u8]>),
+    /// The gateway's answer to the client.
+    Answer(Vec<u8>),
+}
+
+/// What becomes of one message object of the backend's.
+enum Pass {
+    /// The client does not see it.
+    Drop,
+    /// The client gets it as the node sent it.
+    Keep,
+    /// The client gets these bytes (an id put back).
+    Bytes(Vec<u8>),
+}
+
 /// The client's JSON-RPC session.
 #[derive(Debug, Default)]
 pub struct SessionState {
@@ -250,6 +367,8 @@ pub struct SessionState {
     in_flight_bytes: usize,
     /// Subscriptions by the id the client knows.
     subs: BTreeMap<String, Subscription>,
+    /// What they hold, their log memory apart.
+    subs_bytes: usize,
     /// Client id by the current backend's id.
     by_backend: HashMap<String, String>,
     /// Client subscription ids handed out, so that a new one never repeats an old one.
@@ -276,11 +395,9 @@ pub struct SessionState {
     /// Notifications the gateway makes that go to the client before the current message (logs
     /// taken back).
     extra: Vec<Vec<u8>>,
+    /// Bytes the session loop holds for the session (notifications waiting during a move).
+    waiting: usize,
 }
-
-/// Heads remembered per session (number and hash), to find where a new backend's chain parts
-/// from the one the client had.
-pub const HEADS_SEEN: usize = 256;
 
 /// Heads remembered per `newHeads` subscription (number and hash): what the client's chain is,
 /// to tell a repeat from a reorg report and to find where a new backend's chain parts from it.
@@ -292,9 +409,37 @@ impl SessionState {
         self.in_flight.len()
     }
 
-    /// Bytes of the requests in flight kept to send again.
+    /// Bytes the requests in flight hold: the client's ids, the method names and the requests
+    /// kept to send again.
     pub fn in_flight_bytes(&self) -> usize {
         self.in_flight_bytes
+    }
+
+    /// Every byte the session's state holds: the requests in flight, the subscriptions, the
+    /// remembered logs, the heads seen and what the session loop counted with
+    /// [`SessionState::set_waiting`]. This is what counts against the listener's
+    /// `max_held_bytes`, with the client's message being read.
+    pub fn held_bytes(&self) -> usize {
+        let logs: usize = self
+            .subs
+            .values()
+            .map(|s| match &s.progress {
+                Progress::Logs { delivered, .. } => delivered.bytes,
+                _ => 0,
+            })
+            .sum();
+        let heads: usize = self
+            .heads_seen
+            .iter()
+            .map(|(_, hash, _)| size_of::<(u64, String, u64)>() + hash.len())
+            .sum();
+        self.in_flight_bytes() + self.subs_bytes + logs + heads + self.waiting
+    }
+
+    /// The bytes the session loop holds for this session now (the new backend's notifications
+    /// waiting during a move), counted in [`SessionState::held_bytes`].
+    pub fn set_waiting(&mut self, bytes: usize) {
+        self.waiting = bytes;
     }
 
     /// The gateway's own calls to send to the backend now.
@@ -309,89 +454,170 @@ impl SessionState {
     }
 
     /// The client's message as it goes on: to the backend, every request under a gateway id and
-    /// an `eth_unsubscribe` naming the backend's id; or, for a message that is not JSON the
-    /// gateway can read, a parse error to the client (never forwarded with the client's ids).
+    /// an `eth_unsubscribe` naming the backend's id; or the gateway's answer, for a message that
+    /// is not JSON the gateway can read (a parse error) or not a request (no method: an
+    /// invalid-request error). Nothing goes to the node under the client's ids.
     pub fn client_message(&mut self, message: &[u8]) -> Outgoing {
-        let value = match serde_json::from_slice::<Value>(message) {
-            Ok(value) => value,
+        let read = match std::str::from_utf8(message) {
+            Ok(text) => Message::read(text)
+                .map(|shape| (text, shape))
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(format!("not UTF-8 ({e})")),
+        };
+        let (text, shape) = match read {
+            Ok(read) => read,
             Err(e) => {
-                return Outgoing::Client(
-                    json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": format!("parse error: {e}")}})
-                        .to_string()
-                        .into_bytes(),
-                )
+                return Outgoing::Client(error_answer(
+                    "null",
+                    PARSE_ERROR,
+                    &format!("parse error: {e}"),
+                ))
             }
         };
-        let sent = match value {
-            Value::Array(items) if !items.is_empty() => {
-                let batch = self.next_id + 1;
-                Value::Array(
-                    items
-                        .into_iter()
-                        .map(|item| self.track(item, Some(batch)))
-                        .collect(),
-                )
-            }
-            Value::Object(_) => self.track(value, None),
+        match shape {
+            Shape::Object(call) => match self.track(text, &call, None) {
+                Tracked::Forward(sent) => Outgoing::Backend(sent.into_owned()),
+                Tracked::Answer(answer) => Outgoing::Client(answer),
+            },
+            Shape::Array(items) if !items.is_empty() => self.track_batch(&items),
             // Nothing with an id: the node's answer (an error) has none either.
-            _ => return Outgoing::Backend(message.to_vec()),
-        };
-        Outgoing::Backend(sent.to_string().into_bytes())
+            _ => Outgoing::Backend(message.to_vec()),
+        }
     }
 
-    fn track(&mut self, call: Value, batch: Option<u64>) -> Value {
-        let Value::Object(mut call) = call else {
-            return call;
-        };
-        let Some(client_id) = call.get("id").cloned() else {
-            // A notification: nothing comes back.
-            return Value::Object(call);
-        };
-        let mut method = call
-            .get("method")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let params = call.get("params").cloned().unwrap_or(Value::Null);
-        let kind = match method.as_str() {
-            "eth_subscribe" if self.subscriptions_held() >= MAX_SUBSCRIPTIONS => {
-                method = TOO_MANY_SUBSCRIPTIONS.to_string();
-                call.insert("method".into(), json!(TOO_MANY_SUBSCRIPTIONS));
-                CallKind::Plain
+    /// A batch: each element as [`SessionState::track`] makes it; elements without a method go
+    /// as calls of [`NOT_A_REQUEST`] (answered by the gateway when the node's answer comes), or,
+    /// when no element goes to the node, the gateway answers the batch.
+    fn track_batch(&mut self, items: &[&RawValue]) -> Outgoing {
+        let batch = self.next_id + 1;
+        let mut sent: Vec<Cow<[u8]>> = Vec::with_capacity(items.len());
+        let mut refused: Vec<(&RawValue, Vec<u8>)> = Vec::new();
+        for raw in items {
+            let Some(call) = Message::element(raw) else {
+                sent.push(Cow::Borrowed(raw.get().as_bytes()));
+                continue;
+            };
+            match self.track(raw.get(), &call, Some(batch)) {
+                Tracked::Forward(element) => sent.push(element),
+                Tracked::Answer(answer) => refused.push((raw, answer)),
             }
-            "eth_subscribe" => CallKind::Subscribe { params },
-            "eth_unsubscribe" => match params.get(0).and_then(Value::as_str) {
-                Some(client_sub) => {
-                    // An id the client does not hold never names one of the backend's.
-                    let backend_sub = self
-                        .subs
-                        .get(client_sub)
-                        .map_or("0x0", |sub| sub.backend_id.as_str());
-                    call.insert("params".into(), json!([backend_sub]));
-                    CallKind::Unsubscribe {
-                        client_sub: client_sub.to_string(),
+        }
+        if sent.is_empty() {
+            let answers: Vec<&[u8]> = refused.iter().map(|(_, a)| a.as_slice()).collect();
+            return Outgoing::Client(join_array(&answers));
+        }
+        for (_, answer) in &refused {
+            let id = self.own_id();
+            let call =
+                format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{NOT_A_REQUEST}","params":[]}}"#);
+            // The gateway's answer is kept whole: it holds the client's id.
+            let entry = InFlight {
+                client_id: String::from_utf8_lossy(answer).into(),
+                method: NOT_A_REQUEST.into(),
+                sent: Some(call.as_bytes().into()),
+                kind: CallKind::NotARequest,
+                batch: Some(batch),
+            };
+            self.keep(id, entry);
+            sent.push(Cow::Owned(call.into_bytes()));
+        }
+        let parts: Vec<&[u8]> = sent.iter().map(|s| s.as_ref()).collect();
+        Outgoing::Backend(join_array(&parts))
+    }
+
+    /// One request object (`text`, read as `call`): its bytes for the backend with the gateway's
+    /// id put in (and what the session changes: a subscription past the cap, an
+    /// `eth_unsubscribe`'s id), or the gateway's answer.
+    fn track<'a>(&mut self, text: &'a str, call: &Message, batch: Option<u64>) -> Tracked<'a> {
+        let method = match call.method_name() {
+            Some(Some(name)) => name,
+            Some(None) => {
+                let id = call.id.map_or("null", |id| echoable(id.get()));
+                return Tracked::Answer(error_answer(
+                    id,
+                    INVALID_REQUEST,
+                    "the method must be a string",
+                ));
+            }
+            None => {
+                let id = call.id.map_or("null", |id| echoable(id.get()));
+                return Tracked::Answer(error_answer(
+                    id,
+                    INVALID_REQUEST,
+                    "a message without a method is not a request (this gateway takes no answers from clients)",
+                ));
+            }
+        };
+        let Some(client_id) = call.id else {
+            // A notification: nothing comes back.
+            return Tracked::Forward(Cow::Borrowed(text.as_bytes()));
+        };
+        if echoable(client_id.get()) != client_id.get() {
+            return Tracked::Answer(error_answer(
+                "null",
+                INVALID_REQUEST,
+                "the id must be a string, a number or null",
+            ));
+        }
+        let mut edits: Vec<(&RawValue, Vec<u8>)> = Vec::with_capacity(2);
+        let mut name: &str = &method;
+        let kind = match name {
+            "eth_subscribe" => {
+                let size = call.params.map_or(0, |p| p.get().len());
+                if self.subscriptions_held() >= MAX_SUBSCRIPTIONS
+                    || self.subscription_bytes().saturating_add(size) > MAX_SUBSCRIPTION_BYTES
+                {
+                    name = TOO_MANY_SUBSCRIPTIONS;
+                    if let Some(method) = call.method {
+                        edits.push((method, jsonrpc::json_string(name).into_bytes()));
+                    }
+                    CallKind::Plain
+                } else {
+                    CallKind::Subscribe {
+                        params: call.params.map(ToOwned::to_owned),
                     }
                 }
-                None => CallKind::Plain,
-            },
+            }
+            "eth_unsubscribe" => {
+                let named = call.params.and_then(|params| {
+                    let first = jsonrpc::array(params)?.into_iter().next()?;
+                    Some((params, jsonrpc::string(first)?))
+                });
+                match named {
+                    Some((params, client_sub)) => {
+                        // An id the client does not hold never names one of the backend's.
+                        let backend_sub = self
+                            .subs
+                            .get(client_sub.as_ref())
+                            .map_or("0x0", |sub| sub.backend_id.as_str());
+                        let replaced = format!("[{}]", jsonrpc::json_string(backend_sub));
+                        edits.push((params, replaced.into_bytes()));
+                        CallKind::Unsubscribe {
+                            client_sub: client_sub.into_owned(),
+                        }
+                    }
+                    None => CallKind::Plain,
+                }
+            }
             _ => CallKind::Plain,
         };
         let id = self.own_id();
-        call.insert("id".into(), json!(id));
-        let sent = Value::Object(call);
-        let kept = safe_to_repeat(&method).then(|| sent.to_string());
-        self.in_flight_bytes += kept.as_ref().map_or(0, String::len);
-        self.in_flight.insert(
+        edits.push((client_id, id.to_string().into_bytes()));
+        let spliced: Vec<(&RawValue, &[u8])> =
+            edits.iter().map(|(at, b)| (*at, b.as_slice())).collect();
+        let sent = jsonrpc::splice(text, &spliced);
+        let kept = safe_to_repeat(name).then(|| sent.clone().into_boxed_slice());
+        self.keep(
             id,
             InFlight {
-                client_id,
-                method,
+                client_id: client_id.get().into(),
+                method: cut(name, METHOD_NAME_KEPT).into(),
                 sent: kept,
                 kind,
                 batch,
             },
         );
-        sent
+        Tracked::Forward(Cow::Owned(sent))
     }
 
     /// Subscriptions held and being made.
@@ -404,19 +630,39 @@ impl SessionState {
                 .count()
     }
 
+    /// Bytes of the parameters of the subscriptions held and being made.
+    fn subscription_bytes(&self) -> usize {
+        let held: usize = self
+            .subs
+            .values()
+            .map(|s| s.params.as_ref().map_or(0, |p| p.get().len()))
+            .sum();
+        let making: usize = self
+            .in_flight
+            .values()
+            .map(|c| match &c.kind {
+                CallKind::Subscribe { params } => params.as_ref().map_or(0, |p| p.get().len()),
+                _ => 0,
+            })
+            .sum();
+        held + making
+    }
+
     /// Takes a request out of those in flight.
     fn answered(&mut self, id: u64) -> Option<InFlight> {
         let call = self.in_flight.remove(&id)?;
-        self.in_flight_bytes -= call.sent.as_ref().map_or(0, String::len);
+        self.in_flight_bytes = self.in_flight_bytes.saturating_sub(call.bytes());
         Some(call)
     }
 
     /// The backend's message as it goes to the client, if the client is to see it (not a
-    /// notification it has, or one for a subscription it dropped, or the gateway's own).
+    /// notification it has, or one for a subscription it dropped, or the gateway's own): the
+    /// node's bytes with only an id or a subscription id put back.
     ///
     /// Before it, the notifications the gateway makes itself (logs of a block the new backend
     /// replaced, taken back).
     pub fn backend_message(&mut self, message: &[u8]) -> Vec<Vec<u8>> {
+        self.waiting = self.waiting.saturating_sub(message.len());
         let out = self.backend_message_alone(message);
         let mut all = std::mem::take(&mut self.extra);
         all.extend(out);
@@ -424,67 +670,63 @@ impl SessionState {
     }
 
     fn backend_message_alone(&mut self, message: &[u8]) -> Option<Vec<u8>> {
-        let Ok(value) = serde_json::from_slice::<Value>(message) else {
+        let Ok(text) = std::str::from_utf8(message) else {
             return Some(message.to_vec());
         };
-        let out = match value {
-            Value::Object(object) => self.answer_or_notification(object)?,
-            Value::Array(items) => Value::Array(
-                items
-                    .into_iter()
-                    .map(|item| match item {
-                        Value::Object(object) => {
-                            self.answer_or_notification(object).unwrap_or(Value::Null)
-                        }
-                        other => other,
-                    })
-                    .filter(|v| !v.is_null())
-                    .collect(),
-            ),
-            _ => return Some(message.to_vec()),
-        };
-        Some(out.to_string().into_bytes())
+        match Message::read(text) {
+            Ok(Shape::Object(object)) => match self.answer_or_notification(text, &object) {
+                Pass::Drop => None,
+                Pass::Keep => Some(message.to_vec()),
+                Pass::Bytes(bytes) => Some(bytes),
+            },
+            Ok(Shape::Array(items)) if !items.is_empty() => {
+                let mut out: Vec<Cow<[u8]>> = Vec::with_capacity(items.len());
+                for raw in &items {
+                    let pass = match Message::element(raw) {
+                        Some(object) => self.answer_or_notification(raw.get(), &object),
+                        None => Pass::Keep,
+                    };
+                    match pass {
+                        Pass::Drop => {}
+                        Pass::Keep => out.push(Cow::Borrowed(raw.get().as_bytes())),
+                        Pass::Bytes(bytes) => out.push(Cow::Owned(bytes)),
+                    }
+                }
+                if out.is_empty() {
+                    return None;
+                }
+                let parts: Vec<&[u8]> = out.iter().map(|s| s.as_ref()).collect();
+                Some(join_array(&parts))
+            }
+            _ => Some(message.to_vec()),
+        }
     }
 
-    fn answer_or_notification(&mut self, mut object: Map<String, Value>) -> Option<Value> {
-        if object.get("method").and_then(Value::as_str) == Some("eth_subscription") {
-            let params = object.get_mut("params")?;
-            let backend_sub = params.get("subscription")?.as_str()?;
-            if self.hidden.as_deref() == Some(backend_sub) {
-                let head = params.get("result")?;
-                if let (Some(number), Some(hash)) = (
-                    head.get("number").and_then(hex_u64),
-                    head.get("hash").and_then(Value::as_str),
-                ) {
-                    self.saw_head(number, hash);
-                }
-                return None;
-            }
-            let client_sub = self.by_backend.get(backend_sub)?.clone();
-            let result = params.get("result")?;
-            if !self.admit(&client_sub, result) {
-                return None;
-            }
-            params["subscription"] = Value::String(client_sub);
-            return Some(Value::Object(object));
+    /// One object of the backend's (`text`, read as `object`).
+    fn answer_or_notification(&mut self, text: &str, object: &Message) -> Pass {
+        let notification = object
+            .method
+            .is_some_and(|m| jsonrpc::string(m).as_deref() == Some("eth_subscription"));
+        if notification {
+            return self.notification(text, object);
         }
-        let gateway_id = object.get("id").and_then(Value::as_u64);
+        let gateway_id = object
+            .id
+            .and_then(|id| serde_json::from_str::<u64>(id.get()).ok());
+        let result = object.result;
         if gateway_id.is_some() && gateway_id == self.hidden_call {
             self.hidden_call = None;
-            self.hidden = object
-                .get("result")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            return None;
+            self.hidden = result.and_then(jsonrpc::string).map(Cow::into_owned);
+            return Pass::Drop;
         }
         if let Some(client_sub) = gateway_id.and_then(|id| self.started.remove(&id)) {
             // The head when a `logs` subscription began: its gap can start no earlier. It is
             // the number of a block the backend sent, not an `eth_blockNumber` claim: one wrong
             // answer would hold the resume point above the chain for the rest of the session.
-            let head = object
-                .get("result")
+            let head = result
+                .and_then(|block| Object::read(block.get()))
                 .and_then(|block| block.get("number"))
-                .and_then(hex_u64);
+                .and_then(hex_u64_raw);
             if let (Some(head), Some(sub)) = (head, self.subs.get_mut(&client_sub)) {
                 if let Progress::Logs {
                     resume_from,
@@ -501,56 +743,111 @@ impl SessionState {
                     delivered.starts_at = first;
                 }
             }
-            return None;
+            return Pass::Drop;
         }
-        let Some(call) = gateway_id.and_then(|id| self.answered(id)) else {
+        let (Some(id), Some(call)) = (object.id, gateway_id.and_then(|id| self.answered(id)))
+        else {
             // Not an answer to a request of the client's (one of the gateway's own that came
             // late, or the backend's answer to something it could not read): passed as is.
-            return Some(Value::Object(object));
+            return Pass::Keep;
         };
-        object.insert("id".into(), call.client_id);
+        let mut edits: Vec<(&RawValue, Vec<u8>)> = Vec::with_capacity(2);
         match call.kind {
             CallKind::Plain => {}
+            CallKind::NotARequest => return Pass::Bytes(call.client_id.as_bytes().to_vec()),
             CallKind::Subscribe { params } => {
-                let backend_sub = object
-                    .get("result")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                if let Some(backend_sub) = backend_sub {
+                if let Some((raw, backend_sub)) =
+                    result.and_then(|r| Some((r, jsonrpc::string(r)?.into_owned())))
+                {
                     let client_sub = self.issue(&backend_sub);
-                    object.insert("result".into(), Value::String(client_sub.clone()));
-                    let logs = params.get(0).and_then(Value::as_str) == Some("logs");
-                    self.bind(client_sub.clone(), backend_sub, params);
-                    if logs {
-                        self.wants_hidden = true;
-                        if self.hidden.is_none() && self.hidden_call.is_none() {
-                            let id = self.own_id();
-                            self.hidden_call = Some(id);
-                            self.requests.push(
-                                json!({"jsonrpc": "2.0", "id": id, "method": "eth_subscribe", "params": ["newHeads"]})
-                                    .to_string()
-                                    .into_bytes(),
-                            );
-                        }
-                        // Blocks from the current head on reach the subscription: a gap fill
-                        // starts there at the earliest.
-                        let id = self.own_id();
-                        self.started.insert(id, client_sub);
-                        self.requests.push(
-                            json!({"jsonrpc": "2.0", "id": id, "method": "eth_getBlockByNumber", "params": ["latest", false]})
-                                .to_string()
-                                .into_bytes(),
-                        );
+                    if client_sub != backend_sub {
+                        edits.push((raw, jsonrpc::json_string(&client_sub).into_bytes()));
                     }
+                    self.subscribed(client_sub, backend_sub, params);
                 }
             }
             CallKind::Unsubscribe { client_sub } => {
-                if object.get("result") == Some(&Value::Bool(true)) {
+                if result.is_some_and(|r| r.get() == "true") {
                     self.drop_sub(&client_sub);
                 }
             }
         }
-        Some(Value::Object(object))
+        edits.push((id, call.client_id.as_bytes().to_vec()));
+        let spliced: Vec<(&RawValue, &[u8])> =
+            edits.iter().map(|(at, b)| (*at, b.as_slice())).collect();
+        Pass::Bytes(jsonrpc::splice(text, &spliced))
+    }
+
+    /// An `eth_subscription` notification of the backend's.
+    fn notification(&mut self, text: &str, object: &Message) -> Pass {
+        let Some(params) = object.params.and_then(|p| Object::read(p.get())) else {
+            return Pass::Drop;
+        };
+        let (Some(sub), Some(result)) = (params.get("subscription"), params.get("result")) else {
+            return Pass::Drop;
+        };
+        let Some(backend_sub) = jsonrpc::string(sub) else {
+            return Pass::Drop;
+        };
+        if self.hidden.as_deref() == Some(backend_sub.as_ref()) {
+            if let Some((number, hash)) = head_of(result) {
+                self.saw_head(number, &hash);
+            }
+            return Pass::Drop;
+        }
+        let Some(client_sub) = self.by_backend.get(backend_sub.as_ref()).cloned() else {
+            return Pass::Drop;
+        };
+        if !self.admit(&client_sub, result) {
+            return Pass::Drop;
+        }
+        if client_sub == backend_sub {
+            return Pass::Keep;
+        }
+        let id = jsonrpc::json_string(&client_sub);
+        Pass::Bytes(jsonrpc::splice(text, &[(sub, id.as_bytes())]))
+    }
+
+    /// A subscription the backend made for the client: bound, and for the first `logs` one the
+    /// gateway's own calls that follow it.
+    fn subscribed(
+        &mut self,
+        client_sub: String,
+        backend_sub: String,
+        params: Option<Box<RawValue>>,
+    ) {
+        let logs = params
+            .as_deref()
+            .and_then(jsonrpc::array)
+            .and_then(|p| {
+                p.first()
+                    .and_then(|k| jsonrpc::string(k))
+                    .map(|k| k == "logs")
+            })
+            .unwrap_or(false);
+        self.bind(client_sub.clone(), backend_sub, params);
+        if !logs {
+            return;
+        }
+        self.wants_hidden = true;
+        if self.hidden.is_none() && self.hidden_call.is_none() {
+            let id = self.own_id();
+            self.hidden_call = Some(id);
+            self.requests.push(
+                json!({"jsonrpc": "2.0", "id": id, "method": "eth_subscribe", "params": ["newHeads"]})
+                    .to_string()
+                    .into_bytes(),
+            );
+        }
+        // Blocks from the current head on reach the subscription: a gap fill starts there at
+        // the earliest.
+        let id = self.own_id();
+        self.started.insert(id, client_sub);
+        self.requests.push(
+            json!({"jsonrpc": "2.0", "id": id, "method": "eth_getBlockByNumber", "params": ["latest", false]})
+                .to_string()
+                .into_bytes(),
+        );
     }
 
     /// The id the client gets for a new subscription: the backend's, unless the client already
@@ -568,8 +865,13 @@ impl SessionState {
         }
     }
 
-    fn bind(&mut self, client_sub: String, backend_sub: String, params: Value) {
-        let progress = match params.get(0).and_then(Value::as_str) {
+    fn bind(&mut self, client_sub: String, backend_sub: String, params: Option<Box<RawValue>>) {
+        let kind = params.as_deref().and_then(jsonrpc::array).and_then(|p| {
+            p.first()
+                .and_then(|k| jsonrpc::string(k))
+                .map(Cow::into_owned)
+        });
+        let progress = match kind.as_deref() {
             Some("newHeads") => Progress::Heads {
                 given: VecDeque::new(),
             },
@@ -579,45 +881,66 @@ impl SessionState {
             },
             _ => Progress::Other,
         };
+        let logs = matches!(progress, Progress::Logs { .. });
         self.by_backend
             .insert(backend_sub.clone(), client_sub.clone());
-        self.subs.insert(
-            client_sub,
-            Subscription {
-                params,
-                backend_id: backend_sub,
-                progress,
-            },
-        );
+        let sub = Subscription {
+            params,
+            backend_id: backend_sub,
+            progress,
+        };
+        self.subs_bytes += sub.bytes(&client_sub);
+        if let Some(old) = self.subs.insert(client_sub.clone(), sub) {
+            self.subs_bytes = self.subs_bytes.saturating_sub(old.bytes(&client_sub));
+        }
+        if logs {
+            // One more shares the session's log memory: each holds its smaller share now.
+            let share = self.log_share();
+            for sub in self.subs.values_mut() {
+                if let Progress::Logs { delivered, .. } = &mut sub.progress {
+                    delivered.fit(share);
+                }
+            }
+        }
     }
 
     fn drop_sub(&mut self, client_sub: &str) {
         if let Some(sub) = self.subs.remove(client_sub) {
+            self.subs_bytes = self.subs_bytes.saturating_sub(sub.bytes(client_sub));
             self.by_backend.remove(&sub.backend_id);
         }
     }
 
-    /// Whether a notification's result goes to the client; records how far the subscription got.
-    fn admit(&mut self, client_sub: &str, result: &Value) -> bool {
-        // The session's log memory, shared by its `logs` subscriptions.
+    /// Each `logs` subscription's part of [`MAX_REMEMBERED_LOG_BYTES`].
+    fn log_share(&self) -> usize {
         let logs_subs = self
             .subs
             .values()
             .filter(|s| matches!(s.progress, Progress::Logs { .. }))
             .count();
-        let log_bytes = MAX_REMEMBERED_LOG_BYTES / logs_subs.max(1);
+        MAX_REMEMBERED_LOG_BYTES / logs_subs.max(1)
+    }
+
+    /// Whether a notification's result (its text) goes to the client; records how far the
+    /// subscription got.
+    fn admit(&mut self, client_sub: &str, result: &RawValue) -> bool {
+        // The session's log memory, shared by its `logs` subscriptions.
+        let log_bytes = self.log_share();
         let epoch = self.epoch;
         let Some(sub) = self.subs.get_mut(client_sub) else {
             return false;
         };
         let (head, hash) = match &mut sub.progress {
             Progress::Heads { given } => {
-                let Some(number) = result.get("number").and_then(hex_u64) else {
+                let Some(object) = Object::read(result.get()) else {
                     return true;
                 };
-                let hash = result
+                let Some(number) = object.get("number").and_then(hex_u64_raw) else {
+                    return true;
+                };
+                let hash = object
                     .get("hash")
-                    .and_then(Value::as_str)
+                    .and_then(jsonrpc::string)
                     .unwrap_or_default()
                     .to_ascii_lowercase();
                 let mine = given.iter().find(|(n, _)| *n == number);
@@ -652,7 +975,7 @@ impl SessionState {
                 resume_from,
                 delivered,
             } => {
-                let Some(key) = LogKey::of(result) else {
+                let Some(key) = LogKey::read(result.get()) else {
                     return true;
                 };
                 if key.removed {
@@ -677,7 +1000,7 @@ impl SessionState {
                 // A block at a number the client has under another hash (a backend after a
                 // switch, on another branch, that did not take them back): the client's logs
                 // of it and of later blocks go back first, as a node does on a reorg.
-                let replaced = delivered.remember(&key, result.clone(), log_bytes, epoch);
+                let replaced = delivered.remember(&key, result.get(), log_bytes, epoch);
                 for log in replaced {
                     self.extra.push(taken_back(client_sub, log));
                 }
@@ -716,10 +1039,10 @@ impl SessionState {
                 continue;
             };
             let back = delivered.take_back_where(|block| {
-                (block.number == number && block.hash != hash)
+                (block.number == number && *block.hash != *hash)
                     || orphaned
                         .iter()
-                        .any(|(n, h)| *n == block.number && *h == block.hash)
+                        .any(|(n, h)| *n == block.number && **h == *block.hash)
             });
             if !orphaned.is_empty() || !back.is_empty() {
                 *resume_from = Some(resume_from.map_or(number, |r| r.min(number)));
@@ -795,7 +1118,7 @@ impl SessionState {
                 .blocks
                 .iter()
                 .rev()
-                .map(|b| (b.number, b.hash.clone(), b.epoch))
+                .map(|b| (b.number, b.hash.to_string(), b.epoch))
                 .collect(),
             _ => Vec::new(),
         }
@@ -822,7 +1145,10 @@ impl SessionState {
                     }
                     Progress::Logs { resume_from, .. } => (
                         Topic::Logs {
-                            filter: sub.params.get(1).cloned().unwrap_or_else(|| json!({})),
+                            filter: params_value(&sub.params)
+                                .get(1)
+                                .cloned()
+                                .unwrap_or_else(|| json!({})),
                         },
                         *resume_from,
                     ),
@@ -841,7 +1167,7 @@ impl SessionState {
     pub fn subscriptions(&self) -> Vec<(String, Value)> {
         self.subs
             .iter()
-            .map(|(id, sub)| (id.clone(), sub.params.clone()))
+            .map(|(id, sub)| (id.clone(), params_value(&sub.params)))
             .collect()
     }
 
@@ -861,7 +1187,7 @@ impl SessionState {
                 .blocks
                 .iter()
                 .rev()
-                .map(|b| (b.number, b.hash.clone()))
+                .map(|b| (b.number, b.hash.to_string()))
                 .collect(),
             _ => Vec::new(),
         }
@@ -896,7 +1222,9 @@ impl SessionState {
         self.by_backend.clear();
         for (client_sub, backend_sub) in new_ids {
             if let Some(sub) = self.subs.get_mut(client_sub) {
+                self.subs_bytes = self.subs_bytes.saturating_sub(sub.bytes(client_sub));
                 sub.backend_id = backend_sub.clone();
+                self.subs_bytes += sub.bytes(client_sub);
                 self.by_backend
                     .insert(backend_sub.clone(), client_sub.clone());
             }
@@ -908,11 +1236,14 @@ impl SessionState {
     pub fn fill(&mut self, client_sub: &str, head: Option<&Value>, logs: &[Value]) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         for result in head.into_iter().chain(logs) {
-            let pass = self.admit(client_sub, result);
+            let Ok(raw) = serde_json::value::to_raw_value(result) else {
+                continue;
+            };
+            let pass = self.admit(client_sub, &raw);
             // Logs taken back go first.
             out.append(&mut self.extra);
             if pass {
-                out.push(notification(client_sub, result));
+                out.push(notification(client_sub, raw.get().as_bytes()));
             }
         }
         out
@@ -967,16 +1298,18 @@ impl SessionState {
                     let known = self.subs.contains_key(client_sub);
                     self.drop_sub(&client_sub.clone());
                     answers.push(
-                        json!({"jsonrpc": "2.0", "id": call.client_id, "result": known})
-                            .to_string()
-                            .into_bytes(),
+                        format!(
+                            r#"{{"jsonrpc":"2.0","id":{},"result":{known}}}"#,
+                            call.client_id
+                        )
+                        .into_bytes(),
                     );
                 }
                 (_, Some(sent)) if repeat => {
-                    resend.push(sent.clone().into_bytes());
+                    resend.push(sent.to_vec());
                     self.keep(id, call);
                 }
-                _ => answers.push(not_answered(&call, backend, why).to_string().into_bytes()),
+                _ => answers.push(not_answered(&call, backend, why)),
             }
         }
         for members in batches.into_values() {
@@ -985,28 +1318,29 @@ impl SessionState {
                     c.sent.is_some() && !matches!(c.kind, CallKind::Unsubscribe { .. })
                 });
             if repeatable {
-                let sent: Vec<&str> = members
+                let sent: Vec<&[u8]> = members
                     .iter()
                     .filter_map(|(_, c)| c.sent.as_deref())
                     .collect();
-                resend.push(format!("[{}]", sent.join(",")).into_bytes());
+                resend.push(join_array(&sent));
                 for (id, call) in members {
                     self.keep(id, call);
                 }
             } else {
-                let errors: Vec<Value> = members
+                let errors: Vec<Vec<u8>> = members
                     .iter()
                     .map(|(_, c)| not_answered(c, backend, why))
                     .collect();
-                answers.push(Value::Array(errors).to_string().into_bytes());
+                let errors: Vec<&[u8]> = errors.iter().map(Vec::as_slice).collect();
+                answers.push(join_array(&errors));
             }
         }
         (resend, answers)
     }
 
-    /// Puts a request back among those in flight (sent again).
+    /// Puts a request among those in flight.
     fn keep(&mut self, id: u64, call: InFlight) {
-        self.in_flight_bytes += call.sent.as_ref().map_or(0, String::len);
+        self.in_flight_bytes += call.bytes();
         self.in_flight.insert(id, call);
     }
 
@@ -1016,9 +1350,13 @@ impl SessionState {
     /// that id (one of the gateway's own, or one answered already).
     pub fn fail_request(&mut self, gateway_id: u64, code: i64, message: &str) -> Option<Vec<u8>> {
         let call = self.answered(gateway_id)?;
-        let error = |call: &InFlight| json!({"jsonrpc": "2.0", "id": call.client_id, "error": {"code": code, "message": message}});
+        let error = |call: &InFlight| match call.kind {
+            // The gateway's own answer, whatever the node did.
+            CallKind::NotARequest => call.client_id.as_bytes().to_vec(),
+            _ => error_answer(&call.client_id, code, message),
+        };
         let Some(batch) = call.batch else {
-            return Some(error(&call).to_string().into_bytes());
+            return Some(error(&call));
         };
         let others: Vec<u64> = self
             .in_flight
@@ -1033,7 +1371,8 @@ impl SessionState {
                 .filter_map(|id| self.answered(id))
                 .map(|c| error(&c)),
         );
-        Some(Value::Array(errors).to_string().into_bytes())
+        let parts: Vec<&[u8]> = errors.iter().map(Vec::as_slice).collect();
+        Some(join_array(&parts))
     }
 }
 
@@ -1047,7 +1386,11 @@ enum Unanswered {
     Closed,
 }
 
-fn not_answered(call: &InFlight, backend: &str, why: Unanswered) -> Value {
+fn not_answered(call: &InFlight, backend: &str, why: Unanswered) -> Vec<u8> {
+    if matches!(call.kind, CallKind::NotARequest) {
+        // The gateway's answer, whatever the backend did.
+        return call.client_id.as_bytes().to_vec();
+    }
     let message = match why {
         Unanswered::Moved => format!(
             "backend {backend} failed before answering {}; the gateway moved this session to another backend and did not send it again, as it may have taken effect (check, then send it again)",
@@ -1058,28 +1401,82 @@ fn not_answered(call: &InFlight, backend: &str, why: Unanswered) -> Value {
             call.method
         ),
     };
-    json!({
-        "jsonrpc": "2.0",
-        "id": call.client_id,
-        "error": {"code": NOT_REPEATED, "message": message},
-    })
+    error_answer(&call.client_id, NOT_REPEATED, &message)
 }
 
-/// A log the client has, taken back: the notification of it with `removed: true`.
-fn taken_back(client_sub: &str, mut log: Value) -> Vec<u8> {
-    log["removed"] = Value::Bool(true);
-    notification(client_sub, &log)
+/// A log the client has, taken back: the notification of its `removed: true` copy.
+fn taken_back(client_sub: &str, removed: Vec<u8>) -> Vec<u8> {
+    notification(client_sub, &removed)
 }
 
-/// A subscription notification as a node sends it.
-pub fn notification(client_sub: &str, result: &Value) -> Vec<u8> {
-    json!({
-        "jsonrpc": "2.0",
-        "method": "eth_subscription",
-        "params": {"subscription": client_sub, "result": result},
-    })
-    .to_string()
+/// A JSON-RPC error answer under `id` (JSON text).
+fn error_answer(id: &str, code: i64, message: &str) -> Vec<u8> {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{}}}}}"#,
+        jsonrpc::json_string(message)
+    )
     .into_bytes()
+}
+
+/// An id as it may be echoed: itself when JSON-RPC allows it (a string, a number, null), else
+/// `null`.
+fn echoable(id: &str) -> &str {
+    match id.as_bytes().first() {
+        Some(b'{' | b'[') => "null",
+        _ => id,
+    }
+}
+
+/// The first `max` bytes of `name`, on a character boundary.
+fn cut(name: &str, max: usize) -> &str {
+    let mut end = name.len().min(max);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+/// JSON texts as one array.
+fn join_array(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum::<usize>() + 2);
+    out.push(b'[');
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(part);
+    }
+    out.push(b']');
+    out
+}
+
+/// A subscription's parameters as a value (on a move: to create it again, to fill its gap).
+fn params_value(params: &Option<Box<RawValue>>) -> Value {
+    params
+        .as_ref()
+        .and_then(|p| serde_json::from_str(p.get()).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// A head's number and hash, from its text.
+fn head_of(head: &RawValue) -> Option<(u64, String)> {
+    let head = Object::read(head.get())?;
+    let number = hex_u64_raw(head.get("number")?)?;
+    let hash = jsonrpc::string(head.get("hash")?)?.into_owned();
+    Some((number, hash))
+}
+
+/// A subscription notification as a node sends it, with `result` (JSON text) as it is.
+pub fn notification(client_sub: &str, result: &[u8]) -> Vec<u8> {
+    let head = format!(
+        r#"{{"jsonrpc":"2.0","method":"eth_subscription","params":{{"subscription":{},"result":"#,
+        jsonrpc::json_string(client_sub)
+    );
+    let mut out = Vec::with_capacity(head.len() + result.len() + 2);
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(result);
+    out.extend_from_slice(b"}}");
+    out
 }
 
 impl LogMemory {
@@ -1087,26 +1484,21 @@ impl LogMemory {
         self.blocks
             .iter()
             .rev()
-            .find(|b| b.number == key.block && b.hash == key.hash)
-            .is_some_and(|b| b.logs.iter().any(|(i, ..)| *i == key.index))
+            .find(|b| b.number == key.block && *b.hash == *key.hash)
+            .is_some_and(|b| b.logs.iter().any(|(i, _)| *i == key.index))
     }
 
-    /// Records a delivered log; returns the logs of the blocks it replaces (the same number or
-    /// later under another hash), which the client must have taken back.
-    fn remember(&mut self, key: &LogKey, log: Value, max_bytes: usize, epoch: u64) -> Vec<Value> {
+    /// Records a delivered log (its text) within `max_bytes`; returns the `removed: true`
+    /// copies of the logs of the blocks it replaces (the same number or later under another
+    /// hash), which the client must have taken back, newest first.
+    fn remember(&mut self, key: &LogKey, log: &str, max_bytes: usize, epoch: u64) -> Vec<Vec<u8>> {
         let mut replaced = Vec::new();
-        let size = log.to_string().len();
-        self.bytes += size;
-        match self
+        let at = match self
             .blocks
-            .iter_mut()
-            .rev()
-            .find(|b| b.number == key.block && b.hash == key.hash)
+            .iter()
+            .rposition(|b| b.number == key.block && *b.hash == *key.hash)
         {
-            Some(block) => {
-                block.logs.push((key.index, log, size));
-                block.epoch = epoch;
-            }
+            Some(at) => at,
             None => {
                 // Another block at this number: the chain changed there, and the blocks from its
                 // number on are the old chain's. With none, the block is new to the client (a
@@ -1116,33 +1508,74 @@ impl LogMemory {
                     replaced = self.take_back_where(|b| b.number >= key.block);
                 }
                 let at = self.blocks.partition_point(|b| b.number < key.block);
-                self.blocks.insert(
-                    at,
-                    DeliveredBlock {
-                        number: key.block,
-                        hash: key.hash.clone(),
-                        logs: vec![(key.index, log, size)],
-                        epoch,
-                    },
-                );
+                let block = DeliveredBlock {
+                    number: key.block,
+                    hash: key.hash.as_str().into(),
+                    logs: Vec::new(),
+                    epoch,
+                };
+                self.bytes += block.overhead();
+                self.blocks.insert(at, block);
+                at
             }
+        };
+        if let Some(block) = self.blocks.get_mut(at) {
+            block.logs.push((key.index, Some(log.into())));
+            block.epoch = epoch;
+            self.bytes += LOG_ENTRY + log.len();
         }
-        while self.bytes > max_bytes && self.blocks.len() > 1 {
-            self.drop_oldest();
-        }
+        self.fit(max_bytes);
         replaced
     }
 
-    /// Takes out the blocks `orphaned` picks; returns their logs, newest first.
-    fn take_back_where(&mut self, orphaned: impl Fn(&DeliveredBlock) -> bool) -> Vec<Value> {
+    /// Holds at most `max` bytes: forgets the oldest blocks, then, of the newest alone, the text
+    /// of its latest logs, then their keys.
+    fn fit(&mut self, max: usize) {
+        while self.bytes > max && self.blocks.len() > 1 {
+            self.drop_oldest();
+        }
+        let Some(block) = self.blocks.back_mut() else {
+            return;
+        };
+        for (_, text) in block.logs.iter_mut().rev() {
+            if self.bytes <= max {
+                return;
+            }
+            if let Some(text) = text.take() {
+                self.bytes = self.bytes.saturating_sub(text.len());
+            }
+        }
+        while self.bytes > max && block.logs.pop().is_some() {
+            self.bytes = self.bytes.saturating_sub(LOG_ENTRY);
+        }
+        if block.logs.is_empty() {
+            self.drop_newest();
+        }
+    }
+
+    /// Takes out the blocks `orphaned` picks; returns the `removed: true` copies of their logs,
+    /// newest first.
+    fn take_back_where(&mut self, orphaned: impl Fn(&DeliveredBlock) -> bool) -> Vec<Vec<u8>> {
         let mut back = Vec::new();
         let mut kept = VecDeque::with_capacity(self.blocks.len());
         while let Some(block) = self.blocks.pop_back() {
-            if orphaned(&block) {
-                self.bytes = self.bytes.saturating_sub(block_bytes(&block));
-                back.extend(block.logs.into_iter().rev().map(|(_, log, _)| log));
-            } else {
+            if !orphaned(&block) {
                 kept.push_front(block);
+                continue;
+            }
+            self.bytes = self.bytes.saturating_sub(block_bytes(&block));
+            for (index, text) in block.logs.iter().rev() {
+                let removed = text.as_deref().and_then(jsonrpc::set_removed);
+                back.push(removed.unwrap_or_else(|| {
+                    // Only its key was kept: the notification names the log by it.
+                    format!(
+                        r#"{{"blockNumber":"{}","blockHash":{},"logIndex":"{}","removed":true}}"#,
+                        hex(block.number),
+                        jsonrpc::json_string(&block.hash),
+                        hex(*index)
+                    )
+                    .into_bytes()
+                }));
             }
         }
         self.blocks = kept;
@@ -1150,20 +1583,28 @@ impl LogMemory {
     }
 
     fn forget(&mut self, key: &LogKey) {
-        if let Some(block) = self
+        let Some(at) = self
             .blocks
-            .iter_mut()
-            .find(|b| b.number == key.block && b.hash == key.hash)
-        {
-            block.logs.retain(|(i, _, size)| {
-                let keep = *i != key.index;
-                if !keep {
-                    self.bytes = self.bytes.saturating_sub(*size);
-                }
-                keep
-            });
+            .iter()
+            .position(|b| b.number == key.block && *b.hash == *key.hash)
+        else {
+            return;
+        };
+        let block = &mut self.blocks[at];
+        let mut freed = 0;
+        block.logs.retain(|(i, text)| {
+            let keep = *i != key.index;
+            if !keep {
+                freed += LOG_ENTRY + text.as_ref().map_or(0, |t| t.len());
+            }
+            keep
+        });
+        self.bytes = self.bytes.saturating_sub(freed);
+        if block.logs.is_empty() {
+            if let Some(block) = self.blocks.remove(at) {
+                self.bytes = self.bytes.saturating_sub(block_bytes(&block));
+            }
         }
-        self.blocks.retain(|b| !b.logs.is_empty());
     }
 
     /// Forgets the blocks before `oldest`.
@@ -1179,10 +1620,22 @@ impl LogMemory {
             self.covers_from = self.covers_from.max(block.number.saturating_add(1));
         }
     }
+
+    fn drop_newest(&mut self) -> Option<DeliveredBlock> {
+        let block = self.blocks.pop_back()?;
+        self.bytes = self.bytes.saturating_sub(block_bytes(&block));
+        Some(block)
+    }
 }
 
+/// Bytes a remembered block holds, as counted in [`LogMemory::bytes`].
 fn block_bytes(block: &DeliveredBlock) -> usize {
-    block.logs.iter().map(|(.., size)| size).sum()
+    block.overhead()
+        + block
+            .logs
+            .iter()
+            .map(|(_, text)| LOG_ENTRY + text.as_ref().map_or(0, |t| t.len()))
+            .sum::<usize>()
 }
 
 #[cfg(test)]
@@ -1210,7 +1663,7 @@ mod tests {
     }
 
     fn note(sub: &str, result: Value) -> Vec<u8> {
-        notification(sub, &result)
+        notification(sub, result.to_string().as_bytes())
     }
 
     /// Subscribes through the state as a client would; returns the id the client got.
@@ -1537,9 +1990,10 @@ mod tests {
             br#"{"jsonrpc":"2.0","id":2,"method":"eth_sendRawTransaction","params":["0x00"]}"#,
         );
         let kept = s.in_flight_bytes();
+        let entries = 2 * size_of::<(u64, InFlight)>();
         assert!(
-            kept > 0 && kept < 100,
-            "only the repeatable request is kept: {kept}"
+            kept > entries + 50 && kept < entries + 150,
+            "the repeatable request is kept, with both ids and names: {kept}"
         );
         let (resend, answers) = s.on_move("ec-a", false);
         assert!(resend.is_empty(), "it may be why the backend closed");
@@ -1590,8 +2044,8 @@ mod tests {
     }
 
     /// A request the method policy reads (it skips what it does not need) but serde_json's
-    /// `Value` refuses (a number out of f64's range) goes to the backend unchanged, under the
-    /// client's own id: its answer is then taken for the gateway's request of that number.
+    /// `Value` refuses (a number out of f64's range) goes to the backend under a gateway id, the
+    /// rest of it as the client wrote it.
     #[test]
     fn every_request_goes_under_a_gateway_id() {
         let mut s = SessionState::default();
@@ -1609,9 +2063,246 @@ mod tests {
             .is_ok(),
             "the policy lets it through"
         );
-        assert!(
-            matches!(s.client_message(raw), Outgoing::Client(_)),
-            "answered by the gateway, not sent with the client's id 1 (the gateway's first id)"
+        assert_eq!(
+            to_backend(s.client_message(raw)),
+            br#"{"jsonrpc":"2.0","id":2,"method":"eth_chainId","params":[],"x":1e400}"#,
+            "sent under the gateway's id 2, not the client's 1 (the gateway's first id)"
         );
+    }
+
+    fn answer_of(out: Outgoing) -> Value {
+        match out {
+            Outgoing::Client(answer) => text(&answer),
+            Outgoing::Backend(sent) => panic!("sent: {}", String::from_utf8_lossy(&sent)),
+        }
+    }
+
+    #[test]
+    fn keys_are_read_in_any_case_and_the_last_one_wins() {
+        let mut s = SessionState::default();
+        for i in 0..MAX_SUBSCRIPTIONS {
+            subscribe(&mut s, i as u64, json!(["newHeads"]), &format!("0x{i:x}"));
+        }
+        // Past the cap, whatever case the method key is in, and when it is the later of two.
+        for over in [
+            &br#"{"jsonrpc":"2.0","id":"x","Method":"eth_subscribe","params":["newHeads"]}"#[..],
+            br#"{"jsonrpc":"2.0","id":"x","METHOD":"eth_subscribe","params":["newHeads"]}"#,
+            br#"{"jsonrpc":"2.0","id":"x","method":"eth_chainId","mEthod":"eth_subscribe"}"#,
+            br#"{"jsonrpc":"2.0","id":"x","\u006Dethod":"eth_\u0073ubscribe"}"#,
+        ] {
+            let sent = to_backend(s.client_message(over));
+            let sent = String::from_utf8(sent).unwrap();
+            assert!(
+                sent.contains(&format!(r#""{TOO_MANY_SUBSCRIPTIONS}""#))
+                    && !sent.ends_with(r#""eth_subscribe"}"#),
+                "{sent}"
+            );
+        }
+        // An earlier method key the node does not run is left alone, the later one counts.
+        let sent = to_backend(s.client_message(
+            br#"{"jsonrpc":"2.0","id":"x","method":"eth_subscribe","Method":"eth_chainId"}"#,
+        ));
+        assert!(!String::from_utf8_lossy(&sent).contains(TOO_MANY_SUBSCRIPTIONS));
+        // The id the node reads (the last id key, in any case) is the gateway's; the client's
+        // earlier ones stay as they were and the answer goes back under the one the node read.
+        let mut s = SessionState::default();
+        let sent = to_backend(s.client_message(
+            br#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","ID":2,"\u0131d":3}"#,
+        ));
+        assert_eq!(
+            sent, br#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","ID":2,"\u0131d":1}"#,
+            "the gateway's id 1 where the node reads it"
+        );
+        let back = s.backend_message(br#"{"jsonrpc":"2.0","id":1,"result":"0x1"}"#);
+        assert_eq!(
+            back,
+            vec![br#"{"jsonrpc":"2.0","id":3,"result":"0x1"}"#.to_vec()]
+        );
+        // Unsubscribe names the backend's id whatever the case of its keys.
+        let mut s = SessionState::default();
+        let sub = subscribe(&mut s, 1, json!(["newHeads"]), "0xaaa");
+        s.rebind(&[(sub, "0xbbb".into())], None);
+        let sent = text(&to_backend(s.client_message(
+            br#"{"jsonrpc":"2.0","Id":9,"METHOD":"eth_unsubscribe","Params":["0xaaa"]}"#,
+        )));
+        assert_eq!(sent["Params"][0], "0xbbb");
+    }
+
+    #[test]
+    fn answers_and_notifications_keep_the_nodes_bytes() {
+        let mut s = SessionState::default();
+        let sent = text(&to_backend(s.client_message(
+            br#"{"id":"client-1","jsonrpc":"2.0","method":"eth_call","params":[]}"#,
+        )));
+        let answer = format!(
+            r#"{{"result" : {{"z":1,"a":[1,2.50]}}, "id" : {}, "jsonrpc":"2.0"}}"#,
+            sent["id"]
+        );
+        assert_eq!(
+            s.backend_message(answer.as_bytes()),
+            vec![
+                br#"{"result" : {"z":1,"a":[1,2.50]}, "id" : "client-1", "jsonrpc":"2.0"}"#
+                    .to_vec()
+            ],
+            "only the id is put back"
+        );
+        // A notification under the client's id (the same as the backend's): byte for byte.
+        let sub = subscribe(&mut s, 2, json!(["newHeads"]), "0xa");
+        let n = br#"{"params":{"result":{"number":"0x5","hash":"0x05","x":[]},"subscription":"0xa"},"method":"eth_subscription","jsonrpc":"2.0"}"#;
+        assert_eq!(s.backend_message(n), vec![n.to_vec()]);
+        // After a move, only the subscription id changes.
+        s.rebind(&[(sub, "0xb".into())], None);
+        let n = br#"{"params":{"result":{"number":"0x6","hash":"0x06"},"subscription":"0xb"},"method":"eth_subscription","jsonrpc":"2.0"}"#;
+        assert_eq!(
+            s.backend_message(n),
+            vec![br#"{"params":{"result":{"number":"0x6","hash":"0x06"},"subscription":"0xa"},"method":"eth_subscription","jsonrpc":"2.0"}"#.to_vec()]
+        );
+        // A batch answer: each element's id put back, the elements as the node wrote them.
+        let sent = text(&to_backend(s.client_message(
+            br#"[{"jsonrpc":"2.0","id":[],"method":"eth_chainId"},{"jsonrpc":"2.0","id":"b","method":"eth_chainId"}]"#,
+        )));
+        assert_eq!(sent.as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_message_without_a_method_is_answered_and_goes_nowhere() {
+        let mut s = SessionState::default();
+        let big_id = format!("[{}0]", "0,".repeat(10_000));
+        let shaped = format!(r#"{{"jsonrpc":"2.0","id":{big_id},"result":0}}"#);
+        let answer = answer_of(s.client_message(shaped.as_bytes()));
+        assert_eq!(answer["error"]["code"], INVALID_REQUEST);
+        assert_eq!(answer["id"], Value::Null, "an array is no id to echo");
+        let answer = answer_of(s.client_message(br#"{"jsonrpc":"2.0","id":"r","result":0}"#));
+        assert_eq!(
+            (answer["id"].clone(), answer["error"]["code"].clone()),
+            (json!("r"), json!(INVALID_REQUEST))
+        );
+        let answer = answer_of(s.client_message(br#"{"jsonrpc":"2.0","id":7,"method":5}"#));
+        assert_eq!(answer["error"]["code"], INVALID_REQUEST);
+        let answer = answer_of(
+            s.client_message(br#"{"jsonrpc":"2.0","id":{"a":1},"method":"eth_chainId"}"#),
+        );
+        assert_eq!(answer["id"], Value::Null);
+        assert_eq!((s.in_flight(), s.in_flight_bytes()), (0, 0), "nothing kept");
+        // A batch of only such messages: answered whole.
+        let answer = answer_of(s.client_message(br#"[{"id":1,"result":0},{"id":2,"error":{}}]"#));
+        assert_eq!(answer.as_array().unwrap().len(), 2);
+        assert_eq!(s.in_flight(), 0);
+        // Among requests: the node gets a call of its own instead (never the client's id), and
+        // the client gets the gateway's error in the node's answer, in its place.
+        let sent = text(&to_backend(s.client_message(
+            br#"[{"jsonrpc":"2.0","id":"q","method":"eth_chainId"},{"jsonrpc":"2.0","id":"r","result":0}]"#,
+        )));
+        assert_eq!(sent[1]["method"], NOT_A_REQUEST);
+        assert!(!sent.to_string().contains(r#""r""#));
+        let node = json!([
+            {"jsonrpc":"2.0","id":sent[0]["id"],"result":"0x1"},
+            {"jsonrpc":"2.0","id":sent[1]["id"],"error":{"code":-32601,"message":"no such method"}}
+        ]);
+        let back = text(
+            &s.backend_message(node.to_string().as_bytes())
+                .pop()
+                .unwrap(),
+        );
+        assert_eq!(back[0]["id"], "q");
+        assert_eq!(
+            (back[1]["id"].clone(), back[1]["error"]["code"].clone()),
+            (json!("r"), json!(INVALID_REQUEST))
+        );
+        assert_eq!(s.in_flight(), 0);
+    }
+
+    #[test]
+    fn the_clients_ids_are_counted_and_given_back() {
+        let mut s = SessionState::default();
+        let id = format!("\"{}\"", "x".repeat(1 << 20));
+        let request = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"eth_sendRawTransaction","params":[]}}"#
+        );
+        let sent = text(&to_backend(s.client_message(request.as_bytes())));
+        assert!(s.in_flight_bytes() > 1 << 20, "{}", s.in_flight_bytes());
+        assert!(s.held_bytes() >= s.in_flight_bytes());
+        let back =
+            s.backend_message(format!(r#"{{"id":{},"result":"0x"}}"#, sent["id"]).as_bytes());
+        assert_eq!(text(&back[0])["id"].as_str().unwrap().len(), 1 << 20);
+        assert_eq!(s.in_flight_bytes(), 0);
+        s.set_waiting(1000);
+        let waiting = s.held_bytes();
+        s.backend_message(&[b' '; 400]);
+        assert_eq!(
+            s.held_bytes(),
+            waiting - 400,
+            "a waiting message is taken off as it passes"
+        );
+    }
+
+    /// A subscription's log memory, for the tests.
+    fn memory(s: &SessionState, sub: &str) -> (usize, usize, usize) {
+        let Progress::Logs { delivered, .. } = &s.subs[sub].progress else {
+            panic!()
+        };
+        let texts = delivered
+            .blocks
+            .iter()
+            .flat_map(|b| &b.logs)
+            .filter(|(_, t)| t.is_some())
+            .count();
+        let counted: usize = delivered.blocks.iter().map(block_bytes).sum();
+        assert_eq!(counted, delivered.bytes, "counted as held");
+        (delivered.bytes, delivered.blocks.len(), texts)
+    }
+
+    #[test]
+    fn the_log_bound_holds_with_the_newest_block_and_one_block_over_it_keeps_keys() {
+        let mut s = SessionState::default();
+        let sub = subscribe(&mut s, 1, json!(["logs", {}]), "0xa");
+        let data = "00".repeat(300 * 1024);
+        let big = |block: u64, index: u64| {
+            let mut l = log(block, &format!("0x{block:x}"), index);
+            l["data"] = json!(format!("0x{data}"));
+            l
+        };
+        // 60 blocks of 600 KiB logs: the newest ones stay, within the bound.
+        for block in 0..60u64 {
+            s.backend_message(&note("0xa", big(block, 0)));
+            let (bytes, _, _) = memory(&s, &sub);
+            assert!(bytes <= MAX_REMEMBERED_LOG_BYTES, "{bytes}");
+        }
+        let (_, blocks, _) = memory(&s, &sub);
+        assert!((12..14).contains(&blocks), "{blocks}");
+        // One block alone over the bound: its latest logs keep their keys only.
+        for index in 0..20u64 {
+            let out = s.backend_message(&note("0xa", big(100, index)));
+            assert_eq!(out.len(), 1, "delivered");
+            let (bytes, _, _) = memory(&s, &sub);
+            assert!(bytes <= MAX_REMEMBERED_LOG_BYTES, "{bytes}");
+        }
+        let (_, blocks, texts) = memory(&s, &sub);
+        assert_eq!(blocks, 1, "the older blocks went first");
+        assert!((6..20).contains(&texts), "{texts}");
+        assert!(
+            s.backend_message(&note("0xa", big(100, 19))).is_empty(),
+            "a key kept is still never sent twice"
+        );
+        // Taken back, every log goes: whole where its bytes were kept, by its key otherwise.
+        let back = s.take_back(&sub, 100);
+        assert_eq!(back.len(), 20);
+        let first = text(&back[0]);
+        assert_eq!(first["params"]["result"]["removed"], true);
+        assert_eq!(first["params"]["result"]["logIndex"], "0x13");
+        assert!(first["params"]["result"].get("data").is_none());
+        let last = text(&back[19]);
+        assert_eq!(last["params"]["result"]["logIndex"], "0x0");
+        assert!(last["params"]["result"]["data"].as_str().unwrap().len() > 1000);
+        // A second logs subscription: the two together stay within the bound.
+        for block in 101..120u64 {
+            s.backend_message(&note("0xa", big(block, 0)));
+        }
+        let other = subscribe(&mut s, 2, json!(["logs", {"address": "0x02"}]), "0xb");
+        for block in 101..120u64 {
+            s.backend_message(&note("0xb", big(block, 0)));
+        }
+        let together = memory(&s, &sub).0 + memory(&s, &other).0;
+        assert!(together <= MAX_REMEMBERED_LOG_BYTES, "{together}");
     }
 }

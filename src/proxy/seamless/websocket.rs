@@ -45,9 +45,10 @@ use super::backend::{
 };
 use super::carry::{self, Ask, Survey};
 use super::subscriptions::{
-    hex, hex_u64, Outgoing, SessionState, MAX_IN_FLIGHT, MAX_IN_FLIGHT_BYTES,
+    hex, hex_u64, Outgoing, SessionState, MAX_IN_FLIGHT, MAX_SESSION_BYTES,
 };
 use super::{next_backend, record_move, Look, Move, Watch, WATCH};
+use crate::jsonrpc::{self, Shape};
 use crate::upstream::connections::{upstream_error, Connections};
 use crate::upstream::{Pool, Traffic};
 use bytes::Bytes;
@@ -377,11 +378,12 @@ impl Gateway {
         let mut watch = tokio::time::interval(WATCH);
         loop {
             // The client is not read (its own TCP window holds it back) past its limit of
-            // requests in flight, while its messages wait for a backend slow to take them, and
-            // while a fail-back drains: the answers in flight come in, then the session moves.
+            // requests in flight or its memory budget, while its messages wait for a backend slow
+            // to take them, and while a fail-back drains: the answers in flight come in, then the
+            // session moves.
             let reading = draining.is_none()
                 && state.in_flight() < MAX_IN_FLIGHT
-                && state.in_flight_bytes() < MAX_IN_FLIGHT_BYTES
+                && state.held_bytes() < MAX_SESSION_BYTES
                 && upstream.queued() < MAX_QUEUED_BYTES;
             tokio::select! {
                 read = session.read_request_body(), if reading => {
@@ -804,6 +806,8 @@ impl Carry<'_> {
     /// messages that come meanwhile wait.
     async fn call(&mut self, method: &str, params: Value) -> Result<Value, MoveFailed> {
         let id = self.state.own_id();
+        // What an earlier backend's attempt left waiting is gone.
+        self.state.set_waiting(self.waiting_bytes);
         let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         let fail = |e: String| MoveFailed::Backend(format!("{method}: {e}"));
         self.upstream
@@ -829,16 +833,9 @@ impl Carry<'_> {
                 Message::Close(_) => return Err(fail("the backend closed the WebSocket".into())),
                 _ => continue,
             };
-            if let Ok(mut answer) = serde_json::from_slice::<Value>(text) {
-                if answer.get("id").and_then(Value::as_u64) == Some(id) {
-                    if let Some(error) = answer.get("error") {
-                        return Err(fail(short(error)));
-                    }
-                    return Ok(answer
-                        .get_mut("result")
-                        .map(Value::take)
-                        .unwrap_or(Value::Null));
-                }
+            // Read once, without a tree: only the answer to this call has its result parsed.
+            if let Some(answer) = own_answer(text, id) {
+                return answer.map_err(fail);
             }
             self.waiting_bytes += text.len();
             if self.waiting_bytes > MAX_WAITING_BYTES {
@@ -846,6 +843,7 @@ impl Carry<'_> {
                     "the next backend sent more than {MAX_WAITING_BYTES} bytes while the session moved"
                 )));
             }
+            self.state.set_waiting(self.waiting_bytes);
             self.waiting.push(message);
         }
     }
@@ -857,6 +855,38 @@ fn hash_in(block: &Value, field: &str) -> Option<String> {
         .get(field)
         .and_then(Value::as_str)
         .map(str::to_ascii_lowercase)
+}
+
+/// The result of the answer to the gateway's call `id`, if `message` is that answer (its error,
+/// cut short, if it failed); `None` for any other message.
+fn own_answer(message: &[u8], id: u64) -> Option<Result<Value, String>> {
+    let text = std::str::from_utf8(message).ok()?;
+    let Ok(Shape::Object(answer)) = jsonrpc::Message::read(text) else {
+        return None;
+    };
+    if answer.method.is_some() || answer.id.map(|i| i.get()) != Some(id.to_string().as_str()) {
+        return None;
+    }
+    if let Some(error) = answer.error {
+        return Some(Err(short_raw(error.get())));
+    }
+    let result = answer.result.map_or(Ok(Value::Null), |r| {
+        serde_json::from_str(r.get()).map_err(|e| format!("an answer it cannot read: {e}"))
+    });
+    Some(result)
+}
+
+/// A JSON text for a log line or a reason, cut short.
+fn short_raw(text: &str) -> String {
+    let mut end = text.len().min(200);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = text[..end].to_string();
+    if end < text.len() {
+        out.push('…');
+    }
+    out
 }
 
 /// A JSON value for a log line or a reason, cut short.

@@ -1,0 +1,249 @@
+//! `sessions: seamless` WebSocket sessions against a hostile client: messages shaped like answers
+//! with big ids, and requests full of small numbers, hold the gateway to the per-session bound
+//! (the README's: 16 MiB of state and the message being read), trigger no move, and leave other
+//! sessions served; keys in any case are read as the node reads them.
+//!
+//! The issue's attack sent 1,024 answer-shaped messages with 10 MiB ids; here the ids are 64 KiB
+//! (160 times smaller, 64 MiB in all), and the requests carry 64 KiB arrays of numbers, so that
+//! each test stays under a minute in a debug build on a busy machine. The gateway is a child process: its resident memory is read from `/proc`.
+
+mod common;
+
+use common::seamless::*;
+use common::*;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Bytes of the state a seamless session may hold (`MAX_SESSION_BYTES`).
+const SESSION_BYTES: u64 = 16 * 1024 * 1024;
+/// What the gateway's resident memory may grow by besides the session's state: the messages in
+/// hand (each under 100 KiB here, a few at once on their way through the frame reader, the
+/// policy and the session), the allocator's and the runtime's own. Without the fixes one
+/// session grows by gigabytes.
+const SLACK: u64 = 24 * 1024 * 1024;
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap()
+}
+
+/// Runs `attack` on one session while another session on the same backend keeps calling, and the
+/// gateway's memory is watched; returns the peak growth and how many calls the other session
+/// made.
+async fn while_another_is_served<F: std::future::Future<Output = ()>>(
+    s: &Setup,
+    attack: F,
+) -> (u64, u64) {
+    let pid = s.gw.pid();
+    let mut other = s.subscribed_on("ec-a").await;
+    let mut got = Received::default();
+    // Warm up, so the baseline includes what serving costs anyway.
+    for id in 10..30 {
+        call(&mut other, &mut got, id, "eth_chainId", json!([])).await;
+    }
+    let before = rss(pid);
+    let peak = Arc::new(AtomicU64::new(before));
+    let attacking = Arc::new(AtomicBool::new(true));
+    let served = {
+        let (attacking, peak) = (attacking.clone(), peak.clone());
+        tokio::spawn(async move {
+            let mut served = 0;
+            while attacking.load(Ordering::Relaxed) {
+                peak.fetch_max(rss(pid), Ordering::Relaxed);
+                let answer =
+                    call(&mut other, &mut got, 100 + served, "eth_chainId", json!([])).await;
+                assert!(answer["result"].is_string(), "{answer}");
+                served += 1;
+            }
+            served
+        })
+    };
+    attack.await;
+    peak.fetch_max(rss(pid), Ordering::Relaxed);
+    attacking.store(false, Ordering::Relaxed);
+    let served = served
+        .await
+        .expect("the other session was served throughout");
+    (peak.load(Ordering::Relaxed).saturating_sub(before), served)
+}
+
+/// Sends `messages` on a session of its own and reads as many answers; returns them.
+async fn send_and_read(s: &Setup, messages: Vec<String>) -> Vec<Value> {
+    let ws = s.connect().await;
+    let (mut sink, mut stream) = ws.split();
+    let count = messages.len();
+    let sender = tokio::spawn(async move {
+        for message in messages {
+            sink.send(Message::Text(message.into())).await.unwrap();
+        }
+        sink
+    });
+    let mut answers = Vec::with_capacity(count);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while answers.len() < count {
+        let message = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("{} answers of {count} within 90 s", answers.len()))
+            .expect("the session stayed open")
+            .expect("a message");
+        match message {
+            Message::Text(text) => answers.push(serde_json::from_str(&text).unwrap()),
+            Message::Close(frame) => panic!("the gateway closed the session: {frame:?}"),
+            _ => {}
+        }
+    }
+    drop(sender.await.unwrap());
+    answers
+}
+
+/// Health checks that a busy test process (the simulated nodes run in it) does not fail: the
+/// tests look at moves a client's messages cause, not at the nodes' probes.
+const PATIENT_HEALTH: &str = "    health: { interval: 1s, timeout: 900ms, rise: 1, fall: 5 }\n";
+
+fn moved(metrics: &str) -> f64 {
+    ["backend_down", "failback", "backend_ended"]
+        .iter()
+        .map(|reason| {
+            metric(
+                metrics,
+                &format!(r#"ssv_ha_sessions_moved_total{{kind="websocket",pool="execution",reason="{reason}"}}"#),
+            )
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn answer_shaped_messages_with_big_ids_are_answered_and_held_by_no_one() {
+    let s = setup(PATIENT_HEALTH).await;
+    let id = format!("[{}0]", "0,".repeat(32 * 1024));
+    let messages: Vec<String> = (0..1024)
+        .map(|_| format!(r#"{{"jsonrpc":"2.0","id":{id},"result":0}}"#))
+        .collect();
+    let requests_before = s.a.client_requests();
+    let mut answers = Vec::new();
+    let (grown, served) = while_another_is_served(&s, async {
+        answers = send_and_read(&s, messages).await;
+    })
+    .await;
+    for answer in &answers {
+        assert_eq!(answer["error"]["code"], -32600, "{answer}");
+        assert_eq!(answer["id"], Value::Null, "an array is not an id to echo");
+    }
+    eprintln!(
+        "grown {} KiB, the other session served {served} calls",
+        grown / 1024
+    );
+    assert!(
+        grown < SESSION_BYTES + SLACK,
+        "the gateway grew by {} MiB for one session",
+        grown / (1024 * 1024)
+    );
+    assert!(served > 0);
+    assert_eq!(
+        moved(&s.gw.metrics().await),
+        0.0,
+        "a client's messages moved a session"
+    );
+    // The node saw the other session's subscription and calls, none of the 1,024.
+    let seen = s.a.client_requests() - requests_before;
+    assert!(seen < 1 + 20 + served + 10, "the node got {seen} messages");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_full_of_small_numbers_are_not_held_as_trees() {
+    let s = setup(PATIENT_HEALTH).await;
+    let numbers = format!("[{}0]", "0,".repeat(32 * 1024));
+    let messages: Vec<String> = (0..1000)
+        .map(|id| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"eth_call","params":[{numbers},"latest"]}}"#
+            )
+        })
+        .collect();
+    let mut answers = Vec::new();
+    let (grown, served) = while_another_is_served(&s, async {
+        answers = send_and_read(&s, messages).await;
+    })
+    .await;
+    let mut ids: Vec<u64> = answers.iter().map(|a| a["id"].as_u64().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (0..1000).collect::<Vec<_>>(),
+        "each answer under its own id"
+    );
+    eprintln!(
+        "grown {} KiB, the other session served {served} calls",
+        grown / 1024
+    );
+    assert!(
+        grown < SESSION_BYTES + SLACK,
+        "the gateway grew by {} MiB for one session",
+        grown / (1024 * 1024)
+    );
+    assert!(served > 0);
+    assert_eq!(
+        moved(&s.gw.metrics().await),
+        0.0,
+        "a client's messages moved a session"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_in_any_case_are_read_as_the_node_reads_them() {
+    let s = setup("").await;
+    let mut ws = s.connect().await;
+    let mut got = Received::default();
+    for id in 0..64 {
+        let answer = call(&mut ws, &mut got, id, "eth_subscribe", json!(["newHeads"])).await;
+        assert!(answer["result"].is_string(), "{answer}");
+    }
+    // The 65th, whatever the case of its method key, is refused like one spelled `method`.
+    for key in ["method", "Method", "METHOD"] {
+        let request = format!(
+            r#"{{"jsonrpc":"2.0","id":"{key}","{key}":"eth_subscribe","params":["newHeads"]}}"#
+        );
+        ws.send(Message::Text(request.into())).await.unwrap();
+        read_until(&mut ws, &mut got, key, |g| {
+            g.answers.iter().any(|a| a["id"] == key)
+        })
+        .await;
+        let answer = got.answers.iter().find(|a| a["id"] == key).unwrap();
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("ssv_ha_too_many_subscriptions_per_session")),
+            "{key}: {answer}"
+        );
+    }
+    // `ID` after `id`: the node answers under the one it reads, which is the gateway's, so it
+    // cannot take the answer of a later request's gateway id.
+    let mut ws = s.connect().await;
+    let mut got = Received::default();
+    ws.send(Message::Text(
+        r#"{"jsonrpc":"2.0","id":"x","ID":2,"method":"eth_chainId"}"#.into(),
+    ))
+    .await
+    .unwrap();
+    ws.send(Message::Text(
+        r#"{"jsonrpc":"2.0","id":"y","method":"eth_blockNumber"}"#.into(),
+    ))
+    .await
+    .unwrap();
+    read_until(&mut ws, &mut got, "both answers", |g| g.answers.len() == 2).await;
+    let by = |id: Value| got.answers.iter().find(|a| a["id"] == id).cloned();
+    let chain = by(json!(2)).expect("the chain id under the id the node read");
+    let head = by(json!("y")).expect("the head under its own id");
+    assert_eq!(chain["result"], "0x1", "{:?}", got.answers);
+    assert_ne!(head["result"], chain["result"], "{:?}", got.answers);
+}
