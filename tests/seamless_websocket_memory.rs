@@ -247,3 +247,47 @@ async fn keys_in_any_case_are_read_as_the_node_reads_them() {
     assert_eq!(chain["result"], "0x1", "{:?}", got.answers);
     assert_ne!(head["result"], chain["result"], "{:?}", got.answers);
 }
+
+/// A seamless session's state (here requests kept to send again while a slow node answers) counts
+/// against the listener's held bytes, as the messages it is reading do, and leaves it once the
+/// answers are in.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sessions_state_counts_against_the_listeners_held_bytes() {
+    let s = setup("").await;
+    let held = || async {
+        let metrics = s.gw.metrics().await;
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("ssv_ha_held_bytes"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let mut ws = s.connect().await;
+    s.a.set(|st| st.ws_answer_delay_ms = 2_000);
+    // Ten reads of 200 KB each: kept to send again until answered (2 MB of state).
+    let big = format!("0x{}", "ab".repeat(100 * 1024));
+    for id in 0..10 {
+        let call =
+            json!({"jsonrpc":"2.0","id":id,"method":"eth_call","params":[{"data": big}, "latest"]});
+        ws.send(Message::Text(call.to_string().into()))
+            .await
+            .unwrap();
+    }
+    wait_for(
+        "the session's state among the held bytes",
+        Duration::from_secs(10),
+        || async { (held().await >= 1_500_000.0).then_some(()) },
+    )
+    .await;
+    s.a.set(|st| st.ws_answer_delay_ms = 0);
+    let mut answers = 0;
+    while answers < 10 {
+        answers += u32::from(next_text(&mut ws).await.get("id").is_some());
+    }
+    wait_for(
+        "the held bytes given back",
+        Duration::from_secs(10),
+        || async { (held().await < 200_000.0).then_some(()) },
+    )
+    .await;
+}

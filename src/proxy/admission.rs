@@ -267,7 +267,7 @@ impl Gateway {
         } else {
             frames.feed(&chunk, &pool.config.methods, max_body)
         };
-        let held = frames.held();
+        let held = frames.held() + ctx.session_held;
         let judged = judged.and_then(|forward| {
             let max = ctx.limits.max_held_bytes;
             if ctx.held.as_mut().is_none_or(|share| share.hold(held, max)) {
@@ -279,6 +279,18 @@ impl Gateway {
         match judged {
             Ok(forward) => Ok(forward),
             Err(closing) => Err(self.close_websocket(session, ctx, closing).await),
+        }
+    }
+
+    /// A seamless session's state now holds `bytes`: its share of the listener's held bytes
+    /// follows (down always; up when the budget has room, else on the next client message, which
+    /// is refused past it).
+    pub(super) fn hold_session(ctx: &mut RequestCtx, bytes: usize) {
+        ctx.session_held = bytes;
+        let frames = ctx.ws_frames.as_ref().map_or(0, |f| f.held());
+        let max = ctx.limits.max_held_bytes;
+        if let Some(share) = ctx.held.as_mut() {
+            share.hold(frames + bytes, max);
         }
     }
 

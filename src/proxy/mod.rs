@@ -298,8 +298,12 @@ pub struct RequestCtx {
     ws_frames: Option<websocket::ClientFrames>,
     /// The backend's WebSocket frames, followed to know where the gateway may put a close frame.
     ws_server: websocket::ServerFrames,
-    /// This request's part of the listener's held bytes (a body read whole, a WebSocket message).
+    /// This request's part of the listener's held bytes (a body read whole, a WebSocket message,
+    /// a seamless session's state).
     held: Option<held::Share>,
+    /// Bytes a seamless WebSocket session's state holds (requests in flight, remembered logs,
+    /// messages waiting during a move), counted with its frames in `held`.
+    session_held: usize,
     /// JSON-RPC methods of the request, for the access log.
     rpc_methods: Option<String>,
     pool: Option<Arc<Pool>>,

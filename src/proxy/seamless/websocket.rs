@@ -393,6 +393,7 @@ impl Gateway {
                         Ok(None) | Err(_) => return Ok(Outcome::Over),
                     };
                     heard = Instant::now();
+                    ctx.session_held = state.held_bytes();
                     let judged = self.judge_client_frames(session, ctx, chunk).await?;
                     for (opcode, payload) in whole_frames(&judged) {
                         let (opcode, reply) = match opcode {
@@ -463,6 +464,8 @@ impl Gateway {
                     if written == Written::Ended {
                         return Ok(Outcome::Over);
                     }
+                    // Answers came in: the session's share of the listener's held bytes follows.
+                    Gateway::hold_session(ctx, state.held_bytes());
                 }
                 _ = watch.tick() => {
                     match look.look(self, pool, index) {
