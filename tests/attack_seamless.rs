@@ -1,5 +1,5 @@
 //! Attacks on seamless WebSocket sessions and passthrough (issue 24, the attack helper): each
-//! test shows a defect found, and is ignored until it is fixed.
+//! test shows a defect found (ignored while it is open).
 
 mod common;
 
@@ -31,7 +31,6 @@ async fn marked_down_and_retries(gw: &Gateway, backend: &str) -> (f64, f64) {
 /// blamed for it ("failed on live traffic"), as the issue's item 1 was for a refusal. Under `cut`
 /// the node's 101 goes to the client, which decides. Three such upgrades must leave the nodes in.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "attack: a client's Sec-WebSocket-Protocol makes the node's 101 a live failure (node marked down, 502)"]
 async fn a_client_asking_for_a_subprotocol_takes_no_node_out() {
     let s = setup("").await;
     for _ in 0..3 {

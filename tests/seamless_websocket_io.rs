@@ -330,7 +330,9 @@ async fn memory_per_idle_session() {
         let mut ws = s.connect().await;
         for (id, params) in [(1, json!(["newHeads"])), (2, json!(["logs", {}]))] {
             let call = json!({"jsonrpc":"2.0","id":id,"method":"eth_subscribe","params":params});
-            ws.send(Message::Text(call.to_string().into())).await.unwrap();
+            ws.send(Message::Text(call.to_string().into()))
+                .await
+                .unwrap();
             next_text(&mut ws).await;
         }
         sessions.push(ws);
@@ -341,7 +343,10 @@ async fn memory_per_idle_session() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     for ws in sessions.iter_mut().skip(1) {
-        while tokio::time::timeout(Duration::from_millis(1), ws.next()).await.is_ok() {}
+        while tokio::time::timeout(Duration::from_millis(1), ws.next())
+            .await
+            .is_ok()
+        {}
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss(s.gw.pid());
