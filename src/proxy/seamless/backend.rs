@@ -15,6 +15,9 @@
 //!   Nethermind as the last key). The rest is read and dropped as it arrives, the connection
 //!   stays, and the session answers that request with an error under the client's id
 //!   ([`Incoming::Oversized`]).
+//! - **A ping is answered while the queue has room.** Past [`MAX_QUEUED_BYTES`] queued, a ping
+//!   from the backend goes unanswered, so a node that floods pings and reads nothing cannot grow
+//!   the queue.
 //! - **An idle session holds little.** The read buffer starts at [`IDLE_READ`] bytes and grows
 //!   only while a large message arrives; it goes back once the message is through. (tungstenite's
 //!   own socket keeps a 128 KiB read buffer per connection.)
@@ -441,7 +444,11 @@ impl BackendSocket {
                             self.ended = true;
                             break Ok(Some(Incoming::Close));
                         }
-                        Control::Ping => self.push(frame(
+                        // A node that sends pings and does not read its socket would have
+                        // their pongs queued without bound: past [`MAX_QUEUED_BYTES`] waiting,
+                        // a ping goes unanswered (RFC 6455, 5.5.3, lets an endpoint answer
+                        // only the latest of several).
+                        Control::Ping if self.queued < MAX_QUEUED_BYTES => self.push(frame(
                             OpCode::Control(Control::Pong),
                             Some(mask()),
                             &payload,

@@ -1006,7 +1006,11 @@ fn accept_key(request: &RequestHeader) -> Option<String> {
 }
 
 /// The gateway's upgrade request to a backend: the client's (as the request hooks shaped it),
-/// with a key of its own.
+/// with a key of its own and no subprotocol. The gateway speaks JSON-RPC to the node itself, and
+/// a node that takes no subprotocol (geth, as every node does) answers 101 without one, which
+/// the handshake would call broken if the client's `Sec-WebSocket-Protocol` went on: any client
+/// could then have the node blamed and taken out. The client gets 101 without a subprotocol, as
+/// from the node directly.
 fn handshake_request(request: &RequestHeader) -> Result<http::Request<()>> {
     // The handshake reads only the path from the target; its scheme (always `ws`: TLS, when the
     // endpoint has it, is already on the connection) and host must be there all the same.
@@ -1028,6 +1032,7 @@ fn handshake_request(request: &RequestHeader) -> Result<http::Request<()>> {
                 | "sec-websocket-key"
                 | "sec-websocket-version"
                 | "sec-websocket-extensions"
+                | "sec-websocket-protocol"
                 | "content-length"
                 | "transfer-encoding"
         ) {
@@ -1096,7 +1101,7 @@ mod tests {
     }
 
     #[test]
-    fn the_upgrade_request_has_its_own_key_and_no_extensions() {
+    fn the_upgrade_request_has_its_own_key_and_no_extensions_or_subprotocol() {
         let mut request = RequestHeader::build("GET", b"/ws?x=1", None).unwrap();
         for (name, value) in [
             ("host", "ec-a.example"),
@@ -1110,7 +1115,7 @@ mod tests {
         assert_eq!(out.uri(), "ws://ec-a.example/ws?x=1");
         assert_ne!(out.headers()["sec-websocket-key"], "client-key");
         assert!(out.headers().get("sec-websocket-extensions").is_none());
-        assert_eq!(out.headers()["sec-websocket-protocol"], "json");
+        assert!(out.headers().get("sec-websocket-protocol").is_none());
         assert_eq!(out.headers()["host"], "ec-a.example");
     }
 
