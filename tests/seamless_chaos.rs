@@ -81,6 +81,8 @@ struct WsRecord {
     bad_answers: Vec<Value>,
     answers: u64,
     closed: Option<Option<u16>>,
+    /// The close frame's reason, if the gateway closed the session.
+    reason: String,
 }
 
 impl WsRecord {
@@ -150,6 +152,7 @@ async fn ws_client(listen: SocketAddr, stop: Arc<AtomicBool>) -> WsRecord {
                 let text = match message {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Close(frame))) => {
+                        record.reason = frame.as_ref().map(|f| f.reason.to_string()).unwrap_or_default();
                         record.closed = Some(frame.map(|f| u16::from(f.code)));
                         break;
                     }
@@ -410,11 +413,19 @@ async fn seamless_sessions_hold_their_invariant_through_kills_freezes_lags_and_f
             record.slots
         );
     }
-    // Most sessions came through open: one node was healthy all along.
-    assert!(
-        open_ws >= SESSIONS * 3 / 4,
-        "{open_ws} WebSocket sessions stayed open"
-    );
+    // One node was healthy all along: a WebSocket session stays open, unless it moved more
+    // often than a session may (`MAX_MOVES` in `MOVES_WINDOW`: this chaos faults a node every
+    // few seconds, a pace no real pool has), which closes it (1011) with that reason.
+    for (i, record) in ws_records.iter().enumerate() {
+        let by_move_limit =
+            record.closed == Some(Some(1011)) && record.reason.contains("times within");
+        assert!(
+            record.closed.is_none() || by_move_limit,
+            "WebSocket session {i} closed: {:?} {}",
+            record.closed,
+            record.reason
+        );
+    }
     assert!(
         open_sse >= SESSIONS * 3 / 4,
         "{open_sse} event streams stayed open"
