@@ -53,13 +53,7 @@ async fn a_client_asking_for_a_subprotocol_takes_no_node_out() {
 
 /// The gateway's resident memory, in bytes.
 fn rss(gw: &Gateway) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", gw.pid())).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
+    common::chaos::process_stats(gw.pid()).1 * 1024
 }
 
 /// A hostile WebSocket endpoint: takes one upgrade on `127.0.0.1:0`, answers 101, then hands the

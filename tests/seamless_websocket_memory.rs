@@ -28,13 +28,7 @@ const SLACK: u64 = 24 * 1024 * 1024;
 
 /// Resident memory of a process, in bytes.
 fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .unwrap()
+    common::chaos::process_stats(pid).1 * 1024
 }
 
 /// Runs `attack` on one session while another session on the same backend keeps calling, and the
