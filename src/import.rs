@@ -1255,7 +1255,7 @@ backend third
   server t 10.0.0.3:443
 ";
         let (yaml, c) = imported(text, None);
-        let table = crate::proxy::routing::RouteTable::for_listener(&c, 0);
+        let table = crate::upstream::routing::RouteTable::for_listener(&c, 0);
         let pool = |host: &str| table.lookup(Some(host)).map(|i| c.pools[i].name.as_str());
         assert_eq!(pool("a.example.com"), Some("first"), "the first rule wins");
         assert_eq!(pool("b.example.com"), Some("second"));

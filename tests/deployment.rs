@@ -62,7 +62,7 @@ fn pool_kind_for(config: &ssv_ha::config::Config, url: &str) -> ssv_ha::config::
         .iter()
         .position(|l| l.address.port() == port)
         .unwrap_or_else(|| panic!("no ssv-ha listener on port {port} for {url}"));
-    let table = ssv_ha::proxy::routing::RouteTable::for_listener(config, listener);
+    let table = ssv_ha::upstream::routing::RouteTable::for_listener(config, listener);
     let pool = table
         .lookup(url.host_str())
         .unwrap_or_else(|| panic!("no route for {url} on listener {listener}"));

@@ -8,7 +8,7 @@
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{json, Value};
 use ssv_ha::health::{consensus, execution};
-use ssv_ha::proxy::policy::{self, MethodPolicy};
+use ssv_ha::jsonrpc::policy::{self, MethodPolicy};
 use std::path::Path;
 
 struct Rng(u64);
@@ -286,7 +286,7 @@ fn json_rpc_inspector_never_panics_and_never_forwards_a_denied_method() {
         *seen
             .entry(assert_forwards_only_permitted(&input, &policy))
             .or_default() += 1;
-        let _ = ssv_ha::proxy::rpc::methods(&input);
+        let _ = ssv_ha::jsonrpc::scan::methods(&input);
     }
     for _ in 0..3_000 {
         let value = random_json(&mut rng, 4).to_string();

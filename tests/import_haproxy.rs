@@ -73,7 +73,7 @@ fn imported_config_checks_and_routes_the_same_names_to_the_same_servers() {
     assert_eq!(config.timeouts.response, Duration::from_secs(120));
     assert_eq!(config.timeouts.websocket_idle, Duration::from_secs(3600));
 
-    let table = ssv_ha::proxy::routing::RouteTable::for_listener(&config, 0);
+    let table = ssv_ha::upstream::routing::RouteTable::for_listener(&config, 0);
     let pool_for = |host: &str| {
         &config.pools[table
             .lookup(Some(host))
@@ -262,7 +262,7 @@ fn the_published_shape_imports_with_every_setting_ssv_ha_has() {
     assert_eq!(config.timeouts.websocket_idle, Duration::from_secs(3600));
     assert_eq!(config.retries, 2);
 
-    let table = ssv_ha::proxy::routing::RouteTable::for_listener(&config, 0);
+    let table = ssv_ha::upstream::routing::RouteTable::for_listener(&config, 0);
     let target = |host: &str| {
         table
             .target(Some(host))

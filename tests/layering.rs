@@ -6,7 +6,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// The layers in order; each may import only layers before it and the leaves.
-const LAYERS: [&str; 5] = ["config", "jsonrpc", "health", "upstream", "proxy"];
+const LAYERS: [&str; 7] = [
+    "config",
+    "jsonrpc",
+    "health",
+    "upstream",
+    "limits",
+    "passthrough",
+    "proxy",
+];
 /// Shared leaves: anyone may import them; they import no other module of the crate.
 const LEAVES: [&str; 2] = ["tls", "metrics"];
 

@@ -8,7 +8,7 @@ pub mod status;
 
 use crate::config::model::AdminExpose;
 use crate::metrics::Metrics;
-use crate::proxy::Routing;
+use crate::upstream::routing::Routing;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::{Response, StatusCode};

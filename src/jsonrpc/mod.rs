@@ -10,6 +10,8 @@
 
 mod key;
 mod message;
+pub mod policy;
+pub mod scan;
 
 pub use key::{same_key, Key};
 pub use message::{array, json_string, set_removed, span, splice, string, Message, Object, Shape};

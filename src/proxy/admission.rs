@@ -1,12 +1,14 @@
 //! What gets in, decided before any backend is chosen: credentials, in-flight caps, size limits,
 //! and the JSON-RPC method policy (which needs the body, so small bodies are read here).
 
-use super::exchange::{client_bucket, refuse, write_answer, write_json, write_reply};
-use super::held::{Share, FREE_BYTES};
-use super::policy::{self, Decision};
+use super::exchange::{refuse, write_answer, write_json, write_reply};
 use super::websocket::Closing;
-use super::{places, reply, rpc, Gateway, RequestCtx, WEBSOCKET_REFUSED};
+use super::{reply, Gateway, RequestCtx, WEBSOCKET_REFUSED};
 use crate::config::model::Limits;
+use crate::jsonrpc::policy::{self, Decision};
+use crate::jsonrpc::scan as rpc;
+use crate::limits::held::{Share, FREE_BYTES};
+use crate::limits::places::{self, client_bucket};
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;

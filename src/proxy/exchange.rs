@@ -1,9 +1,9 @@
 //! Small pieces of the request/response exchange the gateway's hooks share: telling plain requests
 //! from sessions, reading request facts, and writing the gateway's own replies.
 
-use super::places::CLIENT_BUCKETS;
-use super::{policy, reply, RequestCtx, MAX_ERROR_BODY_SCAN};
+use super::{reply, RequestCtx, MAX_ERROR_BODY_SCAN};
 use crate::config::model::PoolKind;
+use crate::jsonrpc::policy;
 use crate::upstream::Traffic;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -30,45 +30,6 @@ pub(super) fn traffic_of(req: &RequestHeader, upgrade: bool, kind: PoolKind) -> 
         Traffic::EventStream
     } else {
         Traffic::Plain
-    }
-}
-
-/// Whether a failed connect ran out of the gateway's own resources (file descriptors, local
-/// ports, socket buffers) rather than reaching a node that failed.
-pub(super) fn out_of_local_resources(e: &Error) -> bool {
-    let mut current = e;
-    loop {
-        let Some(cause) = current.cause.as_deref() else {
-            return false;
-        };
-        // `more_context` keeps the earlier error as the cause, boxed once more.
-        if let Some(inner) = cause.downcast_ref::<Box<Error>>() {
-            current = inner;
-            continue;
-        }
-        if let Some(inner) = cause.downcast_ref::<Error>() {
-            current = inner;
-            continue;
-        }
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(cause);
-        while let Some(error) = source {
-            let code = error
-                .downcast_ref::<std::io::Error>()
-                .and_then(std::io::Error::raw_os_error);
-            if code.is_some_and(|c| {
-                [
-                    libc::EMFILE,
-                    libc::ENFILE,
-                    libc::EADDRNOTAVAIL,
-                    libc::ENOBUFS,
-                ]
-                .contains(&c)
-            }) {
-                return true;
-            }
-            source = error.source();
-        }
-        return false;
     }
 }
 
@@ -167,29 +128,4 @@ pub(super) async fn write_reply(
         .as_downstream_mut()
         .write_error_response(resp, Bytes::from(body))
         .await
-}
-
-pub(super) fn client_bucket(ip: std::net::IpAddr) -> usize {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    ip.hash(&mut h);
-    (h.finish() as usize) % CLIENT_BUCKETS
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::upstream::connections::upstream_error;
-
-    #[test]
-    fn running_out_of_descriptors_is_the_gateway_s_own_trouble() {
-        let emfile = std::io::Error::from_raw_os_error(libc::EMFILE);
-        let e = upstream_error(ErrorType::ConnectError, "connecting", emfile);
-        assert!(out_of_local_resources(&e));
-        let wrapped = e.more_context("backend ec-a");
-        assert!(out_of_local_resources(&wrapped));
-        let refused = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
-        let e = upstream_error(ErrorType::ConnectRefused, "connecting", refused);
-        assert!(!out_of_local_resources(&e));
-    }
 }

@@ -10,22 +10,21 @@ mod access_log;
 mod admission;
 mod direct;
 mod exchange;
-pub mod held;
-pub mod passthrough;
-mod places;
-pub mod policy;
 pub mod reply;
 pub mod retry;
-pub mod routing;
-pub mod rpc;
 mod seamless;
 pub mod websocket;
+
+pub use crate::upstream::routing::Routing;
 
 use admission::{Body, Hold};
 use exchange::{content_length, is_timeout, request_body, session_kind, traffic_of, write_json};
 
-use crate::config::model::{Auth, Limits, Listener, Timeouts};
+use crate::config::model::{Auth, Limits, Listener};
 use crate::config::model::{PoolKind, SessionMode};
+use crate::jsonrpc::policy::{self, Slot};
+use crate::jsonrpc::scan as rpc;
+use crate::limits::{held, places};
 use crate::metrics::Metrics;
 use crate::upstream::session::{CutReason, SESSION_CUT};
 use crate::upstream::{Backend, Pool, Traffic};
@@ -36,10 +35,8 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType, RetryType};
-use policy::Slot;
 use prometheus::IntCounter;
 use retry::Failed;
-use routing::RouteTable;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,20 +56,6 @@ const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwa
 const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
 /// Most request body read to find JSON-RPC ids for an error reply.
 const MAX_ERROR_BODY_SCAN: usize = 1 << 20;
-
-/// What the listeners route with: swapped as a whole on a config reload, read lock-free per
-/// request. A request keeps the pool it started with until it ends.
-pub struct Routing {
-    pub pools: Vec<Arc<Pool>>,
-    /// One table per listener, in config order.
-    pub tables: Vec<RouteTable>,
-    pub retries: u32,
-    /// The timeouts the pools' peers were built with.
-    pub timeouts: Timeouts,
-    /// Whether each request is logged (target `access`).
-    pub access_log: bool,
-    pub limits: Limits,
-}
 
 pub struct Gateway {
     /// Position of this listener in the config (its route table).
@@ -176,7 +159,7 @@ impl Gateway {
     ) -> Box<Error> {
         // The gateway out of descriptors or local ports fails every connect alike: its own
         // trouble, not the nodes'. Nothing is held against a backend, and no other is tried.
-        let local_resources = exchange::out_of_local_resources(&e);
+        let local_resources = crate::limits::out_of_local_resources(&e);
         if local_resources {
             tracing::warn!(error = %e, "cannot open a backend connection: the gateway is out of file descriptors or local ports (raise LimitNOFILE / ulimit -n, or lower the in-flight caps)");
         } else {
@@ -347,7 +330,7 @@ impl ProxyHttp for Gateway {
         if self.admit(session, ctx).await? {
             return Ok(true);
         }
-        let host = routing::request_host(session.req_header());
+        let host = crate::upstream::routing::request_host(session.req_header());
         let Some(pool) = routing.tables[self.index].lookup(host) else {
             self.unrouted.inc();
             let message = format!(

@@ -17,8 +17,8 @@
 //! The backend's frames are not judged, only followed ([`ServerFrames`]), so that the gateway's
 //! own close frame goes to the client between two of them and never inside one.
 
-use super::held::FREE_BYTES;
-use super::policy::{self, MethodPolicy, Request, Verdict};
+use crate::jsonrpc::policy::{self, MethodPolicy, Request, Verdict};
+use crate::limits::held::FREE_BYTES;
 use serde_json::Value;
 use std::io::Cursor;
 use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};

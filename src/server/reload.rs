@@ -14,7 +14,7 @@ use crate::admin::Reload;
 use crate::config::model::Config;
 use crate::metrics::events::EventKind;
 use crate::metrics::Metrics;
-use crate::proxy::Routing;
+use crate::upstream::routing::Routing;
 use crate::upstream::session::CutReason;
 use crate::upstream::Backend;
 use arc_swap::ArcSwap;

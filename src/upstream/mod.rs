@@ -3,8 +3,10 @@
 
 pub mod backend;
 pub mod connections;
+pub mod exchange;
 pub mod monitor;
 pub mod pool;
+pub mod routing;
 pub mod selection;
 pub mod session;
 

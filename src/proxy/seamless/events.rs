@@ -19,10 +19,10 @@
 //! Memory per stream is bounded: one event in the making (at most [`MAX_EVENT_BYTES`]) and the
 //! keys of the last [`RECENT_EVENTS`] events of the unkeyed topics.
 
-use super::super::direct::{exchange, this_hop, to_hyper, HOP_BY_HOP_RESPONSE};
 use super::super::{Gateway, RequestCtx};
 use super::websocket::CLIENT_WRITE_TIMEOUT;
 use super::{next_backend, record_move, Look, Move, Watch, WATCH};
+use crate::upstream::exchange::{exchange, this_hop, to_hyper, HOP_BY_HOP_RESPONSE};
 use crate::upstream::{Pool, Traffic};
 use bytes::Bytes;
 use http_body_util::BodyExt;

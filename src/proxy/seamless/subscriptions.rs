@@ -72,8 +72,8 @@
 //! `invariant_tests` checks this after every step of generated sessions: reorgs before, at and
 //! after a move, backends behind and ahead, quiet filters, wrong `eth_blockNumber` answers.
 
+use crate::jsonrpc::policy::{INVALID_REQUEST, PARSE_ERROR};
 use crate::jsonrpc::{self, Message, Object, Shape};
-use crate::proxy::policy::{INVALID_REQUEST, PARSE_ERROR};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::borrow::Cow;
@@ -2052,9 +2052,9 @@ mod tests {
         let _ = s.client_message(br#"{"jsonrpc":"2.0","id":"a","method":"eth_chainId"}"#);
         let raw = br#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[],"x":1e400}"#;
         assert!(
-            crate::proxy::policy::parse(
+            crate::jsonrpc::policy::parse(
                 raw,
-                &crate::proxy::policy::MethodPolicy {
+                &crate::jsonrpc::policy::MethodPolicy {
                     allow: vec![],
                     deny: vec![],
                     max_batch: 10

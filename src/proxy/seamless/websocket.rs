@@ -36,7 +36,6 @@
 //! (`Gateway::to_client_watched`). An answer over [`MAX_BACKEND_MESSAGE`] fails its request
 //! only; a session moves at most [`MAX_MOVES`] times in [`MOVES_WINDOW`].
 
-use super::super::direct::HOP_BY_HOP_RESPONSE;
 use super::super::websocket::{frame, whole_frames};
 use super::super::{Gateway, RequestCtx};
 use super::backend::{
@@ -50,6 +49,7 @@ use super::subscriptions::{
 use super::{next_backend, record_move, Look, Move, Watch, WATCH};
 use crate::jsonrpc::{self, Shape};
 use crate::upstream::connections::{upstream_error, Connections};
+use crate::upstream::exchange::HOP_BY_HOP_RESPONSE;
 use crate::upstream::{Pool, Traffic};
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};

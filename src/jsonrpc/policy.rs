@@ -8,7 +8,7 @@
 //! go to the backend byte for byte, and [`merge`] puts the backend's answers (matched by id) and
 //! the gateway's errors back in the client's order.
 
-use super::rpc::skip_ws;
+use super::scan::skip_ws;
 use crate::jsonrpc::Key;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;

@@ -79,6 +79,14 @@ impl Drop for Place {
     }
 }
 
+/// The bucket of the per-client count a client address falls in.
+pub fn client_bucket(ip: std::net::IpAddr) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    ip.hash(&mut h);
+    (h.finish() as usize) % CLIENT_BUCKETS
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

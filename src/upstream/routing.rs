@@ -4,8 +4,24 @@
 //! listener first, then unbound ones) and an optional catch-all (a route with a listener and no
 //! host). Hosts compare case-insensitively with the port and a trailing dot removed.
 
-use crate::config::model::{Config, Route, RouteEndpoint};
+use super::Pool;
+use crate::config::model::{Config, Limits, Route, RouteEndpoint, Timeouts};
 use pingora::http::RequestHeader;
+use std::sync::Arc;
+
+/// What the listeners route with: swapped as a whole on a config reload, read lock-free per
+/// request. A request keeps the pool it started with until it ends.
+pub struct Routing {
+    pub pools: Vec<Arc<Pool>>,
+    /// One table per listener, in config order.
+    pub tables: Vec<RouteTable>,
+    pub retries: u32,
+    /// The timeouts the pools' peers were built with.
+    pub timeouts: Timeouts,
+    /// Whether each request is logged (target `access`).
+    pub access_log: bool,
+    pub limits: Limits,
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteTable {

@@ -31,12 +31,12 @@
 //! have flowed, the gateway's JSON error replies (a connection without a route or a backend is
 //! closed), credentials, WebSocket caps.
 
-use super::exchange::client_bucket;
-use super::held::{HeldBudget, Share};
-use super::places::{Count, Counts};
-use super::Routing;
 use crate::config::model::{Listener, RouteEndpoint};
+use crate::limits::held::{HeldBudget, Share};
+use crate::limits::out_of_local_resources;
+use crate::limits::places::{client_bucket, Count, Counts};
 use crate::metrics::{Metrics, PASSTHROUGH};
+use crate::upstream::routing::Routing;
 use crate::upstream::Traffic;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -353,7 +353,7 @@ impl Passthrough {
                     tracing::info!(listener = %self.listener, pool = %pool.name(), backend = %backend.name(), "the backend was marked down while connecting; trying the next");
                 }
                 Ok(stream) => break (index, stream),
-                Err(e) if super::exchange::out_of_local_resources(&e) => {
+                Err(e) if out_of_local_resources(&e) => {
                     // The gateway's own trouble, not the node's: nothing is held against it.
                     tracing::warn!(listener = %self.listener, error = %e, "cannot open a backend connection: the gateway is out of file descriptors or local ports (raise LimitNOFILE / ulimit -n, or lower max_requests)");
                     return;
