@@ -5,12 +5,13 @@
 //! records into in the same way.
 
 pub mod events;
+mod families;
 
 use events::Events;
+use families::register;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry, TextEncoder,
 };
 use std::sync::Arc;
 
@@ -108,252 +109,44 @@ pub struct PoolMetrics {
 }
 
 impl Metrics {
+    /// A registry of its own holding every family of the `families` table, by group.
     pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "ssv_ha_requests_total",
-                "Requests answered, by pool, backend and status class",
-            ),
-            &["pool", "backend", "class"],
-        )?;
-        let upstream_latency = HistogramVec::new(
-            HistogramOpts::new(
-                "ssv_ha_upstream_latency_seconds",
-                "Time from choosing a backend to the end of its response",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0,
-            ]),
-            &["pool", "backend"],
-        )?;
-        let backend_healthy = IntGaugeVec::new(
-            Opts::new(
-                "ssv_ha_backend_healthy",
-                "1 when the backend passes its health rules and gets traffic",
-            ),
-            &["pool", "backend"],
-        )?;
-        let backend_head = IntGaugeVec::new(
-            Opts::new(
-                "ssv_ha_backend_head",
-                "Last head seen by the health check: block number (execution) or slot (consensus)",
-            ),
-            &["pool", "backend"],
-        )?;
-        let backend_lag = IntGaugeVec::new(
-            Opts::new(
-                "ssv_ha_backend_lag",
-                "Blocks or slots behind the best head of the pool at the last check",
-            ),
-            &["pool", "backend"],
-        )?;
-        let backend_peers = IntGaugeVec::new(
-            Opts::new(
-                "ssv_ha_backend_peers",
-                "Peers the node reported at the last check",
-            ),
-            &["pool", "backend"],
-        )?;
-        let backend_backup = IntGaugeVec::new(
-            Opts::new(
-                "ssv_ha_backend_backup",
-                "1 when the backend is configured as a backup (used only when no primary is healthy)",
-            ),
-            &["pool", "backend"],
-        )?;
-        let transitions = IntCounterVec::new(
-            Opts::new(
-                "ssv_ha_backend_transitions_total",
-                "Times the backend went up or down (its first check's verdict not counted)",
-            ),
-            &["pool", "backend", "to"],
-        )?;
-        let check_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "ssv_ha_health_check_duration_seconds",
-                "Time a health check took, DNS included",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]),
-            &["pool", "backend"],
-        )?;
-        let sessions_open = IntGaugeVec::new(
-            Opts::new(
-                "ssv_ha_sessions_open",
-                "Long-lived sessions open through the gateway, by kind (websocket, sse, passthrough)",
-            ),
-            &["pool", "backend", "kind"],
-        )?;
-        let passthrough = IntCounterVec::new(
-            Opts::new(
-                "ssv_ha_passthrough_connections_total",
-                "Connections a passthrough listener spliced to a backend",
-            ),
-            &["pool", "backend"],
-        )?;
-        let moved = IntCounterVec::new(
-            Opts::new(
-                "ssv_ha_sessions_moved_total",
-                "Sessions moved to another backend while their client stayed connected",
-            ),
-            &["pool", "kind", "reason"],
-        )?;
-        let sessions_cut = IntCounterVec::new(
-            Opts::new(
-                "ssv_ha_sessions_cut_total",
-                "Sessions ended by the gateway, by reason (backend_down, failback, shutdown, idle, removed)",
-            ),
-            &["pool", "backend", "reason"],
-        )?;
-        let health_checks = IntCounterVec::new(
-            Opts::new(
-                "ssv_ha_health_checks_total",
-                "Health checks run, by result (ok or failed)",
-            ),
-            &["pool", "backend", "result"],
-        )?;
-        let retries = IntCounterVec::new(
-            Opts::new(
-                "ssv_ha_retries_total",
-                "Requests sent again to another backend after a failure",
-            ),
-            &["pool"],
-        )?;
-        let unavailable = IntCounterVec::new(
-            Opts::new(
-                "ssv_ha_unavailable_total",
-                "Requests answered 503 because no backend of the pool was healthy",
-            ),
-            &["pool"],
-        )?;
-        let unrouted = IntCounterVec::new(
-            Opts::new(
-                "ssv_ha_unrouted_requests_total",
-                "Requests refused because no route matched their host",
-            ),
-            &["listener"],
-        )?;
-        let held = IntGaugeVec::new(
-            Opts::new(
-                "ssv_ha_held_bytes",
-                "Bytes of request bodies and WebSocket messages a listener holds now, beyond the first 64 KiB of each",
-            ),
-            &["listener"],
-        )?;
-        let active = IntGaugeVec::new(
-            Opts::new(
-                "ssv_ha_pool_active_backend",
-                "1 for the backend each pool sends plain traffic to now",
-            ),
-            &["pool", "backend"],
-        )?;
-        let failovers = IntCounterVec::new(
-            Opts::new(
-                "ssv_ha_failovers_total",
-                "Times a pool's traffic moved from one backend to another",
-            ),
-            &["pool"],
-        )?;
-        let max_lag = IntGaugeVec::new(
-            Opts::new(
-                "ssv_ha_pool_max_lag",
-                "The pool's max_lag: blocks or slots behind its best head that make a backend unhealthy",
-            ),
-            &["pool"],
-        )?;
-        let denied = IntCounterVec::new(
-            Opts::new(
-                "ssv_ha_denied_requests_total",
-                "JSON-RPC requests with methods the pool's policy refuses (or too large a batch)",
-            ),
-            &["pool"],
-        )?;
-        let refused = IntCounterVec::new(
-            Opts::new(
-                "ssv_ha_refused_requests_total",
-                "Requests refused at the door, by reason (body_too_large, url_too_long, headers_too_large)",
-            ),
-            &["reason"],
-        )?;
-        let reloads = IntCounterVec::new(
-            Opts::new(
-                "ssv_ha_config_reloads_total",
-                "Configuration reloads, by result (success, failure)",
-            ),
-            &["result"],
-        )?;
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "ssv_ha_build_info",
-                "Always 1; the version label tells the build",
-            ),
-            &["version"],
-        )?;
+        let r = Registry::new();
+        let build_info: IntGaugeVec = register(&r, &families::BUILD_INFO)?;
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let reloads: IntCounterVec = register(&r, &families::RELOADS)?;
         // Both results show from the start, at 0.
         for result in ["success", "failure"] {
             reloads.with_label_values(&[result]);
         }
-        for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(upstream_latency.clone()),
-            Box::new(backend_healthy.clone()),
-            Box::new(backend_head.clone()),
-            Box::new(backend_lag.clone()),
-            Box::new(backend_peers.clone()),
-            Box::new(backend_backup.clone()),
-            Box::new(transitions.clone()),
-            Box::new(health_checks.clone()),
-            Box::new(check_duration.clone()),
-            Box::new(sessions_open.clone()),
-            Box::new(sessions_cut.clone()),
-            Box::new(passthrough.clone()),
-            Box::new(moved.clone()),
-            Box::new(retries.clone()),
-            Box::new(unavailable.clone()),
-            Box::new(unrouted.clone()),
-            Box::new(held.clone()),
-            Box::new(reloads.clone()),
-            Box::new(active.clone()),
-            Box::new(failovers.clone()),
-            Box::new(max_lag.clone()),
-            Box::new(denied.clone()),
-            Box::new(refused.clone()),
-            Box::new(build_info),
-        ] {
-            registry.register(c)?;
-        }
         Ok(Metrics {
-            registry,
-            requests,
-            upstream_latency,
-            backend_healthy,
-            backend_head,
-            backend_lag,
-            backend_peers,
-            backend_backup,
-            transitions,
-            health_checks,
-            check_duration,
-            sessions_open,
-            sessions_cut,
-            passthrough,
-            moved,
-            retries,
-            unavailable,
-            unrouted,
-            held,
+            requests: register(&r, &families::REQUESTS)?,
+            upstream_latency: register(&r, &families::UPSTREAM_LATENCY)?,
+            backend_healthy: register(&r, &families::BACKEND_HEALTHY)?,
+            backend_head: register(&r, &families::BACKEND_HEAD)?,
+            backend_lag: register(&r, &families::BACKEND_LAG)?,
+            backend_peers: register(&r, &families::BACKEND_PEERS)?,
+            backend_backup: register(&r, &families::BACKEND_BACKUP)?,
+            transitions: register(&r, &families::TRANSITIONS)?,
+            health_checks: register(&r, &families::HEALTH_CHECKS)?,
+            check_duration: register(&r, &families::CHECK_DURATION)?,
+            sessions_open: register(&r, &families::SESSIONS_OPEN)?,
+            sessions_cut: register(&r, &families::SESSIONS_CUT)?,
+            passthrough: register(&r, &families::PASSTHROUGH)?,
+            moved: register(&r, &families::MOVED)?,
+            retries: register(&r, &families::RETRIES)?,
+            unavailable: register(&r, &families::UNAVAILABLE)?,
+            active: register(&r, &families::ACTIVE)?,
+            failovers: register(&r, &families::FAILOVERS)?,
+            max_lag: register(&r, &families::MAX_LAG)?,
+            denied: register(&r, &families::DENIED)?,
+            unrouted: register(&r, &families::UNROUTED)?,
+            held: register(&r, &families::HELD)?,
+            refused: register(&r, &families::REFUSED)?,
             reloads,
-            active,
-            failovers,
-            max_lag,
-            denied,
-            refused,
+            registry: r,
             events: Arc::new(Events::default()),
         })
     }

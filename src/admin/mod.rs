@@ -34,101 +34,28 @@ pub struct AdminApp {
 
 #[async_trait]
 impl ServeHttp for AdminApp {
+    /// What `expose` and the credentials let through, then the endpoint by method and path.
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
-        if !serves(self.expose, &path) {
-            return reply(
-                StatusCode::NOT_FOUND,
-                "text/plain",
-                b"not found; this admin listener serves /metrics, /healthz and /readyz only (admin.expose: metrics)\n".to_vec(),
-            );
+        let authorization = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION);
+        if let Some(refusal) = self.gate(&path, authorization) {
+            return refusal;
         }
-        if let Some(auth) = &self.auth {
-            let open = matches!(path.as_str(), "/healthz" | "/readyz");
-            if !open
-                && !auth.admits(
-                    session
-                        .req_header()
-                        .headers
-                        .get(http::header::AUTHORIZATION),
-                )
-            {
-                let mut response = reply(
-                    StatusCode::UNAUTHORIZED,
-                    "text/plain",
-                    b"authentication required\n".to_vec(),
-                );
-                response.headers_mut().insert(
-                    http::header::WWW_AUTHENTICATE,
-                    http::HeaderValue::from_static(auth.challenge),
-                );
-                return response;
-            }
-        }
-        let routing = self.routing.load();
         match (method.as_str(), path.as_str()) {
-            ("GET", "/") => {
-                let page = page::render(&status::snapshot(&routing.pools, &self.metrics.events));
-                reply(
-                    StatusCode::OK,
-                    "text/html; charset=utf-8",
-                    page.into_bytes(),
-                )
-            }
+            ("GET", "/") => self.page(),
             ("GET", "/metrics") => reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
                 self.metrics.render(),
             ),
-            ("GET", "/status") => {
-                let status = status::snapshot(&routing.pools, &self.metrics.events);
-                match serde_json::to_vec_pretty(&status) {
-                    Ok(body) => reply(StatusCode::OK, "application/json", body),
-                    Err(e) => reply(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "text/plain",
-                        e.to_string().into_bytes(),
-                    ),
-                }
-            }
+            ("GET", "/status") => self.status(),
             ("GET", "/healthz") => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
-            ("GET", "/readyz") => {
-                let empty: Vec<&str> = routing
-                    .pools
-                    .iter()
-                    .filter(|p| p.active().is_none())
-                    .map(|p| p.name())
-                    .collect();
-                if empty.is_empty() {
-                    reply(StatusCode::OK, "text/plain", b"ready\n".to_vec())
-                } else {
-                    let body = format!("no healthy backend in: {}\n", empty.join(", "));
-                    reply(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "text/plain",
-                        body.into_bytes(),
-                    )
-                }
-            }
-            ("POST", "/reload") => {
-                // Reading and validating the file is quick, blocking work; keep it off the runtime.
-                let reloader = self.reloader.clone();
-                let outcome = tokio::task::spawn_blocking(move || reloader.reload())
-                    .await
-                    .unwrap_or_else(|e| Err(vec![format!("reload task failed: {e}")]));
-                let (status, body) = match outcome {
-                    Ok(summary) => (
-                        StatusCode::OK,
-                        serde_json::json!({ "reloaded": true, "summary": summary }),
-                    ),
-                    Err(errors) => (
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        serde_json::json!({ "reloaded": false, "errors": errors }),
-                    ),
-                };
-                reply(status, "application/json", body.to_string().into_bytes())
-            }
+            ("GET", "/readyz") => self.readiness(),
+            ("POST", "/reload") => self.reload().await,
             (_, "/metrics" | "/status" | "/healthz" | "/readyz" | "/reload") => reply(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain",
@@ -140,6 +67,107 @@ impl ServeHttp for AdminApp {
                 b"not found; try /status, /metrics, /healthz, /readyz, POST /reload\n".to_vec(),
             ),
         }
+    }
+}
+
+impl AdminApp {
+    /// The refusal of a request for `path` this listener does not serve (`expose: metrics`) or
+    /// whose `authorization` it does not accept; `None` lets it through. `/healthz` and `/readyz`
+    /// need no credentials: orchestrators probe them.
+    fn gate(
+        &self,
+        path: &str,
+        authorization: Option<&http::HeaderValue>,
+    ) -> Option<Response<Vec<u8>>> {
+        if !serves(self.expose, path) {
+            return Some(reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                b"not found; this admin listener serves /metrics, /healthz and /readyz only (admin.expose: metrics)\n".to_vec(),
+            ));
+        }
+        let auth = self.auth.as_ref()?;
+        let open = matches!(path, "/healthz" | "/readyz");
+        if open || auth.admits(authorization) {
+            return None;
+        }
+        let mut response = reply(
+            StatusCode::UNAUTHORIZED,
+            "text/plain",
+            b"authentication required\n".to_vec(),
+        );
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static(auth.challenge),
+        );
+        Some(response)
+    }
+
+    /// `GET /`: the status page.
+    fn page(&self) -> Response<Vec<u8>> {
+        let routing = self.routing.load();
+        let page = page::render(&status::snapshot(&routing.pools, &self.metrics.events));
+        reply(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            page.into_bytes(),
+        )
+    }
+
+    /// `GET /status`: the same snapshot as JSON.
+    fn status(&self) -> Response<Vec<u8>> {
+        let routing = self.routing.load();
+        let status = status::snapshot(&routing.pools, &self.metrics.events);
+        match serde_json::to_vec_pretty(&status) {
+            Ok(body) => reply(StatusCode::OK, "application/json", body),
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                e.to_string().into_bytes(),
+            ),
+        }
+    }
+
+    /// `GET /readyz`: ready while every pool has a backend to send traffic to; else 503 naming
+    /// the pools without one.
+    fn readiness(&self) -> Response<Vec<u8>> {
+        let routing = self.routing.load();
+        let empty: Vec<&str> = routing
+            .pools
+            .iter()
+            .filter(|p| p.active().is_none())
+            .map(|p| p.name())
+            .collect();
+        if empty.is_empty() {
+            reply(StatusCode::OK, "text/plain", b"ready\n".to_vec())
+        } else {
+            let body = format!("no healthy backend in: {}\n", empty.join(", "));
+            reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                body.into_bytes(),
+            )
+        }
+    }
+
+    /// `POST /reload`: re-reads the configuration and says what changed or every error found.
+    async fn reload(&self) -> Response<Vec<u8>> {
+        // Reading and validating the file is quick, blocking work; keep it off the runtime.
+        let reloader = self.reloader.clone();
+        let outcome = tokio::task::spawn_blocking(move || reloader.reload())
+            .await
+            .unwrap_or_else(|e| Err(vec![format!("reload task failed: {e}")]));
+        let (status, body) = match outcome {
+            Ok(summary) => (
+                StatusCode::OK,
+                serde_json::json!({ "reloaded": true, "summary": summary }),
+            ),
+            Err(errors) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                serde_json::json!({ "reloaded": false, "errors": errors }),
+            ),
+        };
+        reply(status, "application/json", body.to_string().into_bytes())
     }
 }
 

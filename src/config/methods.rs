@@ -1,5 +1,8 @@
 //! Which JSON-RPC methods an execution pool forwards: the configured patterns and how a method
 //! name is matched against them. Judging request bodies is the proxy's (`proxy::policy`).
+//!
+//! A leaf of `config`: the policy and its defaults (such as [`DEFAULT_MAX_BATCH`]) live here, and
+//! [`model`](super::model) imports them for its `PoolConfig`; nothing here imports the model.
 
 /// Method prefixes denied unless a pool's `allow` list names them: node administration, debugging,
 /// key management, mining, the engine API and the mempool.
@@ -25,6 +28,9 @@ pub const SEAMLESS_MOVE_METHODS: &[&str] = &[
     "eth_getLogs",
 ];
 
+/// Largest JSON-RPC batch forwarded.
+pub const DEFAULT_MAX_BATCH: usize = 1000;
+
 /// Which methods a pool forwards. Patterns are exact names or prefixes ending in `*`, compared
 /// without regard to case.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,9 +55,7 @@ fn matches(pattern: &str, method: &str) -> bool {
 impl MethodPolicy {
     /// Whether this is the policy a pool has when its config says nothing about methods.
     pub fn is_default(&self) -> bool {
-        self.allow.is_empty()
-            && self.deny.is_empty()
-            && self.max_batch == crate::config::model::DEFAULT_MAX_BATCH
+        self.allow.is_empty() && self.deny.is_empty() && self.max_batch == DEFAULT_MAX_BATCH
     }
 
     pub fn permits(&self, method: &str) -> bool {

@@ -1,6 +1,9 @@
 //! The resolved configuration: real types, defaults applied, cross-references checked.
 //!
 //! Built only by `validate`; the rest of the gateway never sees the file structs.
+//!
+//! Imports go one way: the model names [`methods`](super::methods) (a pool's [`MethodPolicy`]
+//! and its defaults live there); `methods` never names the model.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +13,7 @@ use url::Url;
 pub use super::file::{
     AdminExpose, ListenerMode, LogFormat, Policy, PoolKind, RouteEndpoint, SessionMode,
 };
+use super::methods::MethodPolicy;
 
 /// Admin listener address when none is configured.
 pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:8405";
@@ -58,8 +62,6 @@ pub const DEFAULT_MAX_HELD_BYTES: usize = 64 * 1024 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 /// Largest total size of request headers accepted.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
-/// Largest JSON-RPC batch forwarded.
-pub const DEFAULT_MAX_BATCH: usize = 1000;
 /// Blocks a seamless WebSocket session's gap fill may cover when it moves (`max_gap_blocks`).
 pub const DEFAULT_MAX_GAP_BLOCKS: u64 = 128;
 /// Most requests in flight at once on one listener (haproxy's `maxconn 20000`).
@@ -68,12 +70,11 @@ pub const DEFAULT_MAX_REQUESTS: usize = 20_000;
 pub const DEFAULT_MAX_REQUESTS_PER_CLIENT: usize = 1_000;
 /// Most WebSocket sessions open at once on one listener.
 pub const DEFAULT_MAX_WEBSOCKETS: usize = 10_000;
-/// Time a healthy-again primary must stay the first choice before sessions on lower-ranked
-/// backends are moved back to it.
 /// Passthrough listeners: how long a client may take to send its TLS ClientHello (haproxy's
 /// `tcp-request inspect-delay` in the original setup).
 pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-
+/// Time a healthy-again primary must stay the first choice before sessions on lower-ranked
+/// backends are moved back to it.
 pub const DEFAULT_FAILBACK_DELAY: Duration = Duration::from_secs(10);
 /// Most backends one pool may hold (requests track tried backends in a 64-bit set).
 pub const MAX_BACKENDS_PER_POOL: usize = 64;
@@ -208,7 +209,7 @@ pub struct PoolConfig {
     /// The network every node must be on; `None`: the nodes must agree among themselves.
     pub network: ExpectedNetwork,
     /// Execution only: the JSON-RPC methods forwarded and the largest batch.
-    pub methods: super::methods::MethodPolicy,
+    pub methods: MethodPolicy,
     /// With policy `first`: move sessions back to a primary this long after it is healthy again;
     /// `None` leaves them where they are.
     pub failback: Option<Duration>,

@@ -3,7 +3,10 @@
 //! - [`execution`] and [`consensus`] probes only observe a node and return [`Facts`] or a probe error.
 //! - [`verdict`] is a pure function from facts and the pool's rules to healthy-or-not with reasons.
 //! - [`check`] puts both behind Pingora's `HealthCheck` trait ([`check::ExecutionCheck`],
-//!   [`check::ConsensusCheck`]), with the pool-wide state a single check is judged against.
+//!   [`check::ConsensusCheck`]), with the pool-wide state a single check is judged against: the
+//!   pool view (`view`, its rounds in `view/round.rs`), what a driver tells a check about a node
+//!   (`spec`) and what is kept per node between its checks (`target`). `check` re-exports what
+//!   a driver names.
 //! - [`hysteresis`] is a pure rise/fall counter that turns verdicts into up/down transitions, and
 //!   [`record`] is what a backend keeps of its health (read by `/status`).
 //!
@@ -15,7 +18,10 @@ pub mod execution;
 pub mod hysteresis;
 mod probe;
 pub mod record;
+mod spec;
+mod target;
 pub mod verdict;
+mod view;
 
 use serde::Serialize;
 

@@ -145,8 +145,24 @@ fn call(
     if record {
         state.record_rpc(method);
     }
+    match result(state, method, request, subscriptions) {
+        Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+        Err((code, message)) => error(&id, code, &message),
+    }
+}
+
+/// A method's result, or the code and message of its JSON-RPC error.
+type Outcome = Result<Value, (i64, String)>;
+
+/// The methods the node knows: the result of `method` called with `request`'s params.
+fn result(
+    state: &NodeState,
+    method: &str,
+    request: &Value,
+    subscriptions: Option<&mut Subscriptions>,
+) -> Outcome {
     let s = state.status();
-    let result = match method {
+    Ok(match method {
         "eth_syncing" if s.syncing => json!({
             "startingBlock": "0x0",
             "currentBlock": hex(s.head),
@@ -161,81 +177,94 @@ fn call(
         "eth_chainId" => json!(hex(s.chain_id)),
         "net_version" => json!(s.chain_id.to_string()),
         "web3_clientVersion" => json!(format!("ssv-ha-sim/{}", state.name)),
-        "eth_getBlockByNumber" => match request.pointer("/params/0").and_then(Value::as_str) {
-            None | Some("latest") => {
-                block(&s, s.head, super::unix_now().saturating_sub(s.head_age_s))
-            }
-            Some(number) => match number_param(number) {
-                Some(n) if n <= s.head => {
-                    block(&s, n, super::unix_now().saturating_sub(s.head - n))
-                }
-                Some(_) => Value::Null,
-                None => return error(&id, -32602, "invalid block number"),
-            },
-        },
-        "eth_getLogs" => {
-            let filter = request.pointer("/params/0").cloned().unwrap_or(json!({}));
-            let bound = |name: &str, default: u64| match filter.get(name).and_then(Value::as_str) {
-                None | Some("latest") => Some(default),
-                Some("earliest") => Some(0),
-                Some(n) => number_param(n),
-            };
-            let (Some(from), Some(to)) = (bound("fromBlock", s.head), bound("toBlock", s.head))
-            else {
-                return error(&id, -32602, "invalid block range");
-            };
-            if let Some(bytes) = s.logs_answer_bytes {
-                let mut log = block_logs(&s, from.min(s.head)).swap_remove(0);
-                log["data"] = json!(format!("0x{}", "ab".repeat(bytes / 2)));
-                return json!({"jsonrpc": "2.0", "id": id, "result": [log]});
-            }
-            let logs: Vec<Value> = (from..=to.min(s.head))
-                .flat_map(|n| block_logs(&s, n))
-                .filter(|log| matches(&filter, log))
-                .collect();
-            json!(logs)
-        }
-        "eth_subscribe" => match (
-            subscriptions,
-            request.pointer("/params/0").and_then(Value::as_str),
-        ) {
-            (None, _) => return error(&id, -32601, "subscriptions need a WebSocket"),
-            (Some(subs), Some(kind)) => {
-                let subscription = match kind {
-                    "newHeads" => Subscription::Heads,
-                    "logs" => Subscription::Logs(
-                        request.pointer("/params/1").cloned().unwrap_or(json!({})),
-                    ),
-                    "newPendingTransactions" | "syncing" => Subscription::Quiet,
-                    _ => return error(&id, -32602, &format!("no \"{kind}\" subscription")),
-                };
-                // Ids differ from node to node, as real nodes' do.
-                let sub = format!("0x{:x}{:04x}", name_tag(&state.name), subs.len() + 1);
-                subs.push((sub.clone(), subscription));
-                json!(sub)
-            }
-            (Some(_), None) => return error(&id, -32602, "eth_subscribe needs a kind"),
-        },
-        "eth_unsubscribe" => match (
-            subscriptions,
-            request.pointer("/params/0").and_then(Value::as_str),
-        ) {
-            (Some(subs), Some(sub)) => {
-                let before = subs.len();
-                subs.retain(|(id, _)| id != sub);
-                json!(subs.len() < before)
-            }
-            _ => json!(false),
-        },
+        "eth_getBlockByNumber" => return get_block_by_number(&s, request),
+        "eth_getLogs" => return get_logs(&s, request),
+        "eth_subscribe" => return subscribe(state, request, subscriptions),
+        "eth_unsubscribe" => unsubscribe(request, subscriptions),
         _ => {
-            return error(
-                &id,
+            return Err((
                 -32601,
-                &format!("the method {method} does not exist/is not available"),
-            )
+                format!("the method {method} does not exist/is not available"),
+            ))
         }
+    })
+}
+
+/// `eth_getBlockByNumber`: `latest` (as old as the node's head is set to be) or a block up to
+/// the head, `null` past it.
+fn get_block_by_number(s: &super::NodeStatus, request: &Value) -> Outcome {
+    Ok(match request.pointer("/params/0").and_then(Value::as_str) {
+        None | Some("latest") => block(s, s.head, super::unix_now().saturating_sub(s.head_age_s)),
+        Some(number) => match number_param(number) {
+            Some(n) if n <= s.head => block(s, n, super::unix_now().saturating_sub(s.head - n)),
+            Some(_) => Value::Null,
+            None => return Err((-32602, "invalid block number".to_string())),
+        },
+    })
+}
+
+/// `eth_getLogs`: the logs of the blocks in range that match the filter; one log padded to the
+/// set size when the node is told to answer large.
+fn get_logs(s: &super::NodeStatus, request: &Value) -> Outcome {
+    let filter = request.pointer("/params/0").cloned().unwrap_or(json!({}));
+    let bound = |name: &str, default: u64| match filter.get(name).and_then(Value::as_str) {
+        None | Some("latest") => Some(default),
+        Some("earliest") => Some(0),
+        Some(n) => number_param(n),
     };
-    json!({"jsonrpc": "2.0", "id": id, "result": result})
+    let (Some(from), Some(to)) = (bound("fromBlock", s.head), bound("toBlock", s.head)) else {
+        return Err((-32602, "invalid block range".to_string()));
+    };
+    if let Some(bytes) = s.logs_answer_bytes {
+        let mut log = block_logs(s, from.min(s.head)).swap_remove(0);
+        log["data"] = json!(format!("0x{}", "ab".repeat(bytes / 2)));
+        return Ok(json!([log]));
+    }
+    let logs: Vec<Value> = (from..=to.min(s.head))
+        .flat_map(|n| block_logs(s, n))
+        .filter(|log| matches(&filter, log))
+        .collect();
+    Ok(json!(logs))
+}
+
+/// `eth_subscribe` on a WebSocket connection: a new subscription id for `newHeads`, `logs` (with
+/// its filter) or a quiet kind.
+fn subscribe(
+    state: &NodeState,
+    request: &Value,
+    subscriptions: Option<&mut Subscriptions>,
+) -> Outcome {
+    let Some(subs) = subscriptions else {
+        return Err((-32601, "subscriptions need a WebSocket".to_string()));
+    };
+    let Some(kind) = request.pointer("/params/0").and_then(Value::as_str) else {
+        return Err((-32602, "eth_subscribe needs a kind".to_string()));
+    };
+    let subscription = match kind {
+        "newHeads" => Subscription::Heads,
+        "logs" => Subscription::Logs(request.pointer("/params/1").cloned().unwrap_or(json!({}))),
+        "newPendingTransactions" | "syncing" => Subscription::Quiet,
+        _ => return Err((-32602, format!("no \"{kind}\" subscription"))),
+    };
+    // Ids differ from node to node, as real nodes' do.
+    let sub = format!("0x{:x}{:04x}", name_tag(&state.name), subs.len() + 1);
+    subs.push((sub.clone(), subscription));
+    Ok(json!(sub))
+}
+
+/// `eth_unsubscribe`: whether the subscription was there to end (`false` outside a WebSocket).
+fn unsubscribe(request: &Value, subscriptions: Option<&mut Subscriptions>) -> Value {
+    match (
+        subscriptions,
+        request.pointer("/params/0").and_then(Value::as_str),
+    ) {
+        (Some(subs), Some(sub)) => {
+            let before = subs.len();
+            subs.retain(|(id, _)| id != sub);
+            json!(subs.len() < before)
+        }
+        _ => json!(false),
+    }
 }
 
 async fn websocket(state: Arc<NodeState>, mut socket: WebSocket) {

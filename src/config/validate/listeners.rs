@@ -5,6 +5,7 @@ use crate::config::file::ListenerSection;
 use crate::config::model::*;
 use serde_yaml::Value;
 use std::net::SocketAddr;
+use std::path::Path;
 
 impl Validator {
     pub(super) fn listeners(&mut self, value: Value, admin: Option<SocketAddr>) -> Vec<Listener> {
@@ -19,101 +20,139 @@ impl Validator {
         let mut listeners: Vec<Listener> = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
             let path = format!("listeners[{i}]");
-            let Some(section) = self.node::<ListenerSection>(
-                &path,
-                item,
-                "a listener has `address`, and optionally `name`, `tls: {cert, key}` or `mode: passthrough`",
-            ) else {
-                continue;
-            };
-            let Some(address) = self.socket_addr(&format!("{path}.address"), &section.address)
-            else {
-                continue;
-            };
-            let name = section
-                .name
-                .clone()
-                .unwrap_or_else(|| section.address.trim().to_string());
-            if listeners.iter().any(|l| l.name == name) {
-                self.error(
-                    format!("{path}.name"),
-                    format!("listener name `{name}` is used twice"),
-                    None,
-                );
+            if let Some(listener) = self.listener(&path, item, &listeners, admin) {
+                listeners.push(listener);
             }
-            if listeners.iter().any(|l| l.address == address) || Some(address) == admin {
-                self.error(
-                    format!("{path}.address"),
-                    format!("{address} is already used by another listener"),
-                    None,
-                );
-            }
-            let tls = section.tls.map(|tls| {
-                let cert = self.base.join(&tls.cert);
-                let key = self.base.join(&tls.key);
-                if let Err(e) = crate::tls::cert_resolver_from_files(&cert, &key) {
-                    self.error(
-                        format!("{path}.tls"),
-                        e,
-                        Some("`cert` is a PEM chain, `key` its PEM private key"),
-                    );
-                }
-                TlsFiles { cert, key }
-            });
-            let mode = section.mode.unwrap_or(ListenerMode::Http);
-            let hello_timeout = self.positive_duration(
-                &format!("{path}.hello_timeout"),
-                section.hello_timeout.clone(),
-                DEFAULT_HELLO_TIMEOUT,
+        }
+        listeners
+    }
+
+    /// One listener at `path`, its name and address unused by the `earlier` ones and the admin
+    /// listener; `None` when its shape or address is wrong.
+    fn listener(
+        &mut self,
+        path: &str,
+        item: Value,
+        earlier: &[Listener],
+        admin: Option<SocketAddr>,
+    ) -> Option<Listener> {
+        let section = self.node::<ListenerSection>(
+            path,
+            item,
+            "a listener has `address`, and optionally `name`, `tls: {cert, key}` or `mode: passthrough`",
+        )?;
+        let address = self.socket_addr(&format!("{path}.address"), &section.address)?;
+        let name = section
+            .name
+            .clone()
+            .unwrap_or_else(|| section.address.trim().to_string());
+        if earlier.iter().any(|l| l.name == name) {
+            self.error(
+                format!("{path}.name"),
+                format!("listener name `{name}` is used twice"),
+                None,
             );
-            if mode == ListenerMode::Passthrough {
-                // What needs the HTTP inside the TLS cannot be had without terminating it.
-                let l7 = [
-                    ("tls", tls.is_some(), "it passes TLS through to the nodes and holds no certificate"),
-                    ("auth", section.auth.is_some(), "credentials are sent inside the TLS it does not open"),
-                    ("max_websockets", section.max_websockets.is_some(), "it cannot tell WebSocket upgrades inside TLS; `max_requests` caps its connections"),
-                ];
-                for (field, set, why) in l7 {
-                    if set {
-                        self.error(
-                            format!("{path}.{field}"),
-                            format!("`{field}` does not apply to a passthrough listener: {why}"),
-                            Some("remove it, or use `mode: http` with `tls` to terminate TLS here"),
-                        );
-                    }
-                }
-            } else if section.hello_timeout.is_some() {
+        }
+        if earlier.iter().any(|l| l.address == address) || Some(address) == admin {
+            self.error(
+                format!("{path}.address"),
+                format!("{address} is already used by another listener"),
+                None,
+            );
+        }
+        let tls = section
+            .tls
+            .as_ref()
+            .map(|tls| self.listener_tls(path, &tls.cert, &tls.key));
+        let mode = section.mode.unwrap_or(ListenerMode::Http);
+        let hello_timeout = self.positive_duration(
+            &format!("{path}.hello_timeout"),
+            section.hello_timeout.clone(),
+            DEFAULT_HELLO_TIMEOUT,
+        );
+        self.check_mode(path, mode, &section, tls.is_some());
+        Some(Listener {
+            name,
+            address,
+            tls,
+            max_websockets: section.max_websockets.unwrap_or(DEFAULT_MAX_WEBSOCKETS),
+            auth: self.auth(&format!("{path}.auth"), section.auth),
+            max_requests: self.positive(
+                &format!("{path}.max_requests"),
+                section.max_requests,
+                DEFAULT_MAX_REQUESTS,
+            ),
+            max_requests_per_client: self.positive(
+                &format!("{path}.max_requests_per_client"),
+                section.max_requests_per_client,
+                DEFAULT_MAX_REQUESTS_PER_CLIENT,
+            ),
+            mode,
+            hello_timeout,
+        })
+    }
+
+    /// A listener's certificate chain and key, relative to the config's directory, which must load
+    /// as a TLS identity.
+    fn listener_tls(&mut self, path: &str, cert: &Path, key: &Path) -> TlsFiles {
+        let cert = self.base.join(cert);
+        let key = self.base.join(key);
+        if let Err(e) = crate::tls::cert_resolver_from_files(&cert, &key) {
+            self.error(
+                format!("{path}.tls"),
+                e,
+                Some("`cert` is a PEM chain, `key` its PEM private key"),
+            );
+        }
+        TlsFiles { cert, key }
+    }
+
+    /// Settings that belong to the other mode: on a passthrough listener, what needs the HTTP
+    /// inside the TLS (`has_tls`: it holds a certificate); on an HTTP one, `hello_timeout`.
+    fn check_mode(
+        &mut self,
+        path: &str,
+        mode: ListenerMode,
+        section: &ListenerSection,
+        has_tls: bool,
+    ) {
+        if mode != ListenerMode::Passthrough {
+            if section.hello_timeout.is_some() {
                 self.error(
                     format!("{path}.hello_timeout"),
                     "`hello_timeout` is for passthrough listeners",
                     Some("add `mode: passthrough`, or remove it"),
                 );
             }
-            let max_websockets = section.max_websockets.unwrap_or(DEFAULT_MAX_WEBSOCKETS);
-            let auth = self.auth(&format!("{path}.auth"), section.auth);
-            let max_requests = self.positive(
-                &format!("{path}.max_requests"),
-                section.max_requests,
-                DEFAULT_MAX_REQUESTS,
-            );
-            let max_requests_per_client = self.positive(
-                &format!("{path}.max_requests_per_client"),
-                section.max_requests_per_client,
-                DEFAULT_MAX_REQUESTS_PER_CLIENT,
-            );
-            listeners.push(Listener {
-                name,
-                address,
-                tls,
-                max_websockets,
-                auth,
-                max_requests,
-                max_requests_per_client,
-                mode,
-                hello_timeout,
-            });
+            return;
         }
-        listeners
+        // What needs the HTTP inside the TLS cannot be had without terminating it.
+        let l7 = [
+            (
+                "tls",
+                has_tls,
+                "it passes TLS through to the nodes and holds no certificate",
+            ),
+            (
+                "auth",
+                section.auth.is_some(),
+                "credentials are sent inside the TLS it does not open",
+            ),
+            (
+                "max_websockets",
+                section.max_websockets.is_some(),
+                "it cannot tell WebSocket upgrades inside TLS; `max_requests` caps its connections",
+            ),
+        ];
+        for (field, set, why) in l7 {
+            if set {
+                self.error(
+                    format!("{path}.{field}"),
+                    format!("`{field}` does not apply to a passthrough listener: {why}"),
+                    Some("remove it, or use `mode: http` with `tls` to terminate TLS here"),
+                );
+            }
+        }
     }
 }
 

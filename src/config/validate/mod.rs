@@ -8,6 +8,7 @@
 //! helpers, and the top-level sections (server, admin, timeouts, retries, log, limits); each other
 //! section has its own file.
 
+mod backends;
 mod endpoints;
 mod health;
 mod listeners;
@@ -57,6 +58,27 @@ struct Validator {
     base: PathBuf,
 }
 
+/// The top-level sections of the file, each `Null` when it is absent.
+struct Sections {
+    server: Value,
+    admin: Value,
+    listeners: Value,
+    pools: Value,
+    routes: Value,
+    timeouts: Value,
+    retries: Value,
+    log: Value,
+    limits: Value,
+}
+
+/// The resolved `admin` section.
+struct AdminSettings {
+    /// `None` when `admin.address` is not an address (an error is recorded).
+    address: Option<SocketAddr>,
+    auth: Option<Auth>,
+    expose: AdminExpose,
+}
+
 impl Validator {
     fn error(&mut self, path: impl Into<String>, message: impl Into<String>, hint: Option<&str>) {
         self.errors.push(ConfigError {
@@ -77,7 +99,48 @@ impl Validator {
         }
     }
 
+    /// The whole file: its sections in turn, each step recording its own errors. The order of the
+    /// steps is the order errors are listed in.
     fn config(&mut self, text: &str) -> Option<Config> {
+        let top = self.top_level(text)?;
+        let server: ServerSection = self.optional_section("server", top.server);
+        let admin: AdminSection = self.optional_section("admin", top.admin);
+        let timeouts: TimeoutSection = self.optional_section("timeouts", top.timeouts);
+        let log = self.log(top.log);
+        let limits = self.limits(top.limits);
+        let threads = self.threads(server.threads);
+        let grace_period = self.duration(
+            "server.grace_period",
+            server.grace_period,
+            DEFAULT_GRACE_PERIOD,
+        );
+        let admin = self.admin(admin);
+        let timeouts = self.timeouts(timeouts);
+        let retries = self.retries(top.retries);
+        let listeners = self.listeners(top.listeners, admin.address);
+        let pools = self.pools(top.pools);
+        let routes = self.routes(top.routes, &listeners, &pools);
+        Some(Config {
+            threads,
+            grace_period,
+            upgrade_socket: self.file_or_temp(server.upgrade_socket, "ssv-ha-upgrade.sock"),
+            pid_file: self.file_or_temp(server.pid_file, "ssv-ha.pid"),
+            admin: admin.address?,
+            admin_auth: admin.auth,
+            admin_expose: admin.expose,
+            listeners,
+            pools,
+            routes,
+            timeouts,
+            retries,
+            log,
+            limits,
+        })
+    }
+
+    /// The file as YAML and its mapping of sections, each taken out by name; every other key is an
+    /// unknown section. `None` when the file is empty, not YAML or not a mapping.
+    fn top_level(&mut self, text: &str) -> Option<Sections> {
         let top: Value = match serde_yaml::from_str(text) {
             Ok(Value::Null) => {
                 self.error("", "the file is empty", Some("start from a file in conf/"));
@@ -98,15 +161,17 @@ impl Validator {
             return None;
         };
         let mut take = |key: &str| top.remove(key).unwrap_or(Value::Null);
-        let server = take("server");
-        let admin = take("admin");
-        let listeners = take("listeners");
-        let pools = take("pools");
-        let routes = take("routes");
-        let timeouts = take("timeouts");
-        let retries = take("retries");
-        let log = take("log");
-        let limits = take("limits");
+        let sections = Sections {
+            server: take("server"),
+            admin: take("admin"),
+            listeners: take("listeners"),
+            pools: take("pools"),
+            routes: take("routes"),
+            timeouts: take("timeouts"),
+            retries: take("retries"),
+            log: take("log"),
+            limits: take("limits"),
+        };
         for (key, _) in top {
             let key = serde_yaml::to_string(&key).unwrap_or_default();
             self.error(
@@ -115,11 +180,12 @@ impl Validator {
                 Some(&format!("known sections: {}", TOP_LEVEL_KEYS.join(", "))),
             );
         }
+        Some(sections)
+    }
 
-        let server: ServerSection = self.optional_section("server", server);
-        let admin: AdminSection = self.optional_section("admin", admin);
-        let timeouts: TimeoutSection = self.optional_section("timeouts", timeouts);
-        let log: LogSection = self.optional_section("log", log);
+    /// `log`: format, level (a level or a tracing filter) and the access log switch.
+    fn log(&mut self, value: Value) -> LogSettings {
+        let log: LogSection = self.optional_section("log", value);
         let level = log.level.unwrap_or_else(|| "info".to_string());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
             self.error(
@@ -128,7 +194,16 @@ impl Validator {
                 Some("error, warn, info, debug or trace, optionally per target: info,ssv_ha=debug"),
             );
         }
-        let limits: LimitsSection = self.optional_section("limits", limits);
+        LogSettings {
+            format: log.format.unwrap_or(LogFormat::Text),
+            level,
+            access: log.access.unwrap_or(true),
+        }
+    }
+
+    /// `limits`: each at least 1, and room to hold a body of the largest size.
+    fn limits(&mut self, value: Value) -> Limits {
+        let limits: LimitsSection = self.optional_section("limits", value);
         let limits = Limits {
             max_body_bytes: self.positive(
                 "limits.max_body_bytes",
@@ -171,34 +246,39 @@ impl Validator {
                 Some("raise max_held_bytes or lower max_body_bytes"),
             );
         }
-        let log = LogSettings {
-            format: log.format.unwrap_or(LogFormat::Text),
-            level,
-            access: log.access.unwrap_or(true),
-        };
+        limits
+    }
 
-        let threads = match server.threads {
+    /// `server.threads`: at least 1; by default one per CPU core.
+    fn threads(&mut self, threads: Option<usize>) -> usize {
+        match threads {
             Some(0) => {
                 self.error("server.threads", "must be at least 1", None);
                 1
             }
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
-        let grace_period = self.duration(
-            "server.grace_period",
-            server.grace_period,
-            DEFAULT_GRACE_PERIOD,
-        );
-        let admin_address = admin.address.as_deref().unwrap_or(DEFAULT_ADMIN_ADDRESS);
-        let admin_auth = self.auth("admin.auth", admin.auth);
-        let admin_expose = admin
+        }
+    }
+
+    /// `admin`: credentials, what it exposes and its address (`None` when that is not one).
+    fn admin(&mut self, admin: AdminSection) -> AdminSettings {
+        let address = admin.address.as_deref().unwrap_or(DEFAULT_ADMIN_ADDRESS);
+        let auth = self.auth("admin.auth", admin.auth);
+        let expose = admin
             .expose
             .and_then(|value| self.node("admin.expose", value, "`all` or `metrics`"))
             .unwrap_or_default();
-        let admin = self.socket_addr("admin.address", admin_address);
+        AdminSettings {
+            auth,
+            expose,
+            address: self.socket_addr("admin.address", address),
+        }
+    }
 
-        let timeouts = Timeouts {
+    /// `timeouts`: each longer than zero.
+    fn timeouts(&mut self, timeouts: TimeoutSection) -> Timeouts {
+        Timeouts {
             connect: self.positive_duration(
                 "timeouts.connect",
                 timeouts.connect,
@@ -219,42 +299,24 @@ impl Validator {
                 timeouts.backend_idle,
                 DEFAULT_BACKEND_IDLE_TIMEOUT,
             ),
-        };
-        let retries = match retries {
+        }
+    }
+
+    /// `retries`: a whole number.
+    fn retries(&mut self, value: Value) -> u32 {
+        match value {
             Value::Null => DEFAULT_RETRIES,
             v => self
                 .node("retries", v, "a small whole number such as 2")
                 .unwrap_or(DEFAULT_RETRIES),
-        };
+        }
+    }
 
-        let listeners = self.listeners(listeners, admin);
-        let pools = self.pools(pools);
-        let routes = self.routes(routes, &listeners, &pools);
-
-        let upgrade_socket = server
-            .upgrade_socket
-            .map(|p| self.base.join(p))
-            .unwrap_or_else(|| std::env::temp_dir().join("ssv-ha-upgrade.sock"));
-        let pid_file = server
-            .pid_file
-            .map(|p| self.base.join(p))
-            .unwrap_or_else(|| std::env::temp_dir().join("ssv-ha.pid"));
-        Some(Config {
-            threads,
-            grace_period,
-            upgrade_socket,
-            pid_file,
-            admin: admin?,
-            admin_auth,
-            admin_expose,
-            listeners,
-            pools,
-            routes,
-            timeouts,
-            retries,
-            log,
-            limits,
-        })
+    /// A file the server writes (`upgrade_socket`, `pid_file`): relative to the config's
+    /// directory, or `default` in the system's temporary directory.
+    fn file_or_temp(&self, file: Option<PathBuf>, default: &str) -> PathBuf {
+        file.map(|p| self.base.join(p))
+            .unwrap_or_else(|| std::env::temp_dir().join(default))
     }
 
     fn optional_section<T: DeserializeOwned + Default>(&mut self, path: &str, value: Value) -> T {

@@ -1,13 +1,25 @@
-//! Validates the `pools` section: each pool, its backends, and its per-pool settings (lag, head
-//! age, failback, methods, CA files).
+//! Validates the `pools` section: each pool and its per-pool settings (lag, head age, failback,
+//! methods, sessions, CA file). A pool's backends are checked in `backends`.
+//!
+//! [`Validator::pool`] reads as the list of a pool's checks: each step below takes the settings
+//! it is about, records its errors in the order the sections are read, and returns the resolved
+//! value.
 
 use super::Validator;
-use crate::config::file::{BackendSection, Policy, PoolSection};
-use crate::config::methods::SEAMLESS_MOVE_METHODS;
+use crate::config::file::{Policy, PoolSection};
+use crate::config::methods::{MethodPolicy, DEFAULT_MAX_BATCH, SEAMLESS_MOVE_METHODS};
 use crate::config::model::*;
 use serde_yaml::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How far behind a pool's nodes may be: the resolved lag settings of one pool.
+struct Lag {
+    max_lag: u64,
+    max_slot_lag: u64,
+    max_head_age: Option<Duration>,
+}
 
 impl Validator {
     pub(super) fn pools(&mut self, value: Value) -> Vec<PoolConfig> {
@@ -29,6 +41,7 @@ impl Validator {
             .collect()
     }
 
+    /// One pool: its name and shape, then each group of settings in turn.
     fn pool(&mut self, name: String, value: Value) -> Option<PoolConfig> {
         let path = format!("pools.{name}");
         if !valid_name(&name) {
@@ -43,79 +56,36 @@ impl Validator {
         let health = self.health(&path, section.health.take().unwrap_or_default());
         let pool_ca = section
             .ca
+            .take()
             .map(|ca| self.ca_file(&format!("{path}.ca"), &ca));
-        if section.backends.is_empty() {
-            self.error(
-                format!("{path}.backends"),
-                "a pool needs at least one backend",
-                None,
-            );
-        }
-        if section.backends.len() > MAX_BACKENDS_PER_POOL {
-            self.error(
-                format!("{path}.backends"),
-                format!(
-                    "{} backends; at most {MAX_BACKENDS_PER_POOL} per pool",
-                    section.backends.len()
-                ),
-                None,
-            );
-        }
-        let mut backends: Vec<BackendConfig> = Vec::new();
-        for (i, value) in section.backends.into_iter().enumerate() {
-            let path = format!("{path}.backends[{i}]");
-            let Some(b) = self.node::<BackendSection>(
-                &path,
-                value,
-                "a backend has `name`, `url`, and optionally `ws_url`, `backup`, `ca`",
-            ) else {
-                continue;
-            };
-            if !valid_name(&b.name) {
-                self.error(
-                    format!("{path}.name"),
-                    format!(
-                        "`{}` has characters other than letters, digits, `-`, `_` and `.`",
-                        b.name
-                    ),
-                    None,
-                );
-            }
-            if backends.iter().any(|other| other.name == b.name) {
-                self.error(
-                    format!("{path}.name"),
-                    format!("backend name `{}` is used twice in this pool", b.name),
-                    None,
-                );
-            }
-            let http = self.endpoint(&format!("{path}.url"), &b.url, false);
-            let ws = match &b.ws_url {
-                Some(ws) => self.endpoint(&format!("{path}.ws_url"), ws, true),
-                None => http.clone(),
-            };
-            let ca = match b.ca {
-                Some(ca) => Some(self.ca_file(&format!("{path}.ca"), &ca)),
-                None => pool_ca.clone(),
-            };
-            let headers = self.headers(&format!("{path}.headers"), &b.headers);
-            if let (Some(http), Some(ws)) = (http, ws) {
-                backends.push(BackendConfig {
-                    name: b.name,
-                    http,
-                    ws,
-                    backup: b.backup,
-                    ca,
-                    headers,
-                });
-            }
-        }
-        if !backends.is_empty() && backends.iter().all(|b| b.backup) {
-            self.error(
-                format!("{path}.backends"),
-                "every backend is a backup",
-                Some("mark at least one backend as primary (remove `backup: true`)"),
-            );
-        }
+        let backends = self.backends(&path, std::mem::take(&mut section.backends), pool_ca);
+        let lag = self.lag(&path, &mut section);
+        let failback = self.failback(&path, &mut section);
+        let methods = self.method_policy(&path, &mut section);
+        let sessions = section.sessions.unwrap_or_default();
+        self.check_seamless(&path, &section, sessions, &methods);
+        let max_gap_blocks = self.max_gap_blocks(&path, section.max_gap_blocks);
+        Some(PoolConfig {
+            methods,
+            failback,
+            sessions,
+            max_gap_blocks,
+            name,
+            kind: section.kind,
+            policy: section.policy.unwrap_or(Policy::First),
+            min_peers: section.min_peers.unwrap_or(DEFAULT_MIN_PEERS),
+            max_lag: lag.max_lag,
+            max_slot_lag: lag.max_slot_lag,
+            max_head_age: lag.max_head_age,
+            network,
+            health,
+            backends,
+        })
+    }
+
+    /// `max_lag` (in the pool kind's unit), `max_slot_lag` (consensus only) and `max_head_age`
+    /// (execution only, or `off`).
+    fn lag(&mut self, path: &str, section: &mut PoolSection) -> Lag {
         let (default_lag, lag_unit) = match section.kind {
             PoolKind::Execution => (DEFAULT_EXECUTION_MAX_LAG, "blocks"),
             PoolKind::Consensus => (DEFAULT_CONSENSUS_MAX_LAG, "slots"),
@@ -151,17 +121,32 @@ impl Validator {
                 DEFAULT_MAX_HEAD_AGE,
             )),
         };
+        Lag {
+            max_lag: section.max_lag.unwrap_or(default_lag),
+            max_slot_lag: section.max_slot_lag.unwrap_or(DEFAULT_MAX_SLOT_LAG),
+            max_head_age,
+        }
+    }
+
+    /// `failback` and `failback_delay`: how long a healthy-again primary waits before sessions
+    /// move back to it; `None` when they stay where they are.
+    fn failback(&mut self, path: &str, section: &mut PoolSection) -> Option<Duration> {
         let failback_delay = self.duration(
             &format!("{path}.failback_delay"),
             section.failback_delay.take(),
             DEFAULT_FAILBACK_DELAY,
         );
-        let failback = section.failback.unwrap_or(true).then_some(failback_delay);
+        section.failback.unwrap_or(true).then_some(failback_delay)
+    }
+
+    /// `methods` and `max_batch`: execution pools only, each pattern a method name or a prefix
+    /// ending in `*`.
+    fn method_policy(&mut self, path: &str, section: &mut PoolSection) -> MethodPolicy {
         if section.kind == PoolKind::Consensus
             && (section.methods.is_some() || section.max_batch.is_some())
         {
             self.error(
-                &path,
+                path,
                 "`methods` and `max_batch` are for execution pools",
                 Some("consensus pools speak REST, not JSON-RPC"),
             );
@@ -182,7 +167,7 @@ impl Validator {
                 }
             }
         }
-        let methods = crate::config::methods::MethodPolicy {
+        MethodPolicy {
             allow: methods.allow,
             deny: methods.deny,
             max_batch: self.positive(
@@ -190,36 +175,51 @@ impl Validator {
                 section.max_batch,
                 DEFAULT_MAX_BATCH,
             ),
-        };
-        let sessions = section.sessions.unwrap_or_default();
-        if section.max_gap_blocks.is_some()
-            && (sessions != SessionMode::Seamless || section.kind != PoolKind::Execution)
-        {
+        }
+    }
+
+    /// `sessions: seamless` against the rest of the pool: `max_gap_blocks` only where a session
+    /// fills a gap, and a policy that lets through the calls the gateway makes to move one.
+    fn check_seamless(
+        &mut self,
+        path: &str,
+        section: &PoolSection,
+        sessions: SessionMode,
+        methods: &MethodPolicy,
+    ) {
+        let seamless_execution =
+            sessions == SessionMode::Seamless && section.kind == PoolKind::Execution;
+        if section.max_gap_blocks.is_some() && !seamless_execution {
             self.error(
                 format!("{path}.max_gap_blocks"),
                 "only an execution pool with `sessions: seamless` fills the gap of a moving WebSocket session",
                 Some("add `sessions: seamless` to this execution pool, or remove max_gap_blocks"),
             );
         }
-        if sessions == SessionMode::Seamless && section.kind == PoolKind::Execution {
-            let denied: Vec<&str> = SEAMLESS_MOVE_METHODS
-                .iter()
-                .copied()
-                .filter(|m| !methods.permits(m))
-                .collect();
-            if !denied.is_empty() {
-                self.error(
-                    format!("{path}.methods"),
-                    format!(
-                        "denies {}, which the gateway itself calls to move a `sessions: seamless` WebSocket session (it needs {})",
-                        denied.join(", "),
-                        SEAMLESS_MOVE_METHODS.join(", ")
-                    ),
-                    Some("allow them in this pool's `methods`, or use `sessions: cut`"),
-                );
-            }
+        if !seamless_execution {
+            return;
         }
-        let max_gap_blocks = section.max_gap_blocks.unwrap_or(DEFAULT_MAX_GAP_BLOCKS);
+        let denied: Vec<&str> = SEAMLESS_MOVE_METHODS
+            .iter()
+            .copied()
+            .filter(|m| !methods.permits(m))
+            .collect();
+        if !denied.is_empty() {
+            self.error(
+                format!("{path}.methods"),
+                format!(
+                    "denies {}, which the gateway itself calls to move a `sessions: seamless` WebSocket session (it needs {})",
+                    denied.join(", "),
+                    SEAMLESS_MOVE_METHODS.join(", ")
+                ),
+                Some("allow them in this pool's `methods`, or use `sessions: cut`"),
+            );
+        }
+    }
+
+    /// `max_gap_blocks`: at least one block.
+    fn max_gap_blocks(&mut self, path: &str, value: Option<u64>) -> u64 {
+        let max_gap_blocks = value.unwrap_or(DEFAULT_MAX_GAP_BLOCKS);
         if max_gap_blocks == 0 {
             self.error(
                 format!("{path}.max_gap_blocks"),
@@ -227,25 +227,12 @@ impl Validator {
                 Some("use 1 or more (default 128)"),
             );
         }
-        Some(PoolConfig {
-            methods,
-            failback,
-            sessions,
-            max_gap_blocks,
-            name,
-            kind: section.kind,
-            policy: section.policy.unwrap_or(Policy::First),
-            min_peers: section.min_peers.unwrap_or(DEFAULT_MIN_PEERS),
-            max_lag: section.max_lag.unwrap_or(default_lag),
-            max_slot_lag: section.max_slot_lag.unwrap_or(DEFAULT_MAX_SLOT_LAG),
-            max_head_age,
-            network,
-            health,
-            backends,
-        })
+        max_gap_blocks
     }
 
-    fn ca_file(&mut self, path: &str, file: &Path) -> PathBuf {
+    /// A CA file (`ca` of a pool or a backend), relative to the config's directory, that must
+    /// hold at least one PEM certificate.
+    pub(super) fn ca_file(&mut self, path: &str, file: &Path) -> PathBuf {
         let file = self.base.join(file);
         if let Err(e) = crate::tls::load_certs(&file) {
             self.error(path, e, Some("a PEM file with one or more CA certificates"));
@@ -254,7 +241,9 @@ impl Validator {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+/// A pool or backend name: letters, digits, `-`, `_` and `.` (it shows in metric labels and
+/// `/status`).
+pub(super) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .chars()
