@@ -82,6 +82,12 @@ pub struct SessionState {
     pub(super) wants_hidden: bool,
     /// The last heads the session saw (number, hash), oldest first.
     pub(super) heads_seen: VecDeque<(u64, String, u64)>,
+    /// What they hold ([`super::budget::head_bytes`] each), kept by the only code that changes
+    /// them (`remember_head`, `forget_heads_from`).
+    pub(super) heads_bytes: usize,
+    /// What the `logs` subscriptions' memories hold together, kept with each change to one
+    /// ([`super::budget::counted`]).
+    pub(super) logs_bytes: usize,
     /// Moves so far: each head seen and block of delivered logs is marked with the move it was
     /// last seen in, so that the next move knows which of them a match of hashes vouches for
     /// (a backend behind the session's heads leaves those above its head unchecked).

@@ -3,6 +3,7 @@
 //! that follows the first `logs` one; what a move carries ([`Gap`]) and how it binds them to the
 //! new backend's ids.
 
+use super::budget::counted;
 use super::log_memory::LogMemory;
 use super::state::SessionState;
 use crate::jsonrpc;
@@ -156,13 +157,14 @@ impl SessionState {
         self.subs_bytes += sub.bytes(&client_sub);
         if let Some(old) = self.subs.insert(client_sub.clone(), sub) {
             self.subs_bytes = self.subs_bytes.saturating_sub(old.bytes(&client_sub));
+            self.logs_bytes = self.logs_bytes.saturating_sub(old.progress.log_bytes());
         }
         if logs {
             // One more shares the session's log memory: each holds its smaller share now.
             let share = self.log_share();
             for sub in self.subs.values_mut() {
                 if let Progress::Logs { delivered, .. } = &mut sub.progress {
-                    delivered.fit(share);
+                    counted(&mut self.logs_bytes, delivered, |d| d.fit(share));
                 }
             }
         }
@@ -171,6 +173,7 @@ impl SessionState {
     pub(super) fn drop_sub(&mut self, client_sub: &str) {
         if let Some(sub) = self.subs.remove(client_sub) {
             self.subs_bytes = self.subs_bytes.saturating_sub(sub.bytes(client_sub));
+            self.logs_bytes = self.logs_bytes.saturating_sub(sub.progress.log_bytes());
             self.by_backend.remove(&sub.backend_id);
         }
     }

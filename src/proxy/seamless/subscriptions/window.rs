@@ -2,6 +2,7 @@
 //! judged against (the records of the invariant in [`super`]: the heads given, the heads seen,
 //! the resume point and the remembered logs), and the gap fill after a move.
 
+use super::budget::{counted, head_bytes};
 use super::log_memory::{LogKey, LogMemory, MAX_REMEMBERED_LOG_BYTES};
 use super::state::SessionState;
 use super::subscription::Progress;
@@ -54,7 +55,9 @@ impl SessionState {
                 resume_from,
                 delivered,
             } => {
-                let (pass, replaced) = given_log(resume_from, delivered, result, log_bytes, epoch);
+                let (pass, replaced) = counted(&mut self.logs_bytes, delivered, |d| {
+                    given_log(resume_from, d, result, log_bytes, epoch)
+                });
                 for log in replaced {
                     self.extra.push(taken_back(client_sub, log));
                 }
@@ -87,11 +90,13 @@ impl SessionState {
             else {
                 continue;
             };
-            let back = delivered.take_back_where(|block| {
-                (block.number == number && *block.hash != *hash)
-                    || orphaned
-                        .iter()
-                        .any(|(n, h)| *n == block.number && **h == *block.hash)
+            let back = counted(&mut self.logs_bytes, delivered, |d| {
+                d.take_back_where(|block| {
+                    (block.number == number && *block.hash != *hash)
+                        || orphaned
+                            .iter()
+                            .any(|(n, h)| *n == block.number && **h == *block.hash)
+                })
             });
             if !orphaned.is_empty() || !back.is_empty() {
                 *resume_from = Some(resume_from.map_or(number, |r| r.min(number)));
@@ -116,15 +121,23 @@ impl SessionState {
                 return orphaned;
             }
             Some((n, ..)) if *n == number => {
-                orphaned.extend(self.heads_seen.drain(at..).map(|(n, h, _)| (n, h)));
+                for (n, h, _) in self.heads_seen.drain(at..) {
+                    self.heads_bytes = self.heads_bytes.saturating_sub(head_bytes(&h));
+                    orphaned.push((n, h));
+                }
+                self.heads_bytes += head_bytes(hash);
                 self.heads_seen.push_back((number, hash.to_string(), epoch));
             }
-            _ => self
-                .heads_seen
-                .insert(at, (number, hash.to_string(), epoch)),
+            _ => {
+                self.heads_bytes += head_bytes(hash);
+                self.heads_seen
+                    .insert(at, (number, hash.to_string(), epoch));
+            }
         }
         while self.heads_seen.len() > HEADS_SEEN {
-            self.heads_seen.pop_front();
+            if let Some((_, h, _)) = self.heads_seen.pop_front() {
+                self.heads_bytes = self.heads_bytes.saturating_sub(head_bytes(&h));
+            }
         }
         orphaned
     }
@@ -140,7 +153,9 @@ impl SessionState {
     /// backend's chain.
     pub fn forget_heads_from(&mut self, number: u64) {
         while self.heads_seen.back().is_some_and(|(n, ..)| *n >= number) {
-            self.heads_seen.pop_back();
+            if let Some((_, h, _)) = self.heads_seen.pop_back() {
+                self.heads_bytes = self.heads_bytes.saturating_sub(head_bytes(&h));
+            }
         }
     }
 
@@ -214,11 +229,12 @@ impl SessionState {
         else {
             return Vec::new();
         };
-        let out = delivered
-            .take_back_where(|b| b.number >= number)
-            .into_iter()
-            .map(|log| taken_back(client_sub, log))
-            .collect();
+        let out = counted(&mut self.logs_bytes, delivered, |d| {
+            d.take_back_where(|b| b.number >= number)
+        })
+        .into_iter()
+        .map(|log| taken_back(client_sub, log))
+        .collect();
         *resume_from = Some(resume_from.map_or(number, |r| r.min(number)));
         out
     }
@@ -253,7 +269,9 @@ impl SessionState {
             {
                 let next = head.saturating_add(1);
                 *resume_from = Some(resume_from.map_or(next, |r| r.max(next)));
-                delivered.trim(head.saturating_sub(max_gap));
+                counted(&mut self.logs_bytes, delivered, |d| {
+                    d.trim(head.saturating_sub(max_gap))
+                });
             }
         }
     }
