@@ -6,13 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// The layers in order; each may import only layers before it and the leaves.
-const LAYERS: [&str; 7] = [
+const LAYERS: [&str; 8] = [
     "config",
     "jsonrpc",
     "health",
     "upstream",
     "limits",
     "passthrough",
+    "session",
     "proxy",
 ];
 /// Shared leaves: anyone may import them; they import no other module of the crate.
