@@ -1,6 +1,7 @@
 //! The crate's module graph, read from its `crate::` paths: no cycle between top-level modules,
-//! and the layers `config` < `jsonrpc` < `health` < `upstream` < `proxy` import nothing above them (the shared
-//! leaves `tls` and `metrics` sit below all and import none of them). A new back-stair fails here.
+//! and the layers `config` < `jsonrpc` < `health` < `upstream` < `limits` < `passthrough` <
+//! `session` < `proxy` import nothing above them (the shared leaves `tls` and `metrics` sit below
+//! all and import none of them). A new back-stair fails here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

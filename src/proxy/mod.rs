@@ -4,7 +4,8 @@
 //! One [`Gateway`] serves one listener, so routes bound to a listener need no per-request lookup
 //! of the local address. Decisions live in plain functions ([`routing`], [`retry`], [`reply`],
 //! [`crate::upstream::selection`]) and the access line in `access_log`; this file only wires them
-//! to Pingora's hooks.
+//! to Pingora's hooks. A seamless session, once routed and admitted here, is served by the
+//! session floor, which reaches back only through [`crate::session::Host`] (`session_host`).
 
 mod access_log;
 mod admission;
@@ -199,16 +200,14 @@ impl ProxyHttp for Gateway {
             ctx.ws_frames = Some(relay::ClientFrames::default());
             ctx.held = Some(self.held.share());
         }
-        let seamless = ctx
-            .session
-            .pool
-            .as_ref()
+        let seamless_pool = self
+            .pool(ctx)
             .is_some_and(|p| p.config.sessions == SessionMode::Seamless);
-        if seamless && ctx.traffic == Traffic::EventStream {
+        if seamless_pool && ctx.traffic == Traffic::EventStream {
             seamless::stream_events(self, session, ctx, routing.timeouts.response).await?;
             return Ok(true);
         }
-        if seamless && ctx.traffic == Traffic::WebSocket && execution {
+        if seamless_pool && ctx.traffic == Traffic::WebSocket && execution {
             seamless::serve_websocket(self, session, ctx, routing.timeouts.response).await?;
             return Ok(true);
         }
@@ -310,7 +309,7 @@ impl ProxyHttp for Gateway {
         }
         if ctx.ws_frames.is_some() {
             // A compressed message could not be judged: no extension is negotiated, so a frame
-            // with RSV bits set is a violation (see `websocket`).
+            // with RSV bits set is a violation (see `crate::session::relay`).
             upstream_request.remove_header(&http::header::SEC_WEBSOCKET_EXTENSIONS);
         }
         // Backends behind traefik route by Host (and SNI): send the backend's own name.
