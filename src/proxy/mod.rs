@@ -2,10 +2,11 @@
 //! one while nothing has reached the client, and answer for the pool when no backend can.
 //!
 //! One [`Gateway`] serves one listener, so routes bound to a listener need no per-request lookup
-//! of the local address. Decisions live in plain functions ([`routing`], [`retry`], [`reply`],
-//! [`crate::upstream::selection`]) and the access line in `access_log`; this file only wires them
-//! to Pingora's hooks. A seamless session, once routed and admitted here, is served by the
-//! session floor, which reaches back only through [`crate::session::Host`] (`session_host`).
+//! of the local address. Decisions live in plain functions ([`crate::upstream::routing`],
+//! [`retry`], [`reply`], [`crate::upstream::selection`]) and the access line in `access_log`;
+//! this file only wires them to Pingora's hooks. A seamless session, once routed and admitted
+//! here, is served by the session floor, which reaches back only through
+//! [`crate::session::Host`] (`session_host`).
 
 mod access_log;
 mod admission;

@@ -41,6 +41,9 @@ pub struct SessionCtx {
 /// The HTTP path that opened a session, as the session sees it. Each method is the path's own
 /// rule, so that a session's backend is chosen, blamed, and its requests shaped exactly as a
 /// plain request's would be.
+///
+/// The host is `Sync`, its context `Send`, and its hooks' futures `Send`: a session runs inside
+/// one of Pingora's hooks, whose future moves between threads.
 pub trait Host: Sync {
     /// The host's per-request context, holding a [`SessionCtx`].
     type Ctx: Send;
