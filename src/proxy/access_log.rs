@@ -27,7 +27,7 @@ pub(super) fn write(
     tracing::info!(
         target: "access",
         listener = %listener,
-        pool = ctx.pool.as_ref().map_or("-", |p| p.name()),
+        pool = ctx.session.pool.as_ref().map_or("-", |p| p.name()),
         backend = backend.map_or("-", |b| b.name()),
         client = %client.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
         method = %request.method,

@@ -1,14 +1,17 @@
-//! What gets in, decided before any backend is chosen: credentials, in-flight caps, size limits,
-//! and the JSON-RPC method policy (which needs the body, so small bodies are read here).
+//! What gets in, and to which pool, decided before any backend is chosen: credentials, the route
+//! by host, in-flight caps, size limits, and the JSON-RPC method policy (which needs the body, so
+//! small bodies are read here).
 
-use super::exchange::{refuse, write_answer, write_json, write_reply};
-use super::websocket::Closing;
+use super::exchange::{refuse, traffic_of, write_answer, write_json, write_reply};
 use super::{reply, Gateway, RequestCtx, WEBSOCKET_REFUSED};
 use crate::config::model::Limits;
 use crate::jsonrpc::policy::{self, Decision};
 use crate::jsonrpc::scan as rpc;
 use crate::limits::held::{Share, FREE_BYTES};
 use crate::limits::places::{self, client_bucket};
+use crate::session::relay::Closing;
+use crate::upstream::routing::Routing;
+use crate::upstream::Traffic;
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
@@ -85,6 +88,52 @@ impl Gateway {
                 write_json(session, 429, reply::beacon_error(429, &message)).await?;
                 return Ok(true);
             }
+        }
+        Ok(false)
+    }
+
+    /// Routes the request by its host to a pool of the listener and tells its traffic; a
+    /// WebSocket takes a place under the listener's cap, and gets the session's idle timeout in
+    /// place of Pingora's. `true` when the request was answered (refused) here.
+    pub(super) async fn route(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        routing: &Routing,
+    ) -> Result<bool> {
+        let host = crate::upstream::routing::request_host(session.req_header());
+        let Some(pool) = routing.tables[self.index].lookup(host) else {
+            self.unrouted.inc();
+            let message = format!(
+                "no route for host `{}` on listener {}",
+                host.unwrap_or_default(),
+                self.listener
+            );
+            write_json(session, 421, reply::beacon_error(421, &message)).await?;
+            return Ok(true);
+        };
+        let pool = routing.pools[pool].clone();
+        let kind = pool.config.kind;
+        ctx.session.pool = Some(pool);
+        ctx.retries = routing.retries;
+        ctx.traffic = traffic_of(session.req_header(), session.is_upgrade_req(), kind);
+        if ctx.traffic == Traffic::WebSocket {
+            let (place, within) = self
+                .in_flight
+                .take(places::Count::WebSockets, self.max_websockets);
+            ctx.websocket_place = Some(place);
+            if !within {
+                let message = format!(
+                    "listener {} is at its cap of {} WebSocket sessions; try again later",
+                    self.listener, self.max_websockets
+                );
+                write_json(session, 503, reply::beacon_error(503, &message)).await?;
+                return Ok(true);
+            }
+            // Pingora's downstream read timeout (60 s) would cut an idle WebSocket.
+            let idle = Some(routing.timeouts.websocket_idle);
+            session.as_downstream_mut().set_read_timeout(idle);
+            session.as_downstream_mut().set_write_timeout(idle);
         }
         Ok(false)
     }
@@ -251,7 +300,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         chunk: Bytes,
     ) -> Result<Bytes> {
-        let (Some(frames), Some(pool)) = (ctx.ws_frames.as_mut(), ctx.pool.clone()) else {
+        let (Some(frames), Some(pool)) = (ctx.ws_frames.as_mut(), ctx.session.pool.clone()) else {
             return Ok(chunk);
         };
         let max_body = ctx.limits.max_body_bytes;
@@ -269,7 +318,7 @@ impl Gateway {
         } else {
             frames.feed(&chunk, &pool.config.methods, max_body)
         };
-        let held = frames.held() + ctx.session_held;
+        let held = frames.held() + ctx.session.held;
         let judged = judged.and_then(|forward| {
             let max = ctx.limits.max_held_bytes;
             if ctx.held.as_mut().is_none_or(|share| share.hold(held, max)) {
@@ -288,7 +337,7 @@ impl Gateway {
     /// follows (down always; up when the budget has room, else on the next client message, which
     /// is refused past it).
     pub(super) fn hold_session(ctx: &mut RequestCtx, bytes: usize) {
-        ctx.session_held = bytes;
+        ctx.session.held = bytes;
         let frames = ctx.ws_frames.as_ref().map_or(0, |f| f.held());
         let max = ctx.limits.max_held_bytes;
         if let Some(share) = ctx.held.as_mut() {
@@ -353,7 +402,7 @@ impl Gateway {
         if ctx.started.is_some() {
             ctx.rpc_methods = Some(rpc::methods(body));
         }
-        let Some(pool) = ctx.pool.clone() else {
+        let Some(pool) = ctx.session.pool.clone() else {
             return Ok(Some(body.clone()));
         };
         let decision = if body.len() > JUDGE_ELSEWHERE {

@@ -56,7 +56,7 @@ pub(super) async fn refuse(
     status: u16,
     message: &str,
 ) -> Result<()> {
-    let body = match ctx.pool.as_ref().map(|p| p.config.kind) {
+    let body = match ctx.session.pool.as_ref().map(|p| p.config.kind) {
         Some(PoolKind::Execution) => reply::jsonrpc_error(b"", policy::INVALID_REQUEST, message),
         _ => reply::beacon_error(status, message),
     };

@@ -2,23 +2,30 @@
 //! one while nothing has reached the client, and answer for the pool when no backend can.
 //!
 //! One [`Gateway`] serves one listener, so routes bound to a listener need no per-request lookup
-//! of the local address. Decisions live in plain functions ([`routing`], [`retry`], [`reply`],
-//! [`crate::upstream::selection`]) and the access line in `access_log`; this file only wires them
-//! to Pingora's hooks.
+//! of the local address. Decisions live in plain functions ([`crate::upstream::routing`],
+//! [`retry`], [`reply`], [`crate::upstream::selection`]) and the access line in `access_log`;
+//! this file only wires them to Pingora's hooks. A seamless session, once routed and admitted
+//! here, is served by the session floor, which reaches back only through
+//! [`crate::session::Host`] (`session_host`).
 
 mod access_log;
 mod admission;
+mod attempt;
 mod direct;
 mod exchange;
 pub mod reply;
 pub mod retry;
 mod seamless;
-pub mod websocket;
+mod session_host;
+
+/// The frame relay under the name it had when it lived here: the seamless sessions' backend
+/// socket and state, and the policy tests, still reach it by this path.
+pub use crate::session::relay as websocket;
 
 pub use crate::upstream::routing::Routing;
 
 use admission::{Body, Hold};
-use exchange::{content_length, is_timeout, request_body, session_kind, traffic_of, write_json};
+use exchange::{content_length, is_timeout, request_body, session_kind, write_json};
 
 use crate::config::model::{Auth, Limits, Listener};
 use crate::config::model::{PoolKind, SessionMode};
@@ -26,15 +33,16 @@ use crate::jsonrpc::policy::{self, Slot};
 use crate::jsonrpc::scan as rpc;
 use crate::limits::{held, places};
 use crate::metrics::Metrics;
+use crate::session::{relay, SessionCtx};
 use crate::upstream::session::{CutReason, SESSION_CUT};
-use crate::upstream::{Backend, Pool, Traffic};
+use crate::upstream::Traffic;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::{ErrorSource, ErrorType, RetryType};
+use pingora::{ErrorSource, ErrorType};
 use prometheus::IntCounter;
 use retry::Failed;
 
@@ -108,158 +116,6 @@ impl Gateway {
             max_requests_per_client: listener.max_requests_per_client,
         }
     }
-
-    fn pool<'c>(&self, ctx: &'c RequestCtx) -> Option<&'c Arc<Pool>> {
-        ctx.pool.as_ref()
-    }
-
-    fn backend<'c>(&self, ctx: &'c RequestCtx) -> Option<&'c Arc<Backend>> {
-        Some(&ctx.pool.as_ref()?.backends[ctx.backend?])
-    }
-
-    /// Picks the backend for the next attempt and counts the attempt; `reach` gives what the
-    /// attempt needs of the backend (`None` skips a backend whose address is not known yet: a
-    /// healthy backend always has one, health checks resolve before they pass).
-    fn next_attempt<T>(
-        &self,
-        ctx: &mut RequestCtx,
-        reach: impl Fn(&Backend) -> Option<T>,
-    ) -> Result<T> {
-        let Some(pool) = ctx.pool.clone() else {
-            return Error::e_explain(
-                ErrorType::InternalError,
-                "request chose a backend without a pool",
-            );
-        };
-        loop {
-            let Some(index) = pool.select(ctx.tried) else {
-                return Err(Error::new(NO_BACKEND));
-            };
-            ctx.tried |= 1 << index;
-            let Some(reached) = reach(&pool.backends[index]) else {
-                continue;
-            };
-            ctx.attempts += 1;
-            if ctx.attempts > 1 {
-                pool.metrics.retries.inc();
-            }
-            ctx.backend = Some(index);
-            ctx.upstream_start = Some(Instant::now());
-            return Ok(reached);
-        }
-    }
-
-    /// A connection to the chosen backend failed: passive health, then whether to try another
-    /// (decided on the returned error).
-    fn connect_failed(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        mut e: Box<Error>,
-    ) -> Box<Error> {
-        // The gateway out of descriptors or local ports fails every connect alike: its own
-        // trouble, not the nodes'. Nothing is held against a backend, and no other is tried.
-        let local_resources = crate::limits::out_of_local_resources(&e);
-        if local_resources {
-            tracing::warn!(error = %e, "cannot open a backend connection: the gateway is out of file descriptors or local ports (raise LimitNOFILE / ulimit -n, or lower the in-flight caps)");
-        } else {
-            // A backend that refuses or cannot complete a connection leaves rotation now, not at
-            // its next failed check.
-            if let (Some(pool), Some(index)) = (self.pool(ctx), ctx.backend) {
-                let reason = format!("connect failed ({})", e.etype().as_str());
-                pool.take_out(index, ctx.traffic, &reason);
-            }
-        }
-        let decision = retry::decide(
-            Failed::Connect { local_resources },
-            self.attempt(session, ctx),
-        );
-        e.set_retry(decision.retries());
-        e
-    }
-
-    /// An exchange with the chosen backend failed after connecting: passive health, then whether
-    /// to try again (decided on the returned error). `client_reused`: the connection was pooled.
-    fn proxy_failed(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        e: Box<Error>,
-        client_reused: bool,
-    ) -> Box<Error> {
-        let name = self.backend(ctx).map_or("?", |b| b.name()).to_string();
-        // A pooled connection the backend had closed while idle: the backend itself may be
-        // fine, so it may be chosen again.
-        let stale_connection = client_reused && matches!(e.retry, RetryType::ReusedOnly);
-        // Passive health judges plain requests; a long-lived session ending (idle, or cut by the
-        // gateway itself) says nothing about the backend, nor does a stale pooled connection.
-        let judged = ctx.session_open.is_none()
-            && e.esource() == &ErrorSource::Upstream
-            && !stale_connection;
-        if judged {
-            let reason = if is_timeout(&e) {
-                format!(
-                    "no answer within the response timeout ({})",
-                    e.etype().as_str()
-                )
-            } else {
-                // Garbage, a body cut short.
-                format!("broken response ({})", e.etype().as_str())
-            };
-            self.live_failure(session, ctx, &reason);
-        }
-        let mut e = e.more_context(format!("backend {name}"));
-        let decision = retry::decide(
-            Failed::Exchange { stale_connection },
-            self.attempt(session, ctx),
-        );
-        if decision == retry::Decision::TrySameAgain {
-            if let Some(b) = ctx.backend {
-                ctx.tried &= !(1 << b);
-            }
-        }
-        e.set_retry(decision.retries());
-        e
-    }
-
-    /// A request failed on live traffic in a way one call can cause on every node alike (no
-    /// answer within the response timeout, a broken answer, an error page): one failed check's
-    /// worth, never the pool's last healthy backend ([`Pool::count_live_failure`]). When that is
-    /// what it would have been, the gateway says the request is the likely cause.
-    fn live_failure(&self, session: &Session, ctx: &RequestCtx, reason: &str) {
-        let (Some(backend), Some(pool)) = (self.backend(ctx), self.pool(ctx)) else {
-            return;
-        };
-        if pool.count_live_failure(backend.index, reason) {
-            return;
-        }
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let methods = ctx.body.as_deref().map(rpc::methods).unwrap_or_default();
-        tracing::warn!(
-            pool = %pool.name(),
-            backend = %backend.name(),
-            client = %client.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
-            rpc = %methods,
-            %reason,
-            "a request failed on the pool's last healthy backend, which stays in rotation: \
-             the request is the likely cause (an expensive call), not the node; its health \
-             checks still judge it"
-        );
-    }
-
-    /// Where the request stands after a failed attempt, for [`retry::decide`].
-    fn attempt(&self, session: &Session, ctx: &RequestCtx) -> retry::Attempt {
-        retry::Attempt {
-            answer_started: session.as_downstream().response_written().is_some(),
-            body_replayable: !session.as_downstream().retry_buffer_truncated(),
-            attempts: ctx.attempts,
-            retries: ctx.retries,
-            untried_backend: self.pool(ctx).is_some_and(|p| p.has_untried(ctx.tried)),
-        }
-    }
 }
 
 /// Per-request state.
@@ -278,21 +134,19 @@ pub struct RequestCtx {
     /// The limits of the routing the request started with.
     limits: Limits,
     /// The client's WebSocket frames, judged message by message (execution pools).
-    ws_frames: Option<websocket::ClientFrames>,
+    ws_frames: Option<relay::ClientFrames>,
     /// The backend's WebSocket frames, followed to know where the gateway may put a close frame.
-    ws_server: websocket::ServerFrames,
+    ws_server: relay::ServerFrames,
     /// This request's part of the listener's held bytes (a body read whole, a WebSocket message,
     /// a seamless session's state).
     held: Option<held::Share>,
-    /// Bytes a seamless WebSocket session's state holds (requests in flight, remembered logs,
-    /// messages waiting during a move), counted with its frames in `held`.
-    session_held: usize,
     /// JSON-RPC methods of the request, for the access log.
     rpc_methods: Option<String>,
-    pool: Option<Arc<Pool>>,
+    /// The pool and backend chosen, and the long-lived session the request may become: what
+    /// the sessions share with this path ([`crate::session::Host`]).
+    session: SessionCtx,
     /// The retry budget of the routing the request started with.
     retries: u32,
-    backend: Option<usize>,
     /// Backends this request was sent to (bit per backend index).
     tried: u64,
     attempts: u32,
@@ -302,8 +156,6 @@ pub struct RequestCtx {
     /// This request counts against the listener's in-flight cap, and its client's.
     request_place: Option<places::Place>,
     client_place: Option<places::Place>,
-    /// Index into the backend's `sessions_open` gauges while a session is open.
-    session_open: Option<usize>,
     upstream_start: Option<Instant>,
 }
 
@@ -330,39 +182,8 @@ impl ProxyHttp for Gateway {
         if self.admit(session, ctx).await? {
             return Ok(true);
         }
-        let host = crate::upstream::routing::request_host(session.req_header());
-        let Some(pool) = routing.tables[self.index].lookup(host) else {
-            self.unrouted.inc();
-            let message = format!(
-                "no route for host `{}` on listener {}",
-                host.unwrap_or_default(),
-                self.listener
-            );
-            write_json(session, 421, reply::beacon_error(421, &message)).await?;
+        if self.route(session, ctx, &routing).await? {
             return Ok(true);
-        };
-        let pool = routing.pools[pool].clone();
-        let kind = pool.config.kind;
-        ctx.pool = Some(pool);
-        ctx.retries = routing.retries;
-        ctx.traffic = traffic_of(session.req_header(), session.is_upgrade_req(), kind);
-        if ctx.traffic == Traffic::WebSocket {
-            let (place, within) = self
-                .in_flight
-                .take(places::Count::WebSockets, self.max_websockets);
-            ctx.websocket_place = Some(place);
-            if !within {
-                let message = format!(
-                    "listener {} is at its cap of {} WebSocket sessions; try again later",
-                    self.listener, self.max_websockets
-                );
-                write_json(session, 503, reply::beacon_error(503, &message)).await?;
-                return Ok(true);
-            }
-            // Pingora's downstream read timeout (60 s) would cut an idle WebSocket.
-            let idle = Some(routing.timeouts.websocket_idle);
-            session.as_downstream_mut().set_read_timeout(idle);
-            session.as_downstream_mut().set_write_timeout(idle);
         }
         let limits = routing.limits;
         let declared = content_length(session.req_header());
@@ -373,23 +194,22 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
         ctx.limits = limits;
-        let execution = kind == PoolKind::Execution;
+        let execution = self
+            .pool(ctx)
+            .is_some_and(|p| p.config.kind == PoolKind::Execution);
         if ctx.traffic == Traffic::WebSocket && execution {
-            ctx.ws_frames = Some(websocket::ClientFrames::default());
+            ctx.ws_frames = Some(relay::ClientFrames::default());
             ctx.held = Some(self.held.share());
         }
-        let seamless = ctx
-            .pool
-            .as_ref()
+        let seamless_pool = self
+            .pool(ctx)
             .is_some_and(|p| p.config.sessions == SessionMode::Seamless);
-        if seamless && ctx.traffic == Traffic::EventStream {
-            self.stream_events(session, ctx, routing.timeouts.response)
-                .await?;
+        if seamless_pool && ctx.traffic == Traffic::EventStream {
+            seamless::stream_events(self, session, ctx, routing.timeouts.response).await?;
             return Ok(true);
         }
-        if seamless && ctx.traffic == Traffic::WebSocket && execution {
-            self.serve_websocket(session, ctx, routing.timeouts.response)
-                .await?;
+        if seamless_pool && ctx.traffic == Traffic::WebSocket && execution {
+            seamless::serve_websocket(self, session, ctx, routing.timeouts.response).await?;
             return Ok(true);
         }
         if ctx.traffic != Traffic::Plain {
@@ -450,6 +270,7 @@ impl ProxyHttp for Gateway {
         // The first chunk names the methods; later chunks (and unlogged requests) cost nothing.
         let logged_rpc = ctx.started.is_some()
             && ctx
+                .session
                 .pool
                 .as_ref()
                 .is_some_and(|p| p.config.kind == PoolKind::Execution);
@@ -489,7 +310,7 @@ impl ProxyHttp for Gateway {
         }
         if ctx.ws_frames.is_some() {
             // A compressed message could not be judged: no extension is negotiated, so a frame
-            // with RSV bits set is a violation (see `websocket`).
+            // with RSV bits set is a violation (see `crate::session::relay`).
             upstream_request.remove_header(&http::header::SEC_WEBSOCKET_EXTENSIONS);
         }
         // Backends behind traefik route by Host (and SNI): send the backend's own name.
@@ -542,7 +363,7 @@ impl ProxyHttp for Gateway {
         if let Some(kind) = session_kind(ctx.traffic, upstream_response) {
             if let Some(backend) = self.backend(ctx) {
                 backend.metrics.sessions_open[kind].inc();
-                ctx.session_open = Some(kind);
+                ctx.session.open = Some(kind);
             }
         }
         // 502/503/504 are what a node's own reverse proxy (traefik) answers when the node behind it
@@ -554,6 +375,7 @@ impl ProxyHttp for Gateway {
         let html_for_rpc = !refused_request
             && ctx.traffic == Traffic::Plain
             && ctx
+                .session
                 .pool
                 .as_ref()
                 .is_some_and(|p| p.config.kind == PoolKind::Execution)
@@ -698,7 +520,7 @@ impl ProxyHttp for Gateway {
         // A session the gateway cut on purpose is logged once per backend ("sessions cut"), and
         // an idle session ending is routine (counted as reason "idle").
         let cut = error.to_string().contains(SESSION_CUT);
-        let idle = ctx.session_open.is_some() && is_timeout(error);
+        let idle = ctx.session.open.is_some() && is_timeout(error);
         // So is a client going away (mid-session, or before its answer was ready): the access
         // line records it; the operator has nothing to act on.
         let client_left = error.esource() == &ErrorSource::Downstream
@@ -721,7 +543,7 @@ impl ProxyHttp for Gateway {
             .map_or(0, |r| r.status.as_u16());
         let backend = self.backend(ctx);
         if let Some(backend) = backend {
-            if let Some(kind) = ctx.session_open {
+            if let Some(kind) = ctx.session.open {
                 backend.metrics.sessions_open[kind].dec();
                 if e.is_some_and(is_timeout) {
                     backend.metrics.count_cut(CutReason::Idle.index(), 1);

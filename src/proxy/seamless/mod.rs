@@ -1,14 +1,19 @@
 //! Sessions that outlive their backend (`sessions: seamless`): on a failover or a fail-back the
 //! gateway moves the session to the next healthy backend while the client stays connected.
 //!
+//! The HTTP path hands a session over once it has routed and admitted its request
+//! ([`serve_websocket`], [`stream_events`]); what the session needs of that path afterwards (the
+//! backend choice and its failure rules, the request and response hooks, the judgement of the
+//! client's frames) it asks of its [`Host`](crate::session::Host), never of the proxy itself.
+//!
 //! - [`events`]: a consensus pool's `/eth/v1/events` stream, read event by event and continued
 //!   on the next backend without the events the client has.
 //! - [`websocket`]: an execution pool's WebSocket, which the gateway terminates on both sides so
 //!   that it can carry the client's subscriptions and requests to another backend;
 //!   [`subscriptions`] is what it carries, and [`carry`] the steps of a move, both pure.
 //!
-//! Both look at their backend every [`WATCH`] ([`Watch`]) and record each move the same way
-//! ([`record_move`]).
+//! Both look at their backend every [`watch::WATCH`] ([`watch::Watch`]) and record each move the
+//! same way ([`watch::record_move`]).
 
 mod backend;
 pub mod carry;
@@ -16,124 +21,8 @@ mod events;
 #[cfg(test)]
 mod invariant_tests;
 pub mod subscriptions;
+mod watch;
 mod websocket;
 
-use super::Gateway;
-use crate::config::model::Policy;
-use crate::metrics::MOVE_REASONS;
-use crate::upstream::{Backend, Pool};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// How often a session's backend is looked at while the session is quiet.
-const WATCH: Duration = Duration::from_millis(100);
-
-/// Why a session moved, as an index into [`MOVE_REASONS`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Move {
-    BackendDown = 0,
-    FailBack = 1,
-    BackendEnded = 2,
-}
-
-impl Move {
-    fn as_str(self) -> &'static str {
-        MOVE_REASONS[self as usize]
-    }
-}
-
-/// What a look at a session's backend decided.
-#[derive(Debug, PartialEq, Eq)]
-enum Look {
-    Stay,
-    Move(Move),
-    /// Shutting down, or a reload replaced the pool: the session ends as a cut one would, and
-    /// the client reconnects (to the new pool).
-    End,
-}
-
-/// Looks at a session's backend: down, or a better one healthy for the fail-back delay.
-#[derive(Debug, Default)]
-struct Watch {
-    /// Since when a backend ranked before this one is healthy.
-    better_since: Option<Instant>,
-}
-
-impl Watch {
-    fn look(&mut self, gateway: &Gateway, pool: &Arc<Pool>, index: usize) -> Look {
-        let current = gateway
-            .routing
-            .load()
-            .pools
-            .iter()
-            .any(|p| Arc::ptr_eq(p, pool));
-        if pool.is_closing() || !current {
-            return Look::End;
-        }
-        if !pool.backends[index].is_up() {
-            return Look::Move(Move::BackendDown);
-        }
-        // A fail-back is a rule of policy `first` (as for cut sessions, `schedule_failback`):
-        // under `round_robin` the backends are equals, and a session stays where it is.
-        let failback = pool
-            .config
-            .failback
-            .filter(|_| pool.config.policy == Policy::First);
-        if let Some(delay) = failback {
-            let better = pool
-                .active()
-                .is_some_and(|a| pool.rank(a) < pool.rank(index));
-            match (better, self.better_since) {
-                (false, _) => self.better_since = None,
-                (true, None) => self.better_since = Some(Instant::now()),
-                (true, Some(since)) if since.elapsed() >= delay => {
-                    return Look::Move(Move::FailBack);
-                }
-                (true, Some(_)) => {}
-            }
-        }
-        Look::Stay
-    }
-}
-
-/// The healthy backend a moving session goes to, and how to reach it (`reach`: its connections
-/// to the endpoint the session uses), past the `excluded` ones.
-fn next_backend<T>(
-    pool: &Pool,
-    excluded: u64,
-    reach: impl Fn(&Backend) -> Option<T>,
-) -> Option<(usize, T)> {
-    let mut tried = excluded;
-    loop {
-        let index = pool.select(tried)?;
-        tried |= 1 << index;
-        if let Some(reached) = reach(&pool.backends[index]) {
-            return Some((index, reached));
-        }
-    }
-}
-
-/// A session moved from backend `from` to `to`: the open-session gauge follows it, the move is
-/// counted and logged.
-fn record_move(pool: &Pool, kind: usize, from: Option<usize>, to: usize, why: Move) {
-    let from = from.map(|f| &pool.backends[f]);
-    if let Some(from) = from {
-        from.metrics.sessions_open[kind].dec();
-    }
-    pool.backends[to].metrics.sessions_open[kind].inc();
-    pool.metrics.moved[kind][why as usize].inc();
-    tracing::info!(
-        pool = %pool.name(),
-        kind = crate::metrics::SESSION_KINDS[kind],
-        from = from.map_or("-", |b| b.name()),
-        to = pool.backends[to].name(),
-        reason = why.as_str(),
-        "session moved"
-    );
-    pool.record_move(
-        crate::metrics::SESSION_KINDS[kind],
-        from.map(|b| b.name()),
-        pool.backends[to].name(),
-        why.as_str(),
-    );
-}
+pub use events::stream_events;
+pub use websocket::serve_websocket;

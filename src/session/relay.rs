@@ -1,4 +1,5 @@
-//! The method policy and the frame limits on WebSocket sessions of execution pools.
+//! The WebSocket frame relay: the method policy and the frame limits on WebSocket sessions of
+//! execution pools, `cut` and seamless alike, and the frame utilities both kinds write with.
 //!
 //! Client frames are judged from their header as they stream (RFC 6455, read with tungstenite's
 //! frame codec): a frame whose declared length would take its message over the limit ends the
@@ -318,7 +319,7 @@ fn unmask(payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
 
 /// The frames in `bytes` that are whole (as [`ClientFrames::feed`] returns them: whole messages
 /// and control frames), each with its opcode and its payload unmasked.
-pub(super) fn whole_frames(bytes: &[u8]) -> Vec<(OpCode, Vec<u8>)> {
+pub(crate) fn whole_frames(bytes: &[u8]) -> Vec<(OpCode, Vec<u8>)> {
     let mut out = Vec::new();
     let mut cursor = Cursor::new(bytes);
     while let Ok(Some((header, length))) = FrameHeader::parse(&mut cursor) {
@@ -341,7 +342,7 @@ pub(super) fn whole_frames(bytes: &[u8]) -> Vec<(OpCode, Vec<u8>)> {
 }
 
 /// One final frame; masked when `mask` is given (client to server).
-pub(super) fn frame(opcode: OpCode, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(opcode: OpCode, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
     let header = FrameHeader {
         is_final: true,
         rsv1: false,

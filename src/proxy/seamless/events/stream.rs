@@ -1,0 +1,467 @@
+//! One client's seamless event stream, carried from backend to backend ([`stream_events`]): the
+//! first backend chosen like any request's, later ones whichever is healthy, each followed event
+//! by event against the watch ([`EventStream::follow`]).
+
+use super::super::watch::{next_backend, record_move, Look, Move, Watch, WATCH};
+use super::super::websocket::CLIENT_WRITE_TIMEOUT;
+use super::filter::{split_event, EventFilter};
+use crate::session::{Host, SessionCtx};
+use crate::upstream::connections::Connections;
+use crate::upstream::exchange::{exchange, this_hop, to_hyper, HOP_BY_HOP_RESPONSE};
+use crate::upstream::routing::Routing;
+use crate::upstream::{Pool, Traffic};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The longest event the gateway holds while it arrives.
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// The session kind of event streams, in [`crate::metrics::SESSION_KINDS`].
+const SSE: usize = 1;
+
+/// Longest the client's stream goes without a byte: then a keep-alive comment goes out.
+const CLIENT_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Serves an event stream of a `sessions: seamless` pool for `host`, which routed and admitted
+/// the request; `Ok` once the client's response ended (or the client went away).
+pub async fn stream_events<H: Host>(
+    host: &H,
+    session: &mut Session,
+    ctx: &mut H::Ctx,
+    response_timeout: Duration,
+) -> Result<()> {
+    let Some(pool) = H::session_ctx(ctx).pool.clone() else {
+        return Error::e_explain(ErrorType::InternalError, "event stream without a pool");
+    };
+    // Every write to the client has a deadline, the response header's too (the body's are
+    // also raced against the watch, see `write_watched`).
+    session
+        .as_downstream_mut()
+        .set_write_timeout(Some(CLIENT_WRITE_TIMEOUT));
+    let mut stream = EventStream {
+        host,
+        session,
+        ctx,
+        pool,
+        response_timeout,
+        filter: EventFilter::default(),
+        moved: None,
+        excluded: 0,
+    };
+    stream.serve().await
+}
+
+/// One client's event stream, carried from backend to backend.
+struct EventStream<'a, H: Host> {
+    host: &'a H,
+    session: &'a mut Session,
+    ctx: &'a mut H::Ctx,
+    pool: Arc<Pool>,
+    response_timeout: Duration,
+    filter: EventFilter,
+    /// Why the stream left its last backend.
+    moved: Option<Move>,
+    /// Backends the stream does not go to now (a bit per backend index).
+    excluded: u64,
+}
+
+/// What a backend's answer to the stream request decided.
+enum Answered {
+    /// The backend streams: its events are followed.
+    Streams(Incoming),
+    /// The client had the backend's own answer: the request is over.
+    Over,
+    /// The next backend is tried.
+    Next,
+}
+
+/// A backend's answer to the stream request, or the error and whether it came while connecting.
+type Asked = std::result::Result<http::Response<Incoming>, (Box<Error>, bool)>;
+
+impl<H: Host> EventStream<'_, H> {
+    fn session_ctx(&mut self) -> &mut SessionCtx {
+        H::session_ctx(self.ctx)
+    }
+
+    /// Whether the client has a stream (the response hook counted it open).
+    fn opened(&mut self) -> bool {
+        self.session_ctx().open.is_some()
+    }
+
+    /// Backend after backend until the stream is over: choose, ask, follow, move on.
+    async fn serve(&mut self) -> Result<()> {
+        loop {
+            let Some((index, connections)) = self.choose()? else {
+                return end(self.session).await;
+            };
+            let previous = self.session_ctx().backend.replace(index);
+            let response = match self.ask(&connections).await? {
+                Ok(response) => response,
+                Err((e, connecting)) => {
+                    self.failed(index, previous, e, connecting).await?;
+                    continue;
+                }
+            };
+            let incoming = match self.answered(index, previous, response).await? {
+                Answered::Streams(incoming) => incoming,
+                Answered::Over => return Ok(()),
+                Answered::Next => continue,
+            };
+            let mut delivered = false;
+            let Some(why) = self.follow(index, incoming, &mut delivered).await? else {
+                return end(self.session).await;
+            };
+            self.moved = Some(why);
+            // Backends that end their stream before it delivered anything stay excluded until
+            // one delivers: backends that all close at once end the client's stream instead of
+            // trading it back and forth.
+            if delivered {
+                self.excluded = 0;
+            }
+            if why == Move::BackendEnded {
+                self.excluded |= 1 << index;
+            }
+            keep_alive(self.session).await?;
+        }
+    }
+
+    /// The backend to ask next, and its connections: the first is chosen like any request's
+    /// (and counted the same); later ones are whichever is healthy now. `None`: none is left.
+    fn choose(&mut self) -> Result<Option<(usize, Arc<Connections>)>> {
+        if !self.opened() {
+            let connections = self.host.next_attempt(self.ctx, |b| b.connections())?;
+            let index = self.session_ctx().backend.unwrap_or_default();
+            return Ok(Some((index, connections)));
+        }
+        let found = next_backend(&self.pool, self.excluded, |b| b.connections());
+        if found.is_none() {
+            tracing::info!(pool = %self.pool.name(), kind = "sse", "no healthy backend to move the event stream to: it ends");
+        }
+        Ok(found)
+    }
+
+    /// Sends the client's request, as the request hook shapes it, to the chosen backend.
+    async fn ask(&mut self, connections: &Connections) -> Result<Asked> {
+        let mut request = self.session.req_header().clone();
+        self.host
+            .upstream_request(self.session, &mut request, self.ctx)
+            .await?;
+        this_hop(&mut request, 0)?;
+        // A refused connection and a failed exchange count as on any request: the first takes
+        // the backend out, the second counts once against it.
+        Ok(match connections.connect().await {
+            Err(e) => Err((e, true)),
+            Ok(sender) => {
+                let hyper_request = to_hyper(&request, &Bytes::new())?;
+                match exchange(sender, hyper_request, self.response_timeout).await {
+                    Ok((_sender, response)) => Ok(response),
+                    Err(e) => Err((e, false)),
+                }
+            }
+        })
+    }
+
+    /// Backend `index` failed to answer. Before the client has a stream, the rules for a failed
+    /// request decide whether another is tried (`Err`: the request ends); after, the backend is
+    /// held to account as for any request, and the stream goes on to the next one.
+    async fn failed(
+        &mut self,
+        index: usize,
+        previous: Option<usize>,
+        e: Box<Error>,
+        connecting: bool,
+    ) -> Result<()> {
+        let backend = &self.pool.backends[index];
+        tracing::warn!(pool = %self.pool.name(), backend = %backend.name(), error = %e, "event stream: backend failed; trying the next");
+        if !self.opened() {
+            // Nothing reached the client: Pingora's rules for a failed request.
+            let e = if connecting {
+                self.host.connect_failed(self.session, self.ctx, e)
+            } else {
+                self.host.proxy_failed(self.session, self.ctx, e)
+            };
+            return if e.retry() { Ok(()) } else { Err(e) };
+        }
+        if connecting {
+            self.pool
+                .take_out(index, Traffic::EventStream, "event stream: connect failed");
+        } else {
+            self.pool.count_live_failure(index, "event stream failed");
+        }
+        self.excluded |= 1 << index;
+        self.session_ctx().backend = previous;
+        keep_alive(self.session).await
+    }
+
+    /// What backend `index`'s answer decides. Before the client has a stream, a stream starts
+    /// it and any other answer is the client's; after, a stream continues it (a move) and any
+    /// other answer sends it on to the next backend.
+    async fn answered(
+        &mut self,
+        index: usize,
+        previous: Option<usize>,
+        response: http::Response<Incoming>,
+    ) -> Result<Answered> {
+        let streams = response.status() == http::StatusCode::OK
+            && response
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/event-stream"));
+        let (parts, incoming) = response.into_parts();
+        match (self.opened(), streams) {
+            (false, false) => {
+                // The node's answer (a 400 for an unknown topic, say) is the client's.
+                let mut header = ResponseHeader::from(parts);
+                for name in HOP_BY_HOP_RESPONSE {
+                    header.remove_header(name);
+                }
+                self.host
+                    .upstream_response(self.session, &mut header, self.ctx)
+                    .await?;
+                self.host
+                    .relay_answer(
+                        self.session,
+                        self.ctx,
+                        header,
+                        incoming,
+                        self.response_timeout,
+                    )
+                    .await?;
+                Ok(Answered::Over)
+            }
+            (false, true) => {
+                self.start(ResponseHeader::from(parts)).await?;
+                Ok(Answered::Streams(incoming))
+            }
+            (true, false) => {
+                let backend = &self.pool.backends[index];
+                tracing::warn!(pool = %self.pool.name(), backend = %backend.name(), status = parts.status.as_u16(), "event stream: the backend did not answer with a stream; trying the next");
+                self.excluded |= 1 << index;
+                self.session_ctx().backend = previous;
+                keep_alive(self.session).await?;
+                Ok(Answered::Next)
+            }
+            (true, true) => {
+                let why = self.moved.unwrap_or(Move::BackendEnded);
+                record_move(&self.pool, SSE, previous, index, why);
+                self.filter.switched();
+                Ok(Answered::Streams(incoming))
+            }
+        }
+    }
+
+    /// Gives the client the first backend's stream header, chunked and through the hooks.
+    async fn start(&mut self, mut header: ResponseHeader) -> Result<()> {
+        for name in HOP_BY_HOP_RESPONSE {
+            header.remove_header(name);
+        }
+        header.remove_header(&http::header::CONTENT_LENGTH);
+        header.set_version(http::Version::HTTP_11);
+        header.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+        // Counts the session on this backend (`SessionCtx::open`).
+        self.host
+            .upstream_response(self.session, &mut header, self.ctx)
+            .await?;
+        self.host
+            .response(self.session, &mut header, self.ctx)
+            .await?;
+        self.session
+            .write_response_header(Box::new(header), false)
+            .await
+            .map_err(|e| e.into_down())
+    }
+
+    /// Writes backend `index`'s events to the client until it should move on (`Some`), or the
+    /// stream is over (`None`: idle too long, or an event too large).
+    ///
+    /// Every wait here has a deadline and none holds the watch: the backend is read against the
+    /// watch and its idle timeout, and each write to the client runs against the watch too
+    /// ([`write_watched`]).
+    async fn follow(
+        &mut self,
+        index: usize,
+        incoming: Incoming,
+        delivered: &mut bool,
+    ) -> Result<Option<Move>> {
+        let (host, pool) = (self.host, &self.pool);
+        let (session, filter) = (&mut *self.session, &mut self.filter);
+        let backend = &pool.backends[index];
+        let idle_timeout = host.routing().load().timeouts.websocket_idle;
+        let mut pending: Vec<u8> = Vec::new();
+        // How far into `pending` no event end was found.
+        let mut scanned = 0;
+        let mut heard = Instant::now();
+        // Last write to the client: a quiet stream gets a keep-alive comment now and then, which
+        // also finds a client that went away (a write fails) while the backend has nothing to say.
+        let mut wrote = Instant::now();
+        let mut watching = Watching {
+            routing: host.routing(),
+            pool,
+            index,
+            look: Watch::default(),
+            tick: tokio::time::interval(WATCH),
+            incoming: Some(incoming),
+            leaving: None,
+        };
+        loop {
+            if let Some(why) = watching.leaving {
+                return Ok(Some(why));
+            }
+            let Some(incoming) = watching.incoming.as_mut() else {
+                return Ok(Some(Move::BackendEnded));
+            };
+            tokio::select! {
+                frame = incoming.frame() => {
+                    let data = match frame {
+                        Some(Ok(frame)) => match frame.into_data() {
+                            Ok(data) => data,
+                            Err(_trailers) => continue,
+                        },
+                        Some(Err(e)) => {
+                            tracing::info!(pool = %pool.name(), backend = %backend.name(), error = %e, "event stream from the backend broke");
+                            return Ok(Some(Move::BackendEnded));
+                        }
+                        None => return Ok(Some(Move::BackendEnded)),
+                    };
+                    heard = Instant::now();
+                    pending.extend_from_slice(&data);
+                    // Each byte is looked at once however the events arrive (a byte at a time,
+                    // or many in one read), and what was taken goes in one drain. Events already
+                    // read go out even when the backend is let go meanwhile.
+                    let mut taken = 0;
+                    loop {
+                        let (block, used) = match split_event(&pending[taken..], scanned) {
+                            Ok(found) => found,
+                            Err(resume) => {
+                                scanned = resume;
+                                break;
+                            }
+                        };
+                        taken += used;
+                        scanned = 0;
+                        if filter.admit(&block) {
+                            let mut out = block;
+                            out.extend_from_slice(b"\n\n");
+                            write_watched(session, &mut watching, Bytes::from(out)).await?;
+                            wrote = Instant::now();
+                            *delivered = true;
+                        }
+                    }
+                    pending.drain(..taken);
+                    if pending.len() > MAX_EVENT_BYTES {
+                        tracing::warn!(pool = %pool.name(), backend = %backend.name(), limit = MAX_EVENT_BYTES, "event stream closed: an event longer than the limit");
+                        return Ok(None);
+                    }
+                }
+                _ = watching.tick.tick() => {
+                    match watching.look.look(watching.routing, pool, index) {
+                        Look::Stay => {}
+                        Look::Move(why) => return Ok(Some(why)),
+                        Look::End => return Ok(None),
+                    }
+                    if heard.elapsed() > idle_timeout {
+                        return Ok(None);
+                    }
+                    if wrote.elapsed() >= CLIENT_KEEP_ALIVE {
+                        write_watched(session, &mut watching, Bytes::from_static(KEEP_ALIVE)).await?;
+                        wrote = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes `bytes` to the client while the watch goes on looking at the backend: a client slow
+/// to read holds neither the watch nor the backend. A move seen meanwhile lets go of the
+/// backend's stream at once (nothing moves for a client that takes nothing; the move follows
+/// once the write is done). Shutdown or a reload ends the stream, and so does a write that waits
+/// [`CLIENT_WRITE_TIMEOUT`]: `Err`, and the client's connection closes.
+async fn write_watched(
+    session: &mut Session,
+    watching: &mut Watching<'_>,
+    bytes: Bytes,
+) -> Result<()> {
+    let pool = watching.pool;
+    let write = write_client(session, Some(bytes), false);
+    tokio::pin!(write);
+    loop {
+        tokio::select! {
+            written = &mut write => return written,
+            _ = watching.tick.tick() => {
+                match watching.look.look(watching.routing, pool, watching.index) {
+                    Look::Stay => {}
+                    Look::Move(why) => {
+                        if watching.leaving.is_none() {
+                            tracing::info!(pool = %pool.name(), backend = %pool.backends[watching.index].name(), reason = why.as_str(), "event stream: the client is not reading; its backend's stream is let go, and the move waits for the client");
+                            watching.leaving = Some(why);
+                            watching.incoming = None;
+                        }
+                    }
+                    Look::End => {
+                        tracing::info!(pool = %pool.name(), "event stream ended at shutdown or reload while the client was not reading");
+                        return Err(Error::explain(
+                            ErrorType::WriteError,
+                            "the client was not reading when the gateway ended its stream",
+                        )
+                        .into_down());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a session's watch needs while it follows one backend.
+struct Watching<'a> {
+    /// The routing in force (a reload that replaces the pool ends the stream).
+    routing: &'a ArcSwap<Routing>,
+    pool: &'a Arc<Pool>,
+    index: usize,
+    look: Watch,
+    tick: tokio::time::Interval,
+    /// The backend's stream; `None` once let go.
+    incoming: Option<Incoming>,
+    /// Set when the session must leave the backend, once the write in progress is done.
+    leaving: Option<Move>,
+}
+
+/// One write to the client, given up after [`CLIENT_WRITE_TIMEOUT`] (a client that stopped
+/// reading holds its stream no longer).
+async fn write_client(session: &mut Session, bytes: Option<Bytes>, end: bool) -> Result<()> {
+    let write = session.write_response_body(bytes, end);
+    match tokio::time::timeout(CLIENT_WRITE_TIMEOUT, write).await {
+        Ok(written) => written.map_err(|e| e.into_down()),
+        Err(_) => {
+            tracing::info!(
+                timeout = ?CLIENT_WRITE_TIMEOUT,
+                "event stream ended: the client took nothing within the client write timeout"
+            );
+            Err(Error::explain(
+                ErrorType::WriteTimedout,
+                format!("the client took nothing for {CLIENT_WRITE_TIMEOUT:?}"),
+            )
+            .into_down())
+        }
+    }
+}
+
+/// The keep-alive comment.
+const KEEP_ALIVE: &[u8] = b":\n\n";
+
+/// A comment line: keeps the client's stream alive while the gateway switches backends.
+async fn keep_alive(session: &mut Session) -> Result<()> {
+    write_client(session, Some(Bytes::from_static(KEEP_ALIVE)), false).await
+}
+
+async fn end(session: &mut Session) -> Result<()> {
+    write_client(session, None, true).await
+}
