@@ -477,7 +477,7 @@ fn expected_ids(body: &[u8]) -> Vec<Value> {
 /// answers it with an error, keeping the order); the placeholder is the one name allowed beyond
 /// the policy.
 fn permitted_message(message: &[u8]) -> bool {
-    let placeholder = ssv_ha::proxy::websocket::DENIED_PLACEHOLDER;
+    let placeholder = ssv_ha::session::relay::DENIED_PLACEHOLDER;
     let text = String::from_utf8_lossy(message).replace(placeholder, "eth_chainId");
     permitted(text.as_bytes(), MAX_BATCH)
 }

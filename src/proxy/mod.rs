@@ -15,12 +15,8 @@ mod direct;
 mod exchange;
 pub mod reply;
 pub mod retry;
-mod seamless;
 mod session_host;
 
-/// The frame relay under the name it had when it lived here: the seamless sessions' backend
-/// socket and state, and the policy tests, still reach it by this path.
-pub use crate::session::relay as websocket;
 
 pub use crate::upstream::routing::Routing;
 
@@ -205,11 +201,11 @@ impl ProxyHttp for Gateway {
             .pool(ctx)
             .is_some_and(|p| p.config.sessions == SessionMode::Seamless);
         if seamless_pool && ctx.traffic == Traffic::EventStream {
-            seamless::stream_events(self, session, ctx, routing.timeouts.response).await?;
+            crate::session::seamless::stream_events(self, session, ctx, routing.timeouts.response).await?;
             return Ok(true);
         }
         if seamless_pool && ctx.traffic == Traffic::WebSocket && execution {
-            seamless::serve_websocket(self, session, ctx, routing.timeouts.response).await?;
+            crate::session::seamless::serve_websocket(self, session, ctx, routing.timeouts.response).await?;
             return Ok(true);
         }
         if ctx.traffic != Traffic::Plain {

@@ -8,11 +8,11 @@
 //!   passive health and retry rules, the request and response hooks, the judgement of the
 //!   client's frames, the routing in force), and [`SessionCtx`], the facts about the request
 //!   that both share;
-//! - the seamless WebSocket and event-stream sessions, with the watch that sees mark-down,
-//!   fail-back, reload and shutdown (`seamless`, served through [`Host`]; its files still sit
-//!   under `src/proxy/seamless/` and import nothing of `proxy`).
+//! - [`seamless`]: the seamless WebSocket and event-stream sessions, with the watch that sees
+//!   mark-down, fail-back, reload and shutdown, served through [`Host`].
 
 mod host;
 pub mod relay;
+pub mod seamless;
 
 pub use host::{Host, SessionCtx};

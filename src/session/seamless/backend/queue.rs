@@ -3,7 +3,7 @@
 //! backend that stops reading holds nothing but its queue ([`BackendSocket::stalled_for`]).
 
 use super::BackendSocket;
-use crate::proxy::websocket::frame;
+use crate::session::relay::frame;
 use bytes::Bytes;
 use std::io::{self, ErrorKind};
 use std::pin::Pin;

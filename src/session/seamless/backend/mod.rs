@@ -39,7 +39,7 @@ mod recording;
 
 pub use recording::Recording;
 
-use super::super::websocket::frame;
+use crate::session::relay::frame;
 use crate::upstream::connections::Stream;
 use bytes::Bytes;
 use queue::mask;

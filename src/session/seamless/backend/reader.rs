@@ -5,7 +5,7 @@
 use super::answer_id::{id_from_head, id_from_tail};
 use super::queue::mask;
 use super::{BackendSocket, Incoming, KEPT_ENDS, MAX_BACKEND_MESSAGE, MAX_QUEUED_BYTES};
-use crate::proxy::websocket::frame;
+use crate::session::relay::frame;
 use bytes::Bytes;
 use std::io::{self, Cursor, ErrorKind};
 use std::pin::Pin;

@@ -34,7 +34,7 @@ const SAFE_TO_REPEAT: [&str; 21] = [
     "txpool_",
     "debug_trace",
     "trace_",
-    crate::proxy::websocket::DENIED_PLACEHOLDER,
+    crate::session::relay::DENIED_PLACEHOLDER,
     NOT_A_REQUEST,
 ];
 

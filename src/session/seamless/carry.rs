@@ -474,7 +474,7 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::seamless::subscriptions::{notification, Outgoing};
+    use crate::session::seamless::subscriptions::{notification, Outgoing};
 
     fn text(v: &[u8]) -> Value {
         serde_json::from_slice(v).unwrap()
