@@ -1,5 +1,5 @@
 /// mimalloc: Pingora's many small per-request allocations are measurably cheaper with it than
-/// with the system allocator (see the benchmark section of the README).
+/// with the system allocator (see `docs/benchmarks.md`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -16,7 +16,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 const PURGE_DELAY_MS: std::os::raw::c_long = 100;
 
 /// Two settings for a process that holds thousands of long-lived connections (measured with idle
-/// WebSockets through ssv-ha, see the README's benchmark section):
+/// WebSockets through ssv-ha, see `docs/benchmarks.md`):
 ///
 /// - No transparent huge pages. Where the kernel uses them unasked (`enabled` = `always`), each
 ///   session that touches a few bytes of a fresh buffer makes 2 MiB resident instead of 4 KiB:

@@ -1,4 +1,4 @@
-//! Every metric in the README's table is served by a running gateway, with the documented type
+//! Every metric in the metrics table of `docs/monitoring.md` is served by a running gateway, with the documented type
 //! and labels; and the failover metrics move when traffic moves.
 
 mod common;
@@ -6,12 +6,12 @@ mod common;
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// (name -> (type, labels)) from the README's metrics table.
+/// (name -> (type, labels)) from the metrics table of `docs/monitoring.md`.
 fn documented() -> BTreeMap<String, (String, BTreeSet<String>)> {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/monitoring.md"))
+        .unwrap();
     let mut metrics = BTreeMap::new();
-    for line in readme.lines().filter(|l| l.starts_with("| `ssv_ha_")) {
+    for line in page.lines().filter(|l| l.starts_with("| `ssv_ha_")) {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
         let name = cells[1].trim_matches('`').to_string();
         let kind = cells[2].to_string();
@@ -82,7 +82,7 @@ async fn every_documented_metric_is_served_with_its_labels() {
     let documented = documented();
     assert!(
         documented.len() >= 15,
-        "the README table lists the metrics: {documented:?}"
+        "the table in docs/monitoring.md lists the metrics: {documented:?}"
     );
     let text = gw.metrics().await;
     let served = served(&text);
@@ -99,7 +99,7 @@ async fn every_documented_metric_is_served_with_its_labels() {
     for name in served.keys() {
         assert!(
             documented.contains_key(name),
-            "{name} is served but not in the README table"
+            "{name} is served but not in the table in docs/monitoring.md"
         );
     }
 

@@ -2,9 +2,9 @@
 //! `logs`, with calls of their own) and 20 event streams through the gateway, while the nodes
 //! behind them are killed, frozen, made to lag and brought back (so that sessions also fail
 //! back), one at a time and at random (seeded: `SSV_HA_CHAOS_SEED` replays a run), for about
-//! 40 s. Every session either stays open with its invariant holding, or closes with a code the
-//! README documents. At the end the gateway's descriptors and memory are back near where they
-//! started.
+//! 40 s. Every session either stays open with its invariant holding, or closes with a code that
+//! `docs/failover.md` documents. At the end the gateway's descriptors and memory are back near
+//! where they started.
 //!
 //! The invariant, on one chain shared by every node (no reorg here; the reorg cases are the
 //! property test's and `seamless_websocket.rs`'s): heads strictly increasing and contiguous;
@@ -29,7 +29,7 @@ const SESSIONS: usize = 20;
 const NODES: usize = 3;
 /// Logs the simulated node writes in every block.
 const LOGS_PER_BLOCK: u64 = 2;
-/// Close codes a moving WebSocket session may end with (README, "Seamless WebSocket sessions"):
+/// Close codes a moving WebSocket session may end with (`docs/failover.md`, "WebSocket sessions"):
 /// going away (idle), internal error (cannot be carried), service restart (no backend).
 const DOCUMENTED_CLOSES: [u16; 3] = [1001, 1011, 1012];
 

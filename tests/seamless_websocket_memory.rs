@@ -1,7 +1,7 @@
 //! `sessions: seamless` WebSocket sessions against a hostile client: messages shaped like answers
 //! with big ids, and requests full of small numbers, hold the gateway to the per-session bound
-//! (the README's: 16 MiB of state and the message being read), trigger no move, and leave other
-//! sessions served; keys in any case are read as the node reads them.
+//! (the one in `docs/failover.md`: 16 MiB of state and the message being read), trigger no move,
+//! and leave other sessions served; keys in any case are read as the node reads them.
 //!
 //! The attack sent 1,024 answer-shaped messages with 10 MiB ids; here the ids are 64 KiB
 //! (160 times smaller, 64 MiB in all), and the requests carry 64 KiB arrays of numbers, so that

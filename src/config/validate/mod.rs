@@ -323,8 +323,12 @@ impl Validator {
         if value.is_null() {
             return T::default();
         }
-        self.node(path, value, "see the configuration reference in README.md")
-            .unwrap_or_default()
+        self.node(
+            path,
+            value,
+            "see the configuration reference in docs/configuration.md",
+        )
+        .unwrap_or_default()
     }
 
     fn positive(&mut self, path: &str, value: Option<usize>, default: usize) -> usize {

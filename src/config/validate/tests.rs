@@ -165,11 +165,11 @@ fn keys<T: DeserializeOwned + std::fmt::Debug>() -> Vec<String> {
         .collect()
 }
 
-/// Every key of the file structs has a row in the README's configuration reference, and every
-/// row there names a key the code reads. Keys whose value is a small mapping (`tls`, `auth`,
+/// Every key of the file structs has a row in the configuration reference
+/// (`docs/configuration.md`), and every row there names a key the code reads. Keys whose value is a small mapping (`tls`, `auth`,
 /// `methods`) are documented by one row for the whole value.
 #[test]
-fn the_readme_documents_every_config_key_and_no_other() {
+fn the_configuration_reference_documents_every_key_and_no_other() {
     use crate::config::file::*;
     let sections: [(&str, Vec<String>); 10] = [
         ("log", keys::<LogSection>()),
@@ -194,9 +194,12 @@ fn the_readme_documents_every_config_key_and_no_other() {
     for section in ["log", "server", "admin", "timeouts", "limits"] {
         assert!(TOP_LEVEL_KEYS.contains(&section), "{section}");
     }
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
-    let documented: Vec<String> = readme
+    let reference = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .expect("docs/configuration.md");
+    let documented: Vec<String> = reference
         .lines()
         .filter_map(|line| line.strip_prefix("| `")?.split_once("` |"))
         .map(|(key, _)| key.to_string())
@@ -210,13 +213,13 @@ fn the_readme_documents_every_config_key_and_no_other() {
     for key in &in_code {
         assert!(
             documented.contains(key),
-            "`{key}` is read from the config file but has no row in the README's reference"
+            "`{key}` is read from the config file but has no row in docs/configuration.md"
         );
     }
     for key in &documented {
         assert!(
             in_code.contains(key),
-            "the README documents `{key}`, which the config file does not have"
+            "docs/configuration.md documents `{key}`, which the config file does not have"
         );
     }
 }
