@@ -17,7 +17,6 @@ pub mod reply;
 pub mod retry;
 mod session_host;
 
-
 pub use crate::upstream::routing::Routing;
 
 use admission::{Body, Hold};
@@ -201,11 +200,18 @@ impl ProxyHttp for Gateway {
             .pool(ctx)
             .is_some_and(|p| p.config.sessions == SessionMode::Seamless);
         if seamless_pool && ctx.traffic == Traffic::EventStream {
-            crate::session::seamless::stream_events(self, session, ctx, routing.timeouts.response).await?;
+            crate::session::seamless::stream_events(self, session, ctx, routing.timeouts.response)
+                .await?;
             return Ok(true);
         }
         if seamless_pool && ctx.traffic == Traffic::WebSocket && execution {
-            crate::session::seamless::serve_websocket(self, session, ctx, routing.timeouts.response).await?;
+            crate::session::seamless::serve_websocket(
+                self,
+                session,
+                ctx,
+                routing.timeouts.response,
+            )
+            .await?;
             return Ok(true);
         }
         if ctx.traffic != Traffic::Plain {

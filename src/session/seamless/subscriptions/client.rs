@@ -6,8 +6,8 @@
 use super::state::{CallKind, InFlight, SessionState};
 use super::unanswered::safe_to_repeat;
 use super::wire::{error_answer, join_array};
-use crate::jsonrpc::{self, Message, Shape};
 use crate::jsonrpc::policy::{INVALID_REQUEST, PARSE_ERROR};
+use crate::jsonrpc::{self, Message, Shape};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
