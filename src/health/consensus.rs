@@ -2,8 +2,8 @@
 //! `GET /eth/v1/node/peer_count`, sent together and parsed strictly. The node's genesis and
 //! `SECONDS_PER_SLOT` are read on its first check and kept in a [`NodeConstants`].
 
+use super::facts::{ConsensusFacts, Facts, Genesis};
 use super::probe::{decimal_string, fetch_json};
-use super::{ConsensusFacts, Facts, Genesis};
 use serde_json::Value;
 
 /// What a beacon node reports once and for all: its network and slot length.

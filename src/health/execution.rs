@@ -2,8 +2,8 @@
 //! `eth_blockNumber`, `eth_chainId`, and `eth_getBlockByNumber("latest")` for the head's age when
 //! the pool checks it), parsed strictly.
 
+use super::facts::{ExecutionFacts, Facts};
 use super::probe::{fetch_json, hex_quantity};
-use super::{ExecutionFacts, Facts};
 use serde_json::{json, Value};
 
 const METHODS: [&str; 5] = [

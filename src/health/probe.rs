@@ -1,12 +1,14 @@
 //! What both probes share: the HTTP client per backend and strict JSON fetching with readable
 //! failure reasons.
 
-use super::PROBE_USER_AGENT;
 use arc_swap::ArcSwapOption;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+
+/// User-Agent of every health probe, so node logs (and the simulated nodes) can tell probes apart.
+pub const PROBE_USER_AGENT: &str = concat!("ssv-ha-health/", env!("CARGO_PKG_VERSION"));
 
 /// The address a probe's host name stands for: set before each check to the address the
 /// gateway's traffic goes to, so that the node judged is the node served (a name with several

@@ -3,9 +3,9 @@
 //! `/status`.
 
 use super::check::Report;
+use super::facts::Facts;
 use super::hysteresis::{Hysteresis, Transition};
 use super::verdict::Verdict;
-use super::Facts;
 use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Default, Clone)]

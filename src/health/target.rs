@@ -2,9 +2,10 @@
 //! read once from it, kept between its checks; and the probe of what a pool's rules need.
 
 use super::consensus::NodeConstants;
+use super::facts::Facts;
 use super::spec::NodeSpec;
 use super::verdict::Rules;
-use super::{consensus, execution, probe, Facts};
+use super::{consensus, execution, probe};
 use crate::config::model::PoolKind;
 use std::sync::Mutex;
 use url::Url;

@@ -8,7 +8,7 @@
 //! suspect, not the leader). A consensus node must also not trail the wall-clock slot by more than
 //! `max_slot_lag`.
 
-use super::{ConsensusFacts, ExecutionFacts, Facts};
+use super::facts::{ConsensusFacts, ExecutionFacts, Facts};
 use crate::config::model::{ExpectedNetwork, PoolKind};
 use serde::Serialize;
 use std::fmt;

@@ -8,10 +8,10 @@
 
 mod round;
 
+use super::facts::Facts;
 use super::spec::{spec_of, ByName, CheckSettings, NodeSpec, Started, Unresolved};
 use super::target::{probe_facts, Target};
 use super::verdict::{judge_pool, Observed, PoolMemory, Verdict};
-use super::Facts;
 use crate::config::model::PoolKind;
 use pingora::lb::Backend;
 use pingora::{Error, ErrorType};
@@ -281,7 +281,7 @@ impl PoolView {
             Err(_) => backend.addr.to_string(),
         };
         let reason = self.reason(&name).unwrap_or_default();
-        super::log_transition(&self.shared.pool, &name, healthy, &reason);
+        super::transition_log::log_transition(&self.shared.pool, &name, healthy, &reason);
         if let Some(observer) = &self.shared.observer {
             observer.health_changed(&name, healthy);
         }

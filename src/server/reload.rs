@@ -9,7 +9,7 @@
 //! (listeners, admin listener, threads, grace period, upgrade socket) are refused with a note to
 //! restart (`ssv-ha run --upgrade`); nothing is half-applied.
 
-use super::build_routing;
+use super::routing::build_routing;
 use crate::admin::Reload;
 use crate::config::model::Config;
 use crate::metrics::events::EventKind;

@@ -2,7 +2,7 @@
 //! that at least one is a primary.
 
 use super::pools::valid_name;
-use super::Validator;
+use super::validator::Validator;
 use crate::config::file::BackendSection;
 use crate::config::model::*;
 use serde_yaml::Value;

@@ -1,6 +1,6 @@
 //! Validates a backend's `url` and `ws_url`: scheme, host, port and path prefix.
 
-use super::Validator;
+use super::validator::Validator;
 use crate::config::model::*;
 use url::Url;
 

@@ -1,6 +1,6 @@
 //! Validates a pool's `health` settings: probe interval, timeout, rise and fall.
 
-use super::Validator;
+use super::validator::Validator;
 use crate::config::file::HealthSection;
 use crate::config::model::*;
 

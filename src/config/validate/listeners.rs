@@ -1,6 +1,6 @@
 //! Validates the `listeners` section: addresses, names, TLS files, per-listener auth and limits.
 
-use super::Validator;
+use super::validator::Validator;
 use crate::config::file::ListenerSection;
 use crate::config::model::*;
 use serde_yaml::Value;

@@ -4,9 +4,9 @@
 //! hide a shape error in another; semantic checks (addresses, URLs, cross-references, files) run on
 //! whatever parsed.
 //!
-//! This module holds the entry point ([`parse`]), the error-collecting `Validator` with its shared
-//! helpers, and the top-level sections (server, admin, timeouts, retries, log, limits); each other
-//! section has its own file.
+//! This module holds the entry point ([`parse`]) and the top-level sections (server, admin,
+//! timeouts, retries, log, limits); the error-collecting `Validator` with its shared helpers lives
+//! in `validator.rs`, and each other section has its own file.
 
 mod backends;
 mod endpoints;
@@ -18,15 +18,15 @@ mod routes;
 mod security;
 #[cfg(test)]
 mod tests;
+mod validator;
 
+use super::error::ConfigError;
 use super::file::{AdminSection, LimitsSection, LogSection, ServerSection, TimeoutSection};
 use super::model::*;
-use super::ConfigError;
-use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
+use validator::Validator;
 
 const TOP_LEVEL_KEYS: &[&str] = &[
     "limits",
@@ -53,11 +53,6 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> {
     }
 }
 
-struct Validator {
-    errors: Vec<ConfigError>,
-    base: PathBuf,
-}
-
 /// The top-level sections of the file, each `Null` when it is absent.
 struct Sections {
     server: Value,
@@ -80,25 +75,6 @@ struct AdminSettings {
 }
 
 impl Validator {
-    fn error(&mut self, path: impl Into<String>, message: impl Into<String>, hint: Option<&str>) {
-        self.errors.push(ConfigError {
-            path: path.into(),
-            message: message.into(),
-            hint: hint.map(str::to_string),
-        });
-    }
-
-    /// Deserializes one YAML node, recording a shape error at `path`.
-    fn node<T: DeserializeOwned>(&mut self, path: &str, value: Value, hint: &str) -> Option<T> {
-        match serde_yaml::from_value(value) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.error(path, e.to_string(), Some(hint));
-                None
-            }
-        }
-    }
-
     /// The whole file: its sections in turn, each step recording its own errors. The order of the
     /// steps is the order errors are listed in.
     fn config(&mut self, text: &str) -> Option<Config> {
@@ -309,94 +285,6 @@ impl Validator {
             v => self
                 .node("retries", v, "a small whole number such as 2")
                 .unwrap_or(DEFAULT_RETRIES),
-        }
-    }
-
-    /// A file the server writes (`upgrade_socket`, `pid_file`): relative to the config's
-    /// directory, or `default` in the system's temporary directory.
-    fn file_or_temp(&self, file: Option<PathBuf>, default: &str) -> PathBuf {
-        file.map(|p| self.base.join(p))
-            .unwrap_or_else(|| std::env::temp_dir().join(default))
-    }
-
-    fn optional_section<T: DeserializeOwned + Default>(&mut self, path: &str, value: Value) -> T {
-        if value.is_null() {
-            return T::default();
-        }
-        self.node(
-            path,
-            value,
-            "see the configuration reference in docs/configuration.md",
-        )
-        .unwrap_or_default()
-    }
-
-    fn positive(&mut self, path: &str, value: Option<usize>, default: usize) -> usize {
-        match value {
-            Some(0) => {
-                self.error(path, "must be at least 1", None);
-                default
-            }
-            Some(n) => n,
-            None => default,
-        }
-    }
-
-    fn duration(&mut self, path: &str, text: Option<String>, default: Duration) -> Duration {
-        let Some(text) = text else { return default };
-        match humantime::parse_duration(text.trim()) {
-            Ok(d) => d,
-            Err(e) => {
-                self.error(
-                    path,
-                    format!("`{text}` is not a duration: {e}"),
-                    Some("write it like 500ms, 5s, 2m or 1h"),
-                );
-                default
-            }
-        }
-    }
-
-    fn positive_duration(
-        &mut self,
-        path: &str,
-        text: Option<String>,
-        default: Duration,
-    ) -> Duration {
-        let d = self.duration(path, text, default);
-        if d.is_zero() {
-            self.error(path, "must be longer than zero", None);
-            return default;
-        }
-        d
-    }
-
-    fn socket_addr(&mut self, path: &str, text: &str) -> Option<SocketAddr> {
-        match text.trim().parse() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                self.error(
-                    path,
-                    format!("`{text}` is not an IP address with a port"),
-                    Some("write it like 0.0.0.0:8080 or 127.0.0.1:8405; host names are not allowed here"),
-                );
-                None
-            }
-        }
-    }
-
-    fn list(&mut self, path: &str, value: Value) -> Vec<Value> {
-        match value {
-            Value::Null => Vec::new(),
-            Value::Sequence(items) => items,
-            _ => {
-                self.error(
-                    path,
-                    "expected a list",
-                    Some("write each entry on its own line starting with `- `"),
-                );
-                Vec::new()
-            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Validates a pool's expected network: `chain_id` for execution pools, `genesis_*` for consensus
 //! pools.
 
-use super::Validator;
+use super::validator::Validator;
 use crate::config::file::PoolSection;
 use crate::config::model::*;
 

@@ -5,7 +5,7 @@
 //! it is about, records its errors in the order the sections are read, and returns the resolved
 //! value.
 
-use super::Validator;
+use super::validator::Validator;
 use crate::config::file::{Policy, PoolSection};
 use crate::config::methods::{MethodPolicy, DEFAULT_MAX_BATCH, SEAMLESS_MOVE_METHODS};
 use crate::config::model::*;

@@ -1,6 +1,6 @@
 //! Validates the `routes` section: each route's host, listener and pool, and duplicates.
 
-use super::Validator;
+use super::validator::Validator;
 use crate::config::file::RouteSection;
 use crate::config::model::*;
 use serde_yaml::Value;

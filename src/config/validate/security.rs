@@ -1,6 +1,6 @@
 //! Validates secrets (`${NAME}` from the environment), `auth` sections and backend `headers`.
 
-use super::Validator;
+use super::validator::Validator;
 use crate::config::file::AuthSection;
 use crate::config::model::*;
 use std::collections::BTreeMap;

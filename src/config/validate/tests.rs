@@ -4,6 +4,7 @@
 use super::*;
 use crate::config::file::Policy;
 use serde::de::DeserializeOwned;
+use std::time::Duration;
 
 pub(super) const MINIMAL: &str = r#"
 listeners:
