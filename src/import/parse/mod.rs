@@ -226,7 +226,6 @@ fn defaults(p: &mut Parsed, words: &[&str], line: usize) -> Result<(), ImportErr
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::config::model::{ListenerMode, Policy};
     use crate::import::tests::imported;
     use crate::import::{import, TlsFiles};
