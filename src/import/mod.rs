@@ -11,25 +11,15 @@
 //! `rules` decides what each becomes in ssv-ha's model (and what is refused or noted, and why),
 //! `render` writes the YAML.
 
+mod duration;
+mod error;
 mod parse;
 mod render;
 mod rules;
+mod tls_files;
 
-/// What the input must provide for an import to make sense.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ImportError {
-    #[error("line {line}: {message}")]
-    Syntax { line: usize, message: String },
-    #[error("{0}")]
-    Unusable(String),
-}
-
-/// Certificate and key for the TLS listener that replaces haproxy's TLS pass-through.
-#[derive(Debug, Default, Clone)]
-pub struct TlsFiles {
-    pub cert: String,
-    pub key: String,
-}
+pub use error::ImportError;
+pub use tls_files::TlsFiles;
 
 /// Converts haproxy configuration text into ssv-ha YAML.
 pub fn import(text: &str, tls: Option<&TlsFiles>) -> Result<String, ImportError> {

@@ -2,8 +2,9 @@
 //! and what was not, then the admin listener, listeners, timeouts, retries, pools and routes, each
 //! with a comment naming the haproxy setting it came from. Nothing is decided here.
 
+use super::duration::duration;
 use super::rules::{Kind, Listener, Plan, Pool, Route, Settings};
-use super::TlsFiles;
+use super::tls_files::TlsFiles;
 use std::fmt::Write;
 
 // Writing to a `String` cannot fail: the `fmt::Result`s below are dropped.
@@ -20,19 +21,6 @@ pub(super) fn render(plan: &Plan<'_>, tls: Option<&TlsFiles>) -> String {
     pools(&mut out, &plan.pools);
     routes(&mut out, &plan.routes);
     out
-}
-
-/// A time in ms in ssv-ha's notation, in the largest unit that divides it.
-pub(super) fn duration(ms: u64) -> String {
-    if ms % 3_600_000 == 0 {
-        format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 {
-        format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
 }
 
 /// The header comment: what was carried over and how, then what was not.

@@ -5,9 +5,9 @@
 //! setting ssv-ha has. What cannot be carried over is noted with the reason; an import that would
 //! route nothing is refused.
 
+use super::duration::duration;
+use super::error::ImportError;
 use super::parse::{Backend, Checks, Frontend, Parsed, Server, Term, Use};
-use super::render::duration;
-use super::ImportError;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Everything the ssv-ha configuration says, decided: [`super::render`] only writes it.

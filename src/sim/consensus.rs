@@ -1,7 +1,8 @@
 //! A simulated consensus client: the beacon REST endpoints the health checks and the SSV node use,
 //! and the `/eth/v1/events` SSE stream with `head` and `block` events.
 
-use super::NodeState;
+use super::state::NodeState;
+use super::status::SECONDS_PER_SLOT;
 use axum::extract::{RawQuery, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -72,7 +73,7 @@ async fn genesis(State(state): State<Arc<NodeState>>) -> Json<Value> {
 
 async fn spec() -> Json<Value> {
     Json(
-        json!({"data": {"SECONDS_PER_SLOT": super::SECONDS_PER_SLOT.to_string(), "SLOTS_PER_EPOCH": "32"}}),
+        json!({"data": {"SECONDS_PER_SLOT": SECONDS_PER_SLOT.to_string(), "SLOTS_PER_EPOCH": "32"}}),
     )
 }
 

@@ -8,7 +8,9 @@
 //! every block, and each block has two logs: one from [`LOG_ADDRESS`] with topic [`LOG_TOPIC`], one
 //! from another address. `eth_getBlockByNumber` and `eth_getLogs` answer from the same chain.
 
-use super::NodeState;
+use super::clock::unix_now;
+use super::state::NodeState;
+use super::status::NodeStatus;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -73,11 +75,7 @@ async fn handle(
 /// geth's answer to a WebSocket upgrade it does not take (see
 /// [`NodeStatus::ws_path`](super::NodeStatus::ws_path) and
 /// [`NodeStatus::ws_origins`](super::NodeStatus::ws_origins)); `None` when it takes it.
-fn refuse_upgrade(
-    s: &super::NodeStatus,
-    path: &str,
-    headers: &http::HeaderMap,
-) -> Option<Response> {
+fn refuse_upgrade(s: &NodeStatus, path: &str, headers: &http::HeaderMap) -> Option<Response> {
     // geth routes by path first: an upgrade elsewhere is a plain request to its HTTP side.
     if s.ws_path
         .as_deref()
@@ -192,11 +190,11 @@ fn result(
 
 /// `eth_getBlockByNumber`: `latest` (as old as the node's head is set to be) or a block up to
 /// the head, `null` past it.
-fn get_block_by_number(s: &super::NodeStatus, request: &Value) -> Outcome {
+fn get_block_by_number(s: &NodeStatus, request: &Value) -> Outcome {
     Ok(match request.pointer("/params/0").and_then(Value::as_str) {
-        None | Some("latest") => block(s, s.head, super::unix_now().saturating_sub(s.head_age_s)),
+        None | Some("latest") => block(s, s.head, unix_now().saturating_sub(s.head_age_s)),
         Some(number) => match number_param(number) {
-            Some(n) if n <= s.head => block(s, n, super::unix_now().saturating_sub(s.head - n)),
+            Some(n) if n <= s.head => block(s, n, unix_now().saturating_sub(s.head - n)),
             Some(_) => Value::Null,
             None => return Err((-32602, "invalid block number".to_string())),
         },
@@ -205,7 +203,7 @@ fn get_block_by_number(s: &super::NodeStatus, request: &Value) -> Outcome {
 
 /// `eth_getLogs`: the logs of the blocks in range that match the filter; one log padded to the
 /// set size when the node is told to answer large.
-fn get_logs(s: &super::NodeStatus, request: &Value) -> Outcome {
+fn get_logs(s: &NodeStatus, request: &Value) -> Outcome {
     let filter = request.pointer("/params/0").cloned().unwrap_or(json!({}));
     let bound = |name: &str, default: u64| match filter.get(name).and_then(Value::as_str) {
         None | Some("latest") => Some(default),
@@ -300,7 +298,7 @@ async fn websocket(state: Arc<NodeState>, mut socket: WebSocket) {
                 let s = state.status();
                 for (sub, subscription) in &subscriptions {
                     let results = match subscription {
-                        Subscription::Heads => vec![block(&s, head, super::unix_now())],
+                        Subscription::Heads => vec![block(&s, head, unix_now())],
                         Subscription::Logs(filter) => block_logs(&s, head)
                             .into_iter()
                             .filter(|log| matches(filter, log))
@@ -391,14 +389,14 @@ fn as_go_reads(text: &str) -> serde_json::Result<Option<Value>> {
 }
 
 /// Block `number`'s hash on this node's branch.
-fn block_hash(s: &super::NodeStatus, number: u64) -> String {
+fn block_hash(s: &NodeStatus, number: u64) -> String {
     let branch = u64::from(s.branch_from.is_some_and(|from| number >= from));
     format!("0x{branch:032x}{number:032x}")
 }
 
 /// A block as `eth_getBlockByNumber` returns it without transactions (and as `newHeads` sends
 /// its header).
-fn block(s: &super::NodeStatus, number: u64, timestamp: u64) -> Value {
+fn block(s: &NodeStatus, number: u64, timestamp: u64) -> Value {
     json!({
         "number": hex(number),
         "hash": block_hash(s, number),
@@ -408,7 +406,7 @@ fn block(s: &super::NodeStatus, number: u64, timestamp: u64) -> Value {
 }
 
 /// Block `number`'s two logs.
-fn block_logs(s: &super::NodeStatus, number: u64) -> Vec<Value> {
+fn block_logs(s: &NodeStatus, number: u64) -> Vec<Value> {
     if s.no_logs_from.is_some_and(|from| number >= from) {
         return Vec::new();
     }

@@ -1,64 +1,9 @@
 //! Reading a `backend` section (or the back half of a `listen`): its servers, their health-check
 //! parameters, its timeouts and retries.
 
-use super::{haproxy_ms, number, time, Parsed};
-use crate::import::ImportError;
-use std::collections::BTreeMap;
-
-/// Health-check parameters of a server line or `default-server`.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub(in crate::import) struct Checks {
-    pub(in crate::import) inter_ms: Option<u64>,
-    pub(in crate::import) rise: Option<u32>,
-    pub(in crate::import) fall: Option<u32>,
-}
-
-impl Checks {
-    /// Reads `inter`, `rise` and `fall` from a line's words; one missing or unreadable stays
-    /// unset (the gateway's default applies).
-    pub(super) fn read(words: &[&str]) -> Checks {
-        let value = |key: &str| words.windows(2).find(|w| w[0] == key).map(|w| w[1]);
-        Checks {
-            inter_ms: value("inter").and_then(haproxy_ms),
-            rise: value("rise").and_then(|v| v.parse().ok()),
-            fall: value("fall").and_then(|v| v.parse().ok()),
-        }
-    }
-
-    /// `self` with what `over` sets (a server line over `default-server`).
-    pub(in crate::import) fn or(self, over: Checks) -> Checks {
-        Checks {
-            inter_ms: over.inter_ms.or(self.inter_ms),
-            rise: over.rise.or(self.rise),
-            fall: over.fall.or(self.fall),
-        }
-    }
-}
-
-/// An haproxy `backend` (or the back half of a `listen`): the servers traffic goes to.
-#[derive(Debug, Default)]
-pub(in crate::import) struct Backend {
-    pub(in crate::import) name: String,
-    pub(in crate::import) balance: Option<String>,
-    pub(in crate::import) check_command: Option<String>,
-    pub(in crate::import) default_checks: Checks,
-    pub(in crate::import) servers: Vec<Server>,
-    /// `timeout NAME` in ms: the `defaults` before it, then its own.
-    pub(in crate::import) timeouts: BTreeMap<String, u64>,
-    pub(in crate::import) retries: Option<u32>,
-}
-
-/// A `server` line of a backend.
-#[derive(Debug, Clone)]
-pub(in crate::import) struct Server {
-    pub(in crate::import) name: String,
-    pub(in crate::import) host: String,
-    pub(in crate::import) port: u16,
-    pub(in crate::import) backup: bool,
-    /// `ssl` on the server line: haproxy spoke TLS to it.
-    pub(in crate::import) ssl: bool,
-    pub(in crate::import) checks: Checks,
-}
+use super::parsed::{Checks, Parsed, Server};
+use super::value::{number, time};
+use crate::import::error::ImportError;
 
 /// Reads a directive of backend `b`.
 pub(super) fn backend(

@@ -1,53 +1,9 @@
 //! Reading a `frontend` section (or the front half of a `listen`): its `bind`, its ACLs on the
 //! host name, and its `use_backend` rules, each condition read as the names that select it.
 
-use super::{number, time, Parsed};
-use crate::import::ImportError;
-use std::collections::BTreeMap;
-
-/// An haproxy `frontend` (or the front half of a `listen`): where clients come in and which
-/// backend each one goes to.
-#[derive(Debug, Default)]
-pub(in crate::import) struct Frontend {
-    pub(in crate::import) name: String,
-    /// The first `bind` address (`*` and an empty host mean every address).
-    pub(in crate::import) address: Option<String>,
-    pub(in crate::import) port: Option<u16>,
-    /// A `bind ... ssl`: haproxy terminated TLS here with its own certificate.
-    pub(in crate::import) bind_ssl: bool,
-    /// The frontend routes TLS by its SNI name (`req.ssl_sni` ACLs, `req_ssl_hello_type`).
-    pub(in crate::import) sni: bool,
-    /// An unconditional `use_backend` (it wins over `default_backend`).
-    pub(in crate::import) always: Option<String>,
-    pub(in crate::import) maxconn: Option<usize>,
-    /// `mode http` (its own, or the `defaults` before it).
-    pub(in crate::import) http: bool,
-    /// `tcp-request inspect-delay`: how long a ClientHello may take.
-    pub(in crate::import) inspect_ms: Option<u64>,
-    /// Serves haproxy's Prometheus exporter: becomes the admin listener.
-    pub(in crate::import) prometheus: bool,
-    /// ACL name -> the host names it matches (`None`: an ACL on something else than the name).
-    pub(in crate::import) acls: BTreeMap<String, Option<Vec<String>>>,
-    pub(in crate::import) uses: Vec<Use>,
-    pub(in crate::import) default_backend: Option<String>,
-}
-
-/// A `use_backend` rule, its condition read as the host names that select it.
-#[derive(Debug)]
-pub(in crate::import) struct Use {
-    pub(in crate::import) backend: String,
-    pub(in crate::import) line: usize,
-    /// Alternatives (`||`); each a list of terms that must all hold.
-    pub(in crate::import) condition: Vec<Vec<Term>>,
-}
-
-/// One term of a `use_backend` condition.
-#[derive(Debug)]
-pub(in crate::import) enum Term {
-    Acl(String),
-    /// `{ req.ssl_sni -i a b }`: an anonymous ACL, already read.
-    Inline(Option<Vec<String>>, String),
-}
+use super::parsed::{Frontend, Parsed, Term, Use};
+use super::value::{number, time};
+use crate::import::error::ImportError;
 
 /// Reads a directive of frontend `f`. Each directive adds at most one note or one carried line.
 pub(super) fn frontend(

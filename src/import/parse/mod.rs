@@ -6,41 +6,16 @@
 
 mod backend;
 mod frontend;
+mod parsed;
+mod value;
 
-pub(super) use backend::{Backend, Checks, Server};
-pub(super) use frontend::{Frontend, Term, Use};
+pub(super) use parsed::{Backend, Checks, Frontend, Parsed, Server, Term, Use};
 
-use super::ImportError;
+use super::error::ImportError;
 use backend::backend;
 use frontend::frontend;
-use std::collections::BTreeMap;
-
-/// A `defaults` section: what the sections after it start from.
-#[derive(Debug, Default, Clone)]
-pub(super) struct Defaults {
-    http: bool,
-    pub(super) timeouts: BTreeMap<String, u64>,
-    retries: Option<u32>,
-    balance: Option<String>,
-    checks: Checks,
-    maxconn: Option<usize>,
-}
-
-/// The whole haproxy file as read, with what was noted along the way.
-#[derive(Debug, Default)]
-pub(super) struct Parsed {
-    pub(super) frontends: Vec<Frontend>,
-    pub(super) backends: Vec<Backend>,
-    /// The last `defaults` section (what a section without its own settings falls back to).
-    pub(super) defaults: Defaults,
-    pub(super) maxconn: Option<usize>,
-    /// Some section set `timeout client`.
-    pub(super) client_timeout: bool,
-    /// How haproxy's settings were carried over, for the header comment.
-    pub(super) carried: Vec<String>,
-    /// What has no equivalent in ssv-ha.
-    pub(super) notes: Vec<String>,
-}
+use parsed::Defaults;
+use value::{number, time};
 
 /// Words that start a section wherever they stand on the line (haproxy does not care about
 /// indentation).
@@ -195,28 +170,6 @@ fn directive(
     }
 }
 
-/// A directive's number, or a syntax error naming the line.
-fn number<T: std::str::FromStr>(
-    value: Option<&&str>,
-    what: &str,
-    line: usize,
-) -> Result<T, ImportError> {
-    let value = value.copied().unwrap_or("");
-    value.parse().map_err(|_| ImportError::Syntax {
-        line,
-        message: format!("{what} `{value}` is not a number"),
-    })
-}
-
-/// A directive's haproxy time in milliseconds, or a syntax error naming the line.
-fn time(value: Option<&&str>, what: &str, line: usize) -> Result<u64, ImportError> {
-    let value = value.copied().unwrap_or("");
-    haproxy_ms(value).ok_or_else(|| ImportError::Syntax {
-        line,
-        message: format!("{what} `{value}` is not an haproxy time (like 5s or 500ms)"),
-    })
-}
-
 /// Reads a directive of the `global` section: only `maxconn` and the stats socket carry over.
 fn global(p: &mut Parsed, words: &[&str], line: usize) -> Result<(), ImportError> {
     match words {
@@ -271,42 +224,11 @@ fn defaults(p: &mut Parsed, words: &[&str], line: usize) -> Result<(), ImportErr
     Ok(())
 }
 
-/// An haproxy time (`5s`, `5m`, `3600s`, `500ms`, or bare milliseconds) in milliseconds.
-pub(super) fn haproxy_ms(value: &str) -> Option<u64> {
-    let split = value
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(value.len());
-    let (number, unit) = value.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    match unit {
-        "us" => Some(number / 1000),
-        "" | "ms" => Some(number),
-        "s" => number.checked_mul(1000),
-        "m" => number.checked_mul(60_000),
-        "h" => number.checked_mul(3_600_000),
-        "d" => number.checked_mul(86_400_000),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::config::model::{ListenerMode, Policy};
-    use crate::import::render::duration;
     use crate::import::tests::imported;
     use crate::import::{import, TlsFiles};
-
-    #[test]
-    fn haproxy_times() {
-        assert_eq!(haproxy_ms("5s"), Some(5000));
-        assert_eq!(haproxy_ms("5m"), Some(300_000));
-        assert_eq!(haproxy_ms("10000"), Some(10_000));
-        assert_eq!(haproxy_ms("soon"), None);
-        assert_eq!(duration(3_600_000), "1h");
-        assert_eq!(duration(120_000), "2m");
-        assert_eq!(duration(1500), "1500ms");
-    }
 
     #[test]
     fn a_listen_section_and_the_defaults_before_it() {
@@ -348,8 +270,6 @@ listen api
 
     #[test]
     fn odd_but_valid_values_are_read() {
-        assert_eq!(haproxy_ms("500000us"), Some(500));
-        assert_eq!(haproxy_ms("213503982336d"), None, "no overflow");
         let text = "\
 frontend web
   mode http
