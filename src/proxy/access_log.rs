@@ -1,6 +1,6 @@
 //! The access log: one line per request (target `access`), written by the `logging` hook.
 
-use super::RequestCtx;
+use super::ctx::RequestCtx;
 use crate::upstream::Backend;
 use pingora::prelude::*;
 use pingora::proxy::Session;

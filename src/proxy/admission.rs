@@ -2,8 +2,11 @@
 //! by host, in-flight caps, size limits, and the JSON-RPC method policy (which needs the body, so
 //! small bodies are read here).
 
+use super::ctx::RequestCtx;
+use super::error::WEBSOCKET_REFUSED;
 use super::exchange::{refuse, traffic_of, write_answer, write_json, write_reply};
-use super::{reply, Gateway, RequestCtx, WEBSOCKET_REFUSED};
+use super::gateway::Gateway;
+use super::reply;
 use crate::config::model::Limits;
 use crate::jsonrpc::policy::{self, Decision};
 use crate::jsonrpc::scan as rpc;

@@ -4,9 +4,11 @@
 //! request goes to another backend ([`retry::decide`]). Plain requests, Pingora's path and the
 //! long-lived sessions ([`crate::session::Host`]) all go through these.
 
+use super::ctx::RequestCtx;
+use super::error::NO_BACKEND;
 use super::exchange::is_timeout;
+use super::gateway::Gateway;
 use super::retry::{self, Failed};
-use super::{Gateway, RequestCtx, NO_BACKEND};
 use crate::jsonrpc::scan as rpc;
 use crate::upstream::{Backend, Pool};
 use pingora::prelude::*;

@@ -8,7 +8,8 @@
 //! it is the same code: the request and response hooks of [`Gateway`], its backend choice, its
 //! passive health and retry rules, and `fail_to_proxy` and `logging` after it.
 
-use super::{Gateway, RequestCtx};
+use super::ctx::RequestCtx;
+use super::gateway::Gateway;
 use crate::upstream::connections::upstream_error;
 use crate::upstream::exchange::{send, this_hop, Failure, HOP_BY_HOP_RESPONSE};
 use bytes::Bytes;

@@ -1,7 +1,8 @@
 //! Small pieces of the request/response exchange the gateway's hooks share: telling plain requests
 //! from sessions, reading request facts, and writing the gateway's own replies.
 
-use super::{reply, RequestCtx, MAX_ERROR_BODY_SCAN};
+use super::ctx::RequestCtx;
+use super::reply;
 use crate::config::model::PoolKind;
 use crate::jsonrpc::policy;
 use crate::upstream::Traffic;
@@ -10,6 +11,9 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use pingora::ErrorType;
+
+/// Most request body read to find JSON-RPC ids for an error reply.
+const MAX_ERROR_BODY_SCAN: usize = 1 << 20;
 
 /// Tells plain requests from long-lived sessions, which need other connections and timeouts.
 /// Only a consensus pool's `GET` is an event stream: an execution pool's request is JSON-RPC

@@ -11,148 +11,47 @@
 mod access_log;
 mod admission;
 mod attempt;
+mod ctx;
 mod direct;
+mod error;
 mod exchange;
+mod gateway;
 pub mod reply;
 pub mod retry;
 mod session_host;
 
 pub use crate::upstream::routing::Routing;
+pub use ctx::RequestCtx;
+pub use gateway::Gateway;
 
 use admission::{Body, Hold};
+use error::{NO_BACKEND, TOO_LARGE, WEBSOCKET_REFUSED};
 use exchange::{content_length, is_timeout, request_body, session_kind, write_json};
 
-use crate::config::model::{Auth, Limits, Listener};
 use crate::config::model::{PoolKind, SessionMode};
-use crate::jsonrpc::policy::{self, Slot};
+use crate::jsonrpc::policy;
 use crate::jsonrpc::scan as rpc;
-use crate::limits::{held, places};
-use crate::metrics::Metrics;
-use crate::session::{relay, SessionCtx};
+use crate::limits::held;
+use crate::session::relay;
 use crate::upstream::session::{CutReason, SESSION_CUT};
 use crate::upstream::Traffic;
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType};
-use prometheus::IntCounter;
 use retry::Failed;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A request body over `limits.max_body_bytes`.
-const TOO_LARGE: ErrorType = ErrorType::Custom("request body too large");
-/// A client's WebSocket session ended by the gateway (a frame too large or against the protocol).
-const WEBSOCKET_REFUSED: ErrorType = ErrorType::Custom("WebSocket frame refused");
 /// Largest request body of a consensus pool read before a backend is chosen and sent by the
 /// gateway itself ([`direct`]); larger ones stream through Pingora's path. Execution pools hold
 /// every body whole (up to `limits.max_body_bytes`, and together within `limits.max_held_bytes`):
 /// the method policy judges it parsed in full.
 const MAX_HELD_BODY: usize = held::FREE_BYTES;
-/// The error a request ends with when its pool has no healthy backend left to try.
-const NO_BACKEND: ErrorType = ErrorType::Custom("no healthy backend");
 const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
-/// Most request body read to find JSON-RPC ids for an error reply.
-const MAX_ERROR_BODY_SCAN: usize = 1 << 20;
-
-pub struct Gateway {
-    /// Position of this listener in the config (its route table).
-    index: usize,
-    listener: String,
-    https: bool,
-    routing: Arc<ArcSwap<Routing>>,
-    unrouted: IntCounter,
-    too_large: IntCounter,
-    too_long: IntCounter,
-    too_many_headers: IntCounter,
-    websocket_too_large: IntCounter,
-    websocket_protocol: IntCounter,
-    /// Request bodies and WebSocket messages held on this listener, and refusals for its limit.
-    held: Arc<held::HeldBudget>,
-    held_full: IntCounter,
-    /// WebSocket sessions open on this listener, and their cap.
-    max_websockets: usize,
-    auth: Option<Auth>,
-    /// Requests and WebSocket sessions in flight on this listener, and requests per client.
-    in_flight: Arc<places::Counts>,
-    max_requests: usize,
-    max_requests_per_client: usize,
-}
-
-impl Gateway {
-    pub fn new(
-        index: usize,
-        listener: &Listener,
-        routing: Arc<ArcSwap<Routing>>,
-        metrics: &Metrics,
-    ) -> Self {
-        Gateway {
-            index,
-            listener: listener.name.clone(),
-            https: listener.tls.is_some(),
-            routing,
-            unrouted: metrics.unrouted(&listener.name),
-            too_large: metrics.refused("body_too_large"),
-            too_long: metrics.refused("url_too_long"),
-            too_many_headers: metrics.refused("headers_too_large"),
-            websocket_too_large: metrics.refused("websocket_message_too_large"),
-            websocket_protocol: metrics.refused("websocket_protocol"),
-            held: Arc::new(held::HeldBudget::new(metrics.held(&listener.name))),
-            held_full: metrics.refused("held_bytes"),
-            max_websockets: listener.max_websockets,
-            auth: listener.auth.clone(),
-            in_flight: Arc::default(),
-            max_requests: listener.max_requests,
-            max_requests_per_client: listener.max_requests_per_client,
-        }
-    }
-}
-
-/// Per-request state.
-#[derive(Default)]
-pub struct RequestCtx {
-    /// When the request arrived; set when it is to be logged.
-    started: Option<Instant>,
-    /// The whole request body, when it was read before choosing a backend (for error replies).
-    body: Option<Bytes>,
-    /// How to put a rewritten batch's answer back together.
-    plan: Option<Vec<Slot>>,
-    /// The backend's answer to a rewritten batch, gathered to be merged.
-    answer: Option<BytesMut>,
-    /// Body bytes seen and allowed.
-    body_seen: usize,
-    /// The limits of the routing the request started with.
-    limits: Limits,
-    /// The client's WebSocket frames, judged message by message (execution pools).
-    ws_frames: Option<relay::ClientFrames>,
-    /// The backend's WebSocket frames, followed to know where the gateway may put a close frame.
-    ws_server: relay::ServerFrames,
-    /// This request's part of the listener's held bytes (a body read whole, a WebSocket message,
-    /// a seamless session's state).
-    held: Option<held::Share>,
-    /// JSON-RPC methods of the request, for the access log.
-    rpc_methods: Option<String>,
-    /// The pool and backend chosen, and the long-lived session the request may become: what
-    /// the sessions share with this path ([`crate::session::Host`]).
-    session: SessionCtx,
-    /// The retry budget of the routing the request started with.
-    retries: u32,
-    /// Backends this request was sent to (bit per backend index).
-    tried: u64,
-    attempts: u32,
-    traffic: Traffic,
-    /// This request counts against the listener's WebSocket cap.
-    websocket_place: Option<places::Place>,
-    /// This request counts against the listener's in-flight cap, and its client's.
-    request_place: Option<places::Place>,
-    client_place: Option<places::Place>,
-    upstream_start: Option<Instant>,
-}
 
 #[async_trait]
 impl ProxyHttp for Gateway {

@@ -3,7 +3,7 @@
 //! the beacon API's `{"code","message"}` for consensus pools and for requests with no route; and
 //! the status and message a failed request is answered with (`for_error`).
 
-use super::{NO_BACKEND, TOO_LARGE};
+use super::error::{NO_BACKEND, TOO_LARGE};
 use pingora::{Error, ErrorSource, ErrorType};
 use serde_json::{json, Value};
 

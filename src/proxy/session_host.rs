@@ -2,7 +2,8 @@
 //! is the hook or rule a plain request goes through, so a session's backend is chosen, blamed
 //! and its upgrade shaped as any request's.
 
-use super::{Gateway, RequestCtx};
+use super::ctx::RequestCtx;
+use super::gateway::Gateway;
 use crate::session::{self, SessionCtx};
 use crate::upstream::routing::Routing;
 use crate::upstream::Backend;

@@ -1,5 +1,5 @@
 //! The `id` of a message too large to keep, from the bytes kept of its ends
-//! ([`super::KEPT_ENDS`]): where nodes write it, before `result` (geth) or as the last key
+//! ([`super::bounds::KEPT_ENDS`]): where nodes write it, before `result` (geth) or as the last key
 //! (Nethermind).
 
 /// The top-level `id` (a number) of the JSON at the start of a message, when it comes before

@@ -2,7 +2,7 @@
 //! for the backend's next message ([`BackendSocket::read`]), never in a wait of their own, so a
 //! backend that stops reading holds nothing but its queue ([`BackendSocket::stalled_for`]).
 
-use super::BackendSocket;
+use super::socket::{mask, BackendSocket};
 use crate::session::relay::frame;
 use bytes::Bytes;
 use std::io::{self, ErrorKind};
@@ -70,18 +70,6 @@ impl BackendSocket {
         }
         Ok(())
     }
-}
-
-/// A mask for a frame to the backend. Masking guards intermediaries against a browser's
-/// scripted bytes, which a gateway's own connection never carries; std's randomly keyed hasher
-/// is random enough for it.
-pub(super) fn mask() -> [u8; 4] {
-    use std::hash::BuildHasher;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNT: AtomicU64 = AtomicU64::new(0);
-    let n = std::collections::hash_map::RandomState::new()
-        .hash_one(COUNT.fetch_add(1, Ordering::Relaxed));
-    (n as u32).to_be_bytes()
 }
 
 #[cfg(test)]

@@ -2,11 +2,10 @@
 //! ping answered while the queue has room), a message over [`MAX_BACKEND_MESSAGE`] kept only by
 //! its ends ([`Assembly::Oversized`]), and the read buffer back to [`IDLE_READ`] between messages.
 
-use super::answer_id::{id_from_head, id_from_tail};
-use super::queue::mask;
-use super::{BackendSocket, Incoming, KEPT_ENDS, MAX_BACKEND_MESSAGE, MAX_QUEUED_BYTES};
+use super::bounds::{MAX_BACKEND_MESSAGE, MAX_QUEUED_BYTES};
+use super::message::{Assembly, Incoming};
+use super::socket::{mask, BackendSocket};
 use crate::session::relay::frame;
-use bytes::Bytes;
 use std::io::{self, Cursor, ErrorKind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -22,74 +21,6 @@ const LARGE_READ: usize = 64 * 1024;
 
 /// Longest payload of a control frame (RFC 6455, 5.5).
 const MAX_CONTROL_PAYLOAD: u64 = 125;
-
-/// A message being received.
-#[derive(Debug)]
-pub(super) enum Assembly {
-    Whole {
-        data: Data,
-        payload: Vec<u8>,
-    },
-    Oversized {
-        head: Vec<u8>,
-        tail: Vec<u8>,
-        length: u64,
-    },
-}
-
-impl Assembly {
-    fn take(&mut self, bytes: &[u8]) {
-        match self {
-            Assembly::Whole { payload, .. } => payload.extend_from_slice(bytes),
-            Assembly::Oversized { head, tail, length } => {
-                *length += bytes.len() as u64;
-                let room = KEPT_ENDS - head.len();
-                head.extend_from_slice(&bytes[..room.min(bytes.len())]);
-                let last = &bytes[bytes.len().saturating_sub(KEPT_ENDS)..];
-                tail.extend_from_slice(last);
-                if tail.len() > KEPT_ENDS {
-                    tail.drain(..tail.len() - KEPT_ENDS);
-                }
-            }
-        }
-    }
-
-    fn held(&self) -> u64 {
-        match self {
-            Assembly::Whole { payload, .. } => payload.len() as u64,
-            Assembly::Oversized { length, .. } => *length,
-        }
-    }
-
-    /// The same message, its payload no longer kept.
-    fn oversized(self) -> Assembly {
-        match self {
-            Assembly::Whole { payload, .. } => {
-                let mut over = Assembly::Oversized {
-                    head: Vec::new(),
-                    tail: Vec::new(),
-                    length: 0,
-                };
-                over.take(&payload);
-                over
-            }
-            over => over,
-        }
-    }
-
-    fn done(self) -> Incoming {
-        match self {
-            Assembly::Whole { data, payload } => Incoming::Data {
-                data,
-                payload: Bytes::from(payload),
-            },
-            Assembly::Oversized { head, tail, length } => Incoming::Oversized {
-                id: id_from_head(&head).or_else(|| id_from_tail(&tail)),
-                length,
-            },
-        }
-    }
-}
 
 impl BackendSocket {
     pub(super) fn poll_read_message(
