@@ -5,7 +5,7 @@
 
 use super::state::{CallKind, InFlight, SessionState};
 use super::unanswered::safe_to_repeat;
-use super::wire::{error_answer, join_array};
+use super::wire::{error_answer, join_array, NOT_A_REQUEST};
 use crate::jsonrpc::policy::{INVALID_REQUEST, PARSE_ERROR};
 use crate::jsonrpc::{self, Message, Shape};
 use serde_json::value::RawValue;
@@ -20,11 +20,6 @@ pub const MAX_SUBSCRIPTION_BYTES: usize = 1024 * 1024;
 /// What an `eth_subscribe` past [`MAX_SUBSCRIPTIONS`] or [`MAX_SUBSCRIPTION_BYTES`] becomes: a
 /// method no node has, so that the node's error answers it in its place (in a batch too).
 pub const TOO_MANY_SUBSCRIPTIONS: &str = "ssv_ha_too_many_subscriptions_per_session";
-
-/// What an element of a batch without a method becomes on its way to the node: a call of a
-/// method no node has (the node never sees the client's id), whose answer the gateway replaces
-/// with its own invalid-request error.
-pub const NOT_A_REQUEST: &str = "ssv_ha_not_a_request";
 
 /// The longest method name kept for an error message.
 pub(super) const METHOD_NAME_KEPT: usize = 128;

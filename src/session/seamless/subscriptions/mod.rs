@@ -97,6 +97,7 @@ mod client;
 mod log_memory;
 mod node;
 mod state;
+mod subscribing;
 mod subscription;
 #[cfg(test)]
 mod testing;

@@ -49,7 +49,7 @@ pub(super) enum CallKind {
     },
     /// A batch element without a method, sent as [`NOT_A_REQUEST`]: answered by the gateway.
     ///
-    /// [`NOT_A_REQUEST`]: super::client::NOT_A_REQUEST
+    /// [`NOT_A_REQUEST`]: super::wire::NOT_A_REQUEST
     NotARequest,
 }
 

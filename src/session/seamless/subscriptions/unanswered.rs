@@ -2,9 +2,8 @@
 //! and the others are answered with [`NOT_REPEATED`]; an answer too large fails its request (and
 //! the rest of its batch) with the gateway's error under the client's ids.
 
-use super::client::NOT_A_REQUEST;
 use super::state::{CallKind, InFlight, SessionState};
-use super::wire::{error_answer, join_array};
+use super::wire::{error_answer, join_array, NOT_A_REQUEST};
 use std::collections::BTreeMap;
 
 /// A JSON-RPC error code for a request the gateway answers itself after a move: the server

@@ -5,6 +5,11 @@ use crate::jsonrpc;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+/// What an element of a batch without a method becomes on its way to the node: a call of a
+/// method no node has (the node never sees the client's id), whose answer the gateway replaces
+/// with its own invalid-request error.
+pub const NOT_A_REQUEST: &str = "ssv_ha_not_a_request";
+
 /// A number as nodes write it: `0x`-prefixed hex.
 pub fn hex_u64(value: &Value) -> Option<u64> {
     let text = value.as_str()?;

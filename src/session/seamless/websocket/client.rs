@@ -3,7 +3,7 @@
 //! ends its session.
 
 use super::super::watch::{Look, Watch, WATCH};
-use super::serve::WsSession;
+use super::state::WsSession;
 use crate::session::relay::{frame, Closing};
 use crate::session::Host;
 use bytes::Bytes;

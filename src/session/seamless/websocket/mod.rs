@@ -45,6 +45,7 @@ mod moving;
 mod open;
 mod relay;
 mod serve;
+mod state;
 
 pub use client::CLIENT_WRITE_TIMEOUT;
 pub use serve::serve_websocket;

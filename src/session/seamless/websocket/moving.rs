@@ -9,7 +9,7 @@ use super::super::watch::{next_backend, Look, Move, Watch};
 use super::carry_over::{Carry, MoveFailed, MOVE_DEADLINE};
 use super::client::{close_client, to_client, Written, CLIENT_WRITE_TIMEOUT, CLOSE_AT_END};
 use super::open::OpenFailed;
-use super::serve::WsSession;
+use super::state::WsSession;
 use crate::session::Host;
 use crate::upstream::connections::Connections;
 use crate::upstream::Traffic;

@@ -5,7 +5,7 @@
 
 use super::super::backend::{BackendSocket, Recording};
 use super::client::CLIENT_WRITE_TIMEOUT;
-use super::serve::WsSession;
+use super::state::WsSession;
 use crate::session::Host;
 use crate::upstream::connections::{upstream_error, Connections};
 use crate::upstream::exchange::HOP_BY_HOP_RESPONSE;

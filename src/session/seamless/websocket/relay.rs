@@ -14,7 +14,7 @@ use super::super::backend::{
 use super::super::subscriptions::{Outgoing, SessionState, MAX_IN_FLIGHT, MAX_SESSION_BYTES};
 use super::super::watch::{Look, Move, Watch, WATCH};
 use super::client::{close_client, Written, CLIENT_WRITE_TIMEOUT, CLOSE_AT_END};
-use super::serve::{Outcome, WsSession};
+use super::state::{Outcome, WsSession};
 use crate::session::relay::whole_frames;
 use crate::session::Host;
 use bytes::Bytes;

@@ -4,15 +4,15 @@
 
 use super::super::backend::BackendSocket;
 use super::super::subscriptions::SessionState;
-use super::super::watch::{record_move, Move};
+use super::super::watch::record_move;
 use super::client::{close_client, CLIENT_WRITE_TIMEOUT};
 use super::open::accept_key;
+use super::state::{Outcome, WsSession};
 use crate::session::{Host, SessionCtx};
 use crate::upstream::Pool;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -30,26 +30,6 @@ pub const MAX_MOVES: usize = 10;
 
 /// The window [`MAX_MOVES`] counts in.
 pub const MOVES_WINDOW: Duration = Duration::from_secs(10 * 60);
-
-/// One client's seamless WebSocket session: the host that opened it, the client's side, and the
-/// pool it moves in.
-pub(super) struct WsSession<'a, H: Host> {
-    pub(super) host: &'a H,
-    pub(super) session: &'a mut Session,
-    pub(super) ctx: &'a mut H::Ctx,
-    pub(super) pool: Arc<Pool>,
-    /// The routing's response timeout when the session started: each call of a move, and the
-    /// drain of a fail-back, get this long.
-    pub(super) response_timeout: Duration,
-}
-
-/// How a session on one backend ended.
-pub(super) enum Outcome {
-    /// The client closed, went away, or the session was ended: nothing more to do.
-    Over,
-    /// It must move; `heard`: the backend sent something on the way.
-    Move { why: Move, heard: bool },
-}
 
 /// Serves a WebSocket session of a `sessions: seamless` execution pool for `host`, which routed
 /// and admitted the upgrade; `Ok` once it ended.
