@@ -82,43 +82,31 @@ impl ConsensusCheck {
     }
 }
 
-#[async_trait]
-impl HealthCheck for ExecutionCheck {
-    async fn check(&self, target: &Backend) -> pingora::Result<()> {
-        self.view.check(target).await
-    }
+/// Both checks are their pool's [`PoolView`] seen through the trait: each hook hands over to it.
+macro_rules! checks_through_the_view {
+    ($($check:ty),+) => {$(
+        #[async_trait]
+        impl HealthCheck for $check {
+            async fn check(&self, target: &Backend) -> pingora::Result<()> {
+                self.view.check(target).await
+            }
 
-    async fn health_status_change(&self, target: &Backend, healthy: bool) {
-        self.view.status_changed(target, healthy);
-    }
+            async fn health_status_change(&self, target: &Backend, healthy: bool) {
+                self.view.status_changed(target, healthy);
+            }
 
-    fn backend_summary(&self, target: &Backend) -> String {
-        self.view.summary(target)
-    }
+            fn backend_summary(&self, target: &Backend) -> String {
+                self.view.summary(target)
+            }
 
-    fn health_threshold(&self, success: bool) -> usize {
-        self.view.threshold(success)
-    }
+            fn health_threshold(&self, success: bool) -> usize {
+                self.view.threshold(success)
+            }
+        }
+    )+};
 }
 
-#[async_trait]
-impl HealthCheck for ConsensusCheck {
-    async fn check(&self, target: &Backend) -> pingora::Result<()> {
-        self.view.check(target).await
-    }
-
-    async fn health_status_change(&self, target: &Backend, healthy: bool) {
-        self.view.status_changed(target, healthy);
-    }
-
-    fn backend_summary(&self, target: &Backend) -> String {
-        self.view.summary(target)
-    }
-
-    fn health_threshold(&self, success: bool) -> usize {
-        self.view.threshold(success)
-    }
-}
+checks_through_the_view!(ExecutionCheck, ConsensusCheck);
 
 impl PoolView {
     /// The check of this pool's kind on this view, for a driver that holds the view.
