@@ -11,6 +11,7 @@
 mod key;
 mod message;
 pub mod policy;
+pub mod reads;
 pub mod scan;
 
 pub use key::{same_key, Key};

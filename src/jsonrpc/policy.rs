@@ -14,8 +14,10 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::ops::Range;
 
 pub use crate::config::methods::{MethodPolicy, DEFAULT_DENY};
 
@@ -66,9 +68,19 @@ pub struct Call<'a> {
     /// The `id`, as the client wrote it; `None` for a notification.
     pub id: Option<&'a RawValue>,
     pub verdict: Verdict,
+    /// The method the node will call: the last method key's name, as Go's decoder keeps it
+    /// (`None` when it is not a string, or there is none).
+    pub method: Option<Cow<'a, str>>,
+    /// The last `params`, as the client wrote them.
+    pub params: Option<&'a RawValue>,
 }
 
 impl Call<'_> {
+    /// Whether the call only reads ([`crate::jsonrpc::reads`]).
+    pub fn is_read(&self) -> bool {
+        self.method.as_deref().is_some_and(super::reads::is_read)
+    }
+
     /// The id as a JSON value (`null` for a notification).
     pub fn id_value(&self) -> Value {
         self.id
@@ -105,24 +117,60 @@ pub fn parse<'a>(body: &'a [u8], policy: &MethodPolicy) -> serde_json::Result<Re
     Ok(request)
 }
 
+/// What the one reading of a request body leaves for the rest of its way: what to do with it, and
+/// what the gateway may do for it (ask a second node, answer from the cache).
+#[derive(Debug, PartialEq)]
+pub struct Judged {
+    pub decision: Decision,
+    /// Every call that goes to the backend only reads ([`crate::jsonrpc::reads`]).
+    pub reads_only: bool,
+    /// The request, when it is one call that goes to the backend as the client sent it.
+    pub single: Option<Single>,
+}
+
+/// One call forwarded as it came: where its parts are in the body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Single {
+    pub method: String,
+    /// Where the params are in the body, if there are any.
+    pub params: Option<Range<usize>>,
+    /// Where the id is in the body; `None` for a notification.
+    pub id: Option<Range<usize>>,
+}
+
 /// Decides what to do with a JSON-RPC request body sent over HTTP.
 pub fn inspect(body: &[u8], policy: &MethodPolicy) -> Decision {
+    judge(body, policy).decision
+}
+
+/// Decides what to do with a JSON-RPC request body sent over HTTP, and keeps what the rest of
+/// the request's way needs to know of it.
+pub fn judge(body: &[u8], policy: &MethodPolicy) -> Judged {
+    let answered = |decision| Judged {
+        decision,
+        reads_only: false,
+        single: None,
+    };
     let request = match parse(body, policy) {
         Ok(request) => request,
         Err(e) => {
             let message = format!("request is not valid JSON: {e}");
-            return Decision::Answer(
+            return answered(Decision::Answer(
                 error(&Value::Null, PARSE_ERROR, &message)
                     .to_string()
                     .into_bytes(),
-            );
+            ));
         }
     };
     let items = match request {
         Request::Single(call) => {
             return match refusal(&call) {
-                Some(answer) => Decision::Answer(answer.to_string().into_bytes()),
-                None => Decision::Pass,
+                Some(answer) => answered(Decision::Answer(answer.to_string().into_bytes())),
+                None => Judged {
+                    decision: Decision::Pass,
+                    reads_only: call.is_read(),
+                    single: single(body, &call),
+                },
             }
         }
         Request::Batch(items) if !items.is_empty() => items,
@@ -134,18 +182,26 @@ pub fn inspect(body: &[u8], policy: &MethodPolicy) -> Decision {
                 ),
                 _ => "empty batch".to_string(),
             };
-            return Decision::Answer(
+            return answered(Decision::Answer(
                 error(&Value::Null, INVALID_REQUEST, &message)
                     .to_string()
                     .into_bytes(),
-            );
+            ));
         }
     };
+    let reads_only = items
+        .iter()
+        .filter(|(_, call)| call.verdict == Verdict::Permitted)
+        .all(|(_, call)| call.is_read());
     if items
         .iter()
         .all(|(_, call)| call.verdict == Verdict::Permitted)
     {
-        return Decision::Pass;
+        return Judged {
+            decision: Decision::Pass,
+            reads_only,
+            single: None,
+        };
     }
     let mut plan = Vec::with_capacity(items.len());
     let mut forward: Vec<&str> = Vec::new();
@@ -164,17 +220,31 @@ pub fn inspect(body: &[u8], policy: &MethodPolicy) -> Decision {
         }
     }
     if forward.is_empty() {
-        return Decision::Answer(answers_body(plan.into_iter().filter_map(
+        return answered(Decision::Answer(answers_body(plan.into_iter().filter_map(
             |slot| match slot {
                 Slot::Answered(v) => Some(v.to_string()),
                 Slot::Forwarded(_) => None,
             },
-        )));
+        ))));
     }
-    Decision::Rewrite {
-        body: format!("[{}]", forward.join(",")).into_bytes(),
-        plan,
+    Judged {
+        decision: Decision::Rewrite {
+            body: format!("[{}]", forward.join(",")).into_bytes(),
+            plan,
+        },
+        reads_only,
+        single: None,
     }
+}
+
+/// Where a single call's parts are in its body (which `parse` read as UTF-8 already).
+fn single(body: &[u8], call: &Call) -> Option<Single> {
+    let text = std::str::from_utf8(body).ok()?;
+    Some(Single {
+        method: call.method.as_deref()?.to_string(),
+        params: call.params.and_then(|p| super::span(text, p)),
+        id: call.id.and_then(|id| super::span(text, id)),
+    })
 }
 
 /// The gateway's answer to a request it will not forward, or `None` to forward it.
@@ -326,7 +396,16 @@ impl<'de> DeserializeSeed<'de> for CallSeed<'_> {
     }
 }
 
-const NOT_AN_OBJECT: Verdict = Verdict::Invalid("a JSON-RPC request must be an object");
+impl Call<'_> {
+    fn not_an_object() -> Self {
+        Call {
+            id: None,
+            verdict: Verdict::Invalid("a JSON-RPC request must be an object"),
+            method: None,
+            params: None,
+        }
+    }
+}
 
 impl<'de> Visitor<'de> for CallSeed<'_> {
     type Value = Call<'de>;
@@ -337,78 +416,65 @@ impl<'de> Visitor<'de> for CallSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Call<'de>, A::Error> {
         let mut id = None;
+        let mut params = None;
+        let mut method = None;
         let mut verdict = Verdict::Permitted;
         while let Some(key) = map.next_key::<Key>()? {
             match key {
                 Key::Method => {
                     let name = map.next_value::<Name>()?;
-                    if verdict != Verdict::Permitted {
-                        continue;
+                    if verdict == Verdict::Permitted {
+                        verdict = match name.as_str() {
+                            Some(m) if self.policy.permits(m) => Verdict::Permitted,
+                            Some(m) => Verdict::Denied(m.to_string()),
+                            None => Verdict::Invalid("the method must be a string"),
+                        };
                     }
-                    verdict = match name.as_str() {
-                        Some(m) if self.policy.permits(m) => Verdict::Permitted,
-                        Some(m) => Verdict::Denied(m.to_string()),
-                        None => Verdict::Invalid("the method must be a string"),
-                    };
+                    method = name.into_cow();
                 }
                 // The last one, as Go's decoder keeps.
                 Key::Id => id = Some(map.next_value::<&RawValue>()?),
+                Key::Params => params = Some(map.next_value::<&RawValue>()?),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        Ok(Call { id, verdict })
+        Ok(Call {
+            id,
+            verdict,
+            method,
+            params,
+        })
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Call<'de>, A::Error> {
         IgnoredAny.visit_seq(seq)?;
-        Ok(Call {
-            id: None,
-            verdict: NOT_AN_OBJECT,
-        })
+        Ok(Call::not_an_object())
     }
 
     fn visit_bool<E>(self, _: bool) -> Result<Call<'de>, E> {
-        Ok(Call {
-            id: None,
-            verdict: NOT_AN_OBJECT,
-        })
+        Ok(Call::not_an_object())
     }
 
     fn visit_i64<E>(self, _: i64) -> Result<Call<'de>, E> {
-        Ok(Call {
-            id: None,
-            verdict: NOT_AN_OBJECT,
-        })
+        Ok(Call::not_an_object())
     }
 
     fn visit_u64<E>(self, _: u64) -> Result<Call<'de>, E> {
-        Ok(Call {
-            id: None,
-            verdict: NOT_AN_OBJECT,
-        })
+        Ok(Call::not_an_object())
     }
 
     fn visit_f64<E>(self, _: f64) -> Result<Call<'de>, E> {
-        Ok(Call {
-            id: None,
-            verdict: NOT_AN_OBJECT,
-        })
+        Ok(Call::not_an_object())
     }
 
     fn visit_str<E>(self, _: &str) -> Result<Call<'de>, E> {
-        Ok(Call {
-            id: None,
-            verdict: NOT_AN_OBJECT,
-        })
+        Ok(Call::not_an_object())
     }
 
     fn visit_unit<E>(self) -> Result<Call<'de>, E> {
-        Ok(Call {
-            id: None,
-            verdict: NOT_AN_OBJECT,
-        })
+        Ok(Call::not_an_object())
     }
 }
 
@@ -419,7 +485,15 @@ enum Name<'a> {
     NotAString,
 }
 
-impl Name<'_> {
+impl<'a> Name<'a> {
+    fn into_cow(self) -> Option<Cow<'a, str>> {
+        match self {
+            Name::Borrowed(s) => Some(Cow::Borrowed(s)),
+            Name::Owned(s) => Some(Cow::Owned(s)),
+            Name::NotAString => None,
+        }
+    }
+
     fn as_str(&self) -> Option<&str> {
         match self {
             Name::Borrowed(s) => Some(s),
@@ -513,6 +587,37 @@ mod tests {
             !p.permits("net_version"),
             "an allow list admits only what it names"
         );
+    }
+
+    #[test]
+    fn one_reading_keeps_what_hedging_and_the_cache_need() {
+        let body =
+            br#"{"ID":7,"jsonrpc":"2.0","params":["0x1", false],"method":"eth_getBlockByNumber"}"#;
+        let judged = judge(body, &policy());
+        assert_eq!(judged.decision, Decision::Pass);
+        assert!(judged.reads_only);
+        let single = judged.single.expect("a single call");
+        assert_eq!(single.method, "eth_getBlockByNumber");
+        let text = std::str::from_utf8(body).unwrap();
+        assert_eq!(&text[single.params.unwrap()], r#"["0x1", false]"#);
+        assert_eq!(&text[single.id.unwrap()], "7");
+        // Go's decoder keeps the last method key: that is the one the node calls.
+        let body = br#"{"method":"eth_chainId","METHOD":"eth_newFilter","id":1}"#;
+        let judged = judge(body, &policy());
+        assert!(!judged.reads_only, "eth_newFilter is what the node calls");
+        assert_eq!(judged.single.unwrap().method, "eth_newFilter");
+        // A batch reads only when every forwarded element reads; a batch is never one call.
+        let batch = br#"[{"method":"eth_call","id":1},{"method":"eth_chainId","id":2}]"#;
+        let judged = judge(batch, &policy());
+        assert!(judged.reads_only && judged.single.is_none());
+        let batch = br#"[{"method":"eth_call","id":1},{"method":"eth_sendRawTransaction","id":2}]"#;
+        assert!(
+            judge(batch, &policy()).reads_only,
+            "the denied write is the gateway's to answer: only the read goes"
+        );
+        let batch = br#"[{"method":"eth_call","id":1},{"method":"eth_sendTransaction","id":2}]"#;
+        assert!(!judge(batch, &policy()).reads_only);
+        assert!(!judge(b"nonsense", &policy()).reads_only);
     }
 
     #[test]

@@ -408,15 +408,18 @@ impl Gateway {
         let Some(pool) = ctx.session.pool.clone() else {
             return Ok(Some(body.clone()));
         };
-        let decision = if body.len() > JUDGE_ELSEWHERE {
+        let judged = if body.len() > JUDGE_ELSEWHERE {
             // A large body is parsed on a blocking thread, not on one that serves others.
             let (body, pool) = (body.clone(), pool.clone());
-            tokio::task::spawn_blocking(move || policy::inspect(&body, &pool.config.methods))
+            tokio::task::spawn_blocking(move || policy::judge(&body, &pool.config.methods))
                 .await
                 .or_err(ErrorType::InternalError, "judging the request body")?
         } else {
-            policy::inspect(body, &pool.config.methods)
+            policy::judge(body, &pool.config.methods)
         };
+        ctx.reads_only = judged.reads_only;
+        ctx.call = judged.single;
+        let decision = judged.decision;
         match decision {
             Decision::Pass => Ok(Some(body.clone())),
             Decision::Answer(answer) => {

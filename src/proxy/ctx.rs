@@ -1,7 +1,7 @@
 //! The state one request carries through the gateway's hooks, from admission to the access line.
 
 use crate::config::model::Limits;
-use crate::jsonrpc::policy::Slot;
+use crate::jsonrpc::policy::{Single, Slot};
 use crate::limits::{held, places};
 use crate::session::{relay, SessionCtx};
 use crate::upstream::Traffic;
@@ -15,6 +15,11 @@ pub struct RequestCtx {
     pub(super) started: Option<Instant>,
     /// The whole request body, when it was read before choosing a backend (for error replies).
     pub(super) body: Option<Bytes>,
+    /// Every call of the request only reads (execution pools: [`crate::jsonrpc::reads`]; consensus
+    /// pools: a `GET`): it may be asked of a second node.
+    pub(super) reads_only: bool,
+    /// The request, when it is one JSON-RPC call forwarded as the client sent it.
+    pub(super) call: Option<Single>,
     /// How to put a rewritten batch's answer back together.
     pub(super) plan: Option<Vec<Slot>>,
     /// The backend's answer to a rewritten batch, gathered to be merged.

@@ -131,6 +131,12 @@ impl ProxyHttp for Gateway {
             Body::Refused => return Ok(true),
             Body::Streams => return Ok(false),
         };
+        if !execution {
+            ctx.reads_only = matches!(
+                session.req_header().method,
+                http::Method::GET | http::Method::HEAD
+            );
+        }
         let sent = if execution && !body.is_empty() {
             match self.apply_method_policy(session, ctx, &body).await? {
                 Some(sent) => sent,

@@ -10,37 +10,19 @@ use std::collections::BTreeMap;
 /// error range (-32000 to -32099) of JSON-RPC 2.0.
 pub const NOT_REPEATED: i64 = -32003;
 
-/// Methods that read and change nothing: sent again on the next backend when theirs failed
-/// before answering. Everything else (a transaction, a signature, a filter created on the old
-/// node) is answered with [`NOT_REPEATED`] instead.
-const SAFE_TO_REPEAT: [&str; 21] = [
-    "eth_get",
-    "eth_call",
-    "eth_estimateGas",
-    "eth_createAccessList",
-    "eth_chainId",
-    "eth_blockNumber",
-    "eth_gasPrice",
-    "eth_maxPriorityFeePerGas",
-    "eth_blobBaseFee",
-    "eth_feeHistory",
-    "eth_syncing",
-    "eth_protocolVersion",
-    "eth_simulateV1",
+/// What is sent again on the next backend, besides the reads ([`crate::jsonrpc::reads`]): a
+/// subscription (made again on the next node), and the gateway's own stand-ins for a denied call
+/// and a message that was not a request, which change nothing. Everything else (a transaction, a
+/// signature, a filter created on the old node) is answered with [`NOT_REPEATED`] instead.
+const ALSO_REPEATED: [&str; 3] = [
     "eth_subscribe",
-    "net_",
-    "web3_",
-    "txpool_",
-    "debug_trace",
-    "trace_",
     crate::session::relay::DENIED_PLACEHOLDER,
     NOT_A_REQUEST,
 ];
 
-/// Whether a request may go to the next backend when its own failed before answering. Each entry
-/// is a prefix: `net_` is a namespace, `eth_get` covers eth_getBalance, eth_getLogs and the rest.
+/// Whether a request may go to the next backend when its own failed before answering.
 pub fn safe_to_repeat(method: &str) -> bool {
-    SAFE_TO_REPEAT.iter().any(|safe| method.starts_with(safe))
+    crate::jsonrpc::reads::is_read(method) || ALSO_REPEATED.contains(&method)
 }
 
 impl SessionState {
