@@ -7,10 +7,15 @@
 //!   JSON-RPC batch that also satisfies ssv-ha's execution health check, answers every WebSocket
 //!   message on `/ws` with a fixed JSON-RPC answer, and streams `/eth/v1/events` as SSE: one event
 //!   per tick to every subscriber, carrying the time it was sent.
+//! - `serve-node`: an execution and a beacon node in one, answering each call by its method, for
+//!   the read scenarios (`node.rs`).
 //! - `ws`, `ws-idle`, `sse`: the clients. Each prints one line, `<figure> <p50 ms> <p99 ms>`, for
 //!   the harness to collect (`nan` where a latency does not apply).
 //!
 //! Build: `cargo build --release --example bench-load`.
+
+#[path = "node.rs"]
+mod node;
 
 use anyhow::{bail, Context, Result};
 use axum::extract::ws::{Message as ServerMessage, WebSocket, WebSocketUpgrade};
@@ -40,6 +45,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve an execution and a beacon node in one (`node.rs`) until killed: the backend of the
+    /// read scenarios.
+    ServeNode {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// How late client requests are answered (health checks are answered at once).
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        delay: Duration,
+    },
     /// Serve the benchmark backend until killed.
     Serve {
         #[arg(long)]
@@ -114,6 +128,15 @@ fn main() -> std::process::ExitCode {
 async fn run(command: Command) -> Result<Option<String>> {
     match command {
         Command::Serve { listen, tick } => serve(listen, tick).await.map(|()| None),
+        Command::ServeNode { listen, delay } => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
+            axum::serve(listener, node::app(delay))
+                .await
+                .context("serving")
+                .map(|()| None)
+        }
         Command::Ws {
             url,
             conns,

@@ -128,3 +128,29 @@ pub trait Host: Sync {
     /// A seamless session's state now holds `bytes`: the listener's held bytes follow.
     fn hold_session(ctx: &mut Self::Ctx, bytes: usize);
 }
+
+/// The pool the host routed a session to (`what` names the session, for the error a session
+/// without one would be: the host's own bug).
+pub fn routed_pool<H: Host>(ctx: &mut H::Ctx, what: &'static str) -> Result<Arc<Pool>> {
+    match H::session_ctx(ctx).pool.clone() {
+        Some(pool) => Ok(pool),
+        None => Error::e_explain(pingora::ErrorType::InternalError, what),
+    }
+}
+
+/// Opens a session to the client with the backend's answer `header`: the host's hooks on it
+/// (which count the session on its backend, [`SessionCtx::open`]) and on the client's answer,
+/// then the header itself, which the session's body follows.
+pub async fn open_to_client<H: Host>(
+    host: &H,
+    session: &mut Session,
+    ctx: &mut H::Ctx,
+    mut header: ResponseHeader,
+) -> Result<()> {
+    host.upstream_response(session, &mut header, ctx).await?;
+    host.response(session, &mut header, ctx).await?;
+    session
+        .write_response_header(Box::new(header), false)
+        .await
+        .map_err(|e| e.into_down())
+}

@@ -15,4 +15,4 @@ mod host;
 pub mod relay;
 pub mod seamless;
 
-pub use host::{Host, SessionCtx};
+pub use host::{open_to_client, routed_pool, Host, SessionCtx};

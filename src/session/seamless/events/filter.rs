@@ -33,6 +33,44 @@ pub(super) fn split_event(buffer: &[u8], from: usize) -> Result<(Vec<u8>, usize)
     Err(buffer.len())
 }
 
+/// A backend's stream read event by event, however its bytes arrive (a byte at a time, or many
+/// events in one read): each byte is looked at once, and what was taken goes in one drain.
+#[derive(Debug, Default)]
+pub(super) struct Events {
+    pending: Vec<u8>,
+    /// How far into `pending` no event end was found.
+    scanned: usize,
+}
+
+impl Events {
+    /// The whole events that `data` completes, in order.
+    pub(super) fn feed(&mut self, data: &[u8]) -> Vec<Vec<u8>> {
+        self.pending.extend_from_slice(data);
+        let mut events = Vec::new();
+        let mut taken = 0;
+        loop {
+            match split_event(&self.pending[taken..], self.scanned) {
+                Ok((block, used)) => {
+                    taken += used;
+                    self.scanned = 0;
+                    events.push(block);
+                }
+                Err(resume) => {
+                    self.scanned = resume;
+                    break;
+                }
+            }
+        }
+        self.pending.drain(..taken);
+        events
+    }
+
+    /// Bytes of an event not yet whole.
+    pub(super) fn pending(&self) -> usize {
+        self.pending.len()
+    }
+}
+
 /// Decides which events the client has not had yet.
 ///
 /// A backend's own events pass in the order it sends them (a reorg's head at a lower slot too),
@@ -166,30 +204,10 @@ mod tests {
         assert_eq!(split_event(b"\n\ndata: x", 0), Ok((Vec::new(), 1)));
     }
 
-    /// The session loop's way of reading (resume where the last look stopped, drain what was
-    /// taken), fed `chunks`.
+    /// The session loop's way of reading, fed `chunks`.
     fn read_like_follow(chunks: &[&[u8]]) -> Vec<Vec<u8>> {
-        let mut pending: Vec<u8> = Vec::new();
-        let mut scanned = 0;
-        let mut out = Vec::new();
-        for data in chunks {
-            pending.extend_from_slice(data);
-            let mut taken = 0;
-            loop {
-                let (block, used) = match split_event(&pending[taken..], scanned) {
-                    Ok(found) => found,
-                    Err(resume) => {
-                        scanned = resume;
-                        break;
-                    }
-                };
-                taken += used;
-                scanned = 0;
-                out.push(block);
-            }
-            pending.drain(..taken);
-        }
-        out
+        let mut events = Events::default();
+        chunks.iter().flat_map(|data| events.feed(data)).collect()
     }
 
     #[test]

@@ -4,8 +4,8 @@
 
 use super::super::watch::{next_backend, record_move, Look, Move, Watch, WATCH};
 use super::super::websocket::CLIENT_WRITE_TIMEOUT;
-use super::filter::{split_event, EventFilter};
-use crate::session::{Host, SessionCtx};
+use super::filter::{EventFilter, Events};
+use crate::session::{open_to_client, routed_pool, Host, SessionCtx};
 use crate::upstream::connections::Connections;
 use crate::upstream::exchange::{exchange, this_hop, to_hyper, HOP_BY_HOP_RESPONSE};
 use crate::upstream::routing::Routing;
@@ -37,9 +37,7 @@ pub async fn stream_events<H: Host>(
     ctx: &mut H::Ctx,
     response_timeout: Duration,
 ) -> Result<()> {
-    let Some(pool) = H::session_ctx(ctx).pool.clone() else {
-        return Error::e_explain(ErrorType::InternalError, "event stream without a pool");
-    };
+    let pool = routed_pool::<H>(ctx, "event stream without a pool")?;
     // Every write to the client has a deadline, the response header's too (the body's are
     // also raced against the watch, see `write_watched`).
     session
@@ -266,17 +264,7 @@ impl<H: Host> EventStream<'_, H> {
         header.remove_header(&http::header::CONTENT_LENGTH);
         header.set_version(http::Version::HTTP_11);
         header.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-        // Counts the session on this backend (`SessionCtx::open`).
-        self.host
-            .upstream_response(self.session, &mut header, self.ctx)
-            .await?;
-        self.host
-            .response(self.session, &mut header, self.ctx)
-            .await?;
-        self.session
-            .write_response_header(Box::new(header), false)
-            .await
-            .map_err(|e| e.into_down())
+        open_to_client(self.host, self.session, self.ctx, header).await
     }
 
     /// Writes backend `index`'s events to the client until it should move on (`Some`), or the
@@ -295,9 +283,7 @@ impl<H: Host> EventStream<'_, H> {
         let (session, filter) = (&mut *self.session, &mut self.filter);
         let backend = &pool.backends[index];
         let idle_timeout = host.routing().load().timeouts.websocket_idle;
-        let mut pending: Vec<u8> = Vec::new();
-        // How far into `pending` no event end was found.
-        let mut scanned = 0;
+        let mut events = Events::default();
         let mut heard = Instant::now();
         // Last write to the client: a quiet stream gets a keep-alive comment now and then, which
         // also finds a client that went away (a write fails) while the backend has nothing to say.
@@ -332,21 +318,8 @@ impl<H: Host> EventStream<'_, H> {
                         None => return Ok(Some(Move::BackendEnded)),
                     };
                     heard = Instant::now();
-                    pending.extend_from_slice(&data);
-                    // Each byte is looked at once however the events arrive (a byte at a time,
-                    // or many in one read), and what was taken goes in one drain. Events already
-                    // read go out even when the backend is let go meanwhile.
-                    let mut taken = 0;
-                    loop {
-                        let (block, used) = match split_event(&pending[taken..], scanned) {
-                            Ok(found) => found,
-                            Err(resume) => {
-                                scanned = resume;
-                                break;
-                            }
-                        };
-                        taken += used;
-                        scanned = 0;
+                    // Events already read go out even when the backend is let go meanwhile.
+                    for block in events.feed(&data) {
                         if filter.admit(&block) {
                             let mut out = block;
                             out.extend_from_slice(b"\n\n");
@@ -355,8 +328,7 @@ impl<H: Host> EventStream<'_, H> {
                             *delivered = true;
                         }
                     }
-                    pending.drain(..taken);
-                    if pending.len() > MAX_EVENT_BYTES {
+                    if events.pending() > MAX_EVENT_BYTES {
                         tracing::warn!(pool = %pool.name(), backend = %backend.name(), limit = MAX_EVENT_BYTES, "event stream closed: an event longer than the limit");
                         return Ok(None);
                     }

@@ -28,6 +28,12 @@ pub(super) enum Written {
 }
 
 impl<H: Host> WsSession<'_, H> {
+    /// Closes the client's WebSocket with a code and a reason, giving it
+    /// [`CLIENT_WRITE_TIMEOUT`] to take the close frame.
+    pub(super) async fn close(&mut self, code: CloseCode, reason: &str) {
+        close_client(self.session, code, reason, CLIENT_WRITE_TIMEOUT).await;
+    }
+
     /// One frame to the client, while the session's pool is watched: [`Written::Ended`] when the
     /// gateway shuts down or a reload replaces the pool meanwhile (the session ends at once, its
     /// client gone or not); an error when the client took nothing for [`CLIENT_WRITE_TIMEOUT`].

@@ -7,7 +7,7 @@ use super::super::backend::BackendSocket;
 use super::super::subscriptions::SessionState;
 use super::super::watch::{next_backend, Look, Move, Watch};
 use super::carry_over::{Carry, MoveFailed, MOVE_DEADLINE};
-use super::client::{close_client, to_client, Written, CLIENT_WRITE_TIMEOUT, CLOSE_AT_END};
+use super::client::{close_client, to_client, Written, CLOSE_AT_END};
 use super::open::OpenFailed;
 use super::state::WsSession;
 use crate::session::Host;
@@ -92,26 +92,14 @@ impl<H: Host> WsSession<'_, H> {
         if left.is_zero() {
             tracing::warn!(pool = %self.pool.name(), kind = "websocket", deadline = ?MOVE_DEADLINE, "a WebSocket session could not move in time: it closes");
             let reason = "no backend took this session in time; reconnect";
-            close_client(
-                self.session,
-                CloseCode::Restart,
-                reason,
-                CLIENT_WRITE_TIMEOUT,
-            )
-            .await;
+            self.close(CloseCode::Restart, reason).await;
             return None;
         }
         let Some((index, connections)) = next_backend(&self.pool, excluded, |b| b.ws_connections())
         else {
             tracing::info!(pool = %self.pool.name(), kind = "websocket", "no healthy backend to move the session to: it closes");
             let reason = "no healthy backend to move this session to; reconnect";
-            close_client(
-                self.session,
-                CloseCode::Restart,
-                reason,
-                CLIENT_WRITE_TIMEOUT,
-            )
-            .await;
+            self.close(CloseCode::Restart, reason).await;
             return None;
         };
         Some((index, connections, left))
@@ -163,13 +151,7 @@ impl<H: Host> WsSession<'_, H> {
             }
             Err(MoveFailed::Session(reason)) => {
                 tracing::warn!(pool = %pool.name(), backend = %backend.name(), %reason, "a WebSocket session could not move: it closes");
-                close_client(
-                    self.session,
-                    CloseCode::Error,
-                    &reason,
-                    CLIENT_WRITE_TIMEOUT,
-                )
-                .await;
+                self.close(CloseCode::Error, &reason).await;
                 return Tried::Closed;
             }
         }

@@ -6,7 +6,7 @@
 use super::super::backend::{BackendSocket, Recording};
 use super::client::CLIENT_WRITE_TIMEOUT;
 use super::state::WsSession;
-use crate::session::Host;
+use crate::session::{open_to_client, Host};
 use crate::upstream::connections::{upstream_error, Connections};
 use crate::upstream::exchange::HOP_BY_HOP_RESPONSE;
 use bytes::Bytes;
@@ -88,17 +88,7 @@ impl<H: Host> WsSession<'_, H> {
         if let Some(protocol) = protocol {
             header.insert_header(http::header::SEC_WEBSOCKET_PROTOCOL, protocol)?;
         }
-        // Counts the session on this backend (`SessionCtx::open`).
-        self.host
-            .upstream_response(self.session, &mut header, self.ctx)
-            .await?;
-        self.host
-            .response(self.session, &mut header, self.ctx)
-            .await?;
-        self.session
-            .write_response_header(Box::new(header), false)
-            .await
-            .map_err(|e| e.into_down())?;
+        open_to_client(self.host, self.session, self.ctx, header).await?;
         // The session's idleness is judged here, both ways (a subscribed client sends nothing
         // for hours).
         let downstream = self.session.as_downstream_mut();

@@ -13,7 +13,7 @@ use super::super::backend::{
 };
 use super::super::subscriptions::{Outgoing, SessionState, MAX_IN_FLIGHT, MAX_SESSION_BYTES};
 use super::super::watch::{Look, Move, Watch, WATCH};
-use super::client::{close_client, Written, CLIENT_WRITE_TIMEOUT, CLOSE_AT_END};
+use super::client::{close_client, Written, CLOSE_AT_END};
 use super::state::{Outcome, WsSession};
 use crate::session::relay::whole_frames;
 use crate::session::Host;
@@ -255,7 +255,7 @@ impl<H: Host> WsSession<'_, H> {
         }
         if stay.heard.elapsed() > stay.idle_timeout {
             let reason = "idle for longer than the session idle timeout";
-            close_client(self.session, CloseCode::Away, reason, CLIENT_WRITE_TIMEOUT).await;
+            self.close(CloseCode::Away, reason).await;
             return Some(Outcome::Over);
         }
         None

@@ -5,10 +5,9 @@
 use super::super::backend::BackendSocket;
 use super::super::subscriptions::SessionState;
 use super::super::watch::record_move;
-use super::client::{close_client, CLIENT_WRITE_TIMEOUT};
 use super::open::accept_key;
 use super::state::{Outcome, WsSession};
-use crate::session::{Host, SessionCtx};
+use crate::session::{routed_pool, Host, SessionCtx};
 use crate::upstream::Pool;
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -39,9 +38,7 @@ pub async fn serve_websocket<H: Host>(
     ctx: &mut H::Ctx,
     response_timeout: Duration,
 ) -> Result<()> {
-    let Some(pool) = H::session_ctx(ctx).pool.clone() else {
-        return Error::e_explain(ErrorType::InternalError, "WebSocket without a pool");
-    };
+    let pool = routed_pool::<H>(ctx, "WebSocket without a pool")?;
     let Some(accept) = accept_key(session.req_header()) else {
         return Error::e_explain(
             ErrorType::InvalidHTTPHeader,
@@ -81,13 +78,7 @@ impl<H: Host> WsSession<'_, H> {
             };
             if let Some(too_often) = moves.count(heard) {
                 let reason = too_often.log(&self.pool);
-                close_client(
-                    self.session,
-                    CloseCode::Error,
-                    &reason,
-                    CLIENT_WRITE_TIMEOUT,
-                )
-                .await;
+                self.close(CloseCode::Error, &reason).await;
                 return Ok(());
             }
             // The session stays counted on its backend until a move succeeds.
