@@ -190,8 +190,9 @@ pub struct PoolSection {
     /// Execution pools with `sessions: seamless`: the most blocks a moving WebSocket session's
     /// gap fill covers. Default 128.
     pub max_gap_blocks: Option<u64>,
-    /// Hedged reads ([`HedgeSection`]); absent: off.
-    pub hedge: Option<HedgeSection>,
+    /// Hedged reads ([`HedgeSection`]); absent: off. Read on its own, so that a bad key is
+    /// reported at `pools.NAME.hedge` and the rest of the pool is still checked.
+    pub hedge: Option<serde_yaml::Value>,
     /// PEM file with extra CA certificates trusted for this pool's backends.
     pub ca: Option<PathBuf>,
     pub health: Option<HealthSection>,

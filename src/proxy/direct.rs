@@ -51,9 +51,9 @@ impl Gateway {
                 }
             };
             let won = match answered {
-                Answered::Won(won) => won,
-                Answered::Failed(e) if e.retry() => continue,
-                Answered::Failed(e) => return Err(e),
+                Ok(won) => won,
+                Err(e) if e.retry() => continue,
+                Err(e) => return Err(e),
             };
             self.relay(session, ctx, won.header, won.incoming, response_timeout)
                 .await?;
@@ -74,7 +74,7 @@ impl Gateway {
         let request = self.backend_request(session, ctx, body.len()).await?;
         let (sender, response) = match send(&connections, &request, body, response_timeout).await {
             Ok(exchange) => exchange,
-            Err(failure) => return Ok(Answered::Failed(self.failed(session, ctx, failure))),
+            Err(failure) => return Ok(Err(self.failed(session, ctx, failure))),
         };
         let (parts, incoming) = response.into_parts();
         let mut header = answer_header(parts);
@@ -83,13 +83,9 @@ impl Gateway {
             .await
         {
             // Retrying elsewhere: this connection is left with an unread answer, so it goes.
-            return if e.retry() {
-                Ok(Answered::Failed(e))
-            } else {
-                Err(e)
-            };
+            return if e.retry() { Ok(Err(e)) } else { Err(e) };
         }
-        Ok(Answered::Won(Won {
+        Ok(Ok(Won {
             connections,
             sender,
             header,

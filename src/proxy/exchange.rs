@@ -50,13 +50,10 @@ pub(super) struct Won {
     pub incoming: Incoming,
 }
 
-/// How the gateway's own exchange with one backend, or a race of several, ended.
-pub(super) enum Answered {
-    /// An answer the response hook let through: it goes to the client.
-    Won(Won),
-    /// Every attempt failed; the error carries whether another backend is tried.
-    Failed(Box<Error>),
-}
+/// How the gateway's own exchange with one backend, or a race of several, ended: `Ok`, an answer
+/// the response hook let through, to go to the client; `Err`, every attempt failed, and the error
+/// carries whether another backend is tried.
+pub(super) type Answered = std::result::Result<Won, Box<Error>>;
 
 /// The answer's header as the hooks see it, without the backend's hop-by-hop headers.
 pub(super) fn answer_header(parts: http::response::Parts) -> ResponseHeader {

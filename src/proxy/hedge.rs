@@ -125,7 +125,7 @@ impl Gateway {
                     if others {
                         continue;
                     }
-                    return Ok(Answered::Failed(e));
+                    return Ok(Err(e));
                 }
             };
             let (parts, incoming) = response.into_parts();
@@ -142,7 +142,7 @@ impl Gateway {
             {
                 Ok(()) => {}
                 Err(e) if e.retry() && others => continue,
-                Err(e) if e.retry() => return Ok(Answered::Failed(e)),
+                Err(e) if e.retry() => return Ok(Err(e)),
                 Err(e) => return Err(e),
             }
             // The losers go now, their connections with them, answers still coming or not.
@@ -152,7 +152,7 @@ impl Gateway {
                     pool.metrics.hedge_wins[usize::from(slot.hedge)].inc();
                 }
             }
-            return Ok(Answered::Won(Won {
+            return Ok(Ok(Won {
                 connections,
                 sender,
                 header,

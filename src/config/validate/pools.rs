@@ -54,10 +54,11 @@ impl Validator {
         )?;
         let network = self.network(&path, section.kind, &section);
         let health = self.health(&path, section.health.take().unwrap_or_default());
-        let hedge = section
-            .hedge
-            .take()
-            .and_then(|h| self.hedge(&path, h, section.backends.len()));
+        let hedge = section.hedge.take().and_then(|value| {
+            let hint = "`hedge` is `{ delay: 300ms, max: 1 }`";
+            let hedge = self.node(&format!("{path}.hedge"), value, hint)?;
+            self.hedge(&path, hedge, section.backends.len())
+        });
         let pool_ca = section
             .ca
             .take()
@@ -400,7 +401,7 @@ mod hedge_tests {
             ("{ delay: 2m }", "pools.execution.hedge.delay"),
             ("{ max: 0 }", "pools.execution.hedge.max"),
             ("{ max: 9 }", "pools.execution.hedge.max"),
-            ("{ after: 1s }", "pools.execution"),
+            ("{ after: 1s }", "pools.execution.hedge"),
         ] {
             let errs = errors(&with_hedge(hedge));
             assert_eq!(errs.len(), 1, "{hedge}: {errs:?}");
