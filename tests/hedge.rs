@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use ssv_ha::sim::{NodeKind, NodeStatus, SimNode};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,13 +19,16 @@ use tokio::net::TcpStream;
 
 const RPC: &str = "rpc.example.com";
 const FAST: &str = "fast.example.com";
-/// Health checks quick to pass, slow to fail: 1,000 requests at once slow the probes too.
+/// Health checks quick to pass, slow to fail: a loaded machine slows the probes too.
+/// Held by the tests that time reads and the test that floods the gateway, so that they do not
+/// run at once.
+static TIMING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const STEADY_HEALTH: &str = "{ interval: 1s, timeout: 900ms, rise: 1, fall: 3 }";
 
 /// A pool `execution` of `a` then `b` (policy `first`) hedging after `delay`, on `RPC`, and a
 /// pool `fast` of `b` alone on `FAST`, to measure the fast node through the gateway.
 async fn slow_and_fast(pki: &Pki, a: &SimNode, b: &SimNode, delay: &str) -> (Gateway, String) {
-    let hedge = format!("    hedge: {{ delay: {delay}, max: 1 }}\n");
+    let hedge = format!("    hedge: {{ delay: {delay}, max: 1 }}\n    health: {STEADY_HEALTH}\n");
     let mut pools = pool_yaml_with(
         "execution",
         "execution",
@@ -34,10 +37,15 @@ async fn slow_and_fast(pki: &Pki, a: &SimNode, b: &SimNode, delay: &str) -> (Gat
         &[(a, false), (b, false)],
         &hedge,
     );
-    pools.push_str(
-        &pool_yaml("fast", "execution", "first", &pki.ca_file, &[(b, false)])
-            .replace("ec-b", "ec-b-alone"),
+    let alone = pool_yaml_with(
+        "fast",
+        "execution",
+        "first",
+        &pki.ca_file,
+        &[(b, false)],
+        &format!("    health: {STEADY_HEALTH}\n"),
     );
+    pools.push_str(&alone.replace("ec-b", "ec-b-alone"));
     let routes = format!("{EC_ROUTE}  - {{ host: {FAST}, pool: fast }}\n");
     let (gw, listen) = start_on(&pools, &routes).await;
     gw.wait_backend("execution", "ec-a", true).await;
@@ -78,6 +86,7 @@ async fn timed_reads(client: &reqwest::Client, url: &str, host: &str, n: u64) ->
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_node_costs_a_read_the_hedge_delay_and_stays_healthy() {
+    let _alone = TIMING.lock().await;
     let pki = Pki::new();
     let (a, b) = execution_nodes(&pki, 2000).await;
     let (gw, url) = slow_and_fast(&pki, &a, &b, "200ms").await;
@@ -183,31 +192,47 @@ struct Seen {
 
 /// A plain-TCP execution backend: answers the health probe at once and every other call after
 /// its delay (`delay_ms`, changed while it runs), with the call's id and `NAME:CONNECTION` as the
-/// result, so that a test knows which connection carried each answer.
+/// result, so that a test knows which connection carried each answer; or, when `status` is set
+/// to another status than 200, with that status and an HTML page (a node's proxy failing).
 struct RawBackend {
     addr: SocketAddr,
     seen: Arc<Seen>,
     delay_ms: Arc<AtomicU64>,
+    status: Arc<AtomicU16>,
+}
+
+/// What a raw backend's connections share.
+#[derive(Clone)]
+struct Behaviour {
+    name: &'static str,
+    seen: Arc<Seen>,
+    delay_ms: Arc<AtomicU64>,
+    status: Arc<AtomicU16>,
 }
 
 impl RawBackend {
     async fn start(name: &'static str, delay_ms: u64) -> RawBackend {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Seen::default());
-        let delay = Arc::new(AtomicU64::new(delay_ms));
-        let (seen2, delay2) = (seen.clone(), delay.clone());
+        let behaviour = Behaviour {
+            name,
+            seen: Arc::default(),
+            delay_ms: Arc::new(AtomicU64::new(delay_ms)),
+            status: Arc::new(AtomicU16::new(200)),
+        };
+        let shared = behaviour.clone();
         tokio::spawn(async move {
             let connections = AtomicUsize::new(0);
             while let Ok((s, _)) = listener.accept().await {
                 let conn = connections.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve(s, name, conn, seen2.clone(), delay2.clone()));
+                tokio::spawn(serve(s, conn, shared.clone()));
             }
         });
         RawBackend {
             addr,
-            seen,
-            delay_ms: delay,
+            seen: behaviour.seen,
+            delay_ms: behaviour.delay_ms,
+            status: behaviour.status,
         }
     }
 
@@ -223,26 +248,32 @@ impl RawBackend {
     }
 }
 
-async fn serve(mut s: TcpStream, name: &str, conn: usize, seen: Arc<Seen>, delay: Arc<AtomicU64>) {
+async fn serve(mut s: TcpStream, conn: usize, b: Behaviour) {
     while let Some((head, body)) = read_request(&mut s).await {
-        let answer = if head.contains("ssv-ha-health") {
-            HEALTHY_BATCH.to_string()
+        let (status, kind, answer) = if head.contains("ssv-ha-health") {
+            (200, "application/json", HEALTHY_BATCH.to_string())
         } else {
             let call: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            seen.requests.lock().unwrap().push((conn, call.clone()));
-            tokio::time::sleep(Duration::from_millis(delay.load(Ordering::SeqCst))).await;
-            json!({"jsonrpc": "2.0", "id": call["id"], "result": format!("{name}:{conn}")})
-                .to_string()
+            b.seen.requests.lock().unwrap().push((conn, call.clone()));
+            tokio::time::sleep(Duration::from_millis(b.delay_ms.load(Ordering::SeqCst))).await;
+            match b.status.load(Ordering::SeqCst) {
+                200 => {
+                    let result = format!("{}:{conn}", b.name);
+                    let answer = json!({"jsonrpc": "2.0", "id": call["id"], "result": result});
+                    (200, "application/json", answer.to_string())
+                }
+                status => (status, "text/html", format!("<html>{status}</html>")),
+            }
         };
         let reply = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+            "HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\r\n{answer}",
             answer.len()
         );
         if s.write_all(reply.as_bytes()).await.is_err() {
             break;
         }
     }
-    seen.closed.lock().unwrap().push(conn);
+    b.seen.closed.lock().unwrap().push(conn);
 }
 
 /// Reads one request (header, lower-cased, and Content-Length body); `None` when the connection
@@ -269,10 +300,10 @@ async fn read_request(s: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     }
 }
 
-/// A gateway whose pool `execution` hedges over `a` then `b` (policy `first`).
-async fn raw_pool(a: &RawBackend, b: &RawBackend, delay: &str) -> (Gateway, String) {
+/// A gateway whose pool `execution` hedges over `a` then `b` (policy `first`), with `health`.
+async fn raw_pool(a: &RawBackend, b: &RawBackend, delay: &str, health: &str) -> (Gateway, String) {
     let pools = format!(
-        "  execution:\n    kind: execution\n    policy: first\n    max_head_age: \"off\"\n    hedge: {{ delay: {delay}, max: 1 }}\n    health: {STEADY_HEALTH}\n    backends:\n{}{}",
+        "  execution:\n    kind: execution\n    policy: first\n    max_head_age: \"off\"\n    hedge: {{ delay: {delay}, max: 1 }}\n    health: {health}\n    backends:\n{}{}",
         a.yaml("ec-a"),
         b.yaml("ec-b")
     );
@@ -313,12 +344,13 @@ async fn post_all(url: &str, host: &'static str, bodies: Vec<(String, Value)>) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn writes_through_a_hedging_pool_reach_a_node_exactly_once() {
+    let _alone = TIMING.lock().await;
     // Execution: 1,000 transactions, the first node slow enough that a hedge would go.
     let (a, b) = (
         RawBackend::start("a", 300).await,
         RawBackend::start("b", 0).await,
     );
-    let (gw, url) = raw_pool(&a, &b, "50ms").await;
+    let (gw, url) = raw_pool(&a, &b, "50ms", STEADY_HEALTH).await;
     let transactions = (0..1000)
         .map(|n| {
             let raw = format!("0x02{n:08x}");
@@ -395,7 +427,7 @@ async fn a_hedge_losers_connection_is_never_used_again() {
         RawBackend::start("a", 1000).await,
         RawBackend::start("b", 0).await,
     );
-    let (_gw, url) = raw_pool(&a, &b, "100ms").await;
+    let (_gw, url) = raw_pool(&a, &b, "100ms", STEADY_HEALTH).await;
     let client = reqwest::Client::new();
     let (status, _, body) = post(&client, &url, RPC, &rpc("eth_call", 1)).await;
     assert_eq!((status, &body["id"]), (200, &json!(1)));
@@ -423,5 +455,34 @@ async fn a_hedge_losers_connection_is_never_used_again() {
     assert_eq!(
         on_loser, 1,
         "the loser's connection carried another request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hedge_that_fails_neither_wins_nor_is_charged() {
+    let (a, b) = (
+        RawBackend::start("a", 500).await,
+        RawBackend::start("b", 0).await,
+    );
+    // One failure on live traffic would take a backend out.
+    let health = "{ interval: 1s, timeout: 900ms, rise: 1, fall: 1 }";
+    let (gw, url) = raw_pool(&a, &b, "50ms", health).await;
+    b.status.store(502, Ordering::SeqCst);
+    let client = reqwest::Client::new();
+    for id in 0..5 {
+        let (status, _, body) = post(&client, &url, RPC, &rpc("eth_call", id)).await;
+        assert_eq!((status, &body["id"]), (200, &json!(id)), "{body}");
+        assert!(body["result"].as_str().unwrap().starts_with("a:"), "{body}");
+    }
+    assert_eq!(b.requests().len(), 5, "each read was hedged");
+    let text = gw.metrics().await;
+    let down = "ssv_ha_backend_transitions_total{backend=\"ec-b\",pool=\"execution\",to=\"down\"}";
+    assert_eq!(metric(&text, down), 0.0, "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            "ssv_ha_hedge_wins_total{pool=\"execution\",winner=\"first\"}"
+        ),
+        5.0
     );
 }
