@@ -26,6 +26,10 @@ pub const SESSION_KINDS: [&str; 3] = ["websocket", "sse", "passthrough"];
 /// Why a session moved to another backend, as labelled in `ssv_ha_sessions_moved_total`.
 pub const MOVE_REASONS: [&str; 3] = ["backend_down", "failback", "backend_ended"];
 
+/// Winners of a hedged read, as labelled in `ssv_ha_hedge_wins_total`: index 0 the first
+/// attempt, 1 a hedge.
+pub const HEDGE_WINNERS: [&str; 2] = ["first", "hedge"];
+
 /// Directions of `ssv_ha_backend_transitions_total`: index 0 down, 1 up.
 pub const TRANSITIONS: [&str; 2] = ["down", "up"];
 
@@ -52,6 +56,8 @@ pub struct Metrics {
     passthrough: IntCounterVec,
     moved: IntCounterVec,
     retries: IntCounterVec,
+    hedges: IntCounterVec,
+    hedge_wins: IntCounterVec,
     unavailable: IntCounterVec,
     unrouted: IntCounterVec,
     held: IntGaugeVec,
@@ -97,6 +103,9 @@ pub struct PoolMetrics {
     /// Requests (or batch elements) refused by the method policy or batch limit.
     pub denied: IntCounter,
     pub retries: IntCounter,
+    /// Reads sent to one more backend, and which attempt won them (by [`HEDGE_WINNERS`]).
+    pub hedges: IntCounter,
+    pub hedge_wins: [IntCounter; 2],
     pub unavailable: IntCounter,
     pub failovers: IntCounter,
     /// Sessions moved to another backend with the client connected: WebSocket sessions and
@@ -137,6 +146,8 @@ impl Metrics {
             passthrough: register(&r, &families::PASSTHROUGH)?,
             moved: register(&r, &families::MOVED)?,
             retries: register(&r, &families::RETRIES)?,
+            hedges: register(&r, &families::HEDGES)?,
+            hedge_wins: register(&r, &families::HEDGE_WINS)?,
             unavailable: register(&r, &families::UNAVAILABLE)?,
             active: register(&r, &families::ACTIVE)?,
             failovers: register(&r, &families::FAILOVERS)?,
@@ -199,6 +210,7 @@ impl Metrics {
     pub fn forget_pool(&self, pool: &str) {
         for vec in [
             &self.retries,
+            &self.hedges,
             &self.unavailable,
             &self.failovers,
             &self.denied,
@@ -206,6 +218,9 @@ impl Metrics {
             let _ = vec.remove_label_values(&[pool]);
         }
         let _ = self.max_lag.remove_label_values(&[pool]);
+        for winner in HEDGE_WINNERS {
+            let _ = self.hedge_wins.remove_label_values(&[pool, winner]);
+        }
         for kind in [SESSION_KINDS[0], SESSION_KINDS[1]] {
             for reason in MOVE_REASONS {
                 let _ = self.moved.remove_label_values(&[pool, kind, reason]);
@@ -246,6 +261,8 @@ impl Metrics {
     pub fn pool(&self, pool: &str) -> PoolMetrics {
         PoolMetrics {
             retries: self.retries.with_label_values(&[pool]),
+            hedges: self.hedges.with_label_values(&[pool]),
+            hedge_wins: HEDGE_WINNERS.map(|w| self.hedge_wins.with_label_values(&[pool, w])),
             unavailable: self.unavailable.with_label_values(&[pool]),
             failovers: self.failovers.with_label_values(&[pool]),
             moved: [SESSION_KINDS[0], SESSION_KINDS[1]]

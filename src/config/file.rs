@@ -190,11 +190,24 @@ pub struct PoolSection {
     /// Execution pools with `sessions: seamless`: the most blocks a moving WebSocket session's
     /// gap fill covers. Default 128.
     pub max_gap_blocks: Option<u64>,
+    /// Hedged reads ([`HedgeSection`]); absent: off. Read on its own, so that a bad key is
+    /// reported at `pools.NAME.hedge` and the rest of the pool is still checked.
+    pub hedge: Option<serde_yaml::Value>,
     /// PEM file with extra CA certificates trusted for this pool's backends.
     pub ca: Option<PathBuf>,
     pub health: Option<HealthSection>,
     #[serde(default)]
     pub backends: Vec<serde_yaml::Value>,
+}
+
+/// `hedge:` of a pool — a read with no answer after `delay` goes to another backend as well.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HedgeSection {
+    /// How long the backends asked so far may take before the next is asked too. Default `300ms`.
+    pub delay: Option<String>,
+    /// Most backends asked besides the first. Default 1.
+    pub max: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

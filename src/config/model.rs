@@ -76,6 +76,12 @@ pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a healthy-again primary must stay the first choice before sessions on lower-ranked
 /// backends are moved back to it.
 pub const DEFAULT_FAILBACK_DELAY: Duration = Duration::from_secs(10);
+/// A pool's `hedge.delay` when its `hedge` section does not say.
+pub const DEFAULT_HEDGE_DELAY: Duration = Duration::from_millis(300);
+/// Longest `hedge.delay` accepted: past it a hedge no longer saves a slot's duty.
+pub const MAX_HEDGE_DELAY: Duration = Duration::from_secs(60);
+/// Most extra backends one read may be sent to (`hedge.max`).
+pub const MAX_HEDGES: u32 = 8;
 /// Most backends one pool may hold (requests track tried backends in a 64-bit set).
 pub const MAX_BACKENDS_PER_POOL: usize = 64;
 
@@ -218,8 +224,18 @@ pub struct PoolConfig {
     /// Execution pools with seamless sessions: the most blocks a moving WebSocket session's gap
     /// fill covers; past it the session closes.
     pub max_gap_blocks: u64,
+    /// Hedged reads; `None`: off.
+    pub hedge: Option<Hedge>,
     pub health: HealthSettings,
     pub backends: Vec<BackendConfig>,
+}
+
+/// Hedged reads of a pool: a request that only reads and has had no answer's header from the
+/// backends asked so far after `delay` goes to the next healthy backend too, up to `max` more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hedge {
+    pub delay: Duration,
+    pub max: u32,
 }
 
 /// Network identity a pool's nodes must report, from the config. Empty: learned by agreement.

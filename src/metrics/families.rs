@@ -171,6 +171,18 @@ pub(super) const RETRIES: Family = Family {
     labels: &["pool"],
 };
 
+pub(super) const HEDGES: Family = Family {
+    name: "ssv_ha_hedges_total",
+    help: "Reads sent to one more backend because those asked had not answered within the pool's hedge delay",
+    labels: &["pool"],
+};
+
+pub(super) const HEDGE_WINS: Family = Family {
+    name: "ssv_ha_hedge_wins_total",
+    help: "Hedged reads by the attempt whose answer the client got (first, hedge)",
+    labels: &["pool", "winner"],
+};
+
 pub(super) const UNAVAILABLE: Family = Family {
     name: "ssv_ha_unavailable_total",
     help: "Requests answered 503 because no backend of the pool was healthy",

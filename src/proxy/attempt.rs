@@ -53,6 +53,7 @@ impl Gateway {
                 pool.metrics.retries.inc();
             }
             ctx.session.backend = Some(index);
+            ctx.hedge = false;
             ctx.upstream_start = Some(Instant::now());
             return Ok(reached);
         }
@@ -71,7 +72,7 @@ impl Gateway {
         let local_resources = crate::limits::out_of_local_resources(&e);
         if local_resources {
             tracing::warn!(error = %e, "cannot open a backend connection: the gateway is out of file descriptors or local ports (raise LimitNOFILE / ulimit -n, or lower the in-flight caps)");
-        } else {
+        } else if !ctx.hedge {
             // A backend that refuses or cannot complete a connection leaves rotation now, not at
             // its next failed check.
             if let (Some(pool), Some(index)) = (self.pool(ctx), ctx.session.backend) {
@@ -139,6 +140,10 @@ impl Gateway {
         let (Some(backend), Some(pool)) = (self.backend(ctx), self.pool(ctx)) else {
             return;
         };
+        // A hedge asked a second node only to spare the client a wait: no charge either way.
+        if ctx.hedge {
+            return;
+        }
         if pool.count_live_failure(backend.index, reason) {
             return;
         }

@@ -45,6 +45,9 @@ pub struct RequestCtx {
     /// Backends this request was sent to (bit per backend index).
     pub(super) tried: u64,
     pub(super) attempts: u32,
+    /// The attempt the hooks are judging is a hedge ([`super::hedge`]): its failures count
+    /// against no node's health.
+    pub(super) hedge: bool,
     pub(super) traffic: Traffic,
     /// This request counts against the listener's WebSocket cap.
     pub(super) websocket_place: Option<places::Place>,

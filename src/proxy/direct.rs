@@ -9,22 +9,26 @@
 //! passive health and retry rules, and `fail_to_proxy` and `logging` after it.
 
 use super::ctx::RequestCtx;
+use super::exchange::{answer_header, Answered, Won};
 use super::gateway::Gateway;
-use crate::upstream::connections::upstream_error;
-use crate::upstream::exchange::{send, this_hop, Failure, HOP_BY_HOP_RESPONSE};
+use crate::upstream::connections::{upstream_error, Connections};
+use crate::upstream::exchange::{send, this_hop, Failure};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::fast_timeout::fast_timeout;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::ErrorType;
+use std::sync::Arc;
 use std::time::Duration;
 
 impl Gateway {
-    /// Answers the request from a backend, trying others as the retry rules allow. `Ok` when the
-    /// answer reached the client; an error goes on to `fail_to_proxy` like one of Pingora's.
+    /// Answers the request from a backend, trying others as the retry rules allow, and asking a
+    /// second one too when the pool hedges and the request only reads ([`super::hedge`]). `Ok`
+    /// when the answer reached the client; an error goes on to `fail_to_proxy` like one of
+    /// Pingora's.
     pub(super) async fn exchange_directly(
         &self,
         session: &mut Session,
@@ -32,45 +36,88 @@ impl Gateway {
         body: Bytes,
         response_timeout: Duration,
     ) -> Result<()> {
+        let hedged = self.pool(ctx).and_then(|p| p.config.hedge);
+        let mut hedge = hedged.filter(|_| ctx.reads_only);
         loop {
             let connections = self.next_attempt(ctx, |b| b.connections())?;
-            let mut request = session.req_header().clone();
-            self.upstream_request_filter(session, &mut request, ctx)
-                .await?;
-            this_hop(&mut request, body.len())?;
-            let (sender, response) =
-                match send(&connections, &request, &body, response_timeout).await {
-                    Ok(exchange) => exchange,
-                    Err(failure) => {
-                        let e = match failure {
-                            Failure::Connect(e) => self.connect_failed(session, ctx, e),
-                            Failure::Exchange(e) => self.proxy_failed(session, ctx, e, false),
-                        };
-                        if e.retry() {
-                            continue;
-                        }
-                        return Err(e);
-                    }
-                };
-            let (parts, incoming) = response.into_parts();
-            let mut header = ResponseHeader::from(parts);
-            for name in HOP_BY_HOP_RESPONSE {
-                header.remove_header(name);
-            }
-            if let Err(e) = self
-                .upstream_response_filter(session, &mut header, ctx)
-                .await
-            {
-                // Retrying elsewhere: this connection is left with an unread answer, so it goes.
-                if e.retry() {
-                    continue;
+            let answered = match hedge.as_mut() {
+                Some(budget) => {
+                    self.race(session, ctx, connections, &body, response_timeout, budget)
+                        .await?
                 }
-                return Err(e);
-            }
-            self.relay(session, ctx, header, incoming, response_timeout)
+                None => {
+                    self.exchange_once(session, ctx, connections, &body, response_timeout)
+                        .await?
+                }
+            };
+            let won = match answered {
+                Ok(won) => won,
+                Err(e) if e.retry() => continue,
+                Err(e) => return Err(e),
+            };
+            self.relay(session, ctx, won.header, won.incoming, response_timeout)
                 .await?;
-            connections.give_back(sender);
+            won.connections.give_back(won.sender);
             return Ok(());
+        }
+    }
+
+    /// One attempt on the backend [`Gateway::next_attempt`] chose.
+    async fn exchange_once(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        connections: Arc<Connections>,
+        body: &Bytes,
+        response_timeout: Duration,
+    ) -> Result<Answered> {
+        let request = self.backend_request(session, ctx, body.len()).await?;
+        let (sender, response) = match send(&connections, &request, body, response_timeout).await {
+            Ok(exchange) => exchange,
+            Err(failure) => return Ok(Err(self.failed(session, ctx, failure))),
+        };
+        let (parts, incoming) = response.into_parts();
+        let mut header = answer_header(parts);
+        if let Err(e) = self
+            .upstream_response_filter(session, &mut header, ctx)
+            .await
+        {
+            // Retrying elsewhere: this connection is left with an unread answer, so it goes.
+            return if e.retry() { Ok(Err(e)) } else { Err(e) };
+        }
+        Ok(Ok(Won {
+            connections,
+            sender,
+            header,
+            incoming,
+        }))
+    }
+
+    /// The request as it goes to the backend `ctx` has chosen, through the request hook.
+    pub(super) async fn backend_request(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        body_len: usize,
+    ) -> Result<RequestHeader> {
+        let mut request = session.req_header().clone();
+        self.upstream_request_filter(session, &mut request, ctx)
+            .await?;
+        this_hop(&mut request, body_len)?;
+        Ok(request)
+    }
+
+    /// An attempt that failed before the answer's header: passive health, then whether another
+    /// backend is tried (decided on the returned error).
+    pub(super) fn failed(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        failure: Failure,
+    ) -> Box<Error> {
+        match failure {
+            Failure::Connect(e) => self.connect_failed(session, ctx, e),
+            Failure::Exchange(e) => self.proxy_failed(session, ctx, e, false),
         }
     }
 

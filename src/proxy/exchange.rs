@@ -5,12 +5,16 @@ use super::ctx::RequestCtx;
 use super::reply;
 use crate::config::model::PoolKind;
 use crate::jsonrpc::policy;
+use crate::upstream::connections::{Connections, Sender};
+use crate::upstream::exchange::HOP_BY_HOP_RESPONSE;
 use crate::upstream::Traffic;
 use bytes::Bytes;
+use hyper::body::Incoming;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use pingora::ErrorType;
+use std::sync::Arc;
 
 /// Most request body read to find JSON-RPC ids for an error reply.
 const MAX_ERROR_BODY_SCAN: usize = 1 << 20;
@@ -35,6 +39,56 @@ pub(super) fn traffic_of(req: &RequestHeader, upgrade: bool, kind: PoolKind) -> 
     } else {
         Traffic::Plain
     }
+}
+
+/// A backend's answer whose header came, for the gateway's own exchange ([`super::direct`]): its
+/// body is still to come on `sender`'s connection, one of `connections`.
+pub(super) struct Won {
+    pub connections: Arc<Connections>,
+    pub sender: Sender,
+    pub header: ResponseHeader,
+    pub incoming: Incoming,
+}
+
+/// How the gateway's own exchange with one backend, or a race of several, ended: `Ok`, an answer
+/// the response hook let through, to go to the client; `Err`, every attempt failed, and the error
+/// carries whether another backend is tried.
+pub(super) type Answered = std::result::Result<Won, Box<Error>>;
+
+/// The answer's header as the hooks see it, without the backend's hop-by-hop headers.
+pub(super) fn answer_header(parts: http::response::Parts) -> ResponseHeader {
+    let mut header = ResponseHeader::from(parts);
+    for name in HOP_BY_HOP_RESPONSE {
+        header.remove_header(name);
+    }
+    header
+}
+
+/// What makes an answer the backend's failure, if it is one. 502/503/504 are what a node's own
+/// reverse proxy (traefik) answers when the node behind it is gone or overloaded, and an HTML
+/// page is never a JSON-RPC answer: they count against the backend, and the request goes to
+/// another one while nothing has reached the client. Other statuses are the node's answer and
+/// pass; so does a node's proxy refusing the request itself as too large (every node would),
+/// which says nothing of the node.
+pub(super) fn failed_answer(ctx: &RequestCtx, response: &ResponseHeader) -> Option<String> {
+    let status = response.status.as_u16();
+    if matches!(status, 502..=504) {
+        return Some(format!("HTTP {status}"));
+    }
+    let refused_request = matches!(status, 413 | 414 | 431);
+    let html_for_rpc = !refused_request
+        && ctx.traffic == Traffic::Plain
+        && ctx
+            .session
+            .pool
+            .as_ref()
+            .is_some_and(|p| p.config.kind == PoolKind::Execution)
+        && response
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/html"));
+    html_for_rpc.then(|| format!("an HTML page (HTTP {status}) in answer to JSON-RPC"))
 }
 
 pub(super) fn is_timeout(e: &Error) -> bool {

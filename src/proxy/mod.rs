@@ -16,6 +16,7 @@ mod direct;
 mod error;
 mod exchange;
 mod gateway;
+mod hedge;
 pub mod reply;
 pub mod retry;
 mod session_host;
@@ -26,7 +27,7 @@ pub use gateway::Gateway;
 
 use admission::{Body, Hold};
 use error::{NO_BACKEND, TOO_LARGE, WEBSOCKET_REFUSED};
-use exchange::{content_length, is_timeout, request_body, session_kind, write_json};
+use exchange::{content_length, failed_answer, is_timeout, request_body, session_kind, write_json};
 
 use crate::config::model::{PoolKind, SessionMode};
 use crate::jsonrpc::policy;
@@ -273,34 +274,11 @@ impl ProxyHttp for Gateway {
                 ctx.session.open = Some(kind);
             }
         }
-        // 502/503/504 are what a node's own reverse proxy (traefik) answers when the node behind it
-        // is gone or overloaded, and an HTML page is never a JSON-RPC answer: they count against
-        // the backend, and the request goes to another one while nothing has reached the client.
-        // Other statuses are the node's answer and pass; so does a node's proxy refusing the
-        // request itself as too large (every node would), which says nothing of the node.
-        let refused_request = matches!(status, 413 | 414 | 431);
-        let html_for_rpc = !refused_request
-            && ctx.traffic == Traffic::Plain
-            && ctx
-                .session
-                .pool
-                .as_ref()
-                .is_some_and(|p| p.config.kind == PoolKind::Execution)
-            && upstream_response
-                .headers
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|ct| ct.starts_with("text/html"));
-        if !matches!(status, 502..=504) && !html_for_rpc {
-            return Ok(());
-        }
-        let Some(backend) = self.backend(ctx) else {
+        let Some(what) = failed_answer(ctx, upstream_response) else {
             return Ok(());
         };
-        let what = if matches!(status, 502..=504) {
-            format!("HTTP {status}")
-        } else {
-            format!("an HTML page (HTTP {status}) in answer to JSON-RPC")
+        let Some(backend) = self.backend(ctx) else {
+            return Ok(());
         };
         let name = backend.name().to_string();
         self.live_failure(session, ctx, &what);

@@ -279,10 +279,12 @@ async fn observe(State(state): State<Arc<NodeState>>, request: Request, next: Ne
         if !seen.probe {
             state.client_requests.fetch_add(1, Ordering::SeqCst);
         }
+        let probe = seen.probe;
         lock(&state.seen).push(seen);
         let status = state.status();
-        if status.delay_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(status.delay_ms)).await;
+        let delay = status.delay_ms + if probe { 0 } else { status.client_delay_ms };
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         if let Some(code) = status.fail_status {
             let code =

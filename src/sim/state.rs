@@ -87,6 +87,9 @@ impl NodeState {
         if let Some(v) = patch.delay_ms {
             s.delay_ms = v;
         }
+        if let Some(v) = patch.client_delay_ms {
+            s.client_delay_ms = v;
+        }
     }
 
     pub(super) fn new_head(&self) -> u64 {

@@ -23,6 +23,9 @@ pub struct NodeStatus {
     pub fail_status: Option<u16>,
     /// Wait this long (ms) before answering.
     pub delay_ms: u64,
+    /// Wait this long (ms) before answering a client's request, but answer the gateway's health
+    /// probes at once: a node slow to serve whose checks still pass.
+    pub client_delay_ms: u64,
     /// Consensus only: send an SSE `:keep-alive` comment line this often (ms); `None`: never.
     pub sse_keep_alive_ms: Option<u64>,
     /// Execution only: how old (s) the latest block is; 0 makes it fresh on every ask, more
@@ -89,6 +92,7 @@ impl Default for NodeStatus {
             el_offline: Some(false),
             fail_status: None,
             delay_ms: 0,
+            client_delay_ms: 0,
             reply_override: None,
             branch_from: None,
             ws_close_after: None,
@@ -121,4 +125,5 @@ pub struct StatusPatch {
     pub el_offline: Option<Option<bool>>,
     pub fail_status: Option<Option<u16>>,
     pub delay_ms: Option<u64>,
+    pub client_delay_ms: Option<u64>,
 }

@@ -6,7 +6,7 @@
 //! value.
 
 use super::validator::Validator;
-use crate::config::file::{Policy, PoolSection};
+use crate::config::file::{HedgeSection, Policy, PoolSection};
 use crate::config::methods::{MethodPolicy, DEFAULT_MAX_BATCH, SEAMLESS_MOVE_METHODS};
 use crate::config::model::*;
 use serde_yaml::Value;
@@ -54,6 +54,11 @@ impl Validator {
         )?;
         let network = self.network(&path, section.kind, &section);
         let health = self.health(&path, section.health.take().unwrap_or_default());
+        let hedge = section.hedge.take().and_then(|value| {
+            let hint = "`hedge` is `{ delay: 300ms, max: 1 }`";
+            let hedge = self.node(&format!("{path}.hedge"), value, hint)?;
+            self.hedge(&path, hedge, section.backends.len())
+        });
         let pool_ca = section
             .ca
             .take()
@@ -70,6 +75,7 @@ impl Validator {
             failback,
             sessions,
             max_gap_blocks,
+            hedge,
             name,
             kind: section.kind,
             policy: section.policy.unwrap_or(Policy::First),
@@ -230,6 +236,40 @@ impl Validator {
         max_gap_blocks
     }
 
+    /// `hedge`: a delay above zero and at most [`MAX_HEDGE_DELAY`], 1 to [`MAX_HEDGES`] extra
+    /// backends, and a pool with a second backend to ask.
+    fn hedge(&mut self, path: &str, section: HedgeSection, backends: usize) -> Option<Hedge> {
+        let errors = self.errors.len();
+        let delay = self.positive_duration(
+            &format!("{path}.hedge.delay"),
+            section.delay,
+            DEFAULT_HEDGE_DELAY,
+        );
+        if delay > MAX_HEDGE_DELAY {
+            self.error(
+                format!("{path}.hedge.delay"),
+                format!("{delay:?} is longer than {MAX_HEDGE_DELAY:?}"),
+                Some("a hedge helps when it comes well before the client gives up: use 50ms to 2s"),
+            );
+        }
+        let max = section.max.unwrap_or(1);
+        if !(1..=MAX_HEDGES).contains(&max) {
+            self.error(
+                format!("{path}.hedge.max"),
+                format!("{max} extra backends per read is out of bounds"),
+                Some("use 1 to 8 (1: one more backend, the usual choice)"),
+            );
+        }
+        if backends < 2 {
+            self.error(
+                format!("{path}.hedge"),
+                "a hedge goes to another backend, and this pool has only one",
+                Some("add a backend, or remove `hedge`"),
+            );
+        }
+        (self.errors.len() == errors).then_some(Hedge { delay, max })
+    }
+
     /// A CA file (`ca` of a pool or a backend), relative to the config's directory, that must
     /// hold at least one PEM certificate.
     pub(super) fn ca_file(&mut self, path: &str, file: &Path) -> PathBuf {
@@ -317,5 +357,62 @@ mod session_mode_tests {
         parse(&with_methods("seamless", ""), Path::new(".")).expect("valid");
         let allowed = "    methods: { allow: [eth_call, \"eth_get*\", eth_blockNumber, eth_subscribe, eth_unsubscribe] }\n";
         parse(&with_methods("seamless", allowed), Path::new(".")).expect("valid");
+    }
+}
+
+#[cfg(test)]
+mod hedge_tests {
+    use super::super::tests::{errors, MINIMAL};
+    use crate::config::model::Hedge;
+    use crate::config::parse;
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn with_hedge(hedge: &str) -> String {
+        MINIMAL.replace(
+            "    kind: execution\n",
+            &format!("    kind: execution\n    hedge: {hedge}\n"),
+        )
+    }
+
+    #[test]
+    fn hedging_is_off_unless_asked_and_takes_its_defaults() {
+        let c = parse(MINIMAL, Path::new(".")).expect("valid");
+        assert_eq!(c.pools[0].hedge, None);
+        let c = parse(&with_hedge("{}"), Path::new(".")).expect("valid");
+        let default = Hedge {
+            delay: Duration::from_millis(300),
+            max: 1,
+        };
+        assert_eq!(c.pools[0].hedge, Some(default));
+        let c = parse(&with_hedge("{ delay: 50ms, max: 2 }"), Path::new(".")).expect("valid");
+        let set = Hedge {
+            delay: Duration::from_millis(50),
+            max: 2,
+        };
+        assert_eq!(c.pools[0].hedge, Some(set));
+    }
+
+    #[test]
+    fn bad_hedges_are_reported_with_their_paths() {
+        for (hedge, path) in [
+            ("{ delay: 0s }", "pools.execution.hedge.delay"),
+            ("{ delay: soon }", "pools.execution.hedge.delay"),
+            ("{ delay: 2m }", "pools.execution.hedge.delay"),
+            ("{ max: 0 }", "pools.execution.hedge.max"),
+            ("{ max: 9 }", "pools.execution.hedge.max"),
+            ("{ after: 1s }", "pools.execution.hedge"),
+        ] {
+            let errs = errors(&with_hedge(hedge));
+            assert_eq!(errs.len(), 1, "{hedge}: {errs:?}");
+            assert_eq!(errs[0].path, path, "{hedge}");
+        }
+        let alone = with_hedge("{}").replace(
+            "      - { name: ec-b, url: \"http://10.0.0.2:8545\", backup: true }\n",
+            "",
+        );
+        let errs = errors(&alone);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "pools.execution.hedge");
     }
 }
