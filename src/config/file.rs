@@ -190,6 +190,9 @@ pub struct PoolSection {
     /// Execution pools with `sessions: seamless`: the most blocks a moving WebSocket session's
     /// gap fill covers. Default 128.
     pub max_gap_blocks: Option<u64>,
+    /// The answer cache: `{ max_bytes: N }` (default 33554432, 32 MiB) or `off`. Kept as YAML
+    /// and read in `validate::cache`, so that either form gets an error naming its path.
+    pub cache: Option<serde_yaml::Value>,
     /// PEM file with extra CA certificates trusted for this pool's backends.
     pub ca: Option<PathBuf>,
     pub health: Option<HealthSection>,
