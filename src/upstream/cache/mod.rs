@@ -8,8 +8,10 @@
 //! [the cache's page](../../../docs/reads.md#cache).
 
 pub mod beacon;
+mod request;
 mod standing;
 mod store;
 
+pub use request::{look_up, takes_json, Asked, Fill, Lookup, CONSENSUS_VERSION};
 pub use standing::Standing;
 pub use store::{AnswerCache, CacheMetrics, Entry, ENTRY_OVERHEAD};
