@@ -4,7 +4,7 @@
 //! meets it).
 //!
 //! Why each rule is safe: `eth_chainId` and `net_version` name the network, which the cache key
-//! holds. Every other kept answer is about blocks at or below the answering node's finalized
+//! holds (and each is kept only when it is the chain id the node's last check saw). Every other kept answer is about blocks at or below the answering node's finalized
 //! block, which no reorg can replace: a block by number, state at a block number (`eth_call`,
 //! balances, code, storage, nonces), logs over a closed range of numbers, and blocks,
 //! transactions, receipts and logs asked by hash once the answer shows their block finalized. Tags
@@ -19,11 +19,12 @@ use std::ops::Range;
 /// On what condition a call's answer may be kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
-    /// Always (per network): `net_version`.
-    Always,
     /// `eth_chainId`: when the answer is the chain id the answering backend's health check saw
     /// (a node that changed network since cannot fill the cache).
     ChainId,
+    /// `net_version`: when the answer is that chain id in decimal (on the networks where the
+    /// network id differs from the chain id, it is not kept: the gateway cannot tell).
+    NetVersion,
     /// When this block is at or below the answering backend's finalized block.
     AtMost(u64),
     /// When the answer names its blocks and all are at or below the finalized block.
@@ -55,7 +56,7 @@ const BY_BLOCK: [(&str, usize); 6] = [
 pub fn rule(method: &str, params: Option<&str>) -> Option<Rule> {
     match method {
         "eth_chainId" => return Some(Rule::ChainId),
-        "net_version" => return Some(Rule::Always),
+        "net_version" => return Some(Rule::NetVersion),
         "eth_getBlockByHash" => return Some(Rule::AnswerBlock(Named::Block)),
         "eth_getTransactionByHash" | "eth_getTransactionReceipt" => {
             return Some(Rule::AnswerBlock(Named::Transaction))
@@ -116,9 +117,12 @@ pub fn keepable(rule: Rule, answer: &[u8], known: Known) -> Option<Range<usize>>
     let result = message.result.filter(|r| r.get() != "null")?;
     let id = super::span(text, message.id?)?;
     let kept = match rule {
-        Rule::Always => true,
         Rule::ChainId => {
             let answered = string(result).and_then(|s| hex_number(&s));
+            answered.is_some() && answered == known.chain_id
+        }
+        Rule::NetVersion => {
+            let answered = string(result).and_then(|s| s.parse::<u64>().ok());
             answered.is_some() && answered == known.chain_id
         }
         Rule::AtMost(block) => known.finalized.is_some_and(|f| block <= f),
@@ -166,7 +170,7 @@ mod tests {
     #[test]
     fn the_request_decides_the_rule() {
         assert_eq!(rule("eth_chainId", None), Some(Rule::ChainId));
-        assert_eq!(rule("net_version", Some("[]")), Some(Rule::Always));
+        assert_eq!(rule("net_version", Some("[]")), Some(Rule::NetVersion));
         assert_eq!(
             rule_of("eth_getBlockByNumber", r#"["0x10", false]"#),
             Some(Rule::AtMost(16))
@@ -183,7 +187,11 @@ mod tests {
                 100,
             ),
         ] {
-            assert_eq!(rule_of(method, params), Some(Rule::AtMost(block)), "{method}");
+            assert_eq!(
+                rule_of(method, params),
+                Some(Rule::AtMost(block)),
+                "{method}"
+            );
         }
         assert_eq!(
             rule_of("eth_getLogs", r#"[{"blockHash":"0xab"}]"#),
@@ -261,7 +269,11 @@ mod tests {
         };
         assert!(!kept(Rule::AtMost(1), &block("0x1"), unknown));
         assert!(kept(Rule::AnswerBlock(Named::Block), &block("0x64"), KNOWN));
-        assert!(!kept(Rule::AnswerBlock(Named::Block), &block("0x65"), KNOWN));
+        assert!(!kept(
+            Rule::AnswerBlock(Named::Block),
+            &block("0x65"),
+            KNOWN
+        ));
         assert!(!kept(
             Rule::AnswerBlock(Named::Block),
             &block("0x1"),
@@ -276,13 +288,13 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":7,"result":"0x1""#,
             "\u{1f}",
         ] {
-            assert!(!kept(Rule::Always, refused, KNOWN), "{refused}");
+            assert!(!kept(Rule::NetVersion, refused, KNOWN), "{refused}");
         }
-        assert!(kept(
-            Rule::Always,
-            r#"{"jsonrpc":"2.0","id":7,"result":"1"}"#,
-            unknown
-        ));
+        let version = r#"{"jsonrpc":"2.0","id":7,"result":"1"}"#;
+        assert!(kept(Rule::NetVersion, version, KNOWN));
+        assert!(!kept(Rule::NetVersion, version, Known::default()));
+        let other = r#"{"jsonrpc":"2.0","id":7,"result":"5"}"#;
+        assert!(!kept(Rule::NetVersion, other, KNOWN));
     }
 
     #[test]
@@ -314,7 +326,10 @@ mod tests {
         let rule = Rule::AnswerBlock(Named::Logs);
         assert!(kept(rule, &logs(&["0x64", "0x64"]), KNOWN));
         assert!(!kept(rule, &logs(&["0x64", "0x65"]), KNOWN));
-        assert!(!kept(rule, &logs(&[]), KNOWN), "an empty answer proves nothing");
+        assert!(
+            !kept(rule, &logs(&[]), KNOWN),
+            "an empty answer proves nothing"
+        );
         // A range's empty answer is a true answer.
         assert!(kept(Rule::AtMost(100), &logs(&[]), KNOWN));
     }

@@ -51,10 +51,7 @@ impl Gateway {
             PoolKind::Consensus if request.method == http::Method::GET && body.is_empty() => {
                 Asked::Get {
                     path: request.uri.path(),
-                    path_and_query: request
-                        .uri
-                        .path_and_query()
-                        .map_or("/", |pq| pq.as_str()),
+                    path_and_query: request.uri.path_and_query().map_or("/", |pq| pq.as_str()),
                     takes_json: cache::takes_json(request.headers.get(http::header::ACCEPT)),
                 }
             }

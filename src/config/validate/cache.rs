@@ -25,7 +25,11 @@ impl Validator {
             Some(Value::String(s)) if s.trim() == "off" => return None,
             Some(Value::Bool(false)) => return None,
             Some(Value::String(s)) => {
-                self.error(&path, format!("`{s}` is not `off` nor a mapping"), Some(HINT));
+                self.error(
+                    &path,
+                    format!("`{s}` is not `off` nor a mapping"),
+                    Some(HINT),
+                );
                 return None;
             }
             Some(value) => self.node(&path, value, HINT)?,

@@ -120,7 +120,10 @@ mod tests {
     fn only_answers_the_node_calls_finalized_are_kept() {
         let rule = BeaconRule::IfFinalized;
         assert!(keepable(rule, br#"{"finalized":true,"data":{}}"#));
-        assert!(keepable(rule, br#"{"data":{},"execution_optimistic":false,"finalized":true}"#));
+        assert!(keepable(
+            rule,
+            br#"{"data":{},"execution_optimistic":false,"finalized":true}"#
+        ));
         for body in [
             r#"{"finalized":false,"data":{}}"#,
             r#"{"data":{}}"#,
@@ -131,7 +134,10 @@ mod tests {
         ] {
             assert!(!keepable(rule, body.as_bytes()), "{body}");
         }
-        assert!(keepable(BeaconRule::Always, br#"{"data":{"SECONDS_PER_SLOT":"12"}}"#));
+        assert!(keepable(
+            BeaconRule::Always,
+            br#"{"data":{"SECONDS_PER_SLOT":"12"}}"#
+        ));
         assert!(!keepable(BeaconRule::Always, b"<html>"));
     }
 }

@@ -215,7 +215,10 @@ mod tests {
 
     fn json_200() -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(http::header::CONTENT_TYPE, "application/json".parse().unwrap());
+        h.insert(
+            http::header::CONTENT_TYPE,
+            "application/json".parse().unwrap(),
+        );
         h
     }
 
@@ -252,10 +255,7 @@ mod tests {
         gzip.insert(http::header::CONTENT_ENCODING, "gzip".parse().unwrap());
         let mut f = fill(&cache, &call("1"), "chain 1");
         assert!(!f.answer_header(200, &gzip));
-        assert!(matches!(
-            look_up(&cache, None, &call("1")),
-            Lookup::Pass
-        ));
+        assert!(matches!(look_up(&cache, None, &call("1")), Lookup::Pass));
     }
 
     #[test]

@@ -28,8 +28,11 @@ impl Standing {
             Facts::Consensus(f) => {
                 let genesis = f.genesis.as_ref()?;
                 Some(Standing {
-                    network: format!("genesis {} {}", genesis.validators_root, genesis.fork_version)
-                        .into(),
+                    network: format!(
+                        "genesis {} {}",
+                        genesis.validators_root, genesis.fork_version
+                    )
+                    .into(),
                     known: Known::default(),
                 })
             }

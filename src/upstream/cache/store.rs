@@ -149,11 +149,18 @@ mod tests {
         let capacity = 1024 * 1024;
         let m = metrics();
         let cache = AnswerCache::new(capacity, m.clone());
-        let body = format!(r#"{{"jsonrpc":"2.0","id":1,"result":"{}"}}"#, "ab".repeat(100));
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"result":"{}"}}"#,
+            "ab".repeat(100)
+        );
         for n in 0..100_000u64 {
             let key = format!("chain 1\neth_getBlockByNumber\n[\"0x{n:x}\",false]");
             cache.insert(key, entry(&body));
-            assert!(cache.bytes() <= capacity, "{} bytes after {n}", cache.bytes());
+            assert!(
+                cache.bytes() <= capacity,
+                "{} bytes after {n}",
+                cache.bytes()
+            );
         }
         assert!(cache.entries() > 1000, "it holds many: {}", cache.entries());
         assert!(cache.entries() < 100_000, "it evicted some");
