@@ -279,8 +279,10 @@ async fn the_chain_id_is_kept_after_the_first_and_never_from_another_network() {
 #[tokio::test(flavor = "multi_thread")]
 async fn beacon_genesis_and_spec_are_kept_and_head_is_not() {
     let pki = Pki::new();
-    let mut status = NodeStatus::default();
-    status.head = 1000;
+    let status = NodeStatus {
+        head: 1000,
+        ..NodeStatus::default()
+    };
     let cc = pki.node(NodeKind::Consensus, "cc-a", status).await;
     let pools = pool_yaml(
         "consensus",
