@@ -63,13 +63,18 @@ pub fn rule(method: &str, params: Option<&str>) -> Option<Rule> {
         }
         _ => {}
     }
+    // The method first: most calls (`eth_blockNumber`, ...) have no rule, and cost no parse.
+    let at = match BY_BLOCK.iter().find(|(name, _)| *name == method) {
+        Some((_, at)) => Some(*at),
+        None if method == "eth_getLogs" => None,
+        None => return None,
+    };
     let params: &RawValue = serde_json::from_str(params?).ok()?;
     let params = array(params)?;
-    if method == "eth_getLogs" {
-        return logs_rule(params.first()?);
+    match at {
+        Some(at) => Some(Rule::AtMost(block_number(params.get(at)?)?)),
+        None => logs_rule(params.first()?),
     }
-    let (_, at) = BY_BLOCK.iter().find(|(name, _)| *name == method)?;
-    Some(Rule::AtMost(block_number(params.get(*at)?)?))
 }
 
 /// `eth_getLogs`: a closed range of numbers, or one block by hash.

@@ -39,13 +39,14 @@ impl Gateway {
                 let Some(call) = ctx.call.as_ref().filter(|_| ctx.plan.is_none()) else {
                     return Ok(false);
                 };
-                let (Some(id), Ok(text)) = (call.id.clone(), std::str::from_utf8(body)) else {
+                let Some(id) = call.id.clone().and_then(|id| body.get(id)) else {
                     return Ok(false);
                 };
+                let params = call.params.clone().and_then(|p| body.get(p));
                 Asked::Call {
                     method: &call.method,
-                    params: call.params.clone().and_then(|p| text.get(p)),
-                    id: &body[id],
+                    params: params.and_then(|p| std::str::from_utf8(p).ok()),
+                    id,
                 }
             }
             PoolKind::Consensus if request.method == http::Method::GET && body.is_empty() => {
