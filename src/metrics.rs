@@ -66,6 +66,10 @@ pub struct Metrics {
     failovers: IntCounterVec,
     max_lag: IntGaugeVec,
     denied: IntCounterVec,
+    cache_hits: IntCounterVec,
+    cache_misses: IntCounterVec,
+    cache_bytes: IntGaugeVec,
+    cache_entries: IntGaugeVec,
     refused: IntCounterVec,
     /// Recent events, shown by `/status` and the status page; kept across reloads with the rest.
     pub events: Arc<Events>,
@@ -115,6 +119,12 @@ pub struct PoolMetrics {
     pub events: Arc<Events>,
     /// The pool's `max_lag`, in blocks or slots.
     pub max_lag: IntGauge,
+    /// Requests the answer cache answered, and cacheable ones it had no answer for.
+    pub cache_hits: IntCounter,
+    pub cache_misses: IntCounter,
+    /// What the answer cache holds now: bytes (keys and overhead included) and entries.
+    pub cache_bytes: IntGauge,
+    pub cache_entries: IntGauge,
 }
 
 impl Metrics {
@@ -153,6 +163,10 @@ impl Metrics {
             failovers: register(&r, &families::FAILOVERS)?,
             max_lag: register(&r, &families::MAX_LAG)?,
             denied: register(&r, &families::DENIED)?,
+            cache_hits: register(&r, &families::CACHE_HITS)?,
+            cache_misses: register(&r, &families::CACHE_MISSES)?,
+            cache_bytes: register(&r, &families::CACHE_BYTES)?,
+            cache_entries: register(&r, &families::CACHE_ENTRIES)?,
             unrouted: register(&r, &families::UNROUTED)?,
             held: register(&r, &families::HELD)?,
             refused: register(&r, &families::REFUSED)?,
@@ -214,10 +228,14 @@ impl Metrics {
             &self.unavailable,
             &self.failovers,
             &self.denied,
+            &self.cache_hits,
+            &self.cache_misses,
         ] {
             let _ = vec.remove_label_values(&[pool]);
         }
-        let _ = self.max_lag.remove_label_values(&[pool]);
+        for gauge in [&self.max_lag, &self.cache_bytes, &self.cache_entries] {
+            let _ = gauge.remove_label_values(&[pool]);
+        }
         for winner in HEDGE_WINNERS {
             let _ = self.hedge_wins.remove_label_values(&[pool, winner]);
         }
@@ -269,6 +287,10 @@ impl Metrics {
                 .map(|kind| MOVE_REASONS.map(|r| self.moved.with_label_values(&[pool, kind, r]))),
             max_lag: self.max_lag.with_label_values(&[pool]),
             denied: self.denied.with_label_values(&[pool]),
+            cache_hits: self.cache_hits.with_label_values(&[pool]),
+            cache_misses: self.cache_misses.with_label_values(&[pool]),
+            cache_bytes: self.cache_bytes.with_label_values(&[pool]),
+            cache_entries: self.cache_entries.with_label_values(&[pool]),
             events: self.events.clone(),
         }
     }

@@ -267,8 +267,9 @@ fn body(rng: &mut Rng, case: usize) -> Vec<u8> {
 
 async fn start() -> (Recorder, Gateway, SocketAddr) {
     let backend = Recorder::start().await;
+    // The answer cache is off: every permitted body must reach the backend, repeated ones too.
     let pools = format!(
-        "  execution:\n    kind: execution\n    policy: first\n    health: {FAST_HEALTH}\n    methods: {{ deny: [eth_sendRawTransaction] }}\n    max_batch: {MAX_BATCH}\n    backends:\n{}",
+        "  execution:\n    kind: execution\n    policy: first\n    health: {FAST_HEALTH}\n    methods: {{ deny: [eth_sendRawTransaction] }}\n    max_batch: {MAX_BATCH}\n    cache: off\n    backends:\n{}",
         backend.backend_yaml("ec-rec")
     );
     let (gw, listen) = start_on(&pools, EC_ROUTE).await;

@@ -76,6 +76,13 @@ fn pool_section(html: &mut String, pool: &PoolStatus) {
             pool.sessions_moved
         );
     }
+    if let Some(cache) = &pool.cache {
+        let _ = writeln!(
+            html,
+            "<p class=\"meta\">Cache: {} answers, {} of {} bytes; {} hits, {} misses.</p>",
+            cache.entries, cache.bytes, cache.capacity, cache.hits, cache.misses
+        );
+    }
     html.push_str(
         "<table><tr><th>backend</th><th>state</th><th>reason</th><th>head</th><th>lag</th><th>peers</th>\
          <th>network</th><th>latency</th><th>sessions</th><th>last check</th><th>last change</th></tr>\n",
@@ -229,6 +236,7 @@ mod tests {
                 healthy_backends: 0,
                 sessions: "cut",
                 sessions_moved: 0,
+                cache: None,
                 backends: vec![BackendStatus {
                     name: "ec-a".into(),
                     url: "https://a.example.com/".into(),

@@ -31,7 +31,20 @@ pub struct PoolStatus {
     pub sessions: &'static str,
     /// Sessions moved to another backend with their client connected, since start.
     pub sessions_moved: u64,
+    /// The answer cache: what it holds and may hold; `None` when it is off.
+    pub cache: Option<CacheStatus>,
     pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CacheStatus {
+    /// Bytes held now: answers, keys and a fixed overhead per entry.
+    pub bytes: u64,
+    pub entries: usize,
+    /// `max_bytes`.
+    pub capacity: u64,
+    pub hits: u64,
+    pub misses: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -140,6 +153,13 @@ fn pool_status(pool: &Pool) -> PoolStatus {
             SessionMode::Seamless => "seamless",
         },
         sessions_moved: pool.metrics.moved.iter().flatten().map(|c| c.get()).sum(),
+        cache: pool.cache.as_ref().map(|c| CacheStatus {
+            bytes: c.bytes(),
+            entries: c.entries(),
+            capacity: c.capacity(),
+            hits: pool.metrics.cache_hits.get(),
+            misses: pool.metrics.cache_misses.get(),
+        }),
         backends,
     }
 }

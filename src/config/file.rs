@@ -193,6 +193,9 @@ pub struct PoolSection {
     /// Hedged reads ([`HedgeSection`]); absent: off. Read on its own, so that a bad key is
     /// reported at `pools.NAME.hedge` and the rest of the pool is still checked.
     pub hedge: Option<serde_yaml::Value>,
+    /// The answer cache: `{ max_bytes: N }` (default 33554432, 32 MiB) or `off`. Kept as YAML
+    /// and read in `validate::cache`, so that either form gets an error naming its path.
+    pub cache: Option<serde_yaml::Value>,
     /// PEM file with extra CA certificates trusted for this pool's backends.
     pub ca: Option<PathBuf>,
     pub health: Option<HealthSection>,

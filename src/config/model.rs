@@ -64,6 +64,12 @@ pub const DEFAULT_MAX_HEADERS: usize = 100;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Blocks a seamless WebSocket session's gap fill may cover when it moves (`max_gap_blocks`).
 pub const DEFAULT_MAX_GAP_BLOCKS: u64 = 128;
+/// Bytes of answers a pool's cache holds, keys and bookkeeping included: 32 MiB.
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 32 * 1024 * 1024;
+/// The smallest cache: 64 KiB (its largest entry is a sixteenth of it, 4 KiB).
+pub const MIN_CACHE_MAX_BYTES: u64 = 64 * 1024;
+/// The largest cache: 16 GiB, far more than finalized reads need; a larger number is a typo.
+pub const MAX_CACHE_MAX_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 /// Most requests in flight at once on one listener (haproxy's `maxconn 20000`).
 pub const DEFAULT_MAX_REQUESTS: usize = 20_000;
 /// Most requests in flight at once from one client address.
@@ -226,6 +232,8 @@ pub struct PoolConfig {
     pub max_gap_blocks: u64,
     /// Hedged reads; `None`: off.
     pub hedge: Option<Hedge>,
+    /// The answer cache of answers that cannot change; `None`: off.
+    pub cache: Option<CacheConfig>,
     pub health: HealthSettings,
     pub backends: Vec<BackendConfig>,
 }
@@ -236,6 +244,13 @@ pub struct PoolConfig {
 pub struct Hedge {
     pub delay: Duration,
     pub max: u32,
+}
+
+/// A pool's answer cache (`cache: { max_bytes }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Bytes held at most, keys and a fixed per-entry overhead included.
+    pub max_bytes: u64,
 }
 
 /// Network identity a pool's nodes must report, from the config. Empty: learned by agreement.

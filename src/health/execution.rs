@@ -1,18 +1,24 @@
 //! Execution client probe: one JSON-RPC batch per check (`eth_syncing`, `net_peerCount`,
-//! `eth_blockNumber`, `eth_chainId`, and `eth_getBlockByNumber("latest")` for the head's age when
-//! the pool checks it), parsed strictly.
+//! `eth_blockNumber`, `eth_chainId`, `eth_getBlockByNumber("latest")` for the head's age when
+//! the pool checks it, and `eth_getBlockByNumber("finalized")` for the answer cache), parsed
+//! strictly. The finalized block alone is optional: an error or `null` (an older node, a chain
+//! before the merge) leaves it unknown and the verdict as it was.
 
 use super::facts::{ExecutionFacts, Facts};
 use super::probe::{fetch_json, hex_quantity};
 use serde_json::{json, Value};
 
-const METHODS: [&str; 5] = [
+const METHODS: [&str; 6] = [
     "eth_syncing",
     "net_peerCount",
     "eth_blockNumber",
     "eth_chainId",
     "eth_getBlockByNumber",
+    "eth_getBlockByNumber",
 ];
+
+/// The batch's id of the finalized block's element (after the optional latest block's).
+const FINALIZED: u64 = 6;
 
 /// Probes an execution node at `url` (its HTTP JSON-RPC endpoint); `head_time`: also ask when
 /// its latest block was made.
@@ -21,17 +27,16 @@ pub async fn probe(
     url: &url::Url,
     head_time: bool,
 ) -> Result<Facts, String> {
-    let asked = if head_time { 5 } else { 4 };
-    let batch: Vec<Value> = METHODS[..asked]
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let params = if *m == "eth_getBlockByNumber" {
-                json!(["latest", false])
-            } else {
-                json!([])
+    let batch: Vec<Value> = (1..=METHODS.len() as u64)
+        .filter(|id| head_time || *id != 5)
+        .map(|id| {
+            let params = match id {
+                5 => json!(["latest", false]),
+                FINALIZED => json!(["finalized", false]),
+                _ => json!([]),
             };
-            json!({"jsonrpc": "2.0", "id": i + 1, "method": m, "params": params})
+            let method = METHODS[id as usize - 1];
+            json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
         })
         .collect();
     let reply = fetch_json(client.post(url.clone()).json(&batch), "JSON-RPC batch").await?;
@@ -116,7 +121,19 @@ pub fn parse_batch(reply: &Value, head_time: bool) -> Result<ExecutionFacts, Str
         head,
         chain_id,
         head_time,
+        finalized: finalized_block(items),
     })
+}
+
+/// The finalized block's number, when the node gave one; anything else (no answer, an error, a
+/// `null` block, a block without a number) is "unknown", never a failed check.
+fn finalized_block(items: &[Value]) -> Option<u64> {
+    items
+        .iter()
+        .find(|item| item.get("id").and_then(Value::as_u64) == Some(FINALIZED))?
+        .get("result")?
+        .get("number")
+        .and_then(hex_quantity)
 }
 
 fn rpc_error(error: &Value) -> String {
@@ -157,8 +174,38 @@ mod tests {
                 head: Some(16),
                 chain_id: Some(1),
                 head_time: None,
+                finalized: None,
             }
         );
+    }
+
+    #[test]
+    fn the_finalized_block_is_kept_and_its_failure_changes_no_verdict() {
+        let base = vec![
+            ok(1, json!(false)),
+            ok(2, json!("0x19")),
+            ok(3, json!("0x10")),
+            ok(4, json!("0x1")),
+        ];
+        let with = |item: Value| {
+            let mut items = base.clone();
+            items.push(item);
+            parse_batch(&Value::Array(items), false)
+        };
+        let block = json!({"number": "0x8", "hash": "0xab"});
+        assert_eq!(with(ok(6, block)).unwrap().finalized, Some(8));
+        for unknown in [
+            ok(6, json!(null)),
+            ok(6, json!({"hash": "0xab"})),
+            ok(6, json!("0x8")),
+            json!({"jsonrpc": "2.0", "id": 6, "error": {"code": -32000, "message": "finalized block not found"}}),
+            json!({"jsonrpc": "2.0", "id": 6}),
+        ] {
+            let facts = with(unknown.clone()).expect("a healthy batch stays healthy");
+            assert_eq!(facts.finalized, None, "{unknown}");
+        }
+        let facts = parse_batch(&Value::Array(base), false).expect("no answer at all");
+        assert_eq!(facts.finalized, None);
     }
 
     #[test]

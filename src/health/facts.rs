@@ -24,6 +24,10 @@ pub struct ExecutionFacts {
     /// Unix time of the latest block, when it was asked (`max_head_age` is on).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub head_time: Option<u64>,
+    /// The node's finalized block (`eth_getBlockByNumber("finalized")`); `None` when it gave
+    /// none (an older node, a chain before the merge): nothing block-dependent is cached from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finalized: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -437,6 +437,7 @@ mod tests {
             head: Some(head),
             chain_id: Some(chain),
             head_time: None,
+            finalized: None,
         }))
     }
 
@@ -448,6 +449,7 @@ mod tests {
             head: Some(100),
             chain_id: Some(1),
             head_time: None,
+            finalized: None,
         };
         f(&mut facts);
         Ok(Facts::Execution(facts))

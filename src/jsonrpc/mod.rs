@@ -8,6 +8,7 @@
 //! the seamless WebSocket session both read messages through it, so they cannot disagree on
 //! which key is the `method` or the `id`.
 
+pub mod cacheable;
 mod key;
 mod message;
 pub mod policy;

@@ -213,6 +213,32 @@ pub(super) const DENIED: Family = Family {
     labels: &["pool"],
 };
 
+// The answer cache of each pool (answers that cannot change).
+
+pub(super) const CACHE_HITS: Family = Family {
+    name: "ssv_ha_cache_hits_total",
+    help: "Requests answered from the pool's cache, without a backend",
+    labels: &["pool"],
+};
+
+pub(super) const CACHE_MISSES: Family = Family {
+    name: "ssv_ha_cache_misses_total",
+    help: "Cacheable requests the pool's cache had no answer for (sent to a backend)",
+    labels: &["pool"],
+};
+
+pub(super) const CACHE_BYTES: Family = Family {
+    name: "ssv_ha_cache_bytes",
+    help: "Bytes the pool's cache holds now: answers, keys and a fixed overhead per entry",
+    labels: &["pool"],
+};
+
+pub(super) const CACHE_ENTRIES: Family = Family {
+    name: "ssv_ha_cache_entries",
+    help: "Answers the pool's cache holds now",
+    labels: &["pool"],
+};
+
 // Listeners: what was refused before reaching a pool, and what is held.
 
 pub(super) const UNROUTED: Family = Family {

@@ -37,6 +37,7 @@ pub(super) fn write(
         bytes = session.as_downstream().body_bytes_sent(),
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
         retries = ctx.attempts.saturating_sub(1),
+        cache = ctx.cached,
         error = e.map_or("", |e| e.etype().as_str()),
     );
 }

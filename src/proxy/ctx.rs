@@ -4,6 +4,7 @@ use crate::config::model::Limits;
 use crate::jsonrpc::policy::{Single, Slot};
 use crate::limits::{held, places};
 use crate::session::{relay, SessionCtx};
+use crate::upstream::cache::Fill;
 use crate::upstream::Traffic;
 use bytes::{Bytes, BytesMut};
 use std::time::Instant;
@@ -24,6 +25,11 @@ pub struct RequestCtx {
     pub(super) plan: Option<Vec<Slot>>,
     /// The backend's answer to a rewritten batch, gathered to be merged.
     pub(super) answer: Option<BytesMut>,
+    /// The answer being gathered for the pool's cache (a cacheable request it did not hold).
+    pub(super) fill: Option<Fill>,
+    /// How the cache served the request (`hit`, `miss`, or empty: not cacheable), for the access
+    /// line.
+    pub(super) cached: &'static str,
     /// Body bytes seen and allowed.
     pub(super) body_seen: usize,
     /// The limits of the routing the request started with.

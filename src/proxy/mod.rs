@@ -11,6 +11,7 @@
 mod access_log;
 mod admission;
 mod attempt;
+mod cache;
 mod ctx;
 mod direct;
 mod error;
@@ -146,6 +147,9 @@ impl ProxyHttp for Gateway {
         } else {
             body.clone()
         };
+        if self.answer_from_cache(session, ctx, &body).await? {
+            return Ok(true);
+        }
         ctx.body = Some(body);
         self.exchange_directly(session, ctx, sent, routing.timeouts.response)
             .await?;
@@ -212,8 +216,9 @@ impl ProxyHttp for Gateway {
             // The gateway's credentials are not the backend's business.
             upstream_request.remove_header(&http::header::AUTHORIZATION);
         }
-        if ctx.plan.is_some() {
-            // The answer to a trimmed batch is merged with the gateway's own: it must come plain.
+        if ctx.plan.is_some() || ctx.fill.is_some() {
+            // The answer to a trimmed batch is merged with the gateway's own, and one the cache
+            // may keep is read: it must come plain.
             upstream_request.remove_header(&http::header::ACCEPT_ENCODING);
         }
         if ctx.ws_frames.is_some() {
@@ -263,6 +268,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
+        Self::cache_answer_header(ctx, upstream_response);
         if ctx.plan.is_some() && upstream_response.status.is_success() {
             // The merged answer has another length.
             upstream_response.remove_header(&http::header::CONTENT_LENGTH);
@@ -374,6 +380,7 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
+        self.cache_answer_body(ctx, body.as_ref(), end_of_stream);
         if ctx.ws_frames.is_some() {
             if let Some(chunk) = body {
                 ctx.ws_server.pass(chunk);

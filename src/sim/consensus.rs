@@ -3,7 +3,7 @@
 
 use super::state::NodeState;
 use super::status::SECONDS_PER_SLOT;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -23,7 +23,7 @@ pub fn router() -> Router<Arc<NodeState>> {
         .route("/eth/v1/node/version", get(version))
         .route("/eth/v1/beacon/genesis", get(genesis))
         .route("/eth/v1/config/spec", get(spec))
-        .route("/eth/v1/beacon/headers/head", get(head_header))
+        .route("/eth/v1/beacon/headers/{block_id}", get(header))
         .route("/eth/v1/events", get(events))
         .fallback(not_found)
 }
@@ -77,13 +77,33 @@ async fn spec() -> Json<Value> {
     )
 }
 
-async fn head_header(State(state): State<Arc<NodeState>>) -> Json<Value> {
-    let slot = state.status().head;
-    Json(json!({"data": {
-        "root": root(slot),
-        "canonical": true,
-        "header": {"message": {"slot": slot.to_string(), "proposer_index": "1", "parent_root": root(slot.saturating_sub(1))}},
-    }}))
+/// Slots behind the head at which the simulated chain's blocks are finalized (two epochs).
+pub const FINALITY_SLOTS: u64 = 64;
+
+/// `GET /eth/v1/beacon/headers/{block_id}`: `head`, a slot up to the head, or the root of one;
+/// `finalized` as a node says it, the slot [`FINALITY_SLOTS`] or more behind the head (never for
+/// `head`, which the cache must not keep).
+async fn header(State(state): State<Arc<NodeState>>, Path(block_id): Path<String>) -> Response {
+    let head = state.status().head;
+    let slot = match block_id.as_str() {
+        "head" => Some(head),
+        id if id.starts_with("0x") => (0..=head).find(|s| root(*s) == id),
+        id => id.parse::<u64>().ok().filter(|s| *s <= head),
+    };
+    let Some(slot) = slot else {
+        let body = json!({"code": 404, "message": format!("block {block_id} not found")});
+        return (http::StatusCode::NOT_FOUND, Json(body)).into_response();
+    };
+    Json(json!({
+        "execution_optimistic": false,
+        "finalized": block_id != "head" && slot + FINALITY_SLOTS <= head,
+        "data": {
+            "root": root(slot),
+            "canonical": true,
+            "header": {"message": {"slot": slot.to_string(), "proposer_index": "1", "parent_root": root(slot.saturating_sub(1))}},
+        },
+    }))
+    .into_response()
 }
 
 async fn not_found(uri: http::Uri) -> Response {
@@ -208,6 +228,7 @@ fn head_events(
     )
 }
 
-fn root(slot: u64) -> String {
+/// The root of the block at `slot`.
+pub fn root(slot: u64) -> String {
     format!("0x{:064x}", slot.wrapping_mul(0x9e37_79b9))
 }

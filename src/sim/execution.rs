@@ -176,6 +176,9 @@ fn result(
         "net_version" => json!(s.chain_id.to_string()),
         "web3_clientVersion" => json!(format!("ssv-ha-sim/{}", state.name)),
         "eth_getBlockByNumber" => return get_block_by_number(&s, request),
+        "eth_getBlockByHash" => get_block_by_hash(&s, request),
+        // The made-up chain has no transactions: every hash is unknown.
+        "eth_getTransactionByHash" | "eth_getTransactionReceipt" => Value::Null,
         "eth_getLogs" => return get_logs(&s, request),
         "eth_subscribe" => return subscribe(state, request, subscriptions),
         "eth_unsubscribe" => unsubscribe(request, subscriptions),
@@ -192,13 +195,41 @@ fn result(
 /// the head, `null` past it.
 fn get_block_by_number(s: &NodeStatus, request: &Value) -> Outcome {
     Ok(match request.pointer("/params/0").and_then(Value::as_str) {
-        None | Some("latest") => block(s, s.head, unix_now().saturating_sub(s.head_age_s)),
+        None | Some("latest") | Some("pending") => {
+            block(s, s.head, unix_now().saturating_sub(s.head_age_s))
+        }
+        Some("finalized") | Some("safe") if s.no_finalized => {
+            return Err((-39001, "finalized block not found".to_string()))
+        }
+        Some("finalized") | Some("safe") => {
+            let n = s.finalized_block();
+            block(s, n, unix_now().saturating_sub(s.head - n))
+        }
+        Some("earliest") => block(s, 0, unix_now().saturating_sub(s.head)),
         Some(number) => match number_param(number) {
             Some(n) if n <= s.head => block(s, n, unix_now().saturating_sub(s.head - n)),
             Some(_) => Value::Null,
             None => return Err((-32602, "invalid block number".to_string())),
         },
     })
+}
+
+/// `eth_getBlockByHash`: the block of that hash on this node's branch, up to the head; `null`
+/// for any other hash.
+fn get_block_by_hash(s: &NodeStatus, request: &Value) -> Value {
+    let Some(hash) = request.pointer("/params/0").and_then(Value::as_str) else {
+        return Value::Null;
+    };
+    let number = hash
+        .get(34..)
+        .filter(|_| hash.len() == 66)
+        .and_then(|n| u64::from_str_radix(n, 16).ok());
+    match number {
+        Some(n) if n <= s.head && block_hash(s, n) == hash => {
+            block(s, n, unix_now().saturating_sub(s.head - n))
+        }
+        _ => Value::Null,
+    }
 }
 
 /// `eth_getLogs`: the logs of the blocks in range that match the filter; one log padded to the

@@ -63,6 +63,12 @@ pub struct NodeStatus {
     /// Execution only: the next `eth_blockNumber` on a WebSocket answers this number instead of
     /// the head (once; then the field is `None` again), as a node behind a stale cache might.
     pub ws_wrong_block_number: Option<u64>,
+    /// Execution only: the block `eth_getBlockByNumber("finalized")` answers; `None`: 64 blocks
+    /// behind the head (0 at most).
+    pub finalized: Option<u64>,
+    /// Execution only: answer `finalized` and `safe` with an error, as a node before the merge
+    /// does.
+    pub no_finalized: bool,
     /// Execution only: blocks from this number on have no logs.
     pub no_logs_from: Option<u64>,
     /// Consensus only: end every event stream at once, before any event (after its header).
@@ -75,6 +81,18 @@ pub struct NodeStatus {
     pub genesis_time: u64,
     /// Consensus only: the network's genesis validators root.
     pub genesis_validators_root: String,
+}
+
+/// Blocks behind the head that the simulated execution chain finalizes, unless told otherwise.
+pub const FINALITY_BLOCKS: u64 = 64;
+
+impl NodeStatus {
+    /// The finalized block of a simulated execution node.
+    pub fn finalized_block(&self) -> u64 {
+        self.finalized
+            .unwrap_or_else(|| self.head.saturating_sub(FINALITY_BLOCKS))
+            .min(self.head)
+    }
 }
 
 /// Slot length of the simulated consensus chain.
@@ -106,6 +124,8 @@ impl Default for NodeStatus {
             logs_answer_bytes: None,
             ws_wrong_block_number: None,
             no_logs_from: None,
+            finalized: None,
+            no_finalized: false,
             sse_keep_alive_ms: None,
             head_age_s: 0,
             genesis_time: unix_now().saturating_sub(1000 * SECONDS_PER_SLOT),

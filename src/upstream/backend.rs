@@ -1,6 +1,7 @@
 //! One backend at run time: its ready-made upstream peers, its health as an atomic flag for the
 //! request path, and its last observation for `/status`.
 
+use super::cache::Standing;
 use super::connections::{self, Connections, TlsTarget};
 use super::session::{CutReason, SessionConnector, Sessions};
 use super::Traffic;
@@ -32,6 +33,9 @@ pub struct Backend {
     /// Live WebSocket and SSE sessions to this backend, to cut when it goes down.
     sessions: Arc<Sessions>,
     record: Mutex<HealthRecord>,
+    /// What the answer cache may rely on from the last check (set only when it was healthy);
+    /// read lock-free on the request path.
+    standing: ArcSwapOption<Standing>,
     pub metrics: BackendMetrics,
 }
 
@@ -150,6 +154,7 @@ impl Backend {
             ws,
             sessions,
             record: Mutex::new(HealthRecord::default()),
+            standing: ArcSwapOption::empty(),
             metrics,
             config,
         };
@@ -160,6 +165,7 @@ impl Backend {
                 }
             }
             *backend.record() = old.record().clone();
+            backend.standing.store(old.standing.load_full());
             backend.set_up(old.is_up());
         }
         Ok(backend)
@@ -209,6 +215,11 @@ impl Backend {
     /// Records a health check's report; returns the transition it caused (acted on by the
     /// pool's health handler).
     pub fn observe(&self, report: Report) -> Option<Transition> {
+        let standing = match &report.facts {
+            Ok(facts) if report.verdict.healthy => Standing::of(facts).map(Arc::new),
+            _ => None,
+        };
+        self.standing.store(standing);
         let mut record = self.record();
         let before = record.hysteresis.state();
         let transition = record.observe(report, self.health.rise, self.health.fall);
@@ -244,6 +255,12 @@ impl Backend {
             .verdict
             .as_ref()
             .map_or_else(|| "not judged".to_string(), |v| v.summary())
+    }
+
+    /// What the answer cache may rely on: the network and finalized block of the last check,
+    /// when it was healthy. Lock-free.
+    pub fn standing(&self) -> Option<Arc<Standing>> {
+        self.standing.load_full()
     }
 
     /// Whether the endpoint `traffic` goes to is the one the health checks probe.

@@ -3,6 +3,7 @@
 //! [`exchange`] with a backend, and the [`monitor`] that drives their health checks.
 
 pub mod backend;
+pub mod cache;
 pub mod connections;
 pub mod exchange;
 pub mod monitor;

@@ -1,5 +1,6 @@
 //! A pool of backends of one kind, with its selection policy and health rules.
 
+use super::cache::{AnswerCache, CacheMetrics};
 use super::selection::{self, Candidate};
 use super::session::CutReason;
 use super::{Backend, Traffic};
@@ -24,6 +25,9 @@ pub struct Pool {
     passive: Mutex<()>,
     /// Set at shutdown: sessions the gateway follows itself (seamless event streams) end.
     closing: AtomicBool,
+    /// Answers that cannot change (`cache:`); `None` when it is off. A reload that rebuilds the
+    /// pool starts it empty.
+    pub cache: Option<AnswerCache>,
     pub metrics: PoolMetrics,
 }
 
@@ -41,7 +45,18 @@ impl Pool {
         metrics
             .max_lag
             .set(i64::try_from(config.max_lag).unwrap_or(i64::MAX));
+        let cache = config.cache.map(|c| {
+            let m = &metrics;
+            let counted = CacheMetrics {
+                hits: m.cache_hits.clone(),
+                misses: m.cache_misses.clone(),
+                bytes: m.cache_bytes.clone(),
+                entries: m.cache_entries.clone(),
+            };
+            AnswerCache::new(c.max_bytes, counted)
+        });
         Pool {
+            cache,
             config,
             backends,
             cursor: AtomicUsize::new(0),
@@ -99,6 +114,16 @@ impl Pool {
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// The network the pool's traffic is on now, as the cache key names it: that of its healthy
+    /// backends (the health rules keep them on one network). `None` when none is up.
+    pub fn network(&self) -> Option<Arc<str>> {
+        self.backends
+            .iter()
+            .filter(|b| b.is_up())
+            .find_map(|b| b.standing())
+            .map(|s| s.network.clone())
     }
 
     /// Records a backend's health transition in the recent events, with the reason its log line

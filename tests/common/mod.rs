@@ -90,7 +90,7 @@ impl Gateway {
     /// Writes `yaml` to a temp dir and starts `ssv-ha run` on it; returns once `/healthz` answers
     /// and every listener in `listeners` accepts connections.
     pub async fn start(yaml: &str, admin: SocketAddr, listeners: &[SocketAddr]) -> Gateway {
-        Self::launch(yaml, admin, listeners, None).await
+        Self::launch(yaml, admin, listeners, None, None).await
     }
 
     /// Like [`Gateway::start`], and every line the gateway logs is also sent to the receiver.
@@ -100,7 +100,22 @@ impl Gateway {
         listeners: &[SocketAddr],
     ) -> (Gateway, std::sync::mpsc::Receiver<String>) {
         let (tx, rx) = std::sync::mpsc::channel();
-        (Self::launch(yaml, admin, listeners, Some(tx)).await, rx)
+        (
+            Self::launch(yaml, admin, listeners, Some(tx), None).await,
+            rx,
+        )
+    }
+
+    /// Like [`Gateway::start_logged`], with `RUST_LOG` set to `filter` (`info` for access lines).
+    pub async fn start_logged_at(
+        yaml: &str,
+        admin: SocketAddr,
+        listeners: &[SocketAddr],
+        filter: &str,
+    ) -> (Gateway, std::sync::mpsc::Receiver<String>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let gateway = Self::launch(yaml, admin, listeners, Some(tx), Some(filter)).await;
+        (gateway, rx)
     }
 
     async fn launch(
@@ -108,6 +123,7 @@ impl Gateway {
         admin: SocketAddr,
         listeners: &[SocketAddr],
         log: Option<std::sync::mpsc::Sender<String>>,
+        filter: Option<&str>,
     ) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("ssv-ha.yaml");
@@ -117,7 +133,10 @@ impl Gateway {
             .arg(&config_path)
             .env(
                 "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                filter.map_or_else(
+                    || std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                    str::to_string,
+                ),
             )
             .stdin(Stdio::null())
             .stderr(if log.is_some() {

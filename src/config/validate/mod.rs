@@ -9,6 +9,7 @@
 //! in `validator.rs`, and each other section has its own file.
 
 mod backends;
+mod cache;
 mod endpoints;
 mod health;
 mod listeners;

@@ -50,7 +50,7 @@ impl Validator {
         let mut section: PoolSection = self.node(
             &path,
             value,
-            "a pool has `kind` (execution or consensus), `backends`, and optionally `policy`, `min_peers`, `max_lag`, `max_slot_lag`, `max_head_age`, `chain_id`, `genesis_validators_root`, `genesis_fork_version`, `ca`, `health`",
+            "a pool has `kind` (execution or consensus), `backends`, and optionally `policy`, `min_peers`, `max_lag`, `max_slot_lag`, `max_head_age`, `chain_id`, `genesis_validators_root`, `genesis_fork_version`, `ca`, `cache`, `health`",
         )?;
         let network = self.network(&path, section.kind, &section);
         let health = self.health(&path, section.health.take().unwrap_or_default());
@@ -70,7 +70,9 @@ impl Validator {
         let sessions = section.sessions.unwrap_or_default();
         self.check_seamless(&path, &section, sessions, &methods);
         let max_gap_blocks = self.max_gap_blocks(&path, section.max_gap_blocks);
+        let cache = self.cache(&path, section.cache.take());
         Some(PoolConfig {
+            cache,
             methods,
             failback,
             sessions,
