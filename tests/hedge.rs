@@ -117,22 +117,22 @@ async fn hedges_sent_and_their_winners_are_counted() {
     let (a, b) = execution_nodes(&pki, 1000).await;
     let (gw, url) = slow_and_fast(&pki, &a, &b, "100ms").await;
     let client = reqwest::Client::new();
-    // The first node is slow: each read is hedged and the hedge wins.
+    // The first node is slow: each read (one the cache never keeps) is hedged and the hedge wins.
     for id in 0..5 {
-        let (_, node, _) = post(&client, &url, RPC, &rpc("eth_chainId", id)).await;
+        let (_, node, _) = post(&client, &url, RPC, &rpc("eth_blockNumber", id)).await;
         assert_eq!(node.as_deref(), Some("ec-b"));
     }
     // Both are slow, the hedge slower: each read is hedged and the first wins.
     a.set(|s| s.client_delay_ms = 300);
     b.set(|s| s.client_delay_ms = 2000);
     for id in 0..3 {
-        let (_, node, _) = post(&client, &url, RPC, &rpc("eth_chainId", id)).await;
+        let (_, node, _) = post(&client, &url, RPC, &rpc("eth_blockNumber", id)).await;
         assert_eq!(node.as_deref(), Some("ec-a"));
     }
     // Neither is slow: nothing is hedged, nothing counted.
     a.set(|s| s.client_delay_ms = 0);
     b.set(|s| s.client_delay_ms = 0);
-    post(&client, &url, RPC, &rpc("eth_chainId", 9)).await;
+    post(&client, &url, RPC, &rpc("eth_blockNumber", 9)).await;
     let text = gw.metrics().await;
     let series = |s: &str| metric(&text, s);
     assert_eq!(
