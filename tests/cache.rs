@@ -367,3 +367,50 @@ async fn beacon_genesis_and_spec_are_kept_and_head_is_not() {
         )
     );
 }
+
+/// An answer being gathered to keep counts in the listener's held bytes: a listener at its limit
+/// passes the answer on, unkept, and the next ask goes to the node again.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_is_kept_only_within_the_listeners_held_bytes() {
+    let pki = Pki::new();
+    let status = NodeStatus {
+        logs_answer_bytes: Some(256 * 1024),
+        ..NodeStatus::default()
+    };
+    let a = pki.node(NodeKind::Execution, "ec-a", status).await;
+    let pools = pool_yaml_with(
+        "execution",
+        "execution",
+        "first",
+        &pki.ca_file,
+        &[(&a, false)],
+        "",
+    );
+    let client = reqwest::Client::new();
+    let logs = call(
+        "1",
+        "eth_getLogs",
+        r#"[{"fromBlock":"0x1","toBlock":"0x2"}]"#,
+    );
+    for (limits, kept) in [
+        ("", true),
+        (
+            "limits: { max_body_bytes: 65536, max_held_bytes: 65536 }\n",
+            false,
+        ),
+    ] {
+        let (admin, listen) = (free_addr(), free_addr());
+        let yaml = format!("{}\n{limits}", config(admin, listen, &pools, EC_ROUTE));
+        let gw = Gateway::start(&yaml, admin, &[listen]).await;
+        gw.wait_backend("execution", "ec-a", true).await;
+        wait_finalized(&gw, "ec-a", 936).await;
+        let before = asked(&a, "eth_getLogs");
+        for _ in 0..2 {
+            let (status, _, text) = raw_post(&client, listen, logs.clone()).await;
+            assert_eq!(status, 200, "{}", &text[..text.len().min(200)]);
+            assert!(text.len() > 256 * 1024, "the whole answer passed");
+        }
+        let to_node = asked(&a, "eth_getLogs") - before;
+        assert_eq!(to_node, if kept { 1 } else { 2 }, "limits {limits:?}");
+    }
+}

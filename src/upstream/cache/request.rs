@@ -130,6 +130,11 @@ impl Fill {
         status == 200 && plain && (json || matches!(self.want, Want::Call(_)))
     }
 
+    /// Bytes of the answer gathered so far.
+    pub fn gathered(&self) -> usize {
+        self.gathered.len()
+    }
+
     /// Adds a piece of the answer; `false` once it is too large to keep.
     pub fn gather(&mut self, chunk: &[u8]) -> bool {
         if self.gathered.len() + chunk.len() > self.limit {
