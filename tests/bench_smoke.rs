@@ -58,6 +58,12 @@ fn benchmark_harness_runs_end_to_end() {
         "| ws-100 | ssv-ha-seamless |",
         "| ws-subscribed | ssv-ha |",
         "| ws-subscribed | ssv-ha-seamless |",
+        "| startup-32 | ssv-ha |",
+        "| startup-32 | ssv-ha-nocache |",
+        "| startup-32 | haproxy |",
+        "| startup-32 | nginx |",
+        "| hedge-32 | ssv-ha |",
+        "| hedge-32 | ssv-ha-nohedge |",
     ] {
         assert!(stdout.contains(row), "missing `{row}` in:\n{stdout}");
     }
