@@ -56,6 +56,8 @@ pub struct Fill {
     /// The network the key names: only a backend on it may fill the entry.
     network: Arc<str>,
     gathered: BytesMut,
+    /// The request's id (JSON text), which a kept JSON-RPC answer must carry.
+    asked_id: Vec<u8>,
     limit: usize,
     consensus_version: Option<HeaderValue>,
 }
@@ -107,6 +109,10 @@ pub fn look_up(cache: &AnswerCache, network: Option<Arc<str>>, asked: &Asked) ->
             want,
             network,
             gathered: BytesMut::new(),
+            asked_id: match asked {
+                Asked::Call { id, .. } => id.to_vec(),
+                Asked::Get { .. } => Vec::new(),
+            },
             limit: cache.max_entry(),
             consensus_version: None,
         }),
@@ -152,7 +158,7 @@ impl Fill {
         };
         let body = self.gathered.freeze();
         let id = match self.want {
-            Want::Call(rule) => match cacheable::keepable(rule, &body, standing.known) {
+            Want::Call(rule) => match cacheable::keepable(rule, &body, standing.known, &self.asked_id) {
                 Some(id) => Some(id),
                 None => return,
             },
