@@ -129,6 +129,9 @@ async fn an_answer_with_another_id_is_not_kept() {
     node.set(|st| st.reply_override = None);
     let (status, text) = raw_post(&client, listen, call("1", "eth_getBlockByNumber", params)).await;
     assert_eq!(status, 200, "{text}");
-    assert!(!text.contains("0xbad"), "another request's answer was kept: {text}");
+    assert!(
+        !text.contains("0xbad"),
+        "another request's answer was kept: {text}"
+    );
     assert_eq!(asked(&node, "eth_getBlockByNumber"), 1);
 }

@@ -353,7 +353,13 @@ mod tests {
     fn an_answer_to_another_request_is_never_kept() {
         let answer = |id: &str| format!(r#"{{"jsonrpc":"2.0","id":{id},"result":"0x1"}}"#);
         let keeps = |answered: &str, asked: &str| {
-            keepable(Rule::ChainId, answer(answered).as_bytes(), KNOWN, asked.as_bytes()).is_some()
+            keepable(
+                Rule::ChainId,
+                answer(answered).as_bytes(),
+                KNOWN,
+                asked.as_bytes(),
+            )
+            .is_some()
         };
         assert!(keeps("7", "7"));
         assert!(!keeps("8", "7"), "another request's answer");
