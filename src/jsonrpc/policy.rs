@@ -76,7 +76,8 @@ pub struct Call<'a> {
     /// Every method key (in any case, duplicates included) names a read: a node that reads keys
     /// otherwise than Go (case-sensitive, or the first of two) still runs a read.
     pub every_method_reads: bool,
-    /// Its method keys name more than one method: which one runs is the node's reading.
+    /// Its method keys name more than one method, or its params keys hold different params:
+    /// which one the node takes is its own reading of the keys.
     pub mixed_methods: bool,
 }
 
@@ -452,7 +453,11 @@ impl<'de> Visitor<'de> for CallSeed<'_> {
                 }
                 // The last one, as Go's decoder keeps.
                 Key::Id => id = Some(map.next_value::<&RawValue>()?),
-                Key::Params => params = Some(map.next_value::<&RawValue>()?),
+                Key::Params => {
+                    let value = map.next_value::<&RawValue>()?;
+                    mixed_methods |= params.is_some_and(|p: &RawValue| p.get() != value.get());
+                    params = Some(value);
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -637,6 +642,9 @@ mod tests {
             assert_eq!(judged.reads_only, reads, "{body}");
             assert!(judged.single.is_none(), "{body}");
         }
+        // So do params keys holding different params: the node may answer the others.
+        let body = br#"{"method":"eth_getBlockByNumber","params":["0x10",false],"PARAMS":["0x11",false],"id":1}"#;
+        assert!(judge(body, &policy()).single.is_none());
         let same = br#"{"method":"eth_call","METHOD":"eth_call","id":1}"#;
         let judged = judge(same, &policy());
         assert!(judged.reads_only && judged.single.is_some());
