@@ -84,6 +84,8 @@ pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_FAILBACK_DELAY: Duration = Duration::from_secs(10);
 /// A pool's `hedge.delay` when its `hedge` section does not say.
 pub const DEFAULT_HEDGE_DELAY: Duration = Duration::from_millis(300);
+/// Shortest `hedge.delay` accepted: below it every read goes to two nodes.
+pub const MIN_HEDGE_DELAY: Duration = Duration::from_millis(1);
 /// Longest `hedge.delay` accepted: past it a hedge no longer saves a slot's duty.
 pub const MAX_HEDGE_DELAY: Duration = Duration::from_secs(60);
 /// Most extra backends one read may be sent to (`hedge.max`).

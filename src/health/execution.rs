@@ -121,7 +121,8 @@ pub fn parse_batch(reply: &Value, head_time: bool) -> Result<ExecutionFacts, Str
         head,
         chain_id,
         head_time,
-        finalized: finalized_block(items),
+        // A finalized block above the node's own head is no block it has: unknown.
+        finalized: finalized_block(items).filter(|f| head.is_some_and(|h| *f <= h)),
     })
 }
 
@@ -194,6 +195,11 @@ mod tests {
         };
         let block = json!({"number": "0x8", "hash": "0xab"});
         assert_eq!(with(ok(6, block)).unwrap().finalized, Some(8));
+        // Above the node's own head (0x10): a block it does not have, so not known to be final.
+        let ahead = json!({"number": "0x11", "hash": "0xab"});
+        assert_eq!(with(ok(6, ahead)).unwrap().finalized, None);
+        let at_head = json!({"number": "0x10", "hash": "0xab"});
+        assert_eq!(with(ok(6, at_head)).unwrap().finalized, Some(16));
         for unknown in [
             ok(6, json!(null)),
             ok(6, json!({"hash": "0xab"})),

@@ -77,11 +77,16 @@ pub fn rule(method: &str, params: Option<&str>) -> Option<Rule> {
     }
 }
 
-/// `eth_getLogs`: a closed range of numbers, or one block by hash.
+/// `eth_getLogs`: a closed range of numbers, or one block by hash. A `null` key is as good as
+/// none to the nodes (Go's decoder leaves the field unset): `"blockHash":null` with a range up to
+/// `latest` asks for that range, not for a block. A hash beside a range is an error to geth, but
+/// another node may read the range: neither is kept.
 fn logs_rule(filter: &RawValue) -> Option<Rule> {
     let filter = Object::read(filter.get())?;
-    if filter.get("blockHash").is_some() {
-        return Some(Rule::AnswerBlock(Named::Logs));
+    let set = |key: &str| filter.get(key).filter(|v| v.get() != "null");
+    if set("blockHash").is_some() {
+        let range = set("fromBlock").is_some() || set("toBlock").is_some();
+        return (!range).then_some(Rule::AnswerBlock(Named::Logs));
     }
     block_number(filter.get("fromBlock")?)?;
     // A missing `toBlock` means `latest`.
@@ -95,7 +100,8 @@ pub fn block_number(raw: &RawValue) -> Option<u64> {
 
 fn hex_number(text: &str) -> Option<u64> {
     let digits = text.strip_prefix("0x")?;
-    if digits.is_empty() || digits.len() > 16 {
+    // Hex digits only: `from_str_radix` would take a sign (`0x+10`) too.
+    if digits.is_empty() || digits.len() > 16 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     u64::from_str_radix(digits, 16).ok()
@@ -109,9 +115,11 @@ pub struct Known {
 }
 
 /// Whether `answer` (a whole HTTP 200 body) may be kept under `rule`: one JSON-RPC object with a
-/// non-null `result`, no `error`, and an `id`, meeting the rule against what is `known` of the
-/// backend that sent it. Returns where the id is, for the next client's id to take its place.
-pub fn keepable(rule: Rule, answer: &[u8], known: Known) -> Option<Range<usize>> {
+/// non-null `result`, no `error`, and the id of the request (`asked`, its JSON text: an answer
+/// to another request, from a node or a connection out of step, is never kept), meeting the rule
+/// against what is `known` of the backend that sent it. Returns where the id is, for the next
+/// client's id to take its place.
+pub fn keepable(rule: Rule, answer: &[u8], known: Known, asked: &[u8]) -> Option<Range<usize>> {
     let text = std::str::from_utf8(answer).ok()?;
     let Ok(Shape::Object(message)) = Message::read(text) else {
         return None;
@@ -120,7 +128,11 @@ pub fn keepable(rule: Rule, answer: &[u8], known: Known) -> Option<Range<usize>>
         return None;
     }
     let result = message.result.filter(|r| r.get() != "null")?;
-    let id = super::span(text, message.id?)?;
+    let answered = message.id?;
+    if !same_id(answered.get().as_bytes(), asked) {
+        return None;
+    }
+    let id = super::span(text, answered)?;
     let kept = match rule {
         Rule::ChainId => {
             let answered = string(result).and_then(|s| hex_number(&s));
@@ -140,6 +152,16 @@ pub fn keepable(rule: Rule, answer: &[u8], known: Known) -> Option<Range<usize>>
         }
     };
     kept.then_some(id)
+}
+
+/// Whether an answer's id is the request's: the same text (Go nodes echo it byte for byte), or
+/// the same JSON value (nodes that write it again: a string's escapes undone, spaces dropped).
+fn same_id(answered: &[u8], asked: &[u8]) -> bool {
+    if answered == asked {
+        return true;
+    }
+    let value = |text: &[u8]| serde_json::from_slice::<serde_json::Value>(text).ok();
+    value(answered).is_some_and(|a| Some(a) == value(asked))
 }
 
 /// The highest block `result` names, as `named` says where; `None` when it names none (a pending
@@ -202,6 +224,21 @@ mod tests {
             rule_of("eth_getLogs", r#"[{"blockHash":"0xab"}]"#),
             Some(Rule::AnswerBlock(Named::Logs))
         );
+        // A null hash with a closed range is that range.
+        assert_eq!(
+            rule_of(
+                "eth_getLogs",
+                r#"[{"blockHash":null,"fromBlock":"0x1","toBlock":"0x64"}]"#
+            ),
+            Some(Rule::AtMost(100))
+        );
+        assert_eq!(
+            rule_of(
+                "eth_getLogs",
+                r#"[{"blockHash":"0xab","fromBlock":null,"toBlock":null}]"#
+            ),
+            Some(Rule::AnswerBlock(Named::Logs))
+        );
         assert_eq!(
             rule_of("eth_getBlockByHash", r#"["0xab", false]"#),
             Some(Rule::AnswerBlock(Named::Block))
@@ -230,6 +267,9 @@ mod tests {
             r#"[{"to":"0xaa"}, "0x"]"#,
             r#"[{"to":"0xaa"}, "0x10000000000000000"]"#,
             r#"[{"to":"0xaa"}, "16"]"#,
+            r#"[{"to":"0xaa"}, "0x+10"]"#,
+            r#"[{"to":"0xaa"}, "0x-1"]"#,
+            r#"[{"to":"0xaa"}, "0X10"]"#,
             r#"{"to":"0xaa"}"#,
             "not json",
         ] {
@@ -241,6 +281,13 @@ mod tests {
             r#"[{"toBlock":"0x5"}]"#,
             r#"[{"fromBlock":"earliest","toBlock":"0x5"}]"#,
             r#"[]"#,
+            // A null hash is no hash to the node: the range is what it answers.
+            r#"[{"blockHash":null,"fromBlock":"0x1"}]"#,
+            r#"[{"blockHash":null,"fromBlock":"0x1","toBlock":"latest"}]"#,
+            r#"[{"fromBlock":"0x1","toBlock":"finalized","BLOCKHASH":null}]"#,
+            // A hash beside a range: geth refuses it, another node may read the range.
+            r#"[{"blockHash":"0xab","fromBlock":"0x1","toBlock":"latest"}]"#,
+            r#"[{"blockHash":"0xab","toBlock":"safe"}]"#,
         ] {
             assert_eq!(rule_of("eth_getLogs", filter), None, "{filter}");
         }
@@ -256,7 +303,7 @@ mod tests {
     };
 
     fn kept(rule: Rule, answer: &str, known: Known) -> bool {
-        let id = keepable(rule, answer.as_bytes(), known);
+        let id = keepable(rule, answer.as_bytes(), known, b"7");
         if let Some(id) = &id {
             assert_eq!(&answer[id.clone()], "7", "the id's place in {answer}");
         }
@@ -300,6 +347,27 @@ mod tests {
         assert!(!kept(Rule::NetVersion, version, Known::default()));
         let other = r#"{"jsonrpc":"2.0","id":7,"result":"5"}"#;
         assert!(!kept(Rule::NetVersion, other, KNOWN));
+    }
+
+    #[test]
+    fn an_answer_to_another_request_is_never_kept() {
+        let answer = |id: &str| format!(r#"{{"jsonrpc":"2.0","id":{id},"result":"0x1"}}"#);
+        let keeps = |answered: &str, asked: &str| {
+            keepable(
+                Rule::ChainId,
+                answer(answered).as_bytes(),
+                KNOWN,
+                asked.as_bytes(),
+            )
+            .is_some()
+        };
+        assert!(keeps("7", "7"));
+        assert!(!keeps("8", "7"), "another request's answer");
+        assert!(!keeps(r#""7""#, "7"), "a string is not a number");
+        assert!(!keeps("null", "7"));
+        // The same id written another way by a node that writes it again.
+        assert!(keeps(r#""a""#, r#""\u0061""#));
+        assert!(keeps("[1,2]", "[1, 2]"));
     }
 
     #[test]

@@ -73,12 +73,19 @@ pub struct Call<'a> {
     pub method: Option<Cow<'a, str>>,
     /// The last `params`, as the client wrote them.
     pub params: Option<&'a RawValue>,
+    /// Every method key (in any case, duplicates included) names a read: a node that reads keys
+    /// otherwise than Go (case-sensitive, or the first of two) still runs a read.
+    pub every_method_reads: bool,
+    /// Its method keys name more than one method, or its params keys hold different params:
+    /// which one the node takes is its own reading of the keys.
+    pub mixed_methods: bool,
 }
 
 impl Call<'_> {
-    /// Whether the call only reads ([`crate::jsonrpc::reads`]).
+    /// Whether the call only reads ([`crate::jsonrpc::reads`]), whichever of its method keys the
+    /// node takes.
     pub fn is_read(&self) -> bool {
-        self.method.as_deref().is_some_and(super::reads::is_read)
+        self.every_method_reads && self.method.as_deref().is_some_and(super::reads::is_read)
     }
 
     /// The id as a JSON value (`null` for a notification).
@@ -237,8 +244,13 @@ pub fn judge(body: &[u8], policy: &MethodPolicy) -> Judged {
     }
 }
 
-/// Where a single call's parts are in its body (which `parse` read as UTF-8 already).
+/// Where a single call's parts are in its body (which `parse` read as UTF-8 already); `None`
+/// when its method keys name different methods (a node that reads keys otherwise than Go would
+/// run another method than the cache's key names).
 fn single(body: &[u8], call: &Call) -> Option<Single> {
+    if call.mixed_methods {
+        return None;
+    }
     let text = std::str::from_utf8(body).ok()?;
     Some(Single {
         method: call.method.as_deref()?.to_string(),
@@ -403,6 +415,8 @@ impl Call<'_> {
             verdict: Verdict::Invalid("a JSON-RPC request must be an object"),
             method: None,
             params: None,
+            every_method_reads: false,
+            mixed_methods: false,
         }
     }
 }
@@ -419,10 +433,13 @@ impl<'de> Visitor<'de> for CallSeed<'_> {
         let mut params = None;
         let mut method = None;
         let mut verdict = Verdict::Permitted;
+        let mut every_method_reads = true;
+        let mut mixed_methods = false;
         while let Some(key) = map.next_key::<Key>()? {
             match key {
                 Key::Method => {
                     let name = map.next_value::<Name>()?;
+                    every_method_reads &= name.as_str().is_some_and(super::reads::is_read);
                     if verdict == Verdict::Permitted {
                         verdict = match name.as_str() {
                             Some(m) if self.policy.permits(m) => Verdict::Permitted,
@@ -430,11 +447,17 @@ impl<'de> Visitor<'de> for CallSeed<'_> {
                             None => Verdict::Invalid("the method must be a string"),
                         };
                     }
-                    method = name.into_cow();
+                    let name = name.into_cow();
+                    mixed_methods |= method.is_some() && method != name;
+                    method = name;
                 }
                 // The last one, as Go's decoder keeps.
                 Key::Id => id = Some(map.next_value::<&RawValue>()?),
-                Key::Params => params = Some(map.next_value::<&RawValue>()?),
+                Key::Params => {
+                    let value = map.next_value::<&RawValue>()?;
+                    mixed_methods |= params.is_some_and(|p: &RawValue| p.get() != value.get());
+                    params = Some(value);
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -445,6 +468,8 @@ impl<'de> Visitor<'de> for CallSeed<'_> {
             verdict,
             method,
             params,
+            every_method_reads,
+            mixed_methods,
         })
     }
 
@@ -605,7 +630,24 @@ mod tests {
         let body = br#"{"method":"eth_chainId","METHOD":"eth_newFilter","id":1}"#;
         let judged = judge(body, &policy());
         assert!(!judged.reads_only, "eth_newFilter is what the node calls");
-        assert_eq!(judged.single.unwrap().method, "eth_newFilter");
+        // A node that reads keys case-sensitively (or takes the first) calls another method
+        // than Go's: a write hidden behind a read is no read, and the cache stays out of it.
+        for body in [
+            r#"{"method":"eth_sendTransaction","METHOD":"eth_call","id":1}"#,
+            r#"{"method":"eth_sendTransaction","method":"eth_call","id":1}"#,
+            r#"{"Method":"eth_blockNumber","method":"eth_getBlockByNumber","params":["0x1",false],"id":1}"#,
+        ] {
+            let judged = judge(body.as_bytes(), &policy());
+            let reads = body.contains("eth_blockNumber");
+            assert_eq!(judged.reads_only, reads, "{body}");
+            assert!(judged.single.is_none(), "{body}");
+        }
+        // So do params keys holding different params: the node may answer the others.
+        let body = br#"{"method":"eth_getBlockByNumber","params":["0x10",false],"PARAMS":["0x11",false],"id":1}"#;
+        assert!(judge(body, &policy()).single.is_none());
+        let same = br#"{"method":"eth_call","METHOD":"eth_call","id":1}"#;
+        let judged = judge(same, &policy());
+        assert!(judged.reads_only && judged.single.is_some());
         // A batch reads only when every forwarded element reads; a batch is never one call.
         let batch = br#"[{"method":"eth_call","id":1},{"method":"eth_chainId","id":2}]"#;
         let judged = judge(batch, &policy());

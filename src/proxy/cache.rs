@@ -45,6 +45,7 @@ impl Gateway {
                 };
                 let params = call.params.clone().and_then(|p| body.get(p));
                 Asked::Call {
+                    path_and_query: request.uri.path_and_query().map_or("/", |pq| pq.as_str()),
                     method: &call.method,
                     params: params.and_then(|p| std::str::from_utf8(p).ok()),
                     id,

@@ -238,7 +238,7 @@ impl Validator {
         max_gap_blocks
     }
 
-    /// `hedge`: a delay above zero and at most [`MAX_HEDGE_DELAY`], 1 to [`MAX_HEDGES`] extra
+    /// `hedge`: a delay of [`MIN_HEDGE_DELAY`] to [`MAX_HEDGE_DELAY`], 1 to [`MAX_HEDGES`] extra
     /// backends, and a pool with a second backend to ask.
     fn hedge(&mut self, path: &str, section: HedgeSection, backends: usize) -> Option<Hedge> {
         let errors = self.errors.len();
@@ -247,7 +247,13 @@ impl Validator {
             section.delay,
             DEFAULT_HEDGE_DELAY,
         );
-        if delay > MAX_HEDGE_DELAY {
+        if delay < MIN_HEDGE_DELAY {
+            self.error(
+                format!("{path}.hedge.delay"),
+                format!("{delay:?} is shorter than {MIN_HEDGE_DELAY:?}"),
+                Some("below a millisecond every read would go to two nodes: use 50ms to 2s"),
+            );
+        } else if delay > MAX_HEDGE_DELAY {
             self.error(
                 format!("{path}.hedge.delay"),
                 format!("{delay:?} is longer than {MAX_HEDGE_DELAY:?}"),
@@ -401,6 +407,8 @@ mod hedge_tests {
             ("{ delay: 0s }", "pools.execution.hedge.delay"),
             ("{ delay: soon }", "pools.execution.hedge.delay"),
             ("{ delay: 2m }", "pools.execution.hedge.delay"),
+            ("{ delay: 999us }", "pools.execution.hedge.delay"),
+            ("{ delay: 1ns }", "pools.execution.hedge.delay"),
             ("{ max: 0 }", "pools.execution.hedge.max"),
             ("{ max: 9 }", "pools.execution.hedge.max"),
             ("{ after: 1s }", "pools.execution.hedge"),

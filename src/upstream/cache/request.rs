@@ -15,8 +15,11 @@ pub const CONSENSUS_VERSION: &str = "eth-consensus-version";
 
 /// What a request asks, as far as the cache is concerned.
 pub enum Asked<'a> {
-    /// One JSON-RPC call with an id (`params`: their raw text; `id`: its raw text).
+    /// One JSON-RPC call with an id (`params`: their raw text; `id`: its raw text), sent to
+    /// `path_and_query` (passed on to the node after its URL's path: a node behind a provider's
+    /// proxy may be another network on another path, so the key holds it).
     Call {
+        path_and_query: &'a str,
         method: &'a str,
         params: Option<&'a str>,
         id: &'a [u8],
@@ -56,6 +59,8 @@ pub struct Fill {
     /// The network the key names: only a backend on it may fill the entry.
     network: Arc<str>,
     gathered: BytesMut,
+    /// The request's id (JSON text), which a kept JSON-RPC answer must carry.
+    asked_id: Vec<u8>,
     limit: usize,
     consensus_version: Option<HeaderValue>,
 }
@@ -74,10 +79,15 @@ pub fn takes_json(accept: Option<&HeaderValue>) -> bool {
 /// up, so nothing is answered or kept).
 pub fn look_up(cache: &AnswerCache, network: Option<Arc<str>>, asked: &Asked) -> Lookup {
     let (want, request) = match asked {
-        Asked::Call { method, params, .. } => match cacheable::rule(method, *params) {
+        Asked::Call {
+            path_and_query,
+            method,
+            params,
+            ..
+        } => match cacheable::rule(method, *params) {
             Some(rule) => (
                 Want::Call(rule),
-                format!("{method}\n{}", params.unwrap_or("")),
+                format!("POST {path_and_query}\n{method}\n{}", params.unwrap_or("")),
             ),
             None => return Lookup::Pass,
         },
@@ -107,6 +117,10 @@ pub fn look_up(cache: &AnswerCache, network: Option<Arc<str>>, asked: &Asked) ->
             want,
             network,
             gathered: BytesMut::new(),
+            asked_id: match asked {
+                Asked::Call { id, .. } => id.to_vec(),
+                Asked::Get { .. } => Vec::new(),
+            },
             limit: cache.max_entry(),
             consensus_version: None,
         }),
@@ -152,10 +166,12 @@ impl Fill {
         };
         let body = self.gathered.freeze();
         let id = match self.want {
-            Want::Call(rule) => match cacheable::keepable(rule, &body, standing.known) {
-                Some(id) => Some(id),
-                None => return,
-            },
+            Want::Call(rule) => {
+                match cacheable::keepable(rule, &body, standing.known, &self.asked_id) {
+                    Some(id) => Some(id),
+                    None => return,
+                }
+            }
             Want::Get(rule) if beacon::keepable(rule, &body) => None,
             Want::Get(_) => return,
         };
@@ -195,7 +211,12 @@ mod tests {
     }
 
     fn call<'a>(id: &'a str) -> Asked<'a> {
+        at("/", id)
+    }
+
+    fn at<'a>(path_and_query: &'a str, id: &'a str) -> Asked<'a> {
         Asked::Call {
+            path_and_query,
             method: "eth_getBlockByNumber",
             params: Some(r#"["0x10",false]"#),
             id: id.as_bytes(),
@@ -238,6 +259,13 @@ mod tests {
         assert_eq!(hit, ANSWER.replace("\"id\":1", "\"id\":\"x\"").as_bytes());
         // Another network has its own entries.
         assert!(answered(&cache, &call("1"), "chain 5").is_none());
+        // So has another path: behind a provider's proxy, it may reach another network.
+        for path in ["/holesky", "/?network=holesky", "//"] {
+            assert!(
+                answered(&cache, &at(path, "1"), "chain 1").is_none(),
+                "{path}"
+            );
+        }
     }
 
     #[test]
