@@ -1,8 +1,10 @@
 //! Which beacon (consensus REST) answers cannot change, as pure functions: the request side
 //! ([`rule`]: from a `GET`'s path) and the answer side ([`keepable`]).
 //!
-//! Why each rule is safe: the genesis, the spec and the deposit contract are the network's, and
-//! the cache key holds the network (genesis root and fork version). A state, block or header
+//! Why each rule is safe: the genesis and the deposit contract are the network's, and the cache
+//! key holds the network (genesis root and fork version). The spec is the network's too, but a
+//! node upgraded for a coming fork adds the fork's schedule to it: it is served for an epoch at
+//! most ([`SPEC_LIFETIME`]). A state, block or header
 //! addressed by a root or a slot is kept only when the node says in the answer (top-level
 //! `"finalized": true`) that it is finalized: no reorg can replace it then. The aliases `head`,
 //! `finalized`, `justified` and `genesis` name a different block as the chain moves on (the
@@ -15,16 +17,22 @@ use crate::jsonrpc::Object;
 pub enum BeaconRule {
     /// Always, per network.
     Always,
+    /// For [`SPEC_LIFETIME`]: the spec is the network's, but a node upgraded for a fork adds the
+    /// fork's schedule to it.
+    ForAnEpoch,
     /// When the answer says `"finalized": true`.
     IfFinalized,
 }
 
-/// Paths whose answer is the network's own.
-const NETWORK_PATHS: [&str; 3] = [
-    "/eth/v1/beacon/genesis",
-    "/eth/v1/config/spec",
-    "/eth/v1/config/deposit_contract",
-];
+/// Paths whose answer is the network's own, for good.
+const NETWORK_PATHS: [&str; 2] = ["/eth/v1/beacon/genesis", "/eth/v1/config/deposit_contract"];
+
+/// The network's spec: its constants, and the fork schedule as the node knows it.
+const SPEC_PATH: &str = "/eth/v1/config/spec";
+
+/// How long a kept spec is served: one mainnet epoch. A fork is scheduled weeks before it
+/// happens; once the nodes are upgraded to know it, clients have the new schedule within this.
+pub const SPEC_LIFETIME: std::time::Duration = std::time::Duration::from_secs(32 * 12);
 
 /// What a state, block or header read is under `/eth/vN/beacon/`.
 const ADDRESSED: [&str; 3] = ["states", "blocks", "headers"];
@@ -33,6 +41,9 @@ const ADDRESSED: [&str; 3] = ["states", "blocks", "headers"];
 pub fn rule(path: &str) -> Option<BeaconRule> {
     if NETWORK_PATHS.contains(&path) {
         return Some(BeaconRule::Always);
+    }
+    if path == SPEC_PATH {
+        return Some(BeaconRule::ForAnEpoch);
     }
     let mut parts = path.strip_prefix("/eth/")?.split('/');
     let version = parts.next()?;
@@ -67,7 +78,7 @@ pub fn keepable(rule: BeaconRule, body: &[u8]) -> bool {
         return false;
     };
     match rule {
-        BeaconRule::Always => true,
+        BeaconRule::Always | BeaconRule::ForAnEpoch => true,
         BeaconRule::IfFinalized => object.get("finalized").is_some_and(|f| f.get() == "true"),
     }
 }
@@ -81,6 +92,7 @@ mod tests {
         for path in NETWORK_PATHS {
             assert_eq!(rule(path), Some(BeaconRule::Always), "{path}");
         }
+        assert_eq!(rule(SPEC_PATH), Some(BeaconRule::ForAnEpoch));
         let root = format!("0x{}", "ab".repeat(32));
         for path in [
             format!("/eth/v1/beacon/headers/{root}"),

@@ -175,10 +175,17 @@ impl Fill {
             Want::Get(rule) if beacon::keepable(rule, &body) => None,
             Want::Get(_) => return,
         };
+        let expires = match self.want {
+            Want::Get(beacon::BeaconRule::ForAnEpoch) => {
+                Some(std::time::Instant::now() + beacon::SPEC_LIFETIME)
+            }
+            _ => None,
+        };
         let entry = Entry {
             body,
             id,
             consensus_version: self.consensus_version,
+            expires,
         };
         cache.insert(self.key, entry);
     }

@@ -7,6 +7,7 @@ use prometheus::{IntCounter, IntGauge};
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 use std::ops::Range;
+use std::time::Instant;
 
 /// Bytes counted per entry beyond its key and answer: the entry's own fields and the store's
 /// bookkeeping.
@@ -21,6 +22,8 @@ pub struct Entry {
     pub id: Option<Range<usize>>,
     /// A beacon answer's `Eth-Consensus-Version` header, sent with it again.
     pub consensus_version: Option<HeaderValue>,
+    /// When the answer stops being served; `None`: never (it cannot change).
+    pub expires: Option<Instant>,
 }
 
 impl Entry {
@@ -85,7 +88,15 @@ impl AnswerCache {
 
     /// The answer kept under `key`, counted as a hit or a miss.
     pub fn get(&self, key: &str) -> Option<Entry> {
-        let found = self.store.get(key);
+        let mut found = self.store.get(key);
+        if found
+            .as_ref()
+            .and_then(|e| e.expires)
+            .is_some_and(|at| at <= Instant::now())
+        {
+            self.store.remove(key);
+            found = None;
+        }
         match found {
             Some(_) => self.metrics.hits.inc(),
             None => self.metrics.misses.inc(),
@@ -141,7 +152,27 @@ mod tests {
             body: Bytes::from(body.to_string()),
             id: body.find("\"id\":").map(|at| at + 5..at + 6),
             consensus_version: None,
+            expires: None,
         }
+    }
+
+    #[test]
+    fn an_answer_past_its_lifetime_is_a_miss_and_goes() {
+        let cache = AnswerCache::new(1024 * 1024, metrics());
+        let body = r#"{"data":{"SECONDS_PER_SLOT":"12"}}"#;
+        let fresh = Entry {
+            expires: Some(Instant::now() + std::time::Duration::from_secs(60)),
+            ..entry(body)
+        };
+        cache.insert("fresh".into(), fresh);
+        let stale = Entry {
+            expires: Some(Instant::now()),
+            ..entry(body)
+        };
+        cache.insert("stale".into(), stale);
+        assert!(cache.get("fresh").is_some());
+        assert!(cache.get("stale").is_none(), "served past its lifetime");
+        assert_eq!(cache.entries(), 1, "the stale answer went");
     }
 
     #[test]
