@@ -135,3 +135,67 @@ async fn an_answer_with_another_id_is_not_kept() {
     );
     assert_eq!(asked(&node, "eth_getBlockByNumber"), 1);
 }
+
+/// A batch answer merged with the gateway's own errors is held whole until its end: it counts in
+/// the listener's held bytes, and one the listener cannot hold ends the request, counted, rather
+/// than grow the gateway.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_answer_to_merge_counts_in_the_held_bytes() {
+    let pki = Pki::new();
+    let status = NodeStatus {
+        logs_answer_bytes: Some(256 * 1024),
+        ..NodeStatus::default()
+    };
+    let a = pki.node(NodeKind::Execution, "ec-a", status).await;
+    let pools = pool_yaml_with(
+        "execution",
+        "execution",
+        "first",
+        &pki.ca_file,
+        &[(&a, false)],
+        "",
+    );
+    // One call the policy denies (answered by the gateway), one large read: the two are merged.
+    let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"eth_getLogs","params":[{"fromBlock":"0x1","toBlock":"0x2"}]},{"jsonrpc":"2.0","id":2,"method":"admin_peers","params":[]}]"#;
+    let client = reqwest::Client::new();
+    for (limits, held) in [
+        ("", true),
+        (
+            "limits: { max_body_bytes: 65536, max_held_bytes: 65536 }\n",
+            false,
+        ),
+    ] {
+        let (admin, listen) = (free_addr(), free_addr());
+        let yaml = format!("{}\n{limits}", config(admin, listen, &pools, EC_ROUTE));
+        let gw = Gateway::start(&yaml, admin, &[listen]).await;
+        gw.wait_backend("execution", "ec-a", true).await;
+        let answer = match client
+            .post(format!("http://{listen}/"))
+            .header("host", RPC_HOST)
+            .header("content-type", "application/json")
+            .body(batch)
+            .send()
+            .await
+        {
+            Ok(response) => response.text().await.ok(),
+            Err(_) => None,
+        };
+        let merged = answer
+            .as_deref()
+            .and_then(|text| serde_json::from_str::<Vec<Value>>(text).ok());
+        let refused = gw
+            .metrics()
+            .await
+            .lines()
+            .any(|l| l.contains("reason=\"held_bytes\"") && !l.ends_with(" 0"));
+        if held {
+            let merged = merged.expect("the merged batch answer");
+            assert_eq!(merged.len(), 2);
+            assert_eq!(merged[1]["error"]["code"], -32601);
+            assert!(!refused);
+        } else {
+            assert!(merged.is_none(), "a merged answer past the held bytes");
+            assert!(refused, "the refusal is counted");
+        }
+    }
+}

@@ -295,6 +295,17 @@ impl Gateway {
         Ok(Body::Held(body.freeze()))
     }
 
+    /// Whether the listener can hold `gathered` bytes of an answer (a batch's to merge, or one to
+    /// keep in the cache) beside the request's body, within `limits.max_held_bytes`.
+    pub(super) fn hold_answer(&self, ctx: &mut RequestCtx, gathered: usize) -> bool {
+        let holding = ctx.body.as_ref().map_or(0, Bytes::len) + gathered;
+        holding <= FREE_BYTES
+            || ctx
+                .held
+                .get_or_insert_with(|| self.held.share())
+                .hold(holding, ctx.limits.max_held_bytes)
+    }
+
     /// Judges the client's next WebSocket bytes; returns what goes on to the backend, or the
     /// error that ends a session the gateway closed.
     pub(super) async fn judge_client_frames(

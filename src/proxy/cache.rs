@@ -6,7 +6,6 @@
 use super::ctx::RequestCtx;
 use super::gateway::Gateway;
 use crate::config::model::PoolKind;
-use crate::limits::held::FREE_BYTES;
 use crate::upstream::cache::{self, Asked, Lookup, CONSENSUS_VERSION};
 use bytes::Bytes;
 use http::HeaderValue;
@@ -95,13 +94,15 @@ impl Gateway {
         if let Some(chunk) = chunk {
             // What is gathered counts in the listener's held bytes, with the request's body: a
             // listener at its limit passes answers on unkept rather than hold more.
-            let holding = ctx.body.as_ref().map_or(0, Bytes::len) + fill.gathered() + chunk.len();
-            let within = holding <= FREE_BYTES
-                || ctx
-                    .held
-                    .get_or_insert_with(|| self.held.share())
-                    .hold(holding, ctx.limits.max_held_bytes);
-            if !within || !fill.gather(chunk) {
+            let gathered = fill.gathered() + chunk.len();
+            if !self.hold_answer(ctx, gathered) {
+                ctx.fill = None;
+                return;
+            }
+            let Some(fill) = ctx.fill.as_mut() else {
+                return;
+            };
+            if !fill.gather(chunk) {
                 ctx.fill = None;
                 return;
             }

@@ -386,6 +386,22 @@ impl ProxyHttp for Gateway {
                 ctx.ws_server.pass(chunk);
             }
         }
+        let Some(gathered) = ctx.answer.as_ref().map(BytesMut::len) else {
+            return Ok(None);
+        };
+        // A batch answer is merged whole: it counts in the listener's held bytes, and one the
+        // listener cannot hold ends the request.
+        let more = body.as_ref().map_or(0, Bytes::len);
+        if more > 0 && !self.hold_answer(ctx, gathered + more) {
+            self.held_full.inc();
+            return Error::e_explain(
+                ErrorType::InternalError,
+                format!(
+                    "listener {} holds its limit of {} bytes: a batch answer to merge is cut off",
+                    self.listener, ctx.limits.max_held_bytes
+                ),
+            );
+        }
         let Some(answer) = ctx.answer.as_mut() else {
             return Ok(None);
         };
