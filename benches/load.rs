@@ -53,6 +53,9 @@ enum Command {
         /// How late client requests are answered (health checks are answered at once).
         #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
         delay: Duration,
+        /// How long an `eth_getLogs` takes the node (a real one filters thousands of blocks).
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        logs_cost: Duration,
     },
     /// Serve the benchmark backend until killed.
     Serve {
@@ -128,11 +131,15 @@ fn main() -> std::process::ExitCode {
 async fn run(command: Command) -> Result<Option<String>> {
     match command {
         Command::Serve { listen, tick } => serve(listen, tick).await.map(|()| None),
-        Command::ServeNode { listen, delay } => {
+        Command::ServeNode {
+            listen,
+            delay,
+            logs_cost,
+        } => {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;
-            axum::serve(listener, node::app(delay))
+            axum::serve(listener, node::app(delay, logs_cost))
                 .await
                 .context("serving")
                 .map(|()| None)

@@ -29,14 +29,17 @@ const LOG_DATA_BYTES: usize = 512;
 struct Node {
     /// Client (not health check) requests wait this long.
     delay: Duration,
+    /// What an `eth_getLogs` costs the node: a real node filters thousands of blocks for it.
+    logs_cost: Duration,
     logs: String,
     spec: String,
     genesis: String,
 }
 
-pub fn app(delay: Duration) -> axum::Router {
+pub fn app(delay: Duration, logs_cost: Duration) -> axum::Router {
     let node = Arc::new(Node {
         delay,
+        logs_cost,
         logs: logs(),
         spec: json!({"data": spec()}).to_string(),
         genesis: json!({"data": {
@@ -111,6 +114,15 @@ async fn rpc(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> 
             r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse error"}}"#.into(),
         );
     };
+    let asks_logs =
+        |call: &Value| call.get("method").and_then(Value::as_str) == Some("eth_getLogs");
+    let logs = match &request {
+        Value::Array(calls) => calls.iter().any(asks_logs),
+        call => asks_logs(call),
+    };
+    if logs && !node.logs_cost.is_zero() {
+        tokio::time::sleep(node.logs_cost).await;
+    }
     match request {
         Value::Array(calls) => {
             let answers: Vec<String> = calls.iter().map(|call| answer(&node, call)).collect();

@@ -486,3 +486,35 @@ async fn a_hedge_that_fails_neither_wins_nor_is_charged() {
         5.0
     );
 }
+
+/// Under `round_robin`, a hedge does not move the rotation: first attempts keep alternating, so
+/// the slow node gets half of them, not every one (a hedge that moved the rotation would put the
+/// slow node first again after each of its own hedges).
+#[tokio::test(flavor = "multi_thread")]
+async fn hedges_leave_the_round_robin_rotation_alone() {
+    let pki = Pki::new();
+    let (a, b) = execution_nodes(&pki, 300).await;
+    let hedge = format!("    hedge: {{ delay: 30ms, max: 1 }}\n    health: {STEADY_HEALTH}\n");
+    let pools = pool_yaml_with(
+        "execution",
+        "execution",
+        "round_robin",
+        &pki.ca_file,
+        &[(&a, false), (&b, false)],
+        &hedge,
+    );
+    let (gw, listen) = start_on(&pools, EC_ROUTE).await;
+    gw.wait_backend("execution", "ec-a", true).await;
+    gw.wait_backend("execution", "ec-b", true).await;
+    let url = format!("http://{listen}/");
+    let client = reqwest::Client::new();
+    for id in 0..20 {
+        let (status, node, _) = post(&client, &url, RPC, &rpc("eth_blockNumber", id)).await;
+        assert_eq!((status, node.as_deref()), (200, Some("ec-b")));
+    }
+    let slow_first = a.client_requests();
+    assert!(
+        (8..=12).contains(&slow_first),
+        "the slow node was asked first {slow_first} times of 20"
+    );
+}

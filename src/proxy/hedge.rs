@@ -205,11 +205,12 @@ impl Gateway {
     }
 
     /// The next healthy backend this request has not been sent to, for a hedge: chosen as a
-    /// retry's would be, and marked tried, but not counted as an attempt.
+    /// retry's would be but without moving the round-robin rotation, and marked tried, but not
+    /// counted as an attempt.
     fn hedge_backend(&self, ctx: &mut RequestCtx) -> Option<(usize, Arc<Connections>)> {
         let pool = ctx.session.pool.clone()?;
         loop {
-            let index = pool.select(ctx.tried)?;
+            let index = pool.select_beside(ctx.tried)?;
             ctx.tried |= 1 << index;
             if let Some(connections) = pool.backends[index].connections() {
                 return Some((index, connections));

@@ -176,6 +176,19 @@ impl Pool {
         )
     }
 
+    /// One more backend for a request already sent to `tried` and still waiting on them (a
+    /// hedge): picked from where the rotation stands, without moving it. A hedge that moved it
+    /// would leave the rotation where the slow backend comes first again, every time.
+    pub fn select_beside(&self, tried: u64) -> Option<usize> {
+        selection::select(
+            self.config.policy,
+            |i| self.candidate(i),
+            self.backends.len(),
+            tried,
+            self.cursor.load(Ordering::Relaxed),
+        )
+    }
+
     /// Whether another attempt would find a backend, without moving the round-robin cursor.
     pub fn has_untried(&self, tried: u64) -> bool {
         selection::select(
