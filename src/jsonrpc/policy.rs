@@ -111,9 +111,18 @@ pub enum Request<'a> {
 /// case, duplicates included, must name a permitted method. Keys and names are read after JSON
 /// unescaping, so `"\u006dethod"` and `"admin\u005fpeers"` are what they spell.
 pub fn parse<'a>(body: &'a [u8], policy: &MethodPolicy) -> serde_json::Result<Request<'a>> {
-    // All of it UTF-8, strings the policy skips too (serde_json checks only what it reads).
-    let text = std::str::from_utf8(body)
-        .map_err(|e| <serde_json::Error as serde::de::Error>::custom(format!("not UTF-8 ({e})")))?;
+    parse_text(utf8(body)?, policy)
+}
+
+/// All of the body UTF-8, strings the policy skips too (serde_json checks only what it reads).
+fn utf8(body: &[u8]) -> serde_json::Result<&str> {
+    std::str::from_utf8(body)
+        .map_err(|e| <serde_json::Error as serde::de::Error>::custom(format!("not UTF-8 ({e})")))
+}
+
+/// [`parse`] of a body already known to be UTF-8.
+fn parse_text<'a>(text: &'a str, policy: &MethodPolicy) -> serde_json::Result<Request<'a>> {
+    let body = text.as_bytes();
     let mut de = serde_json::Deserializer::from_str(text);
     let request = if skip_ws(body).first() == Some(&b'[') {
         de.deserialize_seq(BatchSeed { policy })?
@@ -158,8 +167,9 @@ pub fn judge(body: &[u8], policy: &MethodPolicy) -> Judged {
         reads_only: false,
         single: None,
     };
-    let request = match parse(body, policy) {
-        Ok(request) => request,
+    let parsed = utf8(body).and_then(|text| Ok((text, parse_text(text, policy)?)));
+    let (text, request) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             let message = format!("request is not valid JSON: {e}");
             return answered(Decision::Answer(
@@ -176,7 +186,7 @@ pub fn judge(body: &[u8], policy: &MethodPolicy) -> Judged {
                 None => Judged {
                     decision: Decision::Pass,
                     reads_only: call.is_read(),
-                    single: single(body, &call),
+                    single: single(text, &call),
                 },
             }
         }
@@ -247,11 +257,10 @@ pub fn judge(body: &[u8], policy: &MethodPolicy) -> Judged {
 /// Where a single call's parts are in its body (which `parse` read as UTF-8 already); `None`
 /// when its method keys name different methods (a node that reads keys otherwise than Go would
 /// run another method than the cache's key names).
-fn single(body: &[u8], call: &Call) -> Option<Single> {
+fn single(text: &str, call: &Call) -> Option<Single> {
     if call.mixed_methods {
         return None;
     }
-    let text = std::str::from_utf8(body).ok()?;
     Some(Single {
         method: call.method.as_deref()?.to_string(),
         params: call.params.and_then(|p| super::span(text, p)),

@@ -59,7 +59,7 @@ impl Gateway {
             }
             PoolKind::Consensus => return Ok(false),
         };
-        match cache::look_up(store, pool.network(), &asked) {
+        match cache::look_up(store, || pool.network(), &asked) {
             Lookup::Hit {
                 body,
                 consensus_version,
@@ -70,7 +70,7 @@ impl Gateway {
             }
             Lookup::Miss(fill) => {
                 ctx.cached = MISS;
-                ctx.fill = Some(fill);
+                ctx.fill = Some(Box::new(fill));
                 Ok(false)
             }
             Lookup::Pass => Ok(false),

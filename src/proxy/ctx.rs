@@ -26,7 +26,7 @@ pub struct RequestCtx {
     /// The backend's answer to a rewritten batch, gathered to be merged.
     pub(super) answer: Option<BytesMut>,
     /// The answer being gathered for the pool's cache (a cacheable request it did not hold).
-    pub(super) fill: Option<Fill>,
+    pub(super) fill: Option<Box<Fill>>,
     /// How the cache served the request (`hit`, `miss`, or empty: not cacheable), for the access
     /// line.
     pub(super) cached: &'static str,

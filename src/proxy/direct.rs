@@ -41,8 +41,9 @@ impl Gateway {
         loop {
             let connections = self.next_attempt(ctx, |b| b.connections())?;
             let answered = match hedge.as_mut() {
+                // Boxed: the race's state stays off the common path's future.
                 Some(budget) => {
-                    self.race(session, ctx, connections, &body, response_timeout, budget)
+                    Box::pin(self.race(session, ctx, connections, &body, response_timeout, budget))
                         .await?
                 }
                 None => {

@@ -77,7 +77,11 @@ pub fn takes_json(accept: Option<&HeaderValue>) -> bool {
 
 /// Looks `asked` up in `cache`, the pool's traffic being on `network` (`None`: no backend is
 /// up, so nothing is answered or kept).
-pub fn look_up(cache: &AnswerCache, network: Option<Arc<str>>, asked: &Asked) -> Lookup {
+pub fn look_up(
+    cache: &AnswerCache,
+    network: impl FnOnce() -> Option<Arc<str>>,
+    asked: &Asked,
+) -> Lookup {
     let (want, request) = match asked {
         Asked::Call {
             path_and_query,
@@ -100,7 +104,8 @@ pub fn look_up(cache: &AnswerCache, network: Option<Arc<str>>, asked: &Asked) ->
             _ => return Lookup::Pass,
         },
     };
-    let Some(network) = network else {
+    // The pool's network is looked up only for a request the cache may answer.
+    let Some(network) = network() else {
         return Lookup::Pass;
     };
     let key = format!("{network}\n{request}");
@@ -231,14 +236,14 @@ mod tests {
     }
 
     fn fill(cache: &AnswerCache, asked: &Asked, network: &str) -> Fill {
-        match look_up(cache, Some(network.into()), asked) {
+        match look_up(cache, || Some(network.into()), asked) {
             Lookup::Miss(fill) => fill,
             _ => panic!("expected a miss"),
         }
     }
 
     fn answered(cache: &AnswerCache, asked: &Asked, network: &str) -> Option<Bytes> {
-        match look_up(cache, Some(network.into()), asked) {
+        match look_up(cache, || Some(network.into()), asked) {
             Lookup::Hit { body, .. } => Some(body),
             _ => None,
         }
@@ -295,7 +300,7 @@ mod tests {
         gzip.insert(http::header::CONTENT_ENCODING, "gzip".parse().unwrap());
         let mut f = fill(&cache, &call("1"), "chain 1");
         assert!(!f.answer_header(200, &gzip));
-        assert!(matches!(look_up(&cache, None, &call("1")), Lookup::Pass));
+        assert!(matches!(look_up(&cache, || None, &call("1")), Lookup::Pass));
     }
 
     #[test]
@@ -307,7 +312,7 @@ mod tests {
             takes_json,
         };
         assert!(matches!(
-            look_up(&cache, Some("g".into()), &get(false)),
+            look_up(&cache, || Some("g".into()), &get(false)),
             Lookup::Pass
         ));
         let mut f = fill(&cache, &get(true), "g");
