@@ -27,6 +27,11 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Whether the answer is past its lifetime.
+    fn expired(&self) -> bool {
+        self.expires.is_some_and(|at| at <= Instant::now())
+    }
+
     /// The answer for a client whose request's id is `id` (its JSON text): the kept answer with
     /// that id in place of the first asker's.
     pub fn answer_for(&self, id: &[u8]) -> Bytes {
@@ -89,12 +94,10 @@ impl AnswerCache {
     /// The answer kept under `key`, counted as a hit or a miss.
     pub fn get(&self, key: &str) -> Option<Entry> {
         let mut found = self.store.get(key);
-        if found
-            .as_ref()
-            .and_then(|e| e.expires)
-            .is_some_and(|at| at <= Instant::now())
-        {
-            self.store.remove(key);
+        if found.as_ref().is_some_and(Entry::expired) {
+            // Only while still expired: a fresh answer kept meanwhile by another request stays.
+            self.store.remove_if(key, Entry::expired);
+            self.count_held();
             found = None;
         }
         match found {
@@ -110,6 +113,11 @@ impl AnswerCache {
             return;
         }
         self.store.insert(key, entry);
+        self.count_held();
+    }
+
+    /// Sets the bytes and entries gauges to what the store holds now.
+    fn count_held(&self) {
         self.metrics
             .bytes
             .set(i64::try_from(self.store.weight()).unwrap_or(i64::MAX));
@@ -173,6 +181,12 @@ mod tests {
         assert!(cache.get("fresh").is_some());
         assert!(cache.get("stale").is_none(), "served past its lifetime");
         assert_eq!(cache.entries(), 1, "the stale answer went");
+        assert_eq!(cache.metrics.entries.get(), 1, "the entries gauge follows");
+        assert_eq!(
+            u64::try_from(cache.metrics.bytes.get()).ok(),
+            Some(cache.bytes()),
+            "the bytes gauge follows"
+        );
     }
 
     #[test]
