@@ -1,14 +1,8 @@
-//! The invariant of [`super::subscriptions`] (written in its module doc), checked after every
-//! step of generated sessions: simulated chains on three backends, blocks, reorgs on the
-//! session's backend and on the others, backends that fall behind or run ahead, moves (with
-//! wrong `eth_blockNumber` answers and blocks arriving during the move), and a client holding
-//! `newHeads`, a `logs` filter every block matches and a quiet one.
-//!
-//! The session is driven through the pure state only ([`SessionState`] and the steps of
-//! [`super::carry`]); the backends answer as nodes do.
+//! The generated sessions' world: chains on three backends, the nodes' answers, the client,
+//! the steps and their strategies, and [`run`], which checks the invariant after each step.
 
-use super::carry::{self, Answers, Ask, Fetched, Survey};
-use super::subscriptions::{hex, hex_u64, Outgoing, SessionState};
+use super::super::carry::{self, Answers, Ask, Fetched, Survey};
+use super::super::subscriptions::{hex, hex_u64, Outgoing, SessionState};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -92,7 +86,7 @@ fn get_logs(chain: &Chain, filter: &Value) -> Vec<Value> {
 
 /// What a `eth_blockNumber` answers during a move.
 #[derive(Debug, Clone, Copy)]
-enum Claim {
+pub(super) enum Claim {
     Right,
     /// This many blocks above its head.
     High(u64),
@@ -101,7 +95,7 @@ enum Claim {
 }
 
 #[derive(Debug, Clone)]
-enum Step {
+pub(super) enum Step {
     /// The session's backend imports a block (logs before the head, or after); the others
     /// too if their bit is set.
     Block { logs_first: bool, others: u8 },
@@ -125,7 +119,7 @@ enum Step {
 }
 
 #[derive(Debug, Clone)]
-enum OtherOp {
+pub(super) enum OtherOp {
     Advance,
     Reorg(u64),
     Sync { lag: u64, ahead: u64 },
@@ -140,7 +134,7 @@ fn claim() -> impl Strategy<Value = Claim> {
     ]
 }
 
-fn step() -> impl Strategy<Value = Step> {
+pub(super) fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         6 => (any::<bool>(), 0u8..4).prop_map(|(logs_first, others)| Step::Block { logs_first, others }),
         2 => (1u64..4, 0u64..4, any::<bool>()).prop_map(|(depth, extra, logs_first)| Step::Reorg {
@@ -573,7 +567,7 @@ fn note(sub: &str, result: Value) -> Value {
 }
 
 /// Runs a session's steps, checking the invariant after each; `Err`: the step that broke it.
-fn run(subs: (bool, bool, bool), steps: &[Step]) -> Result<(), String> {
+pub(super) fn run(subs: (bool, bool, bool), steps: &[Step]) -> Result<(), String> {
     let (heads, busy, quiet) = subs;
     let mut world = World::new(heads || !(busy || quiet), busy, quiet);
     world.check().map_err(|e| format!("at the start: {e}"))?;
@@ -588,305 +582,4 @@ fn run(subs: (bool, bool, bool), steps: &[Step]) -> Result<(), String> {
             .map_err(|e| format!("after step {i} {step:?}: {e}"))?;
     }
     Ok(())
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
-
-    #[test]
-    fn the_client_holds_the_final_chain_after_every_step(
-        subs in (any::<bool>(), any::<bool>(), any::<bool>()),
-        steps in proptest::collection::vec(step(), 1..40),
-    ) {
-        if let Err(e) = run(subs, &steps) {
-            prop_assert!(false, "{}", e);
-        }
-    }
-}
-
-// The cases the property test found, shrunk, each a rule it made the gateway change.
-
-use Claim::Right;
-use OtherOp::{Advance, Sync};
-use Step::{Block, Move, Other};
-
-const QUIET_ONLY: (bool, bool, bool) = (false, false, true);
-
-fn block() -> Step {
-    Block {
-        logs_first: false,
-        others: 0,
-    }
-}
-
-fn moved(to: usize, claim: Claim, before: u64, after: u64) -> Step {
-    Move {
-        to,
-        claim,
-        before,
-        after,
-    }
-}
-
-/// A move records the new backend's blocks as the session's heads: without them, a move back
-/// to a backend on another branch found nothing to compare and a quiet filter's log there was
-/// never sent.
-#[test]
-fn after_a_move_the_session_knows_the_new_chain() {
-    let steps = [
-        block(),
-        block(),
-        Other {
-            node: 1,
-            op: OtherOp::Reorg(1),
-        },
-        Other {
-            node: 1,
-            op: OtherOp::Reorg(1),
-        },
-        moved(2, Right, 0, 0),
-        block(),
-        block(),
-        Other {
-            node: 1,
-            op: Advance,
-        },
-        Block {
-            logs_first: false,
-            others: 2,
-        },
-        block(),
-        Other {
-            node: 2,
-            op: Advance,
-        },
-        block(),
-        block(),
-        Block {
-            logs_first: false,
-            others: 2,
-        },
-        block(),
-        block(),
-        moved(2, Right, 0, 0),
-        moved(1, Right, 0, 0),
-    ];
-    run(QUIET_ONLY, &steps).unwrap();
-}
-
-/// A log of a block the client's memory lacks, below blocks it has, is a backend behind it
-/// catching up, not a reorg: it took back the client's later logs.
-#[test]
-fn a_backend_behind_catching_up_takes_nothing_back() {
-    let steps = [
-        Other {
-            node: 1,
-            op: Advance,
-        },
-        Other {
-            node: 1,
-            op: Advance,
-        },
-        moved(2, Right, 0, 1),
-        Other {
-            node: 1,
-            op: Sync { lag: 3, ahead: 0 },
-        },
-        moved(1, Right, 0, 1),
-        Other {
-            node: 1,
-            op: Advance,
-        },
-        moved(1, Right, 0, 0),
-    ];
-    run((false, true, false), &steps).unwrap();
-}
-
-/// A head below the client's first one, from a backend behind it, is no reorg report.
-#[test]
-fn a_head_below_the_clients_first_from_a_backend_behind_is_dropped() {
-    let steps = [
-        Other {
-            node: 2,
-            op: Sync { lag: 2, ahead: 0 },
-        },
-        block(),
-        Block {
-            logs_first: false,
-            others: 1,
-        },
-        moved(2, Right, 1, 0),
-        moved(1, Right, 0, 0),
-    ];
-    run((true, true, false), &steps).unwrap();
-}
-
-/// The parent of the latest block, asked for after a wrong `eth_blockNumber`, is recorded too.
-#[test]
-fn a_wrong_block_number_still_leaves_a_record_of_the_chain() {
-    let steps = [
-        Other {
-            node: 2,
-            op: Advance,
-        },
-        moved(2, Claim::High(1), 1, 0),
-        Other {
-            node: 1,
-            op: OtherOp::Reorg(1),
-        },
-        block(),
-        Block {
-            logs_first: false,
-            others: 1,
-        },
-        moved(1, Right, 0, 0),
-    ];
-    run(QUIET_ONLY, &steps).unwrap();
-}
-
-/// Logs of blocks before the subscription's first, from a backend behind it on another
-/// branch, do not reach the client (they would stay, orphaned).
-#[test]
-fn logs_from_before_the_subscription_do_not_reach_the_client() {
-    let steps = [
-        Other {
-            node: 2,
-            op: Sync { lag: 3, ahead: 0 },
-        },
-        Other {
-            node: 2,
-            op: OtherOp::Reorg(1),
-        },
-        Block {
-            logs_first: false,
-            others: 1,
-        },
-        moved(2, Right, 0, 1),
-        moved(1, Right, 0, 0),
-    ];
-    run((false, true, false), &steps).unwrap();
-}
-
-/// A move fetches the headers of the whole gap, quiet filters' too, so that the session's
-/// record of the chain has no hole a later backend behind it could part in.
-#[test]
-fn a_quiet_filters_gap_is_recorded_block_by_block() {
-    let steps = [
-        Other {
-            node: 1,
-            op: Advance,
-        },
-        Step::Reorg {
-            depth: 1,
-            length: 4,
-            logs_first: false,
-        },
-        block(),
-        block(),
-        block(),
-        Step::Reorg {
-            depth: 2,
-            length: 3,
-            logs_first: false,
-        },
-        Other {
-            node: 1,
-            op: Sync { lag: 3, ahead: 2 },
-        },
-        moved(2, Right, 0, 0),
-        Block {
-            logs_first: false,
-            others: 1,
-        },
-        block(),
-        moved(1, Right, 1, 0),
-        moved(1, Right, 0, 0),
-    ];
-    run(QUIET_ONLY, &steps).unwrap();
-}
-
-/// Where the chains part, a quiet filter's resume point comes back even with no log to take
-/// back: it was complete on the old chain only.
-#[test]
-fn the_resume_point_comes_back_where_the_chains_part() {
-    let steps = [
-        block(),
-        moved(2, Right, 1, 1),
-        Step::Reorg {
-            depth: 1,
-            length: 3,
-            logs_first: false,
-        },
-        Block {
-            logs_first: false,
-            others: 2,
-        },
-        moved(1, Right, 1, 1),
-        moved(1, Right, 0, 0),
-        Other {
-            node: 1,
-            op: OtherOp::Reorg(1),
-        },
-        moved(1, Right, 0, 0),
-        moved(2, Right, 0, 1),
-        moved(2, Right, 0, 0),
-    ];
-    run(QUIET_ONLY, &steps).unwrap();
-}
-
-/// Blocks a backend behind the session's heads sent are asked about at the next move, even
-/// below a head found the same (that head was another backend's).
-#[test]
-fn a_match_vouches_only_for_what_was_recorded_with_it() {
-    let steps = [
-        Other {
-            node: 1,
-            op: Sync { lag: 4, ahead: 0 },
-        },
-        block(),
-        Other {
-            node: 1,
-            op: OtherOp::Reorg(3),
-        },
-        moved(1, Right, 1, 1),
-        moved(1, Right, 0, 1),
-    ];
-    run((false, true, false), &steps).unwrap();
-}
-
-/// Moving to a backend behind the session's heads and then on keeps the heads above its head
-/// as a record to compare with.
-#[test]
-fn heads_above_a_backend_behind_stay_on_record() {
-    let steps = [
-        Other {
-            node: 1,
-            op: Advance,
-        },
-        block(),
-        Other {
-            node: 1,
-            op: Advance,
-        },
-        block(),
-        Other {
-            node: 1,
-            op: Sync { lag: 0, ahead: 0 },
-        },
-        block(),
-        Step::Reorg {
-            depth: 1,
-            length: 1,
-            logs_first: false,
-        },
-        Other {
-            node: 1,
-            op: Advance,
-        },
-        block(),
-        block(),
-        moved(2, Right, 0, 0),
-        moved(2, Right, 0, 0),
-    ];
-    run(QUIET_ONLY, &steps).unwrap();
 }
