@@ -142,19 +142,7 @@ async fn an_answer_with_another_id_is_not_kept() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_answer_to_merge_counts_in_the_held_bytes() {
     let pki = Pki::new();
-    let status = NodeStatus {
-        logs_answer_bytes: Some(256 * 1024),
-        ..NodeStatus::default()
-    };
-    let a = pki.node(NodeKind::Execution, "ec-a", status).await;
-    let pools = pool_yaml_with(
-        "execution",
-        "execution",
-        "first",
-        &pki.ca_file,
-        &[(&a, false)],
-        "",
-    );
+    let (_node, pools) = large_logs_node(&pki, 256 * 1024).await;
     // One call the policy denies (answered by the gateway), one large read: the two are merged.
     let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"eth_getLogs","params":[{"fromBlock":"0x1","toBlock":"0x2"}]},{"jsonrpc":"2.0","id":2,"method":"admin_peers","params":[]}]"#;
     let client = reqwest::Client::new();
@@ -165,9 +153,7 @@ async fn a_batch_answer_to_merge_counts_in_the_held_bytes() {
             false,
         ),
     ] {
-        let (admin, listen) = (free_addr(), free_addr());
-        let yaml = format!("{}\n{limits}", config(admin, listen, &pools, EC_ROUTE));
-        let gw = Gateway::start(&yaml, admin, &[listen]).await;
+        let (gw, listen) = start_with_limits(&pools, EC_ROUTE, limits).await;
         gw.wait_backend("execution", "ec-a", true).await;
         let answer = match client
             .post(format!("http://{listen}/"))

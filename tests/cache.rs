@@ -373,19 +373,7 @@ async fn beacon_genesis_and_spec_are_kept_and_head_is_not() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_answer_is_kept_only_within_the_listeners_held_bytes() {
     let pki = Pki::new();
-    let status = NodeStatus {
-        logs_answer_bytes: Some(256 * 1024),
-        ..NodeStatus::default()
-    };
-    let a = pki.node(NodeKind::Execution, "ec-a", status).await;
-    let pools = pool_yaml_with(
-        "execution",
-        "execution",
-        "first",
-        &pki.ca_file,
-        &[(&a, false)],
-        "",
-    );
+    let (a, pools) = large_logs_node(&pki, 256 * 1024).await;
     let client = reqwest::Client::new();
     let logs = call(
         "1",
@@ -399,9 +387,7 @@ async fn an_answer_is_kept_only_within_the_listeners_held_bytes() {
             false,
         ),
     ] {
-        let (admin, listen) = (free_addr(), free_addr());
-        let yaml = format!("{}\n{limits}", config(admin, listen, &pools, EC_ROUTE));
-        let gw = Gateway::start(&yaml, admin, &[listen]).await;
+        let (gw, listen) = start_with_limits(&pools, EC_ROUTE, limits).await;
         gw.wait_backend("execution", "ec-a", true).await;
         wait_finalized(&gw, "ec-a", 936).await;
         let before = asked(&a, "eth_getLogs");

@@ -429,6 +429,33 @@ pub async fn ec_pair(extra: &str) -> EcPair {
     }
 }
 
+/// One execution node, `ec-a`, whose `eth_getLogs` answers carry `bytes` of data, and its pool
+/// (`execution`) as YAML: the large answers the held-bytes tests need.
+pub async fn large_logs_node(pki: &Pki, bytes: usize) -> (SimNode, String) {
+    let status = NodeStatus {
+        logs_answer_bytes: Some(bytes),
+        ..NodeStatus::default()
+    };
+    let node = pki.node(NodeKind::Execution, "ec-a", status).await;
+    let pools = pool_yaml_with(
+        "execution",
+        "execution",
+        "first",
+        &pki.ca_file,
+        &[(&node, false)],
+        "",
+    );
+    (node, pools)
+}
+
+/// A gateway for `pools` and `routes` with `limits`, a top-level YAML line (or nothing).
+pub async fn start_with_limits(pools: &str, routes: &str, limits: &str) -> (Gateway, SocketAddr) {
+    let (admin, listen) = (free_addr(), free_addr());
+    let yaml = format!("{}\n{limits}", config(admin, listen, pools, routes));
+    let gw = Gateway::start(&yaml, admin, &[listen]).await;
+    (gw, listen)
+}
+
 pub async fn start_on(pools: &str, routes: &str) -> (Gateway, SocketAddr) {
     let (admin, listen) = (free_addr(), free_addr());
     let gw = Gateway::start(&config(admin, listen, pools, routes), admin, &[listen]).await;
