@@ -12,6 +12,7 @@ use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
+use std::sync::Arc;
 
 /// How the cache served a request, for the access line.
 pub(super) const HIT: &str = "hit";
@@ -117,7 +118,15 @@ impl Gateway {
         ) else {
             return;
         };
-        if let Some(store) = pool.cache.as_ref() {
+        // A reload that rebuilt the pool meanwhile gave it a new cache: the old one is not
+        // filled (no request reads it again, and its gauges are the new one's now).
+        let current = self
+            .routing
+            .load()
+            .pools
+            .iter()
+            .any(|p| Arc::ptr_eq(p, pool));
+        if let Some(store) = pool.cache.as_ref().filter(|_| current) {
             fill.keep(store, backend.standing().as_deref());
         }
     }
