@@ -9,7 +9,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const RPC_HOST: &str = "rpc.example.com";
 const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#;
 
 /// Sends `HEAD` with `CALL` as its body, then a `POST` of `CALL`, on one kept-alive connection;
@@ -84,6 +83,7 @@ async fn a_head_with_a_cacheable_call_gets_no_body_from_the_cache() {
 async fn an_answer_kept_by_the_old_pool_after_a_reload_does_not_count_in_the_new_ones_gauges() {
     let s = ec_pair("").await;
     s.a.set(|st| st.client_delay_ms = 2500);
+    let asked_before = s.a.client_requests();
     let url = format!("http://{}/", s.listen);
     let in_flight = tokio::spawn(async move {
         post(
@@ -94,8 +94,13 @@ async fn an_answer_kept_by_the_old_pool_after_a_reload_does_not_count_in_the_new
         )
         .await
     });
-    // The node records a call only once it answered it: give the call time to reach it.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The node counts a client's request when it arrives, before its delay.
+    let a = &s.a;
+    wait_for("the call to reach node a", Duration::from_secs(5), || {
+        let arrived = a.client_requests() > asked_before;
+        async move { arrived.then_some(()) }
+    })
+    .await;
     // Another setting of the pool: it is rebuilt, its cache new and empty.
     let yaml = std::fs::read_to_string(&s.gw.config_path).expect("config");
     let changed = yaml.replacen(

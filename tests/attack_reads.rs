@@ -8,30 +8,7 @@ use serde_json::Value;
 use ssv_ha::sim::{NodeKind, NodeStatus, SimNode};
 use std::time::Duration;
 
-const RPC_HOST: &str = "rpc.example.com";
-
 /// POSTs `body` as written; the status and the body's text.
-async fn raw_post(
-    client: &reqwest::Client,
-    listen: std::net::SocketAddr,
-    body: String,
-) -> (u16, String) {
-    let response = client
-        .post(format!("http://{listen}/"))
-        .header("host", RPC_HOST)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("request through the gateway");
-    let status = response.status().as_u16();
-    (status, response.text().await.expect("body"))
-}
-
-fn call(id: &str, method: &str, params: &str) -> String {
-    format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#)
-}
-
 /// How many times the node was asked `method` by clients (not by health checks).
 fn asked(node: &SimNode, method: &str) -> usize {
     node.rpc_methods().iter().filter(|m| *m == method).count()
@@ -93,7 +70,8 @@ async fn a_null_block_hash_does_not_make_a_range_to_latest_final() {
         r#"[{"fromBlock":"0x380","toBlock":"latest","BlockHash":null}]"#,
     ];
     for filter in filters {
-        let (status, text) = raw_post(&client, listen, call("1", "eth_getLogs", filter)).await;
+        let (status, _, text) =
+            post_text(&client, listen, call_text("1", "eth_getLogs", filter)).await;
         assert_eq!(status, 200, "{text}");
         // Blocks 896 to 899, two logs each, all at or below the finalized 936.
         assert_eq!(log_count(&text), 8, "{filter}: {text}");
@@ -101,7 +79,8 @@ async fn a_null_block_hash_does_not_make_a_range_to_latest_final() {
     // New logs (from block 900 on) come in.
     node.set(|st| st.no_logs_from = None);
     for filter in filters {
-        let (status, text) = raw_post(&client, listen, call("2", "eth_getLogs", filter)).await;
+        let (status, _, text) =
+            post_text(&client, listen, call_text("2", "eth_getLogs", filter)).await;
         assert_eq!(status, 200, "{text}");
         assert!(
             log_count(&text) > 8,
@@ -124,10 +103,20 @@ async fn an_answer_with_another_id_is_not_kept() {
     let params = r#"["0x10",false]"#;
     let other = r#"{"jsonrpc":"2.0","id":99,"result":{"number":"0x10","hash":"0xbad"}}"#;
     node.set(|st| st.reply_override = Some(other.to_string()));
-    let (status, text) = raw_post(&client, listen, call("1", "eth_getBlockByNumber", params)).await;
+    let (status, _, text) = post_text(
+        &client,
+        listen,
+        call_text("1", "eth_getBlockByNumber", params),
+    )
+    .await;
     assert_eq!((status, text.as_str()), (200, other));
     node.set(|st| st.reply_override = None);
-    let (status, text) = raw_post(&client, listen, call("1", "eth_getBlockByNumber", params)).await;
+    let (status, _, text) = post_text(
+        &client,
+        listen,
+        call_text("1", "eth_getBlockByNumber", params),
+    )
+    .await;
     assert_eq!(status, 200, "{text}");
     assert!(
         !text.contains("0xbad"),

@@ -10,36 +10,8 @@ use serde_json::Value;
 use ssv_ha::sim::{NodeKind, NodeStatus, SimNode};
 use std::time::Duration;
 
-const RPC_HOST: &str = "rpc.example.com";
-
 /// POSTs `body` as written and returns the status, the answering node (none when the gateway
 /// answered from its cache) and the body's text.
-async fn raw_post(
-    client: &reqwest::Client,
-    listen: std::net::SocketAddr,
-    body: String,
-) -> (u16, Option<String>, String) {
-    let response = client
-        .post(format!("http://{listen}/"))
-        .header("host", RPC_HOST)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("request through the gateway");
-    let status = response.status().as_u16();
-    let node = response
-        .headers()
-        .get("x-sim-node")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    (status, node, response.text().await.expect("body"))
-}
-
-fn call(id: &str, method: &str, params: &str) -> String {
-    format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#)
-}
-
 /// How many times the node was asked `method` by clients (not by health checks).
 fn asked(node: &SimNode, method: &str) -> usize {
     node.rpc_methods().iter().filter(|m| *m == method).count()
@@ -69,12 +41,20 @@ async fn a_repeated_finalized_read_is_answered_once_and_with_each_askers_id() {
     wait_finalized(&s.gw, "ec-a", 936).await;
     let client = reqwest::Client::new();
     let params = r#"["0x10",false]"#;
-    let (status, node, first) =
-        raw_post(&client, s.listen, call("1", "eth_getBlockByNumber", params)).await;
+    let (status, node, first) = post_text(
+        &client,
+        s.listen,
+        call_text("1", "eth_getBlockByNumber", params),
+    )
+    .await;
     assert_eq!((status, node.as_deref()), (200, Some("ec-a")), "{first}");
     for id in ["7", "\"abc\"", "123456789012345678901234567890", "null"] {
-        let (status, node, text) =
-            raw_post(&client, s.listen, call(id, "eth_getBlockByNumber", params)).await;
+        let (status, node, text) = post_text(
+            &client,
+            s.listen,
+            call_text(id, "eth_getBlockByNumber", params),
+        )
+        .await;
         assert_eq!(status, 200, "{text}");
         assert_eq!(node, None, "answered by the gateway, not a node: {text}");
         assert_eq!(text, first.replacen("\"id\":1", &format!("\"id\":{id}"), 1));
@@ -83,10 +63,10 @@ async fn a_repeated_finalized_read_is_answered_once_and_with_each_askers_id() {
     // A finalized range of logs, the same way.
     let logs = r#"[{"fromBlock":"0x10","toBlock":"0x20","address":"0x00000000000000000000000000000000000000aa"}]"#;
     for id in 1..=3 {
-        let (_, _, text) = raw_post(
+        let (_, _, text) = post_text(
             &client,
             s.listen,
-            call(&id.to_string(), "eth_getLogs", logs),
+            call_text(&id.to_string(), "eth_getLogs", logs),
         )
         .await;
         assert_eq!(
@@ -118,14 +98,15 @@ async fn after_a_reorg_reads_above_the_finalized_block_get_the_new_chain() {
     wait_finalized(&s.gw, "ec-a", 936).await;
     let client = reqwest::Client::new();
     let hash_of = |text: &str| result_of(text)["hash"].as_str().map(str::to_string);
-    let block = |n: &str| call("1", "eth_getBlockByNumber", &format!(r#"["{n}",false]"#));
+    let block = |n: &str| call_text("1", "eth_getBlockByNumber", &format!(r#"["{n}",false]"#));
     // Block 992 (above the finalized 936), a range that ends above it, and `latest`.
     let range = r#"[{"fromBlock":"0x3a0","toBlock":"0x3e0"}]"#;
-    let (_, _, before) = raw_post(&client, s.listen, block("0x3e0")).await;
-    let (_, _, logs_before) = raw_post(&client, s.listen, call("1", "eth_getLogs", range)).await;
-    let (_, _, latest_before) = raw_post(&client, s.listen, block("latest")).await;
+    let (_, _, before) = post_text(&client, s.listen, block("0x3e0")).await;
+    let (_, _, logs_before) =
+        post_text(&client, s.listen, call_text("1", "eth_getLogs", range)).await;
+    let (_, _, latest_before) = post_text(&client, s.listen, block("latest")).await;
     s.a.set(|st| st.branch_from = Some(950));
-    let (_, node, after) = raw_post(&client, s.listen, block("0x3e0")).await;
+    let (_, node, after) = post_text(&client, s.listen, block("0x3e0")).await;
     assert_eq!(node.as_deref(), Some("ec-a"));
     assert_ne!(
         hash_of(&before),
@@ -137,7 +118,8 @@ async fn after_a_reorg_reads_above_the_finalized_block_get_the_new_chain() {
         hash_of(&after).is_some_and(|h| h.starts_with(&new_branch)),
         "{after}"
     );
-    let (_, _, logs_after) = raw_post(&client, s.listen, call("1", "eth_getLogs", range)).await;
+    let (_, _, logs_after) =
+        post_text(&client, s.listen, call_text("1", "eth_getLogs", range)).await;
     let last_hash = |text: &str| {
         let logs = result_of(text);
         logs.as_array()
@@ -149,7 +131,7 @@ async fn after_a_reorg_reads_above_the_finalized_block_get_the_new_chain() {
         last_hash(&logs_after),
         "cached logs survived the reorg"
     );
-    let (_, _, latest_after) = raw_post(&client, s.listen, block("latest")).await;
+    let (_, _, latest_after) = post_text(&client, s.listen, block("latest")).await;
     assert_ne!(hash_of(&latest_before), hash_of(&latest_after));
     assert_eq!(asked(&s.a, "eth_getBlockByNumber"), 4);
     assert_eq!(asked(&s.a, "eth_getLogs"), 2);
@@ -174,7 +156,8 @@ async fn errors_and_null_answers_are_not_kept() {
     ];
     for (method, params) in &calls {
         for _ in 0..3 {
-            let (status, node, text) = raw_post(&client, s.listen, call("1", method, params)).await;
+            let (status, node, text) =
+                post_text(&client, s.listen, call_text("1", method, params)).await;
             assert_eq!(
                 (status, node.as_deref()),
                 (200, Some("ec-a")),
@@ -186,8 +169,12 @@ async fn errors_and_null_answers_are_not_kept() {
     // The same method with a finalized block's hash is kept.
     for _ in 0..3 {
         let params = format!("[{known_hash},false]");
-        let (_, _, text) =
-            raw_post(&client, s.listen, call("1", "eth_getBlockByHash", &params)).await;
+        let (_, _, text) = post_text(
+            &client,
+            s.listen,
+            call_text("1", "eth_getBlockByHash", &params),
+        )
+        .await;
         assert_eq!(result_of(&text)["number"], "0x10", "{text}");
     }
     assert_eq!(asked(&s.a, "eth_getBlockByHash"), 4);
@@ -200,10 +187,10 @@ async fn the_cache_stays_within_its_bytes_and_status_shows_it() {
     let client = reqwest::Client::new();
     for n in 0..400 {
         let params = format!(r#"["0x{n:x}",false]"#);
-        let (status, _, _) = raw_post(
+        let (status, _, _) = post_text(
             &client,
             s.listen,
-            call("1", "eth_getBlockByNumber", &params),
+            call_text("1", "eth_getBlockByNumber", &params),
         )
         .await;
         assert_eq!(status, 200);
@@ -224,7 +211,7 @@ async fn the_cache_stays_within_its_bytes_and_status_shows_it() {
     // Off: nothing is kept, and /status says so.
     let off = ec_pair("    cache: off\n").await;
     for _ in 0..2 {
-        raw_post(&client, off.listen, call("1", "eth_chainId", "[]")).await;
+        post_text(&client, off.listen, call_text("1", "eth_chainId", "[]")).await;
     }
     assert_eq!(asked(&off.a, "eth_chainId"), 2);
     assert_eq!(off.gw.status().await["pools"][0]["cache"], Value::Null);
@@ -237,7 +224,7 @@ async fn the_chain_id_is_kept_after_the_first_and_never_from_another_network() {
     for id in 1..=3 {
         for method in ["eth_chainId", "net_version"] {
             let (_, _, text) =
-                raw_post(&client, s.listen, call(&id.to_string(), method, "[]")).await;
+                post_text(&client, s.listen, call_text(&id.to_string(), method, "[]")).await;
             assert!(text.contains(&format!("\"id\":{id}")), "{text}");
         }
     }
@@ -265,7 +252,8 @@ async fn the_chain_id_is_kept_after_the_first_and_never_from_another_network() {
     node.set(|st| st.chain_id = 5);
     for _ in 0..3 {
         for method in ["eth_chainId", "net_version"] {
-            let (_, answered_by, text) = raw_post(&client, listen, call("1", method, "[]")).await;
+            let (_, answered_by, text) =
+                post_text(&client, listen, call_text("1", method, "[]")).await;
             assert_eq!(answered_by.as_deref(), Some("ec-a"), "{text}");
             assert!(text.contains('5'), "{text}");
         }
@@ -375,7 +363,7 @@ async fn an_answer_is_kept_only_within_the_listeners_held_bytes() {
     let pki = Pki::new();
     let (a, pools) = large_logs_node(&pki, 256 * 1024).await;
     let client = reqwest::Client::new();
-    let logs = call(
+    let logs = call_text(
         "1",
         "eth_getLogs",
         r#"[{"fromBlock":"0x1","toBlock":"0x2"}]"#,
@@ -392,7 +380,7 @@ async fn an_answer_is_kept_only_within_the_listeners_held_bytes() {
         wait_finalized(&gw, "ec-a", 936).await;
         let before = asked(&a, "eth_getLogs");
         for _ in 0..2 {
-            let (status, _, text) = raw_post(&client, listen, logs.clone()).await;
+            let (status, _, text) = post_text(&client, listen, logs.clone()).await;
             assert_eq!(status, 200, "{}", &text[..text.len().min(200)]);
             assert!(text.len() > 256 * 1024, "the whole answer passed");
         }

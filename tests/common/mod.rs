@@ -301,6 +301,38 @@ pub async fn post(
     read(response).await
 }
 
+/// The host name `ec_pair` and `start_on` route to the execution pool.
+pub const RPC_HOST: &str = "rpc.example.com";
+
+/// Posts `body` as it is to the gateway's execution host at `listen`; returns the status, the
+/// simulated node that answered (`x-sim-node`), and the answer's text unparsed.
+pub async fn post_text(
+    client: &reqwest::Client,
+    listen: std::net::SocketAddr,
+    body: String,
+) -> (u16, Option<String>, String) {
+    let response = client
+        .post(format!("http://{listen}/"))
+        .header("host", RPC_HOST)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request through the gateway");
+    let status = response.status().as_u16();
+    let node = response
+        .headers()
+        .get("x-sim-node")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (status, node, response.text().await.expect("body"))
+}
+
+/// One JSON-RPC call's text, its id and params given as JSON text.
+pub fn call_text(id: &str, method: &str, params: &str) -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#)
+}
+
 pub async fn get(client: &reqwest::Client, url: &str, host: &str) -> (u16, Option<String>, Value) {
     let response = client
         .get(url)
