@@ -26,6 +26,8 @@ fn benchmark_harness_runs_end_to_end() {
     let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/run"))
         .arg("--smoke")
         .env("SSV_HA_BIN", env!("CARGO_BIN_EXE_ssv-ha"))
+        // This build as its own baseline: the same-turns comparison with a build before runs.
+        .env("SSV_HA_BASELINE_BIN", env!("CARGO_BIN_EXE_ssv-ha"))
         .env("BENCH_LOAD_BIN", bench_load())
         .output()
         .expect("run benches/run");
@@ -64,6 +66,11 @@ fn benchmark_harness_runs_end_to_end() {
         "| startup-32 | nginx |",
         "| hedge-32 | ssv-ha |",
         "| hedge-32 | ssv-ha-nohedge |",
+        "| small-32 | ssv-ha-base |",
+        "| ws-100 | ssv-ha-base-seamless |",
+        "small-32: ssv-ha ",
+        "ws-100: ssv-ha-seamless ",
+        "ws-100: sessions: seamless ",
     ] {
         assert!(stdout.contains(row), "missing `{row}` in:\n{stdout}");
     }
@@ -76,6 +83,7 @@ fn benchmark_harness_runs_end_to_end() {
         ("ws-idle", "ssv-ha"),
         ("ws-1", "ssv-ha-seamless"),
         ("ws-100", "ssv-ha-seamless"),
+        ("ws-100", "ssv-ha-base-seamless"),
     ] {
         let prefix = format!("| {scenario} | {target} | ");
         let figure: f64 = stdout
