@@ -157,7 +157,6 @@ async fn a_message_in_one_byte_frames_with_pings_between_is_answered() {
 /// only; below 1000 is unused) or a one-byte payload is a protocol error: the gateway does not
 /// echo the bad code back as its own close.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "open: the client's close code is echoed whatever it is (1005 came back)"]
 async fn a_close_with_a_code_no_one_may_send_is_not_echoed() {
     let s = setup("").await;
     for payload in [
