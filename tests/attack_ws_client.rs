@@ -359,3 +359,102 @@ async fn a_nodes_answer_under_an_id_the_gateway_did_not_send_is_not_passed_on() 
         "answers the client never asked for reached it: {stray:?}"
     );
 }
+
+/// A node that routes subscriptions as geth does (`rpc/handler.go`): any method ending in
+/// `_subscribe` creates a subscription of the namespace before its first `_` (so
+/// `eth_x_subscribe` is `eth_subscribe`), and any method ending in `_unsubscribe` ends the
+/// subscription its first parameter names. Returns its address and the most subscriptions one
+/// connection held at once.
+async fn geth_routing_node() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let most = Arc::new(AtomicUsize::new(0));
+    let held = most.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let most = held.clone();
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                let mut subs: Vec<String> = Vec::new();
+                let mut made = 0u64;
+                while let Some(Ok(Message::Text(text))) = ws.next().await {
+                    let Ok(request) = serde_json::from_str::<Value>(&text) else {
+                        continue;
+                    };
+                    let method = request["method"].as_str().unwrap_or_default();
+                    let result = if method.ends_with("_subscribe")
+                        && method.split('_').next() == Some("eth")
+                    {
+                        made += 1;
+                        let id = format!("0x{made:x}");
+                        subs.push(id.clone());
+                        most.fetch_max(subs.len(), Ordering::SeqCst);
+                        json!(id)
+                    } else if method.ends_with("_unsubscribe") {
+                        let before = subs.len();
+                        subs.retain(|s| Some(s.as_str()) != request["params"][0].as_str());
+                        json!(subs.len() < before)
+                    } else if method.ends_with("_subscribe") {
+                        json!(null)
+                    } else {
+                        json!("0x1")
+                    };
+                    let answer = json!({"jsonrpc":"2.0","id":request["id"],"result":result});
+                    if ws
+                        .send(Message::Text(answer.to_string().into()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, most)
+}
+
+/// geth takes any method that ends in `_subscribe` for a subscription of its namespace: past
+/// the session's 64 subscriptions, `eth_x_subscribe` (or `eth_get_subscribe`, ...) must not
+/// make the node hold more, whatever its spelling.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "open: only the exact name eth_subscribe is counted; geth makes a subscription of eth_x_subscribe too"]
+async fn the_subscription_cap_holds_in_every_spelling_geth_takes() {
+    use std::sync::atomic::Ordering;
+    let (node, most) = geth_routing_node().await;
+    let (s, ()) = setup_with_ws(node).await;
+    let mut ws = s.connect().await;
+    let mut got = Received::default();
+    for id in 0..64u64 {
+        let answer = call(&mut ws, &mut got, id, "eth_subscribe", json!(["newHeads"])).await;
+        assert!(answer["result"].is_string(), "{answer}");
+    }
+    for (i, spelling) in [
+        "eth_x_subscribe",
+        "eth_get_subscribe",
+        "eth__subscribe",
+        "eth_eth_subscribe",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let answer = call(
+            &mut ws,
+            &mut got,
+            100 + i as u64,
+            spelling,
+            json!(["newHeads"]),
+        )
+        .await;
+        eprintln!("{spelling}: {answer}");
+    }
+    assert!(
+        most.load(Ordering::SeqCst) <= 64,
+        "the node held {} subscriptions for one session",
+        most.load(Ordering::SeqCst)
+    );
+}
