@@ -32,6 +32,13 @@ async fn marked_down_and_retries(gw: &Gateway, backend: &str) -> (f64, f64) {
     (down, retries)
 }
 
+/// Health checks with time to answer on a loaded machine: these tests look at what clients and
+/// nodes do to the gateway, and a probe that times out while tests run side by side would take a
+/// node out on its own.
+fn patient() -> String {
+    format!("    health: {PATIENT_HEALTH}\n")
+}
+
 /// Holds that no node of [`Setup`] was marked down, and nothing retried.
 async fn no_node_blamed(s: &Setup, what: &str) {
     // A live failure takes a node out at once; give the counters a moment all the same.
@@ -96,7 +103,7 @@ async fn frames_until(
 /// node's failure: no node may be marked down for it, nor the upgrade tried on the others.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upgrade_to_a_target_that_is_no_path_takes_no_node_out() {
-    let s = setup("").await;
+    let s = setup(&patient()).await;
     for target in ["*", "*", "*"] {
         let mut socket = TcpStream::connect(s.listen).await.unwrap();
         let head = format!(
@@ -123,7 +130,7 @@ async fn an_upgrade_to_a_target_that_is_no_path_takes_no_node_out() {
 /// is answered at once, the message reaches the node whole, and its answer comes back.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_in_one_byte_frames_with_pings_between_is_answered() {
-    let s = setup("").await;
+    let s = setup(&patient()).await;
     let mut socket = raw_session(&s).await;
     let call = format!(
         r#"{{"jsonrpc":"2.0","id":"frag","method":"eth_chainId","params":[],"pad":"{}"}}"#,
@@ -158,7 +165,7 @@ async fn a_message_in_one_byte_frames_with_pings_between_is_answered() {
 /// echo the bad code back as its own close.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_close_with_a_code_no_one_may_send_is_not_echoed() {
-    let s = setup("").await;
+    let s = setup(&patient()).await;
     for payload in [
         1005u16.to_be_bytes().to_vec(),
         1006u16.to_be_bytes().to_vec(),
@@ -182,7 +189,7 @@ async fn a_close_with_a_code_no_one_may_send_is_not_echoed() {
 /// (RSV1 set) then closes the session with 1002; nothing is forwarded, no node is blamed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_compressed_frame_closes_the_session_unforwarded() {
-    let s = setup("").await;
+    let s = setup(&patient()).await;
     let (mut socket, head) = ws_handshake_to(
         s.listen,
         "/",
@@ -216,7 +223,7 @@ async fn a_compressed_frame_closes_the_session_unforwarded() {
 /// ids that JSON-RPC does not allow (objects, arrays) get the gateway's error under `null`.
 #[tokio::test(flavor = "multi_thread")]
 async fn ids_of_every_type_come_back_as_sent() {
-    let s = setup("").await;
+    let s = setup(&patient()).await;
     let mut ws = s.connect().await;
     let big = format!("\"{}\"", "i".repeat(300_000));
     for id in [
@@ -289,7 +296,8 @@ async fn hostile_node(answer: Answerer) -> SocketAddr {
 }
 
 /// [`Setup`]'s gateway with `ec-a`'s WebSocket served by `ws` (its HTTP side, which the health
-/// checks read, stays the simulated node's).
+/// checks read, stays the simulated node's). The checks are patient: a probe that times out on
+/// a busy machine would take a node out on its own.
 async fn setup_with_ws(ws: SocketAddr) -> (Setup, ()) {
     let pki = Pki::new();
     let a = pki
@@ -304,7 +312,7 @@ async fn setup_with_ws(ws: SocketAddr) -> (Setup, ()) {
         "first",
         &pki.ca_file,
         &[(&a, false), (&b, true)],
-        "    sessions: seamless\n    failback: false\n",
+        &format!("    sessions: seamless\n    failback: false\n    health: {PATIENT_HEALTH}\n"),
     )
     .replacen(
         &format!("url: \"{}\"", a.url()),
@@ -456,4 +464,102 @@ async fn the_subscription_cap_holds_in_every_spelling_geth_takes() {
         "the node held {} subscriptions for one session",
         most.load(Ordering::SeqCst)
     );
+}
+
+/// Many upgrades at once from clients that go away before the 101 (the connection dropped right
+/// after the request), ask for `100-continue`, or send a body with the upgrade: no node is
+/// marked down or retried for any of it, every session counted open is counted closed again,
+/// and a well-behaved client is served after.
+#[tokio::test(flavor = "multi_thread")]
+async fn upgrades_that_vanish_or_carry_odd_headers_blame_no_node_and_leave_no_session() {
+    let s = setup(&patient()).await;
+    let upgrade = |extra: &str, body: &str| {
+        format!(
+            "GET / HTTP/1.1\r\nhost: gateway.test\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n{extra}\r\n{body}"
+        )
+    };
+    let mut tasks = Vec::new();
+    for i in 0..90 {
+        let request = match i % 3 {
+            0 => upgrade("", ""),
+            1 => upgrade("expect: 100-continue\r\n", ""),
+            _ => upgrade("content-length: 5\r\n", "hello"),
+        };
+        let listen = s.listen;
+        tasks.push(tokio::spawn(async move {
+            let mut socket = TcpStream::connect(listen).await.unwrap();
+            socket.write_all(request.as_bytes()).await.unwrap();
+            if i % 3 == 0 {
+                // Gone at once, before the gateway answers.
+                drop(socket);
+                return;
+            }
+            let mut answer = vec![0u8; 4096];
+            let _ = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut answer)).await;
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    no_node_blamed(&s, "upgrades that vanished or had odd headers").await;
+    for backend in ["ec-a", "ec-b"] {
+        let series = open_series(backend);
+        wait_for(
+            &format!("no session open on {backend}"),
+            Duration::from_secs(15),
+            || async { (metric(&s.gw.metrics().await, &series) == 0.0).then_some(()) },
+        )
+        .await;
+    }
+    let mut ws = s.connect().await;
+    let mut got = Received::default();
+    let answer = call(&mut ws, &mut got, 1, "eth_chainId", json!([])).await;
+    assert_eq!(answer["result"], "0x1");
+}
+
+/// A node that, with each answer, sends notifications for a subscription it never gave the
+/// session, then one notification over the gateway's 16 MiB message limit: the client sees none
+/// of them, stays connected (its session moves to the other node), and no node is marked down.
+#[tokio::test(flavor = "multi_thread")]
+async fn foreign_and_oversized_notifications_reach_no_client_and_blame_no_node() {
+    let node = hostile_node(|request| {
+        let foreign = json!({"jsonrpc":"2.0","method":"eth_subscription",
+            "params":{"subscription":"0xdead","result":{"number":"0x1","hash":"0x01"}}})
+        .to_string();
+        let answer = json!({"jsonrpc":"2.0","id":request["id"],"result":"0x1"}).to_string();
+        if request["method"] == "eth_blockNumber" {
+            let huge = format!(
+                r#"{{"jsonrpc":"2.0","method":"eth_subscription","params":{{"subscription":"0xdead","result":"{}"}}}}"#,
+                "f".repeat(17 << 20)
+            );
+            return vec![foreign, huge, answer];
+        }
+        vec![foreign.clone(), answer, foreign]
+    })
+    .await;
+    let (s, ()) = setup_with_ws(node).await;
+    let mut ws = s.connect().await;
+    let mut got = Received::default();
+    for id in 1..=3 {
+        let answer = call(&mut ws, &mut got, id, "eth_chainId", json!([])).await;
+        assert_eq!(answer["result"], "0x1");
+    }
+    // The oversized notification: the session leaves ec-a for ec-b, and the call is answered
+    // there or with the gateway's error, under its id.
+    ws.send(Message::Text(
+        json!({"jsonrpc":"2.0","id":9,"method":"eth_blockNumber"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    read_until(&mut ws, &mut got, "the answer to 9", |g| {
+        g.answers.iter().any(|a| a["id"] == 9)
+    })
+    .await;
+    open_on(&s.gw, "ec-b").await;
+    let answer = call(&mut ws, &mut got, 10, "eth_chainId", json!([])).await;
+    assert_eq!(answer["result"], "0x1", "served on ec-b");
+    assert!(got.heads.is_empty() && got.ids.is_empty(), "{got:?}");
+    no_node_blamed(&s, "a node's foreign and oversized notifications").await;
 }
