@@ -108,6 +108,21 @@ mod tests {
         assert!(!same_key("\u{212A}", "k"));
     }
 
+    /// Go's decoder folds each character to the smallest of its case-folding orbit
+    /// (`encoding/json/fold.go`, `foldRune`): the Kelvin sign's orbit is K, k and itself, so
+    /// `"toBloc\u212a"` is `toBlock` to a node (the answer cache reads that key).
+    #[test]
+    #[ignore = "open: the Kelvin sign is taken for no ASCII letter, while Go folds it to K"]
+    fn the_kelvin_sign_is_a_k_as_go_folds_it() {
+        assert!(same_key("toBloc\u{212A}", "toBlock"));
+        assert!(same_key("bloc\u{212A}Hash", "blockHash"));
+        let filter = crate::jsonrpc::Object::read(
+            r#"{"fromBlock":"0x1","toBlock":"0x2","toBloc\u212a":"latest"}"#,
+        )
+        .unwrap();
+        assert_eq!(filter.get("toBlock").unwrap().get(), r#""latest""#);
+    }
+
     #[test]
     fn escaped_keys_are_what_they_spell() {
         let key: Key = serde_json::from_str(r#""\u0069\u0044""#).unwrap();
