@@ -519,7 +519,8 @@ async fn upgrades_that_vanish_or_carry_odd_headers_blame_no_node_and_leave_no_se
 
 /// A node that, with each answer, sends notifications for a subscription it never gave the
 /// session, then one notification over the gateway's 16 MiB message limit: the client sees none
-/// of them, stays connected (its session moves to the other node), and no node is marked down.
+/// of them, stays connected (its session moves to the other node), the gateway does not hold the
+/// oversized one, and no node is marked down.
 #[tokio::test(flavor = "multi_thread")]
 async fn foreign_and_oversized_notifications_reach_no_client_and_blame_no_node() {
     let node = hostile_node(|request| {
@@ -545,7 +546,10 @@ async fn foreign_and_oversized_notifications_reach_no_client_and_blame_no_node()
         assert_eq!(answer["result"], "0x1");
     }
     // The oversized notification: the session leaves ec-a for ec-b, and the call is answered
-    // there or with the gateway's error, under its id.
+    // there or with the gateway's error, under its id. Its 17 MiB are read and dropped, never
+    // held: the gateway grows by less than one message the size of the limit.
+    let rss = || common::chaos::process_stats(s.gw.pid()).1 * 1024;
+    let before = rss();
     ws.send(Message::Text(
         json!({"jsonrpc":"2.0","id":9,"method":"eth_blockNumber"})
             .to_string()
@@ -558,6 +562,13 @@ async fn foreign_and_oversized_notifications_reach_no_client_and_blame_no_node()
     })
     .await;
     open_on(&s.gw, "ec-b").await;
+    let grown = rss().saturating_sub(before);
+    eprintln!("grown by {} KiB", grown >> 10);
+    assert!(
+        grown < 16 << 20,
+        "the gateway grew by {} MiB reading a notification over the limit",
+        grown >> 20
+    );
     let answer = call(&mut ws, &mut got, 10, "eth_chainId", json!([])).await;
     assert_eq!(answer["result"], "0x1", "served on ec-b");
     assert!(got.heads.is_empty() && got.ids.is_empty(), "{got:?}");
