@@ -2,10 +2,12 @@
 //! different field for the `method` or the `id` than the node does.
 //!
 //! Go's JSON decoder (geth, Erigon, and the other Go nodes) matches a key to a field without
-//! regard to case: since Go 1.21 it compares the two with every character mapped to its simple
-//! upper case. For the gateway's field names (all ASCII) that means ASCII letters in any case,
-//! plus the two characters outside ASCII whose upper case is an ASCII letter: `ı` (dotless i,
-//! U+0131) is `I` and `ſ` (long s, U+017F) is `S`, so `"ıd"` is the id and `"paramſ"` the params.
+//! regard to case: since Go 1.21 it compares the two with every character folded to the smallest
+//! of its simple case-folding orbit (ASCII letters to upper case). For the gateway's field names
+//! (all ASCII) that means ASCII letters in any case, plus the three characters outside ASCII that
+//! fold to an ASCII letter: `ı` (dotless i, U+0131) is `I`, `ſ` (long s, U+017F) is `S` and `K`
+//! (the Kelvin sign, U+212A) is `K`, so `"ıd"` is the id, `"paramſ"` the params and
+//! `"bloc\u212aHash"` a log's `blockHash`.
 //! Keys are compared after JSON unescaping (serde_json hands them over decoded). When a key comes
 //! twice (in any case) the decoder stores each in turn: the last one wins.
 
@@ -23,6 +25,7 @@ pub fn same_key(key: &str, name: &str) -> bool {
         let upper = match c {
             'ı' => b'I',
             'ſ' => b'S',
+            '\u{212A}' => b'K',
             c if c.is_ascii() => c.to_ascii_uppercase() as u8,
             _ => return false,
         };
@@ -104,8 +107,23 @@ mod tests {
         assert!(same_key("SubſcriptIon", "subscription"));
         assert!(same_key("blocknumber", "blockNumber"));
         assert!(!same_key("blockNumbe", "blockNumber"));
-        // The Kelvin sign's upper case is itself, not an ASCII K.
-        assert!(!same_key("\u{212A}", "k"));
+        // The Kelvin sign folds to K; the Angstrom sign to å, no ASCII letter.
+        assert!(same_key("\u{212A}", "k"));
+        assert!(!same_key("\u{212B}", "a"));
+    }
+
+    /// Go's decoder folds each character to the smallest of its case-folding orbit
+    /// (`encoding/json/fold.go`, `foldRune`): the Kelvin sign's orbit is K, k and itself, so
+    /// `"toBloc\u212a"` is `toBlock` to a node (the answer cache reads that key).
+    #[test]
+    fn the_kelvin_sign_is_a_k_as_go_folds_it() {
+        assert!(same_key("toBloc\u{212A}", "toBlock"));
+        assert!(same_key("bloc\u{212A}Hash", "blockHash"));
+        let filter = crate::jsonrpc::Object::read(
+            r#"{"fromBlock":"0x1","toBlock":"0x2","toBloc\u212a":"latest"}"#,
+        )
+        .unwrap();
+        assert_eq!(filter.get("toBlock").unwrap().get(), r#""latest""#);
     }
 
     #[test]

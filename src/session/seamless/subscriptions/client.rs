@@ -149,8 +149,8 @@ impl SessionState {
         }
         let mut edits: Vec<(&RawValue, Vec<u8>)> = Vec::with_capacity(2);
         let mut name: &str = &method;
-        let kind = match name {
-            "eth_subscribe" => {
+        let kind = match routed(name) {
+            Routed::Subscribe => {
                 let size = call.params.map_or(0, |p| p.get().len());
                 if self.subscriptions_held() >= MAX_SUBSCRIPTIONS
                     || self.subscription_bytes().saturating_add(size) > MAX_SUBSCRIPTION_BYTES
@@ -166,7 +166,7 @@ impl SessionState {
                     }
                 }
             }
-            "eth_unsubscribe" => {
+            Routed::Unsubscribe => {
                 let named = call.params.and_then(|params| {
                     let first = jsonrpc::array(params)?.into_iter().next()?;
                     Some((params, jsonrpc::string(first)?))
@@ -187,7 +187,7 @@ impl SessionState {
                     None => CallKind::Plain,
                 }
             }
-            _ => CallKind::Plain,
+            Routed::Call => CallKind::Plain,
         };
         let id = self.own_id();
         edits.push((client_id, id.to_string().into_bytes()));
@@ -234,6 +234,27 @@ impl SessionState {
             })
             .sum();
         held + making
+    }
+}
+
+/// What a node makes of a method, by its name.
+enum Routed {
+    Subscribe,
+    Unsubscribe,
+    Call,
+}
+
+/// A method as geth routes it (`rpc/handler.go`; Erigon's is the same code): a name ending in
+/// `_subscribe` creates a subscription of the namespace before its first `_`, so
+/// `eth_x_subscribe` is `eth_subscribe`; a name ending in `_unsubscribe` ends the subscription
+/// its first parameter names, whatever its namespace. The session counts and carries them all.
+fn routed(name: &str) -> Routed {
+    if name.ends_with("_unsubscribe") {
+        Routed::Unsubscribe
+    } else if name.ends_with("_subscribe") && name.split('_').next() == Some("eth") {
+        Routed::Subscribe
+    } else {
+        Routed::Call
     }
 }
 
@@ -334,6 +355,40 @@ mod tests {
             br#"{"jsonrpc":"2.0","id":2,"method":"eth_chainId","params":[],"x":1e400}"#,
             "sent under the gateway's id 2, not the client's 1 (the gateway's first id)"
         );
+    }
+
+    /// geth takes any method ending in `_subscribe` (of the `eth` namespace) for
+    /// `eth_subscribe`, and any ending in `_unsubscribe` for `eth_unsubscribe`: the cap counts
+    /// them all, and an unsubscribe in any spelling names the backend's id.
+    #[test]
+    fn subscriptions_are_known_in_every_spelling_geth_routes() {
+        let mut s = SessionState::default();
+        for i in 0..MAX_SUBSCRIPTIONS {
+            subscribe(&mut s, i as u64, json!(["newHeads"]), &format!("0x{i:x}"));
+        }
+        for spelling in ["eth_x_subscribe", "eth__subscribe", "eth_get_subscribe"] {
+            let request = json!({"jsonrpc":"2.0","id":1,"method":spelling,"params":["newHeads"]});
+            let sent = text(&to_backend(
+                s.client_message(request.to_string().as_bytes()),
+            ));
+            assert_eq!(sent["method"], TOO_MANY_SUBSCRIPTIONS, "{spelling}");
+        }
+        let mut s = SessionState::default();
+        let sub = subscribe(&mut s, 1, json!(["newHeads"]), "0xaaa");
+        s.rebind(&[(sub, "0xbbb".into())], None);
+        for spelling in ["eth_x_unsubscribe", "foo_unsubscribe"] {
+            let request = json!({"jsonrpc":"2.0","id":2,"method":spelling,"params":["0xaaa"]});
+            let sent = text(&to_backend(
+                s.client_message(request.to_string().as_bytes()),
+            ));
+            assert_eq!(sent["params"][0], "0xbbb", "{spelling}");
+        }
+        // Not subscriptions: geth routes these as calls.
+        for name in ["eth_subscribeX", "eth_Subscribe", "x_subscribe"] {
+            let request = json!({"jsonrpc":"2.0","id":3,"method":name,"params":["newHeads"]});
+            s.client_message(request.to_string().as_bytes());
+        }
+        assert_eq!(s.subscriptions_held(), 1);
     }
 
     fn answer_of(out: Outgoing) -> Value {

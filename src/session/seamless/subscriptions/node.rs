@@ -111,11 +111,20 @@ impl SessionState {
             }
             return Pass::Drop;
         }
-        let (Some(id), Some(call)) = (object.id, gateway_id.and_then(|id| self.answered(id)))
-        else {
-            // Not an answer to a request of the client's (one of the gateway's own that came
-            // late, or the backend's answer to something it could not read): passed as is.
+        let Some(id) = object.id else {
             return Pass::Keep;
+        };
+        let Some(call) = gateway_id.and_then(|id| self.answered(id)) else {
+            // Not an answer to a request of the client's in flight. Under `null`, the backend's
+            // answer to something it could not read: passed as is. Under any other id, one of
+            // the gateway's own calls that came late, or a node's repeat: its id is the
+            // gateway's numbering, which may be the id of another of the client's requests,
+            // so the client never sees it.
+            return if id.get() == "null" {
+                Pass::Keep
+            } else {
+                Pass::Drop
+            };
         };
         let mut edits: Vec<(&RawValue, Vec<u8>)> = Vec::with_capacity(2);
         match call.kind {

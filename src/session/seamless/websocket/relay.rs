@@ -52,6 +52,19 @@ impl Stay {
     }
 }
 
+/// The payload of the close frame that answers the client's: the same code, when it is one an
+/// endpoint may send (RFC 6455, 7.4); none for a close without one; 1002 (protocol error) for a
+/// code no endpoint may send (1005, 1006, 1015, below 1000, ...) or a one-byte payload.
+fn close_answer(payload: &[u8]) -> Vec<u8> {
+    match payload {
+        [] => Vec::new(),
+        [high, low, ..] if CloseCode::from(u16::from_be_bytes([*high, *low])).is_allowed() => {
+            vec![*high, *low]
+        }
+        _ => u16::from(CloseCode::Protocol).to_be_bytes().to_vec(),
+    }
+}
+
 impl<H: Host> WsSession<'_, H> {
     /// Passes messages both ways on backend `index` until the session ends or must move.
     pub(super) async fn relay_messages(
@@ -132,10 +145,9 @@ impl<H: Host> WsSession<'_, H> {
                 },
                 OpCode::Control(Control::Ping) => (OpCode::Control(Control::Pong), payload),
                 OpCode::Control(Control::Close) => {
-                    // The client's close is answered with the same code.
-                    let code = payload.get(..2).map(<[u8]>::to_vec).unwrap_or_default();
                     let close = OpCode::Control(Control::Close);
-                    self.write_watched(index, close, &code).await?;
+                    self.write_watched(index, close, &close_answer(&payload))
+                        .await?;
                     return Ok(Some(Outcome::Over));
                 }
                 OpCode::Control(_) => continue,
@@ -296,5 +308,27 @@ impl<H: Host> WsSession<'_, H> {
             upstream.queue(Data::Text, &request);
         }
         Ok(Written::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_close_is_answered_with_its_code_when_an_endpoint_may_send_it() {
+        for code in [1000u16, 1001, 1003, 1008, 1011, 3000, 4999] {
+            assert_eq!(close_answer(&code.to_be_bytes()), code.to_be_bytes());
+        }
+        assert_eq!(close_answer(&[0x03, 0xe8, b'b', b'y', b'e']), [0x03, 0xe8]);
+        assert!(close_answer(&[]).is_empty());
+        for bad in [0u16, 999, 1004, 1005, 1006, 1015, 2000, 5000, 65535] {
+            assert_eq!(
+                close_answer(&bad.to_be_bytes()),
+                1002u16.to_be_bytes(),
+                "{bad}"
+            );
+        }
+        assert_eq!(close_answer(&[0x03]), 1002u16.to_be_bytes());
     }
 }
