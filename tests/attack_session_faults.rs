@@ -52,7 +52,6 @@ fn sse_moves(metrics: &str) -> f64 {
 /// any event: a comment is not an event delivered, so the client's stream must end as for
 /// backends that end at once, not bounce between the two at full speed for good.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "open: a comment counts as delivered, so the stream bounces ~280 moves/s for good"]
 async fn backends_that_send_only_a_comment_then_end_do_not_bounce_the_stream_for_good() {
     let (_pki, a, b, gw, listen) = consensus_pair("").await;
     let mut response = reqwest::Client::new()

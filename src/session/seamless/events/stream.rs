@@ -4,7 +4,7 @@
 
 use super::super::watch::{next_backend, record_move, Look, Move, Watch, WATCH};
 use super::super::websocket::CLIENT_WRITE_TIMEOUT;
-use super::filter::{EventFilter, Events};
+use super::filter::{is_event, EventFilter, Events};
 use crate::session::{open_to_client, routed_pool, Host, SessionCtx};
 use crate::upstream::connections::Connections;
 use crate::upstream::exchange::{exchange, this_hop, to_hyper, HOP_BY_HOP_RESPONSE};
@@ -321,11 +321,13 @@ impl<H: Host> EventStream<'_, H> {
                     // Events already read go out even when the backend is let go meanwhile.
                     for block in events.feed(&data) {
                         if filter.admit(&block) {
+                            // A comment alone is no event: backends that greet a stream with one
+                            // and end it have delivered nothing, and are not tried again.
+                            *delivered |= is_event(&block);
                             let mut out = block;
                             out.extend_from_slice(b"\n\n");
                             write_watched(session, &mut watching, Bytes::from(out)).await?;
                             wrote = Instant::now();
-                            *delivered = true;
                         }
                     }
                     if events.pending() > MAX_EVENT_BYTES {
