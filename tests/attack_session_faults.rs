@@ -83,3 +83,118 @@ async fn backends_that_send_only_a_comment_then_end_do_not_bounce_the_stream_for
         "the stream moved {moved} times before it ended"
     );
 }
+
+/// A stream on `cc-a` whose backup `cc-b` is slow to answer a client's request (60 s; its
+/// health checks pass): `cc-a` is marked down, and the stream's move waits on `cc-b`'s answer.
+/// Returns the client's response and when `cc-b` was asked.
+async fn moving_to_a_slow_backup(
+    a: &SimNode,
+    b: &SimNode,
+    gw: &Gateway,
+    listen: SocketAddr,
+) -> reqwest::Response {
+    b.set(|s| s.client_delay_ms = 60_000);
+    let mut response = reqwest::Client::new()
+        .get(format!("http://{listen}/eth/v1/events?topics=head"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    a.new_head();
+    let first = tokio::time::timeout(Duration::from_secs(5), response.chunk())
+        .await
+        .expect("the first event within 5 s")
+        .unwrap();
+    assert!(first.is_some());
+    a.set(|s| s.syncing = true);
+    gw.wait_backend("consensus", "cc-a", false).await;
+    wait_for("the move to ask cc-b", Duration::from_secs(10), || async {
+        (b.client_requests() >= 1).then_some(())
+    })
+    .await;
+    response
+}
+
+/// Shutdown while a stream's move waits on a backend slow to answer: the stream ends at once,
+/// as the docs say of shutdown, not after the backend's answer or the grace period.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "open: a stream's move waits on the next backend's answer without the watch"]
+async fn shutdown_during_a_move_to_a_slow_backend_ends_the_stream_at_once() {
+    let pki = Pki::new();
+    let a = pki
+        .node(NodeKind::Consensus, "cc-a", NodeStatus::default())
+        .await;
+    let b = pki
+        .node(NodeKind::Consensus, "cc-b", NodeStatus::default())
+        .await;
+    let pools = pool_yaml_with(
+        "consensus",
+        "consensus",
+        "first",
+        &pki.ca_file,
+        &[(&a, false), (&b, true)],
+        "    sessions: seamless\n",
+    );
+    let (admin, listen) = (free_addr(), free_addr());
+    let yaml = format!(
+        "admin: {{ address: \"{admin}\" }}\nserver: {{ grace_period: 20s, upgrade_socket: {dir}/upgrade.sock, pid_file: {dir}/ssv-ha.pid }}\nlisteners: [{{ address: \"{listen}\" }}]\npools:\n{pools}routes: [{{ listener: \"{listen}\", pool: consensus }}]\n",
+        dir = pki.dir.path().display()
+    );
+    let gw = Gateway::start(&yaml, admin, &[listen]).await;
+    gw.wait_backend("consensus", "cc-a", true).await;
+    gw.wait_backend("consensus", "cc-b", true).await;
+    let mut response = moving_to_a_slow_backup(&a, &b, &gw, listen).await;
+    std::process::Command::new("kill")
+        .args(["-TERM", &gw.pid().to_string()])
+        .status()
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = response.chunk().await {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stream stayed open after shutdown while its move waited on a slow backend"
+    );
+    drop(gw);
+}
+
+/// The backend a stream's move waits on is marked down meanwhile, and the first comes back:
+/// the move does not wait out the slow backend's answer (or the response timeout, 120 s) with
+/// the client fed nothing, but goes on to the healthy one.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "open: a stream's move waits on the next backend's answer without the watch"]
+async fn a_move_waiting_on_a_backend_that_is_marked_down_goes_on() {
+    let (_pki, a, b, gw, listen) = consensus_pair("    failback: false\n").await;
+    let mut response = moving_to_a_slow_backup(&a, &b, &gw, listen).await;
+    a.set(|s| s.syncing = false);
+    gw.wait_backend("consensus", "cc-a", true).await;
+    b.set(|s| s.syncing = true);
+    gw.wait_backend("consensus", "cc-b", false).await;
+    let since = std::time::Instant::now();
+    let mut text = String::new();
+    let event = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            a.new_head();
+            tokio::select! {
+                chunk = response.chunk() => match chunk {
+                    Ok(Some(bytes)) => {
+                        text.push_str(&String::from_utf8_lossy(&bytes));
+                        if text.matches("event:").count() >= 1 {
+                            return true;
+                        }
+                    }
+                    _ => return false,
+                },
+                _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        event,
+        Ok(true),
+        "no event from cc-a {:?} after cc-b was marked down (got {text:?})",
+        since.elapsed()
+    );
+}
