@@ -118,7 +118,6 @@ async fn moving_to_a_slow_backup(
 /// Shutdown while a stream's move waits on a backend slow to answer: the stream ends at once,
 /// as the docs say of shutdown, not after the backend's answer or the grace period.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "open: a stream's move waits on the next backend's answer without the watch"]
 async fn shutdown_during_a_move_to_a_slow_backend_ends_the_stream_at_once() {
     let pki = Pki::new();
     let a = pki
@@ -163,7 +162,6 @@ async fn shutdown_during_a_move_to_a_slow_backend_ends_the_stream_at_once() {
 /// the move does not wait out the slow backend's answer (or the response timeout, 120 s) with
 /// the client fed nothing, but goes on to the healthy one.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "open: a stream's move waits on the next backend's answer without the watch"]
 async fn a_move_waiting_on_a_backend_that_is_marked_down_goes_on() {
     let (_pki, a, b, gw, listen) = consensus_pair("    failback: false\n").await;
     let mut response = moving_to_a_slow_backup(&a, &b, &gw, listen).await;
