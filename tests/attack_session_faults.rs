@@ -281,3 +281,61 @@ async fn a_hello_in_one_byte_records_costs_the_gateway_little_cpu() {
         "{CONNECTIONS} hellos in one-byte records cost the gateway {spent:?} of CPU"
     );
 }
+
+/// A client that asks for an event stream and never reads it (a small receive buffer, so the
+/// gateway's writes to it block after a few events).
+async fn stalled_client(listen: SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(listen).await.unwrap();
+    stream
+        .write_all(b"GET /eth/v1/events?topics=head HTTP/1.1\r\nhost: gateway\r\n\r\n")
+        .await
+        .unwrap();
+    stream
+}
+
+/// A reload that replaces the pool while a write to a client that stopped reading waits: the
+/// stream and its backend's end at once, not at the client write timeout (30 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_ends_a_stream_whose_client_stopped_reading() {
+    let (_pki, a, _b, gw, listen) =
+        consensus_pair("    health: { interval: 500ms, timeout: 450ms, rise: 1, fall: 2 }\n").await;
+    a.set(|s| s.sse_flood_bytes = Some(16 * 1024));
+    let _client = stalled_client(listen).await;
+    wait_for("the stream on cc-a", Duration::from_secs(15), || async {
+        (a.open_event_streams() == 1).then_some(())
+    })
+    .await;
+    // The gateway stopped taking events: its write to the client waits.
+    let mut last = (a.events_sent(), std::time::Instant::now());
+    wait_for("the writes to block", Duration::from_secs(15), || {
+        let now = a.events_sent();
+        if now != last.0 {
+            last = (now, std::time::Instant::now());
+        }
+        let still = last.1.elapsed() >= Duration::from_millis(500);
+        async move { still.then_some(()) }
+    })
+    .await;
+    let yaml = std::fs::read_to_string(&gw.config_path).unwrap();
+    let changed = yaml.replace(
+        "sessions: seamless",
+        "sessions: seamless\n    failback_delay: 7s",
+    );
+    assert_ne!(yaml, changed);
+    std::fs::write(&gw.config_path, changed).unwrap();
+    let reloaded = reqwest::Client::new()
+        .post(format!("http://{}/reload", gw.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reloaded.status(), 200);
+    wait_for(
+        "cc-a's event stream to end at the reload",
+        Duration::from_secs(5),
+        || async { (a.open_event_streams() == 0).then_some(()) },
+    )
+    .await;
+}
