@@ -9,8 +9,9 @@
 //! connections still waiting for one are bounded too (each holds a descriptor and its bytes).
 //!
 //! Its first bytes are read until they hold the whole ClientHello, within the listener's
-//! `hello_timeout`. The gateway frames the TLS records itself ([`hello_end`]) and hands rustls a
-//! ClientHello only once it is whole, so rustls holds nothing while bytes are awaited; the bytes
+//! `hello_timeout`. The gateway frames the TLS records itself ([`HelloFrames`], each record
+//! looked at once however small) and hands rustls a ClientHello only once it is whole, so rustls
+//! holds nothing while bytes are awaited; the bytes
 //! read so far are held once, and every one of them counts against the listener's
 //! `limits.max_held_bytes` (a connection that would go past it is closed and counted as
 //! refused for `held_bytes`). Its server name picks the route and so the pool; the pool picks a
@@ -198,6 +199,7 @@ async fn read_hello(
     max_held: usize,
 ) -> Result<Hello, NoHello> {
     let mut bytes: Vec<u8> = Vec::new();
+    let mut frames = HelloFrames::default();
     loop {
         let room = HELLO_READ.min(MAX_HELLO_BYTES - bytes.len());
         if room == 0 {
@@ -222,69 +224,79 @@ async fn read_hello(
                 .to_string()
                 .into());
         }
-        if let Some(end) = hello_end(&bytes, MAX_HELLO_BYTES)? {
+        if let Some(end) = frames.advance(&bytes, MAX_HELLO_BYTES)? {
             let server_name = server_name(&bytes[..end])?;
             return Ok(Hello { bytes, server_name });
         }
     }
 }
 
-/// Where the ClientHello that `bytes` start with ends: `Some(end)` once `bytes[..end]` are whole
-/// handshake records that carry all of it, `None` while more must arrive. An error for bytes
-/// that cannot start one: another record type, a record longer than TLS allows, a first message
-/// that is not a ClientHello, or a ClientHello longer than `max` bytes.
-fn hello_end(bytes: &[u8], max: usize) -> Result<Option<usize>, String> {
-    // Where the next record starts, and the handshake bytes of the whole records before it.
-    let mut at = 0;
-    let mut carried = 0;
-    // The ClientHello's own header (type and 24-bit length), gathered across records.
-    let mut head = [0u8; 4];
-    let mut head_len = 0;
-    loop {
-        let Some(header) = bytes.get(at..at + RECORD_HEADER) else {
-            return Ok(None);
-        };
-        if header[0] != HANDSHAKE {
-            return Err(format!(
-                "not a TLS handshake (a record of content type {})",
-                header[0]
-            ));
-        }
-        let length = usize::from(u16::from_be_bytes([header[3], header[4]]));
-        if length == 0 || length > MAX_RECORD_PAYLOAD {
-            return Err(format!("not TLS (a handshake record of {length} bytes)"));
-        }
-        let start = at + RECORD_HEADER;
-        let body = &bytes[start..bytes.len().min(start + length)];
-        let had = head_len;
-        for &b in body.iter().take(4 - head_len) {
-            head[head_len] = b;
-            head_len += 1;
-        }
-        if head_len == 4 && had < 4 {
-            if head[0] != CLIENT_HELLO {
+/// Where the ClientHello that a connection's bytes start with ends, found as they arrive: each
+/// whole record is looked at once (a hello sent in one-byte records, as TLS allows, costs no more
+/// than one in a single record), and only the first bytes of a record still arriving.
+#[derive(Debug, Default)]
+struct HelloFrames {
+    /// Where the next record starts.
+    at: usize,
+    /// The handshake bytes of the whole records before it.
+    carried: usize,
+    /// The ClientHello's own header (type and 24-bit length), gathered across whole records.
+    head: [u8; 4],
+    head_len: usize,
+}
+
+impl HelloFrames {
+    /// Where the ClientHello ends in `bytes` (the connection's bytes so far, of which earlier
+    /// looks saw a prefix): `Some(end)` once `bytes[..end]` are whole handshake records that
+    /// carry all of it, `None` while more must arrive. An error for bytes that cannot start one:
+    /// another record type, a record longer than TLS allows, a first message that is not a
+    /// ClientHello, or a ClientHello longer than `max` bytes.
+    fn advance(&mut self, bytes: &[u8], max: usize) -> Result<Option<usize>, String> {
+        loop {
+            let Some(header) = bytes.get(self.at..self.at + RECORD_HEADER) else {
+                return Ok(None);
+            };
+            if header[0] != HANDSHAKE {
                 return Err(format!(
-                    "not a ClientHello (handshake message type {})",
-                    head[0]
+                    "not a TLS handshake (a record of content type {})",
+                    header[0]
                 ));
             }
-            let hello = hello_len(&head);
-            if hello > max {
-                return Err(format!(
-                    "a ClientHello of {hello} bytes, over the {} KiB limit",
-                    max / 1024
-                ));
+            let length = usize::from(u16::from_be_bytes([header[3], header[4]]));
+            if length == 0 || length > MAX_RECORD_PAYLOAD {
+                return Err(format!("not TLS (a handshake record of {length} bytes)"));
             }
-        }
-        if body.len() < length {
-            return Ok(None);
-        }
-        carried += length;
-        at = start + length;
-        if head_len == 4 {
-            let hello = hello_len(&head);
-            if carried >= hello {
-                return Ok(Some(at));
+            let start = self.at + RECORD_HEADER;
+            let body = &bytes[start..bytes.len().min(start + length)];
+            // The header gathered on a copy: a record still arriving is looked at again.
+            let (mut head, mut head_len) = (self.head, self.head_len);
+            for &b in body.iter().take(4 - head_len) {
+                head[head_len] = b;
+                head_len += 1;
+            }
+            if head_len == 4 && self.head_len < 4 {
+                if head[0] != CLIENT_HELLO {
+                    return Err(format!(
+                        "not a ClientHello (handshake message type {})",
+                        head[0]
+                    ));
+                }
+                let hello = hello_len(&head);
+                if hello > max {
+                    return Err(format!(
+                        "a ClientHello of {hello} bytes, over the {} KiB limit",
+                        max / 1024
+                    ));
+                }
+            }
+            if body.len() < length {
+                return Ok(None);
+            }
+            (self.head, self.head_len) = (head, head_len);
+            self.carried += length;
+            self.at = start + length;
+            if head_len == 4 && self.carried >= hello_len(&head) {
+                return Ok(Some(self.at));
             }
         }
     }
@@ -295,7 +307,7 @@ fn hello_len(head: &[u8; 4]) -> usize {
     4 + (usize::from(head[1]) << 16 | usize::from(head[2]) << 8 | usize::from(head[3]))
 }
 
-/// The server name of a whole ClientHello (its records, as [`hello_end`] found them), read by
+/// The server name of a whole ClientHello (its records, as [`HelloFrames`] found them), read by
 /// rustls; rustls's buffers live only for this call.
 fn server_name(records: &[u8]) -> Result<Option<String>, NoHello> {
     let mut acceptor = rustls::server::Acceptor::default();
@@ -473,6 +485,11 @@ async fn splice(client: Stream, upstream: Stream, idle: Duration) -> std::io::Re
 mod tests {
     use super::*;
 
+    /// Where the ClientHello in `bytes` ends, found in one look.
+    fn hello_end(bytes: &[u8], max: usize) -> Result<Option<usize>, String> {
+        HelloFrames::default().advance(bytes, max)
+    }
+
     /// The records of a ClientHello that rustls's client sends for `name`.
     fn client_hello(name: &str) -> Vec<u8> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -523,6 +540,15 @@ mod tests {
                     framed.len()
                 );
             }
+            // Found as the bytes arrive one by one, where one look finds it.
+            let mut frames = HelloFrames::default();
+            let found = (1..=framed.len()).find_map(|n| {
+                frames
+                    .advance(&framed[..n], MAX_HELLO_BYTES)
+                    .unwrap()
+                    .map(|end| (n, end))
+            });
+            assert_eq!(found, Some((framed.len(), framed.len())));
             let mut more = framed.clone();
             more.extend_from_slice(b"early data after the hello");
             assert_eq!(hello_end(&more, MAX_HELLO_BYTES), Ok(Some(framed.len())));

@@ -125,6 +125,9 @@ async fn events(State(state): State<Arc<NodeState>>, RawQuery(query): RawQuery) 
     // Keep-alive comment lines only when asked for: a silent stream must be possible.
     let keep_alive = state.status().sse_keep_alive_ms;
     let events = match state.status().sse_flood_bytes {
+        _ if state.status().sse_comment_then_end => {
+            futures::stream::once(async { Ok(Event::default().comment("ok")) }).boxed()
+        }
         Some(bytes) => flood_events(state, bytes).boxed(),
         None => head_events(state, topics).boxed(),
     };

@@ -73,6 +73,9 @@ pub struct NodeStatus {
     pub no_logs_from: Option<u64>,
     /// Consensus only: end every event stream at once, before any event (after its header).
     pub sse_end_at_once: bool,
+    /// Consensus only: every event stream sends one comment line (`: ok`, as some servers and
+    /// proxies greet a stream), then ends, before any event.
+    pub sse_comment_then_end: bool,
     /// Consensus only: every event stream sends `head` events one after another, as fast as
     /// the connection takes them, each padded to about this many bytes (a client that stops
     /// reading fills its buffers at once); `None`: one event per new head.
@@ -115,6 +118,7 @@ impl Default for NodeStatus {
             branch_from: None,
             ws_close_after: None,
             sse_end_at_once: false,
+            sse_comment_then_end: false,
             sse_flood_bytes: None,
             ws_answer_delay_ms: 0,
             ws_origins: None,

@@ -71,6 +71,15 @@ impl Events {
     }
 }
 
+/// Whether an SSE block is an event (has a `data` line): comments, `retry:` or `id:` alone and
+/// blank blocks are not, and a backend that sent only those has delivered nothing.
+pub(super) fn is_event(block: &[u8]) -> bool {
+    block.split(|&b| b == b'\n').any(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        line == b"data" || line.starts_with(b"data:")
+    })
+}
+
 /// Decides which events the client has not had yet.
 ///
 /// A backend's own events pass in the order it sends them (a reorg's head at a lower slot too),
@@ -278,6 +287,16 @@ mod tests {
         f.floor_since = Instant::now().checked_sub(FLOOR_LIFETIME);
         assert!(f.admit(&head(13, "0xd")), "the floor expired");
         assert!(f.admit(&head(14, "0xe")));
+    }
+
+    #[test]
+    fn only_a_block_with_data_is_an_event() {
+        assert!(is_event(b"event: head\r\ndata: {}"));
+        assert!(is_event(b"data"));
+        assert!(!is_event(b": ok"));
+        assert!(!is_event(b"retry: 1000\nid: 7"));
+        assert!(!is_event(b""));
+        assert!(!is_event(b"event: head\ndatum: 1"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use super::super::watch::{next_backend, record_move, Look, Move, Watch, WATCH};
 use super::super::websocket::CLIENT_WRITE_TIMEOUT;
-use super::filter::{EventFilter, Events};
+use super::filter::{is_event, EventFilter, Events};
 use crate::session::{open_to_client, routed_pool, Host, SessionCtx};
 use crate::upstream::connections::Connections;
 use crate::upstream::exchange::{exchange, this_hop, to_hyper, HOP_BY_HOP_RESPONSE};
@@ -83,6 +83,31 @@ enum Answered {
 /// A backend's answer to the stream request, or the error and whether it came while connecting.
 type Asked = std::result::Result<http::Response<Incoming>, (Box<Error>, bool)>;
 
+/// What asking a backend for the stream came to.
+enum Watched {
+    Asked(Asked),
+    /// The backend was marked down before it answered.
+    Down,
+    /// Shutdown, or a reload replaced the pool, before it answered.
+    End,
+}
+
+/// Sends `request` to a backend of `connections`: a refused connection and a failed exchange
+/// count as on any request (the first takes the backend out, the second counts once against it).
+async fn send(
+    connections: &Connections,
+    request: http::Request<http_body_util::Full<Bytes>>,
+    response_timeout: Duration,
+) -> Asked {
+    match connections.connect().await {
+        Err(e) => Err((e, true)),
+        Ok(sender) => match exchange(sender, request, response_timeout).await {
+            Ok((_sender, response)) => Ok(response),
+            Err(e) => Err((e, false)),
+        },
+    }
+}
+
 impl<H: Host> EventStream<'_, H> {
     fn session_ctx(&mut self) -> &mut SessionCtx {
         H::session_ctx(self.ctx)
@@ -100,12 +125,19 @@ impl<H: Host> EventStream<'_, H> {
                 return end(self.session).await;
             };
             let previous = self.session_ctx().backend.replace(index);
-            let response = match self.ask(&connections).await? {
-                Ok(response) => response,
-                Err((e, connecting)) => {
+            let response = match self.ask(index, &connections).await? {
+                Watched::Asked(Ok(response)) => response,
+                Watched::Asked(Err((e, connecting))) => {
                     self.failed(index, previous, e, connecting).await?;
                     continue;
                 }
+                Watched::Down => {
+                    let backend = &self.pool.backends[index];
+                    tracing::info!(pool = %self.pool.name(), backend = %backend.name(), "event stream: the backend was marked down while it was asked; trying the next");
+                    self.skip(index, previous).await?;
+                    continue;
+                }
+                Watched::End => return end(self.session).await,
             };
             let incoming = match self.answered(index, previous, response).await? {
                 Answered::Streams(incoming) => incoming,
@@ -145,25 +177,32 @@ impl<H: Host> EventStream<'_, H> {
         Ok(found)
     }
 
-    /// Sends the client's request, as the request hook shapes it, to the chosen backend.
-    async fn ask(&mut self, connections: &Connections) -> Result<Asked> {
+    /// Sends the client's request, as the request hook shapes it, to backend `index`. During a
+    /// move the answer is awaited against the watch: shutdown or a reload ends the stream, and a
+    /// mark-down of the backend asked sends the stream on, without waiting out its answer.
+    async fn ask(&mut self, index: usize, connections: &Connections) -> Result<Watched> {
         let mut request = self.session.req_header().clone();
         self.host
             .upstream_request(self.session, &mut request, self.ctx)
             .await?;
         this_hop(&mut request, 0)?;
-        // A refused connection and a failed exchange count as on any request: the first takes
-        // the backend out, the second counts once against it.
-        Ok(match connections.connect().await {
-            Err(e) => Err((e, true)),
-            Ok(sender) => {
-                let hyper_request = to_hyper(&request, &Bytes::new())?;
-                match exchange(sender, hyper_request, self.response_timeout).await {
-                    Ok((_sender, response)) => Ok(response),
-                    Err(e) => Err((e, false)),
-                }
+        let hyper_request = to_hyper(&request, &Bytes::new())?;
+        let send = send(connections, hyper_request, self.response_timeout);
+        if !self.opened() {
+            return Ok(Watched::Asked(send.await));
+        }
+        tokio::pin!(send);
+        let (mut look, mut tick) = (Watch::default(), tokio::time::interval(WATCH));
+        loop {
+            tokio::select! {
+                asked = &mut send => return Ok(Watched::Asked(asked)),
+                _ = tick.tick() => match look.look(self.host.routing(), &self.pool, index) {
+                    Look::End => return Ok(Watched::End),
+                    Look::Move(Move::BackendDown) => return Ok(Watched::Down),
+                    Look::Move(_) | Look::Stay => {}
+                },
             }
-        })
+        }
     }
 
     /// Backend `index` failed to answer. Before the client has a stream, the rules for a failed
@@ -193,6 +232,11 @@ impl<H: Host> EventStream<'_, H> {
         } else {
             self.pool.count_live_failure(index, "event stream failed");
         }
+        self.skip(index, previous).await
+    }
+
+    /// Backend `index` does not take the stream now: the next is tried, the client kept alive.
+    async fn skip(&mut self, index: usize, previous: Option<usize>) -> Result<()> {
         self.excluded |= 1 << index;
         self.session_ctx().backend = previous;
         keep_alive(self.session).await
@@ -321,11 +365,13 @@ impl<H: Host> EventStream<'_, H> {
                     // Events already read go out even when the backend is let go meanwhile.
                     for block in events.feed(&data) {
                         if filter.admit(&block) {
+                            // A comment alone is no event: backends that greet a stream with one
+                            // and end it have delivered nothing, and are not tried again.
+                            *delivered |= is_event(&block);
                             let mut out = block;
                             out.extend_from_slice(b"\n\n");
                             write_watched(session, &mut watching, Bytes::from(out)).await?;
                             wrote = Instant::now();
-                            *delivered = true;
                         }
                     }
                     if events.pending() > MAX_EVENT_BYTES {
