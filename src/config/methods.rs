@@ -52,13 +52,37 @@ fn matches(pattern: &str, method: &str) -> bool {
     }
 }
 
+/// The method a node runs when it does not take `method`'s name as it is, by geth's routing
+/// (`rpc/handler.go`, which Erigon shares): a name ending in `_subscribe` creates a subscription
+/// of the namespace before its first `_`, so `eth_x_subscribe` is `eth_subscribe`; a name ending
+/// in `_unsubscribe` ends a subscription of any namespace, so `x_unsubscribe` is
+/// `eth_unsubscribe`. Both suffixes are matched in their case, as geth matches them. `None` when
+/// the node runs the method named.
+pub fn routed_as(method: &str) -> Option<String> {
+    let routed = if method.ends_with("_unsubscribe") {
+        "eth_unsubscribe".to_string()
+    } else if method.ends_with("_subscribe") {
+        let namespace = method.split('_').next().unwrap_or_default();
+        format!("{namespace}_subscribe")
+    } else {
+        return None;
+    };
+    (routed != method).then_some(routed)
+}
+
 impl MethodPolicy {
     /// Whether this is the policy a pool has when its config says nothing about methods.
     pub fn is_default(&self) -> bool {
         self.allow.is_empty() && self.deny.is_empty() && self.max_batch == DEFAULT_MAX_BATCH
     }
 
+    /// Whether a call of `method` may be forwarded: the name as sent, and the method a node runs
+    /// for it ([`routed_as`]), must both be permitted.
     pub fn permits(&self, method: &str) -> bool {
+        self.permits_name(method) && routed_as(method).is_none_or(|m| self.permits_name(&m))
+    }
+
+    fn permits_name(&self, method: &str) -> bool {
         let allowed = self.allow.iter().any(|p| matches(p, method));
         if !self.allow.is_empty() && !allowed {
             return false;

@@ -623,6 +623,42 @@ mod tests {
         );
     }
 
+    /// geth runs `eth_x_subscribe` as `eth_subscribe` and `x_unsubscribe` as `eth_unsubscribe`:
+    /// a policy that denies the one denies the other spellings too.
+    #[test]
+    fn a_method_is_judged_also_by_the_method_a_node_runs_for_it() {
+        let p = MethodPolicy {
+            allow: vec![],
+            deny: vec!["eth_subscribe".into(), "eth_unsubscribe".into()],
+            max_batch: 10,
+        };
+        for denied in [
+            "eth_subscribe",
+            "eth_x_subscribe",
+            "eth__subscribe",
+            "x_unsubscribe",
+        ] {
+            assert!(!p.permits(denied), "{denied}");
+            let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{denied}","params":[]}}"#);
+            assert!(
+                matches!(judge(body.as_bytes(), &p).decision, Decision::Answer(_)),
+                "{denied}"
+            );
+        }
+        // Names geth runs as they are.
+        for permitted in ["eth_subscribeX", "x_subscribe", "eth_chainId"] {
+            assert!(p.permits(permitted), "{permitted}");
+        }
+        // An allow list admits a spelling only when it admits the name as sent too.
+        let p = MethodPolicy {
+            allow: vec!["eth_subscribe".into()],
+            deny: vec![],
+            max_batch: 10,
+        };
+        assert!(p.permits("eth_subscribe"));
+        assert!(!p.permits("eth_x_subscribe"));
+    }
+
     #[test]
     fn one_reading_keeps_what_hedging_and_the_cache_need() {
         let body =

@@ -6,6 +6,7 @@
 use super::state::{CallKind, InFlight, SessionState};
 use super::unanswered::safe_to_repeat;
 use super::wire::{error_answer, join_array, NOT_A_REQUEST};
+use crate::config::methods::routed_as;
 use crate::jsonrpc::policy::{INVALID_REQUEST, PARSE_ERROR};
 use crate::jsonrpc::{self, Message, Shape};
 use serde_json::value::RawValue;
@@ -244,17 +245,13 @@ enum Routed {
     Call,
 }
 
-/// A method as geth routes it (`rpc/handler.go`; Erigon's is the same code): a name ending in
-/// `_subscribe` creates a subscription of the namespace before its first `_`, so
-/// `eth_x_subscribe` is `eth_subscribe`; a name ending in `_unsubscribe` ends the subscription
-/// its first parameter names, whatever its namespace. The session counts and carries them all.
+/// What a node makes of a method ([`routed_as`]): the session counts and carries every spelling
+/// geth takes for a subscription.
 fn routed(name: &str) -> Routed {
-    if name.ends_with("_unsubscribe") {
-        Routed::Unsubscribe
-    } else if name.ends_with("_subscribe") && name.split('_').next() == Some("eth") {
-        Routed::Subscribe
-    } else {
-        Routed::Call
+    match routed_as(name).as_deref().unwrap_or(name) {
+        "eth_subscribe" => Routed::Subscribe,
+        "eth_unsubscribe" => Routed::Unsubscribe,
+        _ => Routed::Call,
     }
 }
 
