@@ -188,7 +188,7 @@ async fn a_foreign_origin_gets_the_nodes_403_and_takes_no_node_out() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_path_the_node_refuses_gets_its_answer_and_takes_no_node_out() {
-    refusals_are_the_nodes_answer("seamless", &[ROOT_PATH, UNKNOWN_PATH], 20).await;
+    refusals_are_the_nodes_answer("seamless", &[ROOT_PATH, UNKNOWN_PATH], 100).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

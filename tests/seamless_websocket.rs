@@ -246,9 +246,10 @@ async fn a_quiet_logs_subscription_survives_a_move_after_more_than_max_gap_block
     );
 }
 
-/// Issue 24, item 5: the client has the logs of block 1004 from ec-a; ec-b, one block behind,
-/// takes the session and then imports another block 1004, with no log for the filter. When
-/// its head comes (the gateway's own `newHeads`), the old block's log goes back.
+/// Issue 24, item 5: the client has the logs of blocks 1004 and 1005 from ec-a; ec-b, two
+/// blocks behind, takes the session and then imports another block 1004, with no log for the
+/// filter. When its head comes (the gateway's own `newHeads`), the logs of the old 1004 and of
+/// the 1005 built on it go back, newest first.
 #[tokio::test(flavor = "multi_thread")]
 async fn logs_of_a_block_the_new_backend_replaces_later_go_back_when_its_head_comes() {
     let s = setup("").await;
@@ -265,14 +266,14 @@ async fn logs_of_a_block_the_new_backend_replaces_later_go_back_when_its_head_co
     open_on(&s.gw, "ec-a").await;
     // Let the gateway's own calls be answered before the blocks come.
     call(&mut ws, &mut got, 2, "eth_chainId", json!([])).await;
-    for block in 1001..=1004 {
+    for block in 1001..=1005 {
         s.a.new_head();
         if block < 1004 {
             s.b.new_head();
         }
     }
-    read_until(&mut ws, &mut got, "logs of 1001-1004", |g| {
-        g.logs.last() == Some(&(1004, false))
+    read_until(&mut ws, &mut got, "logs of 1001-1005", |g| {
+        g.logs.last() == Some(&(1005, false))
     })
     .await;
     s.b.set(|st| {
@@ -285,8 +286,8 @@ async fn logs_of_a_block_the_new_backend_replaces_later_go_back_when_its_head_co
     call(&mut ws, &mut got, 3, "eth_chainId", json!([])).await;
     assert_eq!(
         got.logs.last(),
-        Some(&(1004, false)),
-        "block 1004 is above ec-b's head: nothing is decided yet"
+        Some(&(1005, false)),
+        "blocks 1004 and 1005 are above ec-b's head: nothing is decided yet"
     );
     s.b.new_head();
     read_until(&mut ws, &mut got, "block 1004's log taken back", |g| {
@@ -300,6 +301,8 @@ async fn logs_of_a_block_the_new_backend_replaces_later_go_back_when_its_head_co
             (1002, false),
             (1003, false),
             (1004, false),
+            (1005, false),
+            (1005, true),
             (1004, true)
         ]
     );

@@ -7,6 +7,7 @@
 //! The session is driven through the pure state only ([`SessionState`](super::super::subscriptions::SessionState) and the steps of
 //! [`super::super::carry`]); the backends answer as nodes do.
 
+mod origins;
 mod world;
 
 use proptest::prelude::*;

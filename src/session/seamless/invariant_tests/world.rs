@@ -3,6 +3,7 @@
 
 use super::super::carry::{self, Answers, Ask, Fetched, Survey};
 use super::super::subscriptions::{hex, hex_u64, Outgoing, SessionState};
+use super::origins::{branch_of, Origins};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -205,6 +206,7 @@ impl Client {
 struct World {
     chains: Vec<Chain>,
     next_branch: u32,
+    origins: Origins,
     on: usize,
     /// The session backend's subscriptions: its id, and what it is of (`None`: the gateway's
     /// own `newHeads`).
@@ -227,6 +229,7 @@ impl World {
         let mut w = World {
             chains: vec![chain; 3],
             next_branch: 1,
+            origins: Origins::new(),
             on: 0,
             backend_subs: Vec::new(),
             state: SessionState::default(),
@@ -381,6 +384,7 @@ impl World {
                 let branch = self.new_branch();
                 let chain = &mut self.chains[self.on].0;
                 chain.truncate(chain.len() - depth as usize);
+                self.origins.record(branch, chain);
                 chain.extend(std::iter::repeat_n(branch, length.max(1) as usize));
                 for n in from..=self.chains[self.on].tip() {
                     notes.extend(self.block_notes(n, logs_first));
@@ -399,6 +403,7 @@ impl World {
                         let chain = &mut self.chains[node].0;
                         let keep = chain.len().saturating_sub(depth as usize).max(1);
                         chain.truncate(keep);
+                        self.origins.record(branch, chain);
                         chain.extend(std::iter::repeat_n(branch, depth as usize));
                     }
                     OtherOp::Sync { lag, ahead } => {
@@ -539,6 +544,15 @@ impl World {
                 if *n >= window && *n <= tip && chain.hash(*n).as_ref() != Some(hash) {
                     return Err(format!(
                         "{sub}: the client holds log {index} of orphaned block {n}"
+                    ));
+                }
+                // Above the head: built on a block of the window, after the subscription's
+                // first (the session saw it as a head), that the chain replaced.
+                let parted = branch_of(hash).and_then(|b| self.origins.parted(&chain.0, b));
+                let at = parted.map(|i| BASE + i as u64);
+                if *n > tip && at.is_some_and(|at| at > *start && at >= window) {
+                    return Err(format!(
+                        "{sub}: the client holds log {index} of block {n}, built on {at:?}, which the chain replaced"
                     ));
                 }
             }

@@ -79,9 +79,11 @@
 //!    filter, from the block after the head when the subscription was made, is held by the
 //!    client exactly once.
 //! 3. **No orphans.** No log the client holds is of a block in the window, at or below the final
-//!    chain's head, that the final chain does not have. (Blocks above its head are not decided:
-//!    a head of the new backend's at their number tells, and the logs of the blocks it orphans
-//!    go back then.)
+//!    chain's head, that the final chain does not have; nor of a block above that head built on
+//!    a block of the window, after the subscription's first, that the final chain replaced. (A
+//!    block above its head built on one the session never saw as a head is not decided: a head
+//!    of the new backend's at its number tells, and the logs of the blocks it orphans go back
+//!    then.)
 //!
 //! `invariant_tests` checks this after every step of generated sessions: reorgs before, at and
 //! after a move, backends behind and ahead, quiet filters, wrong `eth_blockNumber` answers.
