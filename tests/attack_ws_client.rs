@@ -295,52 +295,6 @@ async fn hostile_node(answer: Answerer) -> SocketAddr {
     addr
 }
 
-/// [`Setup`]'s gateway with `ec-a`'s WebSocket served by `ws` (its HTTP side, which the health
-/// checks read, stays the simulated node's). The checks are patient: a probe that times out on
-/// a busy machine would take a node out on its own.
-async fn setup_with_ws(ws: SocketAddr) -> (Setup, ()) {
-    let pki = Pki::new();
-    let a = pki
-        .node(ssv_ha::sim::NodeKind::Execution, "ec-a", Default::default())
-        .await;
-    let b = pki
-        .node(ssv_ha::sim::NodeKind::Execution, "ec-b", Default::default())
-        .await;
-    let pools = pool_yaml_with(
-        "execution",
-        "execution",
-        "first",
-        &pki.ca_file,
-        &[(&a, false), (&b, true)],
-        &format!("    sessions: seamless\n    failback: false\n    health: {PATIENT_HEALTH}\n"),
-    )
-    .replacen(
-        &format!("url: \"{}\"", a.url()),
-        &format!("url: \"{}\", ws_url: \"ws://{ws}/\"", a.url()),
-        1,
-    );
-    let (admin, listen) = (free_addr(), free_addr());
-    let yaml = config(
-        admin,
-        listen,
-        &pools,
-        &format!("  - {{ listener: \"{listen}\", pool: execution }}\n"),
-    );
-    let gw = Gateway::start(&yaml, admin, &[listen]).await;
-    gw.wait_backend("execution", "ec-a", true).await;
-    gw.wait_backend("execution", "ec-b", true).await;
-    (
-        Setup {
-            _pki: pki,
-            a,
-            b,
-            gw,
-            listen,
-        },
-        (),
-    )
-}
-
 /// A node that answers every request twice (a retransmission, a bug): the second answer is
 /// under an id of the gateway's that no request of the client's holds any more. It must not
 /// reach the client, where the gateway's number could be the id of another of its requests.
@@ -352,7 +306,7 @@ async fn a_nodes_answer_under_an_id_the_gateway_did_not_send_is_not_passed_on() 
         vec![answer.clone(), answer, stray]
     })
     .await;
-    let (s, ()) = setup_with_ws(node).await;
+    let s = setup_with_ws_url(node, &patient()).await;
     let mut ws = s.connect().await;
     let mut got = Received::default();
     for id in 1..=3u64 {
@@ -433,7 +387,7 @@ async fn geth_routing_node() -> (SocketAddr, std::sync::Arc<std::sync::atomic::A
 async fn the_subscription_cap_holds_in_every_spelling_geth_takes() {
     use std::sync::atomic::Ordering;
     let (node, most) = geth_routing_node().await;
-    let (s, ()) = setup_with_ws(node).await;
+    let s = setup_with_ws_url(node, &patient()).await;
     let mut ws = s.connect().await;
     let mut got = Received::default();
     for id in 0..64u64 {
@@ -538,7 +492,7 @@ async fn foreign_and_oversized_notifications_reach_no_client_and_blame_no_node()
         vec![foreign.clone(), answer, foreign]
     })
     .await;
-    let (s, ()) = setup_with_ws(node).await;
+    let s = setup_with_ws_url(node, &patient()).await;
     let mut ws = s.connect().await;
     let mut got = Received::default();
     for id in 1..=3 {

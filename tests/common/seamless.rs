@@ -94,16 +94,29 @@ pub struct Setup {
 }
 
 pub async fn setup_with(extra: &str, status: NodeStatus) -> Setup {
-    setup_pool("first", true, extra, status).await
+    setup_pool("first", true, extra, status, None).await
+}
+
+/// [`setup`]'s gateway with `ec-a`'s WebSocket endpoint at `ws`, a hand-made node (its HTTP
+/// side, which the health checks read, stays the simulated node's).
+pub async fn setup_with_ws_url(ws: SocketAddr, extra: &str) -> Setup {
+    setup_pool("first", true, extra, NodeStatus::default(), Some(ws)).await
 }
 
 /// Both nodes primaries of a `round_robin` pool.
 pub async fn setup_round_robin(extra: &str) -> Setup {
-    setup_pool("round_robin", false, extra, NodeStatus::default()).await
+    setup_pool("round_robin", false, extra, NodeStatus::default(), None).await
 }
 
-/// `ec-a` and `ec-b` in a pool of this policy, `ec-b` a backup or not.
-async fn setup_pool(policy: &str, b_backup: bool, extra: &str, status: NodeStatus) -> Setup {
+/// `ec-a` and `ec-b` in a pool of this policy, `ec-b` a backup or not, `ec-a`'s WebSocket at
+/// `a_ws` when given.
+async fn setup_pool(
+    policy: &str,
+    b_backup: bool,
+    extra: &str,
+    status: NodeStatus,
+    a_ws: Option<SocketAddr>,
+) -> Setup {
     let pki = Pki::new();
     let a = pki.node(NodeKind::Execution, "ec-a", status.clone()).await;
     let b = pki.node(NodeKind::Execution, "ec-b", status).await;
@@ -122,6 +135,14 @@ async fn setup_pool(policy: &str, b_backup: bool, extra: &str, status: NodeStatu
             }
         ),
     );
+    let pools = match a_ws {
+        Some(ws) => pools.replacen(
+            &format!("url: \"{}\"", a.url()),
+            &format!("url: \"{}\", ws_url: \"ws://{ws}/\"", a.url()),
+            1,
+        ),
+        None => pools,
+    };
     let (admin, listen) = (free_addr(), free_addr());
     let yaml = config(
         admin,
