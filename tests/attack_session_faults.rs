@@ -237,7 +237,6 @@ async fn consensus_three() -> (Pki, [SimNode; 3], Gateway, SocketAddr) {
 /// out with the client fed nothing: past its share of the move's time (5 s of 10) the stream
 /// goes on to the backend after it.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "open: a move waits on a slow backend up to the response timeout (120 s)"]
 async fn a_move_past_a_slow_backend_goes_on_to_the_next() {
     let (_pki, [a, b, c], gw, listen) = consensus_three().await;
     let mut response = moving_to_a_slow_backup(&a, &b, &gw, listen).await;
@@ -280,7 +279,6 @@ async fn a_move_past_a_slow_backend_goes_on_to_the_next() {
 /// with a comment that says why, instead of waiting on slow backends up to the response
 /// timeout (120 s) with the client fed nothing.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "open: a move waits on a slow backend up to the response timeout (120 s)"]
 async fn a_move_no_backend_takes_in_time_ends_the_stream_with_the_reason() {
     let (_pki, [a, b, c], gw, listen) = consensus_three().await;
     c.set(|s| s.client_delay_ms = 60_000);

@@ -211,7 +211,6 @@ async fn a_client_that_stops_reading_does_not_hold_shutdown() {
 /// node's mark-down the gateway lets go of its connection to the node at once, as an event
 /// stream does, not when the write to the client gives up (30 s).
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "open: a write to a client that stopped reading hides the mark-down for 30 s"]
 async fn a_client_that_stops_reading_lets_go_of_its_backend_at_a_mark_down() {
     let s = setup("    health: { interval: 1s, timeout: 900ms, rise: 1, fall: 1 }\n").await;
     s.a.set(|st| st.logs_answer_bytes = Some(1024 * 1024));
@@ -271,7 +270,6 @@ async fn shutdown_during_a_move(slow: fn(&mut NodeStatus), asked: fn(&SimNode) -
 
 /// ... while the next backend is slow to answer the upgrade.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "open: shutdown is not watched while a move opens the next backend"]
 async fn shutdown_during_a_move_to_a_backend_slow_to_upgrade_ends_the_session() {
     shutdown_during_a_move(
         |st| st.client_delay_ms = 60_000,
@@ -282,7 +280,6 @@ async fn shutdown_during_a_move_to_a_backend_slow_to_upgrade_ends_the_session() 
 
 /// ... while the next backend is slow to answer the move's calls.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "open: shutdown is not watched while a move carries the session over"]
 async fn shutdown_during_a_move_to_a_backend_slow_to_answer_ends_the_session() {
     shutdown_during_a_move(
         |st| st.ws_answer_delay_ms = 60_000,
