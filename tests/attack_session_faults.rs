@@ -197,6 +197,111 @@ async fn a_move_waiting_on_a_backend_that_is_marked_down_goes_on() {
     );
 }
 
+/// A gateway in front of three simulated consensus nodes, `cc-a` and its backups `cc-b` and
+/// `cc-c` (tried in that order), in a `sessions: seamless` pool, all healthy.
+async fn consensus_three() -> (Pki, [SimNode; 3], Gateway, SocketAddr) {
+    let pki = Pki::new();
+    let mut nodes = Vec::new();
+    for name in ["cc-a", "cc-b", "cc-c"] {
+        nodes.push(
+            pki.node(NodeKind::Consensus, name, NodeStatus::default())
+                .await,
+        );
+    }
+    let pools = pool_yaml_with(
+        "consensus",
+        "consensus",
+        "first",
+        &pki.ca_file,
+        &[(&nodes[0], false), (&nodes[1], true), (&nodes[2], true)],
+        "    sessions: seamless\n    failback: false\n",
+    );
+    let (admin, listen) = (free_addr(), free_addr());
+    let yaml = config(
+        admin,
+        listen,
+        &pools,
+        &format!("  - {{ listener: \"{listen}\", pool: consensus }}\n"),
+    );
+    let gw = Gateway::start(&yaml, admin, &[listen]).await;
+    for node in &nodes {
+        gw.wait_backend("consensus", node.name(), true).await;
+    }
+    let Ok(nodes) = <[SimNode; 3]>::try_from(nodes) else {
+        unreachable!("three nodes")
+    };
+    (pki, nodes, gw, listen)
+}
+
+/// A move whose next backend is slow to answer (60 s, healthy to its checks) does not wait it
+/// out with the client fed nothing: past its share of the move's time (5 s of 10) the stream
+/// goes on to the backend after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_move_past_a_slow_backend_goes_on_to_the_next() {
+    let (_pki, [a, b, c], gw, listen) = consensus_three().await;
+    let mut response = moving_to_a_slow_backup(&a, &b, &gw, listen).await;
+    let since = std::time::Instant::now();
+    let mut text = String::new();
+    let event = tokio::time::timeout(Duration::from_secs(12), async {
+        loop {
+            // Both backups at the same head: neither is marked down for lagging.
+            b.new_head();
+            c.new_head();
+            tokio::select! {
+                chunk = response.chunk() => match chunk {
+                    Ok(Some(bytes)) => {
+                        text.push_str(&String::from_utf8_lossy(&bytes));
+                        if text.contains("event:") {
+                            return true;
+                        }
+                    }
+                    _ => return false,
+                },
+                _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        event,
+        Ok(true),
+        "no event from cc-c {:?} after the move asked the slow cc-b (got {text:?})",
+        since.elapsed()
+    );
+    assert!(
+        since.elapsed() < Duration::from_secs(10),
+        "the move took {:?}",
+        since.elapsed()
+    );
+}
+
+/// A move no backend takes within the move's time (10 s, as a WebSocket's): the stream ends,
+/// with a comment that says why, instead of waiting on slow backends up to the response
+/// timeout (120 s) with the client fed nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_move_no_backend_takes_in_time_ends_the_stream_with_the_reason() {
+    let (_pki, [a, b, c], gw, listen) = consensus_three().await;
+    c.set(|s| s.client_delay_ms = 60_000);
+    let mut response = moving_to_a_slow_backup(&a, &b, &gw, listen).await;
+    let since = std::time::Instant::now();
+    let mut text = String::new();
+    let ended = tokio::time::timeout(Duration::from_secs(14), async {
+        while let Ok(Some(bytes)) = response.chunk().await {
+            text.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stream still open {:?} into a move to slow backends (got {text:?})",
+        since.elapsed()
+    );
+    assert!(
+        text.contains(": no backend took this stream in time; reconnect"),
+        "the stream ended without its reason: {text:?}"
+    );
+}
+
 /// The gateway's CPU time so far (user and system), from its `/proc` stat.
 fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

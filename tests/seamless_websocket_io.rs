@@ -9,6 +9,7 @@ use common::seamless::*;
 use common::*;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use ssv_ha::sim::{NodeStatus, SimNode};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -204,6 +205,87 @@ async fn a_client_that_stops_reading_does_not_hold_shutdown() {
     )
     .await;
     drop(ws);
+}
+
+/// A client that stops reading while its node sends (large answers, its `newHeads`): at the
+/// node's mark-down the gateway lets go of its connection to the node at once, as an event
+/// stream does, not when the write to the client gives up (30 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_lets_go_of_its_backend_at_a_mark_down() {
+    let s = setup("    health: { interval: 1s, timeout: 900ms, rise: 1, fall: 1 }\n").await;
+    s.a.set(|st| st.logs_answer_bytes = Some(1024 * 1024));
+    let mut ws = s.subscribed_on("ec-a").await;
+    for id in 10..50 {
+        let call = json!({"jsonrpc":"2.0","id":id,"method":"eth_getLogs","params":[{}]});
+        ws.send(Message::Text(call.to_string().into()))
+            .await
+            .unwrap();
+    }
+    wait_for("the node answered", Duration::from_secs(15), || async {
+        (s.a.rpc_methods()
+            .iter()
+            .filter(|m| *m == "eth_getLogs")
+            .count()
+            >= 3)
+            .then_some(())
+    })
+    .await;
+    s.a.new_head();
+    // The answers (40 MB) fill every buffer on the way to the client, which reads none.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(s.a.ws_open(), 1);
+    s.a.set(|st| st.syncing = true);
+    s.gw.wait_backend("execution", "ec-a", false).await;
+    wait_for(
+        "the connection to the marked-down node closed",
+        Duration::from_secs(5),
+        || async { (s.a.ws_open() == 0).then_some(()) },
+    )
+    .await;
+    drop(ws);
+}
+
+/// SIGTERM while a session's move waits on a slow next backend (`slow` makes `ec-b` so, `asked`
+/// says the move reached it): the session ends at once, not when the move's deadline (10 s)
+/// passes.
+async fn shutdown_during_a_move(slow: fn(&mut NodeStatus), asked: fn(&SimNode) -> bool) {
+    let s = setup("").await;
+    let mut ws = s.subscribed_on("ec-a").await;
+    s.b.set(slow);
+    s.a.set(|st| st.syncing = true);
+    s.gw.wait_backend("execution", "ec-a", false).await;
+    wait_for("the move to ask ec-b", Duration::from_secs(5), || async {
+        asked(&s.b).then_some(())
+    })
+    .await;
+    let since = Instant::now();
+    terminate(&s.gw);
+    let code = close_code(&mut ws, Duration::from_secs(4)).await;
+    assert!(
+        code.is_none() || code == Some(1012),
+        "closed with {code:?} after {:?}",
+        since.elapsed()
+    );
+}
+
+/// ... while the next backend is slow to answer the upgrade.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_during_a_move_to_a_backend_slow_to_upgrade_ends_the_session() {
+    shutdown_during_a_move(
+        |st| st.client_delay_ms = 60_000,
+        |b| b.client_requests() >= 1,
+    )
+    .await;
+}
+
+/// ... while the next backend is slow to answer the move's calls.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_during_a_move_to_a_backend_slow_to_answer_ends_the_session() {
+    shutdown_during_a_move(
+        |st| st.ws_answer_delay_ms = 60_000,
+        |b| b.rpc_methods().iter().any(|m| m == "eth_subscribe"),
+    )
+    .await;
 }
 
 /// A fail-back under a client that always has a call outstanding: the drain stops reading the

@@ -1,13 +1,15 @@
 //! The watch: what a seamless session looks at while it serves, every [`WATCH`], to see its
 //! backend marked down, a better one healthy for the fail-back delay, a reload that replaced its
 //! pool, or shutdown ([`Watch::look`]); where it goes next ([`next_backend`]), and how a move is
-//! recorded ([`record_move`]), the same for WebSockets and event streams.
+//! recorded ([`record_move`]), the same for WebSockets and event streams; a wait on a peer
+//! raced against it ([`watched`]).
 
 use crate::config::model::Policy;
 use crate::metrics::MOVE_REASONS;
 use crate::upstream::routing::Routing;
 use crate::upstream::{Backend, Pool};
 use arc_swap::ArcSwap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,8 +55,7 @@ impl Watch {
         pool: &Arc<Pool>,
         index: usize,
     ) -> Look {
-        let current = routing.load().pools.iter().any(|p| Arc::ptr_eq(p, pool));
-        if pool.is_closing() || !current {
+        if ended(routing, pool) {
             return Look::End;
         }
         if !pool.backends[index].is_up() {
@@ -80,6 +81,48 @@ impl Watch {
             }
         }
         Look::Stay
+    }
+}
+
+/// Whether a session of `pool` ends: the gateway shuts down, or a reload replaced the pool.
+pub(super) fn ended(routing: &ArcSwap<Routing>, pool: &Arc<Pool>) -> bool {
+    pool.is_closing() || !routing.load().pools.iter().any(|p| Arc::ptr_eq(p, pool))
+}
+
+/// What came of a wait raced against the watch ([`watched`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Watched<T> {
+    /// The wait was over first.
+    Done(T),
+    /// The backend waited on was marked down first.
+    Down,
+    /// Shutdown, or a reload that replaced the pool, came first.
+    End,
+}
+
+/// Awaits `wait` while the watch looks every [`WATCH`]: shutdown or a reload that replaces the
+/// pool ends it ([`Watched::End`]), and so does the mark-down of backend `down_of`, if one is
+/// named ([`Watched::Down`]). Dropping `wait` must be safe then.
+pub(super) async fn watched<T>(
+    routing: &ArcSwap<Routing>,
+    pool: &Arc<Pool>,
+    down_of: Option<usize>,
+    wait: impl Future<Output = T>,
+) -> Watched<T> {
+    let mut wait = std::pin::pin!(wait);
+    let mut tick = tokio::time::interval(WATCH);
+    loop {
+        tokio::select! {
+            done = &mut wait => return Watched::Done(done),
+            _ = tick.tick() => {
+                if ended(routing, pool) {
+                    return Watched::End;
+                }
+                if down_of.is_some_and(|index| !pool.backends[index].is_up()) {
+                    return Watched::Down;
+                }
+            }
+        }
     }
 }
 

@@ -135,6 +135,16 @@ impl BackendSocket {
         poll_fn(|cx| self.poll_read_message(cx)).await
     }
 
+    /// Lets go of the backend at once, without a close frame: the connection closes, and the
+    /// socket reads as ended from then on (a marked-down backend is held no longer while a
+    /// session waits on its client).
+    pub fn let_go(&mut self) {
+        self.stream = Box::new(tokio::io::empty());
+        self.output.clear();
+        (self.written, self.queued, self.unflushed) = (0, 0, false);
+        self.ended = true;
+    }
+
     /// Sends a close frame and waits up to `within` for it to go out (best effort).
     pub async fn close(&mut self, within: Duration) {
         if !self.ended {

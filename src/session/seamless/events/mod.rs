@@ -15,7 +15,10 @@
 //! [`CLIENT_WRITE_TIMEOUT`](super::websocket::CLIENT_WRITE_TIMEOUT) (a client that stopped
 //! reading ends its stream then). A move seen while a write waits lets go of the backend's stream
 //! at once, and the move itself waits for the write; shutdown or a reload ends the stream, write
-//! pending or not.
+//! pending or not (its last bytes are given [`CLOSE_AT_END`](super::websocket::CLOSE_AT_END)).
+//! A move has [`MOVE_DEADLINE`](super::websocket::MOVE_DEADLINE) in all, as a WebSocket's, and
+//! each backend it asks [`ASK_WITHIN`](stream::ASK_WITHIN) of it, so that a slow backend leaves
+//! time for the next.
 //!
 //! Memory per stream is bounded: one event in the making (at most
 //! [`MAX_EVENT_BYTES`](stream::MAX_EVENT_BYTES)) and the keys of the last

@@ -2,8 +2,10 @@
 //! first backend chosen like any request's, later ones whichever is healthy, each followed event
 //! by event against the watch ([`EventStream::follow`]).
 
-use super::super::watch::{next_backend, record_move, Look, Move, Watch, WATCH};
-use super::super::websocket::CLIENT_WRITE_TIMEOUT;
+use super::super::watch::{
+    ended, next_backend, record_move, watched, Look, Move, Watch, Watched, WATCH,
+};
+use super::super::websocket::{CLIENT_WRITE_TIMEOUT, CLOSE_AT_END, MOVE_DEADLINE};
 use super::filter::{is_event, EventFilter, Events};
 use crate::session::{open_to_client, routed_pool, Host, SessionCtx};
 use crate::upstream::connections::Connections;
@@ -19,6 +21,7 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::time::Instant as Deadline;
 
 /// The longest event the gateway holds while it arrives.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
@@ -28,6 +31,14 @@ const SSE: usize = 1;
 
 /// Longest the client's stream goes without a byte: then a keep-alive comment goes out.
 const CLIENT_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The most of a move's time ([`MOVE_DEADLINE`], as a WebSocket's) that one backend it asks may
+/// take to answer: a slow one leaves time for the next.
+pub const ASK_WITHIN: Duration = Duration::from_millis(MOVE_DEADLINE.as_millis() as u64 / 2);
+
+/// Why the client's stream ends when no backend took it within [`MOVE_DEADLINE`] (a comment
+/// line, its last).
+const OUT_OF_TIME: &str = "no backend took this stream in time; reconnect";
 
 /// Serves an event stream of a `sessions: seamless` pool for `host`, which routed and admitted
 /// the request; `Ok` once the client's response ended (or the client went away).
@@ -52,6 +63,8 @@ pub async fn stream_events<H: Host>(
         filter: EventFilter::default(),
         moved: None,
         excluded: 0,
+        moving: None,
+        slow: false,
     };
     stream.serve().await
 }
@@ -68,6 +81,10 @@ struct EventStream<'a, H: Host> {
     moved: Option<Move>,
     /// Backends the stream does not go to now (a bit per backend index).
     excluded: u64,
+    /// While the stream moves: when the move's time is up.
+    moving: Option<Deadline>,
+    /// The move left a backend that did not answer in time.
+    slow: bool,
 }
 
 /// What a backend's answer to the stream request decided.
@@ -83,14 +100,9 @@ enum Answered {
 /// A backend's answer to the stream request, or the error and whether it came while connecting.
 type Asked = std::result::Result<http::Response<Incoming>, (Box<Error>, bool)>;
 
-/// What asking a backend for the stream came to.
-enum Watched {
-    Asked(Asked),
-    /// The backend was marked down before it answered.
-    Down,
-    /// Shutdown, or a reload replaced the pool, before it answered.
-    End,
-}
+/// What asking a backend for the stream came to: its answer, or during a move `Done(None)` (no
+/// answer in its time), its mark-down, or the end of the stream (shutdown, a reload) first.
+type Asking = Watched<Option<Asked>>;
 
 /// Sends `request` to a backend of `connections`: a refused connection and a failed exchange
 /// count as on any request (the first takes the backend out, the second counts once against it).
@@ -121,14 +133,26 @@ impl<H: Host> EventStream<'_, H> {
     /// Backend after backend until the stream is over: choose, ask, follow, move on.
     async fn serve(&mut self) -> Result<()> {
         loop {
+            if self.moving.is_some_and(|until| Deadline::now() >= until) {
+                tracing::warn!(pool = %self.pool.name(), kind = "sse", deadline = ?MOVE_DEADLINE, "an event stream could not move in time: it ends");
+                return self.finish(Some(OUT_OF_TIME)).await;
+            }
             let Some((index, connections)) = self.choose()? else {
-                return end(self.session).await;
+                // None left: out of time too, if a backend was left for its slowness.
+                return self.finish(self.slow.then_some(OUT_OF_TIME)).await;
             };
             let previous = self.session_ctx().backend.replace(index);
             let response = match self.ask(index, &connections).await? {
-                Watched::Asked(Ok(response)) => response,
-                Watched::Asked(Err((e, connecting))) => {
+                Watched::Done(Some(Ok(response))) => response,
+                Watched::Done(Some(Err((e, connecting)))) => {
                     self.failed(index, previous, e, connecting).await?;
+                    continue;
+                }
+                Watched::Done(None) => {
+                    let backend = &self.pool.backends[index];
+                    tracing::warn!(pool = %self.pool.name(), backend = %backend.name(), within = ?ASK_WITHIN, "event stream: the backend did not answer in time; trying the next");
+                    self.slow = true;
+                    self.skip(index, previous).await?;
                     continue;
                 }
                 Watched::Down => {
@@ -137,7 +161,7 @@ impl<H: Host> EventStream<'_, H> {
                     self.skip(index, previous).await?;
                     continue;
                 }
-                Watched::End => return end(self.session).await,
+                Watched::End => return self.finish(None).await,
             };
             let incoming = match self.answered(index, previous, response).await? {
                 Answered::Streams(incoming) => incoming,
@@ -146,9 +170,11 @@ impl<H: Host> EventStream<'_, H> {
             };
             let mut delivered = false;
             let Some(why) = self.follow(index, incoming, &mut delivered).await? else {
-                return end(self.session).await;
+                return self.finish(None).await;
             };
             self.moved = Some(why);
+            self.moving = Some(Deadline::now() + MOVE_DEADLINE);
+            self.slow = false;
             // Backends that end their stream before it delivered anything stay excluded until
             // one delivers: backends that all close at once end the client's stream instead of
             // trading it back and forth.
@@ -158,7 +184,7 @@ impl<H: Host> EventStream<'_, H> {
             if why == Move::BackendEnded {
                 self.excluded |= 1 << index;
             }
-            keep_alive(self.session).await?;
+            self.keep_alive().await?;
         }
     }
 
@@ -178,9 +204,10 @@ impl<H: Host> EventStream<'_, H> {
     }
 
     /// Sends the client's request, as the request hook shapes it, to backend `index`. During a
-    /// move the answer is awaited against the watch: shutdown or a reload ends the stream, and a
-    /// mark-down of the backend asked sends the stream on, without waiting out its answer.
-    async fn ask(&mut self, index: usize, connections: &Connections) -> Result<Watched> {
+    /// move the answer is awaited against the watch and within the move's time: no answer
+    /// within [`ASK_WITHIN`] (or the time the move has left) is `Done(None)`, shutdown or a
+    /// reload ends the stream, and a mark-down of the backend asked sends the stream on.
+    async fn ask(&mut self, index: usize, connections: &Connections) -> Result<Asking> {
         let mut request = self.session.req_header().clone();
         self.host
             .upstream_request(self.session, &mut request, self.ctx)
@@ -188,21 +215,18 @@ impl<H: Host> EventStream<'_, H> {
         this_hop(&mut request, 0)?;
         let hyper_request = to_hyper(&request, &Bytes::new())?;
         let send = send(connections, hyper_request, self.response_timeout);
-        if !self.opened() {
-            return Ok(Watched::Asked(send.await));
-        }
-        tokio::pin!(send);
-        let (mut look, mut tick) = (Watch::default(), tokio::time::interval(WATCH));
-        loop {
-            tokio::select! {
-                asked = &mut send => return Ok(Watched::Asked(asked)),
-                _ = tick.tick() => match look.look(self.host.routing(), &self.pool, index) {
-                    Look::End => return Ok(Watched::End),
-                    Look::Move(Move::BackendDown) => return Ok(Watched::Down),
-                    Look::Move(_) | Look::Stay => {}
-                },
-            }
-        }
+        let Some(until) = self.moving else {
+            return Ok(Watched::Done(Some(send.await)));
+        };
+        let within = tokio::time::timeout_at(until.min(Deadline::now() + ASK_WITHIN), send);
+        let routing = self.host.routing();
+        Ok(
+            match watched(routing, &self.pool, Some(index), within).await {
+                Watched::Done(asked) => Watched::Done(asked.ok()),
+                Watched::Down => Watched::Down,
+                Watched::End => Watched::End,
+            },
+        )
     }
 
     /// Backend `index` failed to answer. Before the client has a stream, the rules for a failed
@@ -239,7 +263,7 @@ impl<H: Host> EventStream<'_, H> {
     async fn skip(&mut self, index: usize, previous: Option<usize>) -> Result<()> {
         self.excluded |= 1 << index;
         self.session_ctx().backend = previous;
-        keep_alive(self.session).await
+        self.keep_alive().await
     }
 
     /// What backend `index`'s answer decides. Before the client has a stream, a stream starts
@@ -288,16 +312,49 @@ impl<H: Host> EventStream<'_, H> {
                 tracing::warn!(pool = %self.pool.name(), backend = %backend.name(), status = parts.status.as_u16(), "event stream: the backend did not answer with a stream; trying the next");
                 self.excluded |= 1 << index;
                 self.session_ctx().backend = previous;
-                keep_alive(self.session).await?;
+                self.keep_alive().await?;
                 Ok(Answered::Next)
             }
             (true, true) => {
                 let why = self.moved.unwrap_or(Move::BackendEnded);
                 record_move(&self.pool, SSE, previous, index, why);
+                self.moving = None;
                 self.filter.switched();
                 Ok(Answered::Streams(incoming))
             }
         }
+    }
+
+    /// A keep-alive comment while the stream moves, raced against shutdown and reloads: either
+    /// ends the stream (`Err`) rather than wait on a client that stopped reading.
+    async fn keep_alive(&mut self) -> Result<()> {
+        let routing = self.host.routing();
+        let write = write_client(
+            self.session,
+            Some(Bytes::from_static(KEEP_ALIVE)),
+            false,
+            CLIENT_WRITE_TIMEOUT,
+        );
+        match watched(routing, &self.pool, None, write).await {
+            Watched::Done(written) => written,
+            Watched::Down | Watched::End => Err(ended_while_writing()),
+        }
+    }
+
+    /// Ends the client's stream, with a comment saying why (`reason`) if given. At shutdown or
+    /// a reload the last bytes are given [`CLOSE_AT_END`] (a client that stopped reading does
+    /// not hold either), else [`CLIENT_WRITE_TIMEOUT`].
+    async fn finish(&mut self, reason: Option<&str>) -> Result<()> {
+        let within = if ended(self.host.routing(), &self.pool) {
+            CLOSE_AT_END
+        } else {
+            CLIENT_WRITE_TIMEOUT
+        };
+        if let Some(reason) = reason {
+            let comment = Bytes::from(format!(": {reason}\n\n"));
+            write_client(self.session, Some(comment), false, within).await?;
+        }
+        write_client(self.session, None, true, within).await
     }
 
     /// Gives the client the first backend's stream header, chunked and through the hooks.
@@ -409,7 +466,7 @@ async fn write_watched(
     bytes: Bytes,
 ) -> Result<()> {
     let pool = watching.pool;
-    let write = write_client(session, Some(bytes), false);
+    let write = write_client(session, Some(bytes), false, CLIENT_WRITE_TIMEOUT);
     tokio::pin!(write);
     loop {
         tokio::select! {
@@ -424,14 +481,7 @@ async fn write_watched(
                             watching.incoming = None;
                         }
                     }
-                    Look::End => {
-                        tracing::info!(pool = %pool.name(), "event stream ended at shutdown or reload while the client was not reading");
-                        return Err(Error::explain(
-                            ErrorType::WriteError,
-                            "the client was not reading when the gateway ended its stream",
-                        )
-                        .into_down());
-                    }
+                    Look::End => return Err(ended_while_writing()),
                 }
             }
         }
@@ -452,20 +502,35 @@ struct Watching<'a> {
     leaving: Option<Move>,
 }
 
-/// One write to the client, given up after [`CLIENT_WRITE_TIMEOUT`] (a client that stopped
-/// reading holds its stream no longer).
-async fn write_client(session: &mut Session, bytes: Option<Bytes>, end: bool) -> Result<()> {
+/// The stream ends at shutdown or a reload while a write to its client waits.
+fn ended_while_writing() -> Box<Error> {
+    tracing::info!("event stream ended at shutdown or reload while the client was not reading");
+    Error::explain(
+        ErrorType::WriteError,
+        "the client was not reading when the gateway ended its stream",
+    )
+    .into_down()
+}
+
+/// One write to the client, given up after `within` (a client that stopped reading holds its
+/// stream no longer).
+async fn write_client(
+    session: &mut Session,
+    bytes: Option<Bytes>,
+    end: bool,
+    within: Duration,
+) -> Result<()> {
     let write = session.write_response_body(bytes, end);
-    match tokio::time::timeout(CLIENT_WRITE_TIMEOUT, write).await {
+    match tokio::time::timeout(within, write).await {
         Ok(written) => written.map_err(|e| e.into_down()),
         Err(_) => {
             tracing::info!(
-                timeout = ?CLIENT_WRITE_TIMEOUT,
-                "event stream ended: the client took nothing within the client write timeout"
+                timeout = ?within,
+                "event stream ended: the client took nothing in time"
             );
             Err(Error::explain(
                 ErrorType::WriteTimedout,
-                format!("the client took nothing for {CLIENT_WRITE_TIMEOUT:?}"),
+                format!("the client took nothing for {within:?}"),
             )
             .into_down())
         }
@@ -474,12 +539,3 @@ async fn write_client(session: &mut Session, bytes: Option<Bytes>, end: bool) ->
 
 /// The keep-alive comment.
 const KEEP_ALIVE: &[u8] = b":\n\n";
-
-/// A comment line: keeps the client's stream alive while the gateway switches backends.
-async fn keep_alive(session: &mut Session) -> Result<()> {
-    write_client(session, Some(Bytes::from_static(KEEP_ALIVE)), false).await
-}
-
-async fn end(session: &mut Session) -> Result<()> {
-    write_client(session, None, true).await
-}

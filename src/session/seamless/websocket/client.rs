@@ -2,7 +2,8 @@
 //! session's pool is watched ([`WsSession::write_watched`]) or not, and the close frame that
 //! ends its session.
 
-use super::super::watch::{Look, Watch, WATCH};
+use super::super::backend::BackendSocket;
+use super::super::watch::{Look, Move, Watch, WATCH};
 use super::state::WsSession;
 use crate::session::relay::{frame, Closing};
 use crate::session::Host;
@@ -17,8 +18,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, OpCode}
 pub const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Longest the close frame may wait when the gateway shuts down or reloads (a client that stops
-/// reading does not hold the shutdown).
-pub(super) const CLOSE_AT_END: Duration = Duration::from_secs(1);
+/// reading does not hold the shutdown); an event stream's last chunk then, too.
+pub const CLOSE_AT_END: Duration = Duration::from_secs(1);
 
 /// Whether a write to the client went out, or the session ended while it waited.
 #[derive(Debug, PartialEq, Eq)]
@@ -37,9 +38,12 @@ impl<H: Host> WsSession<'_, H> {
     /// One frame to the client, while the session's pool is watched: [`Written::Ended`] when the
     /// gateway shuts down or a reload replaces the pool meanwhile (the session ends at once, its
     /// client gone or not); an error when the client took nothing for [`CLIENT_WRITE_TIMEOUT`].
+    /// A mark-down of backend `index` meanwhile lets go of `upstream` at once, as an event stream
+    /// does, and the session moves once the write is done ([`WsSession::leaving`]).
     pub(super) async fn write_watched(
         &mut self,
         index: usize,
+        upstream: &mut BackendSocket,
         opcode: OpCode,
         payload: &[u8],
     ) -> Result<Written> {
@@ -52,9 +56,18 @@ impl<H: Host> WsSession<'_, H> {
                     return written.map(|()| Written::Done).map_err(|e| e.into_down());
                 }
                 _ = tokio::time::sleep(WATCH) => {
-                    if Watch::default().look(self.host.routing(), &self.pool, index) == Look::End {
-                        tracing::info!(pool = %self.pool.name(), "shutting down or reloading while a write to a slow client waits: the session ends");
-                        return Ok(Written::Ended);
+                    match Watch::default().look(self.host.routing(), &self.pool, index) {
+                        Look::End => {
+                            tracing::info!(pool = %self.pool.name(), "shutting down or reloading while a write to a slow client waits: the session ends");
+                            return Ok(Written::Ended);
+                        }
+                        Look::Move(Move::BackendDown) if self.leaving.is_none() => {
+                            let backend = self.pool.backends[index].name();
+                            tracing::info!(pool = %self.pool.name(), %backend, "a write to a slow client waits at its backend's mark-down: the backend is let go, and the session moves once the write is done");
+                            upstream.let_go();
+                            self.leaving = Some(Move::BackendDown);
+                        }
+                        Look::Move(_) | Look::Stay => {}
                     }
                 }
             }

@@ -33,7 +33,9 @@
 //! shutdown; [`relay`]): messages for the backend are queued on the gateway's own socket to it
 //! ([`super::backend`]), which moves the session when the backend takes none of them for
 //! [`SEND_DEADLINE`](super::backend::SEND_DEADLINE), and a write to the client runs against the
-//! watch ([`client`]). An answer over [`MAX_BACKEND_MESSAGE`](super::backend::MAX_BACKEND_MESSAGE)
+//! watch ([`client`]): a mark-down meanwhile lets go of the backend at once (the session moves
+//! once the write is done). A move races the watch too ([`moving`]): shutdown or a reload ends
+//! the session at once. An answer over [`MAX_BACKEND_MESSAGE`](super::backend::MAX_BACKEND_MESSAGE)
 //! fails its request only; a session moves at most [`MAX_MOVES`](serve::MAX_MOVES) times in
 //! [`MOVES_WINDOW`](serve::MOVES_WINDOW) ([`serve`]).
 //!
@@ -47,5 +49,6 @@ mod relay;
 mod serve;
 mod state;
 
-pub use client::CLIENT_WRITE_TIMEOUT;
+pub(super) use carry_over::MOVE_DEADLINE;
+pub use client::{CLIENT_WRITE_TIMEOUT, CLOSE_AT_END};
 pub use serve::serve_websocket;

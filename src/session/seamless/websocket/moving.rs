@@ -5,7 +5,7 @@
 
 use super::super::backend::BackendSocket;
 use super::super::subscriptions::SessionState;
-use super::super::watch::{next_backend, Look, Move, Watch};
+use super::super::watch::{next_backend, watched, Look, Move, Watch, Watched};
 use super::carry_over::{Carry, MoveFailed, MOVE_DEADLINE};
 use super::client::{close_client, to_client, Written, CLOSE_AT_END};
 use super::open::OpenFailed;
@@ -106,7 +106,10 @@ impl<H: Host> WsSession<'_, H> {
     }
 
     /// Opens the gateway's WebSocket to backend `index` (`left`: the time the move has) and
-    /// carries the session over to it.
+    /// carries the session over to it. Both race the watch: shutdown or a reload ends the
+    /// session at once, and the backend's mark-down while it opens sends the move on. (Once the
+    /// carry has begun it is not left for a mark-down: it may have given the client part of the
+    /// gap; it ends within the move's time, and the session then moves again.)
     async fn try_backend(
         &mut self,
         index: usize,
@@ -115,11 +118,20 @@ impl<H: Host> WsSession<'_, H> {
         state: &mut SessionState,
         deadline: Instant,
     ) -> Tried {
-        let pool = Arc::clone(&self.pool);
+        let (host, pool) = (self.host, Arc::clone(&self.pool));
         let backend = &pool.backends[index];
         self.session_ctx().backend = Some(index);
         let timeout = self.response_timeout.min(left);
-        let mut upstream = match self.open_upstream(connections, timeout).await {
+        let open = self.open_upstream(connections, timeout);
+        let opened = match watched(host.routing(), &pool, Some(index), open).await {
+            Watched::Done(opened) => opened,
+            Watched::Down => {
+                tracing::info!(pool = %pool.name(), backend = %backend.name(), "moving a WebSocket session: the backend was marked down while it opened; trying the next");
+                return Tried::Next;
+            }
+            Watched::End => return self.end_move().await,
+        };
+        let mut upstream = match opened {
             Ok((upstream, _)) => upstream,
             Err(OpenFailed::Connect(e)) => {
                 tracing::warn!(pool = %pool.name(), backend = %backend.name(), error = %e, "moving a WebSocket session: backend failed; trying the next");
@@ -143,7 +155,12 @@ impl<H: Host> WsSession<'_, H> {
             timeout: self.response_timeout,
             deadline,
         };
-        match carry.over(self.session, pool.config.max_gap_blocks).await {
+        let over = carry.over(self.session, pool.config.max_gap_blocks);
+        let carried = match watched(host.routing(), &pool, None, over).await {
+            Watched::Done(carried) => carried,
+            Watched::Down | Watched::End => return self.end_move().await,
+        };
+        match carried {
             Ok(()) => {}
             Err(MoveFailed::Backend(e)) => {
                 tracing::warn!(pool = %pool.name(), backend = %backend.name(), error = %e, "moving a WebSocket session: backend failed; trying the next");
@@ -157,6 +174,14 @@ impl<H: Host> WsSession<'_, H> {
         }
         let waiting = std::mem::take(&mut carry.waiting);
         Tried::Took(Box::new(upstream), waiting)
+    }
+
+    /// Shutdown or a reload while the session moves: it ends (1012) at once.
+    async fn end_move(&mut self) -> Tried {
+        tracing::info!(pool = %self.pool.name(), kind = "websocket", "shutting down or reloading while a session moves: it ends");
+        let reason = "the gateway is reloading or shutting down; reconnect";
+        close_client(self.session, CloseCode::Restart, reason, CLOSE_AT_END).await;
+        Tried::Closed
     }
 
     /// Replay on the new backend `index`: the requests in flight that are safe to repeat go to

@@ -88,6 +88,10 @@ impl<H: Host> WsSession<'_, H> {
         };
         let mut watch = tokio::time::interval(WATCH);
         loop {
+            // The backend was let go while a write to the client waited (its mark-down).
+            if let Some(why) = self.leaving.take() {
+                return Ok(Outcome::Move { why, heard: true });
+            }
             // The client is not read (its own TCP window holds it back) past its limit of
             // requests in flight or its memory budget, while its messages wait for a backend slow
             // to take them, and while a fail-back drains: the answers in flight come in, then the
@@ -110,8 +114,11 @@ impl<H: Host> WsSession<'_, H> {
                 }
                 _ = watch.tick() => self.on_watch(&mut stay, upstream, state).await,
             };
-            if let Some(outcome) = ended {
-                return Ok(outcome);
+            match (ended, self.leaving.take()) {
+                (Some(Outcome::Over), _) => return Ok(Outcome::Over),
+                (_, Some(why)) => return Ok(Outcome::Move { why, heard: true }),
+                (Some(outcome), None) => return Ok(outcome),
+                (None, None) => {}
             }
         }
     }
@@ -146,13 +153,13 @@ impl<H: Host> WsSession<'_, H> {
                 OpCode::Control(Control::Ping) => (OpCode::Control(Control::Pong), payload),
                 OpCode::Control(Control::Close) => {
                     let close = OpCode::Control(Control::Close);
-                    self.write_watched(index, close, &close_answer(&payload))
+                    self.write_watched(index, upstream, close, &close_answer(&payload))
                         .await?;
                     return Ok(Some(Outcome::Over));
                 }
                 OpCode::Control(_) => continue,
             };
-            if self.write_watched(index, opcode, &reply).await? == Written::Ended {
+            if self.write_watched(index, upstream, opcode, &reply).await? == Written::Ended {
                 return Ok(Some(Outcome::Over));
             }
         }
@@ -182,7 +189,10 @@ impl<H: Host> WsSession<'_, H> {
             Incoming::Close => return Ok(stay.backend_ended()),
             Incoming::Oversized { id, length } => {
                 stay.spoke = true;
-                match self.oversized(stay.index, state, id, length).await? {
+                match self
+                    .oversized(stay.index, upstream, state, id, length)
+                    .await?
+                {
                     Some(written) => written,
                     None => return Ok(stay.backend_ended()),
                 }
@@ -207,6 +217,7 @@ impl<H: Host> WsSession<'_, H> {
     async fn oversized(
         &mut self,
         index: usize,
+        upstream: &mut BackendSocket,
         state: &mut SessionState,
         id: Option<u64>,
         length: u64,
@@ -217,7 +228,9 @@ impl<H: Host> WsSession<'_, H> {
             Some(answer) => {
                 tracing::info!(pool = %self.pool.name(), backend = %backend.name(), bytes = length, limit = MAX_BACKEND_MESSAGE, "an answer larger than the limit: its request fails, the session stays");
                 let text = OpCode::Data(Data::Text);
-                Ok(Some(self.write_watched(index, text, &answer).await?))
+                Ok(Some(
+                    self.write_watched(index, upstream, text, &answer).await?,
+                ))
             }
             None if id.is_some() => {
                 tracing::debug!(pool = %self.pool.name(), backend = %backend.name(), bytes = length, "a message larger than the limit answered no request of the client's: dropped");
@@ -300,7 +313,8 @@ impl<H: Host> WsSession<'_, H> {
             state.backend_message(&bytes)
         };
         for out in out {
-            if self.write_watched(index, OpCode::Data(data), &out).await? == Written::Ended {
+            let data = OpCode::Data(data);
+            if self.write_watched(index, upstream, data, &out).await? == Written::Ended {
                 return Ok(Written::Ended);
             }
         }

@@ -51,6 +51,7 @@ pub async fn serve_websocket<H: Host>(
         ctx,
         pool,
         response_timeout,
+        leaving: None,
     };
     let Some((index, upstream, protocol)) = ws.open_first().await? else {
         // The backend refused the upgrade, and the client has its answer.

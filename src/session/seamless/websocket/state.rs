@@ -19,6 +19,9 @@ pub(super) struct WsSession<'a, H: Host> {
     /// The routing's response timeout when the session started: each call of a move, and the
     /// drain of a fail-back, get this long.
     pub(super) response_timeout: Duration,
+    /// Set when the backend was let go while a write to the client waited (its mark-down): the
+    /// session moves once that write is done.
+    pub(super) leaving: Option<Move>,
 }
 
 /// How a session on one backend ended.
