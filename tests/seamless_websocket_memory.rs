@@ -285,3 +285,79 @@ async fn a_sessions_state_counts_against_the_listeners_held_bytes() {
     )
     .await;
 }
+
+/// The "one 100 MB `eth_getLogs` answer a second": the node answers each call with about
+/// 100 MB, the client asks once a second. Each call gets the limit's error (-32005) under its
+/// own id, the session stays where it is, the other session is served, and the gateway holds
+/// none of the answers: it keeps 1 KiB of each end to find the id, and reads the rest through
+/// its 64 KiB read buffer. So its growth is held to [`ONE_MESSAGE_SLACK`], well under one
+/// assembled message, let alone the per-session bound.
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_of_100_mb_a_second_are_refused_and_not_held() {
+    let s = setup(PATIENT_HEALTH).await;
+    s.a.set(|st| st.logs_answer_bytes = Some(HUNDRED_MB));
+    s.b.set(|st| st.logs_answer_bytes = Some(HUNDRED_MB));
+    let calls = 4;
+    let mut answers = Vec::new();
+    let started = std::time::Instant::now();
+    let (grown, served) = while_another_is_served(&s, async {
+        let (mut sink, mut stream) = s.connect().await.split();
+        let asking = tokio::spawn(async move {
+            let mut second = tokio::time::interval(Duration::from_secs(1));
+            for id in 0..calls {
+                second.tick().await;
+                let call = json!({"jsonrpc":"2.0","id":id,"method":"eth_getLogs","params":[{"fromBlock":"0x0"}]});
+                sink.send(Message::Text(call.to_string().into())).await.unwrap();
+            }
+            sink
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+        while answers.len() < calls as usize {
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    answers.push(serde_json::from_str::<Value>(&text).unwrap())
+                }
+                Ok(Some(Ok(Message::Close(frame)))) => panic!("closed: {frame:?}"),
+                Ok(Some(Ok(_))) => {}
+                other => panic!("{} answers of {calls} within 45 s: {other:?}", answers.len()),
+            }
+        }
+        drop(asking.await.unwrap());
+    })
+    .await;
+    eprintln!(
+        "{calls} answers of 100 MB in {:?}: grown {} KiB, the other session served {served} calls",
+        started.elapsed(),
+        grown / 1024
+    );
+    let mut ids = Vec::new();
+    for answer in &answers {
+        assert_eq!(answer["error"]["code"], -32005, "{answer:.300}");
+        ids.push(answer["id"].as_u64().expect("the call's own id"));
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (0..calls).collect::<Vec<_>>(), "each under its own id");
+    assert!(
+        grown < ONE_MESSAGE_SLACK,
+        "the gateway grew by {} MiB reading answers it refuses",
+        grown / (1024 * 1024)
+    );
+    assert!(served > 0);
+    assert_eq!(
+        moved(&s.gw.metrics().await),
+        0.0,
+        "a large answer moved the session"
+    );
+    assert!(
+        !s.b.rpc_methods().iter().any(|m| m == "eth_getLogs"),
+        "the call went to ec-b too"
+    );
+}
+
+/// About 100 MB: the size of the answers in the attack.
+const HUNDRED_MB: usize = 100_000_000;
+
+/// What the gateway may grow by while it reads and drops answers over its limit: less than one
+/// message assembled whole (16 MiB), with the same room for the allocator and runtime as
+/// [`SLACK`] leaves less the session's state (the answers are never kept).
+const ONE_MESSAGE_SLACK: u64 = 16 * 1024 * 1024;
