@@ -338,3 +338,52 @@ async fn a_round_robin_pool_never_moves_a_session_back() {
         read_until(ws, &mut got, "a head", |g| !g.heads.is_empty()).await;
     }
 }
+
+/// `POST /reload` on the gateway's admin listener; its status.
+async fn reload(gw: &Gateway) -> u16 {
+    reqwest::Client::new()
+        .post(format!("http://{}/reload", gw.admin))
+        .send()
+        .await
+        .expect("the reload answered")
+        .status()
+        .as_u16()
+}
+
+/// A reload that replaces a session's pool (here its settings changed) closes the session with
+/// 1012, as `docs/failover.md` says, and the client's reconnect is served by the new pool; a
+/// reload that keeps the pool leaves the session as it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_replaces_the_pool_closes_the_session_with_1012() {
+    let s = setup("").await;
+    let mut ws = s.subscribed_on("ec-a").await;
+    let mut got = Received::default();
+    // The same file: the pool is kept, and so is the session.
+    assert_eq!(reload(&s.gw).await, 200);
+    s.a.new_head();
+    read_until(
+        &mut ws,
+        &mut got,
+        "a head after a reload that kept the pool",
+        |g| !g.heads.is_empty(),
+    )
+    .await;
+    // Another setting of the pool: the reload builds it again.
+    let yaml = std::fs::read_to_string(&s.gw.config_path).unwrap();
+    let changed = yaml.replace(
+        "    sessions: seamless\n",
+        "    sessions: seamless\n    max_gap_blocks: 64\n",
+    );
+    assert_ne!(changed, yaml);
+    std::fs::write(&s.gw.config_path, changed).unwrap();
+    assert_eq!(reload(&s.gw).await, 200);
+    assert_eq!(
+        close_code(&mut ws, Duration::from_secs(5)).await,
+        Some(1012),
+        "the session on the replaced pool closes with 1012"
+    );
+    let mut ws = s.connect().await;
+    let mut got = Received::default();
+    let chain = call(&mut ws, &mut got, 1, "eth_chainId", json!([])).await;
+    assert_eq!(chain["result"], "0x1", "{chain}");
+}

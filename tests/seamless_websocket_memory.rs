@@ -285,3 +285,173 @@ async fn a_sessions_state_counts_against_the_listeners_held_bytes() {
     )
     .await;
 }
+
+/// The issue's "one 100 MB `eth_getLogs` answer a second": the node answers each call with about
+/// 100 MB, the client asks once a second. Each call gets the limit's error (-32005) under its
+/// own id, the session stays where it is, the other session is served, and the gateway holds
+/// none of the answers: it keeps 1 KiB of each end to find the id, and reads the rest through
+/// its 64 KiB read buffer. So its growth is held to [`ONE_MESSAGE_SLACK`], well under one
+/// assembled message, let alone the per-session bound.
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_of_100_mb_a_second_are_refused_and_not_held() {
+    let s = setup(PATIENT_HEALTH).await;
+    s.a.set(|st| st.logs_answer_bytes = Some(HUNDRED_MB));
+    s.b.set(|st| st.logs_answer_bytes = Some(HUNDRED_MB));
+    let calls = 4;
+    let mut answers = Vec::new();
+    let started = std::time::Instant::now();
+    let (grown, served) = while_another_is_served(&s, async {
+        let (mut sink, mut stream) = s.connect().await.split();
+        let asking = tokio::spawn(async move {
+            let mut second = tokio::time::interval(Duration::from_secs(1));
+            for id in 0..calls {
+                second.tick().await;
+                let call = json!({"jsonrpc":"2.0","id":id,"method":"eth_getLogs","params":[{"fromBlock":"0x0"}]});
+                sink.send(Message::Text(call.to_string().into())).await.unwrap();
+            }
+            sink
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+        while answers.len() < calls as usize {
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    answers.push(serde_json::from_str::<Value>(&text).unwrap())
+                }
+                Ok(Some(Ok(Message::Close(frame)))) => panic!("closed: {frame:?}"),
+                Ok(Some(Ok(_))) => {}
+                other => panic!("{} answers of {calls} within 45 s: {other:?}", answers.len()),
+            }
+        }
+        drop(asking.await.unwrap());
+    })
+    .await;
+    eprintln!(
+        "{calls} answers of 100 MB in {:?}: grown {} KiB, the other session served {served} calls",
+        started.elapsed(),
+        grown / 1024
+    );
+    let mut ids = Vec::new();
+    for answer in &answers {
+        assert_eq!(answer["error"]["code"], -32005, "{answer:.300}");
+        ids.push(answer["id"].as_u64().expect("the call's own id"));
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (0..calls).collect::<Vec<_>>(), "each under its own id");
+    assert!(
+        grown < ONE_MESSAGE_SLACK,
+        "the gateway grew by {} MiB reading answers it refuses",
+        grown / (1024 * 1024)
+    );
+    assert!(served > 0);
+    assert_eq!(
+        moved(&s.gw.metrics().await),
+        0.0,
+        "a large answer moved the session"
+    );
+    assert!(
+        !s.b.rpc_methods().iter().any(|m| m == "eth_getLogs"),
+        "the call went to ec-b too"
+    );
+}
+
+/// About 100 MB: the size of the answers in the issue's attack.
+const HUNDRED_MB: usize = 100_000_000;
+
+/// What the gateway may grow by while it reads and drops answers over its limit: less than one
+/// message assembled whole (16 MiB), with the same room for the allocator and runtime as
+/// [`SLACK`] leaves less the session's state (the answers are never kept).
+const ONE_MESSAGE_SLACK: u64 = 16 * 1024 * 1024;
+
+/// The peak resident memory of a process since [`reset_peak`], in bytes (`VmHWM`).
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Sets a process's peak resident memory back to what it holds now (Linux: `clear_refs` 5).
+fn reset_peak(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("the peak reset");
+}
+
+/// Sessions that move at once in [`a_gap_fill_of_large_logs_is_read_without_a_tree`].
+const MOVING: usize = 4;
+/// Logs in each gap fill's `eth_getLogs` answer, and the bytes of `data` they carry together
+/// (64 each, two words, as most events): an answer of about 4.6 MB, under the 16 MiB a backend
+/// message may have.
+const FILL_LOGS: usize = 10_000;
+const FILL_DATA: usize = FILL_LOGS * 64;
+/// What the gateway's peak may grow by while [`MOVING`] sessions move with such a fill: per
+/// session, the answer as it came (4.6 MB), the notifications it becomes (5 MB) and the logs it
+/// remembers (4.6 MB), with room for the runtime's own. Measured in a debug build: 40 to 54 MiB
+/// in all; 90 to 115 MiB when each answer was parsed into a tree (and copied once more).
+const FILL_PEAK: u64 = MOVING as u64 * 18 * 1024 * 1024;
+
+/// Issue 24, item 3: a gap fill's answers are read without a tree. [`MOVING`] sessions with a
+/// `logs` subscription move at once to a backend whose `eth_getLogs` answers carry
+/// [`FILL_LOGS`] logs; each client gets them all, once, and the gateway's peak memory stays
+/// within [`FILL_PEAK`].
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gap_fill_of_large_logs_is_read_without_a_tree() {
+    use ssv_ha::sim::execution::LOG_ADDRESS;
+    let s = setup(PATIENT_HEALTH).await;
+    let pid = s.gw.pid();
+    let mut clients = Vec::new();
+    for _ in 0..MOVING {
+        let mut ws = s.connect().await;
+        let mut got = Received::default();
+        let params = json!(["logs", {"address": LOG_ADDRESS}]);
+        let answer = call(&mut ws, &mut got, 1, "eth_subscribe", params).await;
+        assert!(answer["result"].is_string(), "{answer}");
+        clients.push((ws, got));
+    }
+    let series = open_series("ec-a");
+    wait_for("the sessions on ec-a", Duration::from_secs(15), || async {
+        (metric(&s.gw.metrics().await, &series) == MOVING as f64).then_some(())
+    })
+    .await;
+    s.a.new_head();
+    s.b.new_head();
+    for (ws, got) in &mut clients {
+        read_until(ws, got, "the log of 1001", |g| g.logs.len() == 1).await;
+    }
+    s.b.set(|st| {
+        st.logs_answer_bytes = Some(FILL_DATA);
+        st.logs_answer_count = FILL_LOGS;
+    });
+    s.b.new_head();
+    s.b.new_head();
+    let before = rss(pid);
+    reset_peak(pid);
+    s.a.go_down();
+    let reading = clients.into_iter().map(|(mut ws, mut got)| {
+        tokio::spawn(async move {
+            // The fill starts at 1001, whose log 0 the client has: it gets the other ones.
+            read_until(&mut ws, &mut got, "the gap's logs", |g| {
+                g.logs.len() >= FILL_LOGS
+            })
+            .await;
+            (ws, got)
+        })
+    });
+    let clients = futures::future::join_all(reading).await;
+    let grown = peak_rss(pid).saturating_sub(before);
+    eprintln!(
+        "{MOVING} sessions moved with {FILL_LOGS} logs each: the peak grew by {} MiB",
+        grown / (1024 * 1024)
+    );
+    for client in clients {
+        let (_ws, got) = client.expect("a client read its logs");
+        assert_eq!(got.logs.len(), FILL_LOGS, "the gap's logs, once each");
+        assert!(got.logs.iter().all(|log| *log == (1001, false)));
+    }
+    assert!(
+        grown < FILL_PEAK,
+        "the gateway's peak grew by {} MiB for {MOVING} moves",
+        grown / (1024 * 1024)
+    );
+}

@@ -232,8 +232,8 @@ fn get_block_by_hash(s: &NodeStatus, request: &Value) -> Value {
     }
 }
 
-/// `eth_getLogs`: the logs of the blocks in range that match the filter; one log padded to the
-/// set size when the node is told to answer large.
+/// `eth_getLogs`: the logs of the blocks in range that match the filter; logs of the first block
+/// padded to the set size when the node is told to answer large.
 fn get_logs(s: &NodeStatus, request: &Value) -> Outcome {
     let filter = request.pointer("/params/0").cloned().unwrap_or(json!({}));
     let bound = |name: &str, default: u64| match filter.get(name).and_then(Value::as_str) {
@@ -245,9 +245,17 @@ fn get_logs(s: &NodeStatus, request: &Value) -> Outcome {
         return Err((-32602, "invalid block range".to_string()));
     };
     if let Some(bytes) = s.logs_answer_bytes {
+        let count = s.logs_answer_count.max(1);
         let mut log = block_logs(s, from.min(s.head)).swap_remove(0);
-        log["data"] = json!(format!("0x{}", "ab".repeat(bytes / 2)));
-        return Ok(json!([log]));
+        log["data"] = json!(format!("0x{}", "ab".repeat(bytes / 2 / count)));
+        let logs: Vec<Value> = (0..count)
+            .map(|index| {
+                let mut log = log.clone();
+                log["logIndex"] = json!(hex(index as u64));
+                log
+            })
+            .collect();
+        return Ok(json!(logs));
     }
     let logs: Vec<Value> = (from..=to.min(s.head))
         .flat_map(|n| block_logs(s, n))

@@ -60,6 +60,10 @@ pub struct NodeStatus {
     /// Execution only: answer `eth_getLogs` with one log whose `data` makes the answer about this
     /// many bytes, whatever the filter.
     pub logs_answer_bytes: Option<usize>,
+    /// Execution only: with `logs_answer_bytes`, spread those bytes of `data` over this many
+    /// logs of the same block (`logIndex` 0, 1, …), as a wide `eth_getLogs` over a busy
+    /// contract answers; 0 or 1: one log.
+    pub logs_answer_count: usize,
     /// Execution only: the next `eth_blockNumber` on a WebSocket answers this number instead of
     /// the head (once; then the field is `None` again), as a node behind a stale cache might.
     pub ws_wrong_block_number: Option<u64>,
@@ -126,6 +130,7 @@ impl Default for NodeStatus {
             ws_frozen: false,
             ws_id_last: false,
             logs_answer_bytes: None,
+            logs_answer_count: 1,
             ws_wrong_block_number: None,
             no_logs_from: None,
             finalized: None,

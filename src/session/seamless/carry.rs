@@ -16,7 +16,10 @@
 //!
 //! Replaying the requests in flight is [`SessionState::on_move`]'s.
 
-use super::subscriptions::{hex, hex_u64, Gap, SessionState, Topic};
+use super::subscriptions::{hex, hex_u64_raw, Gap, SessionState, Topic};
+use crate::jsonrpc::Object;
+use bytes::Bytes;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeInclusive;
@@ -402,11 +405,45 @@ pub fn header(mut block: Value) -> Value {
 }
 
 /// What the move fetched: block headers by number ([`MovePlan::blocks_wanted`]), and each
-/// `logs` gap's logs as `eth_getLogs` returned them.
+/// `logs` gap's logs as `eth_getLogs` returned them (an array's text: read log by log, never
+/// as a tree, as a wide answer of small logs takes several times its size as one).
 #[derive(Debug, Default)]
 pub struct Fetched {
     pub heads: BTreeMap<u64, Value>,
-    pub logs: HashMap<String, Vec<Value>>,
+    pub logs: HashMap<String, RawText>,
+}
+
+/// A JSON text of the backend's (the result of one of the gateway's calls), held in the bytes
+/// of the message it came in: read without building a tree, copied nowhere.
+#[derive(Debug, Clone)]
+pub struct RawText(Bytes);
+
+impl RawText {
+    /// `bytes` as a text; `None` when they are not UTF-8.
+    pub fn new(bytes: Bytes) -> Option<RawText> {
+        std::str::from_utf8(&bytes).ok()?;
+        Some(RawText(bytes))
+    }
+
+    pub fn get(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The elements of the array it holds; `None` when it holds no array.
+    pub fn elements(&self) -> Option<Vec<&RawValue>> {
+        serde_json::from_str(self.get()).ok()
+    }
+}
+
+impl From<String> for RawText {
+    fn from(text: String) -> RawText {
+        RawText(Bytes::from(text))
+    }
+}
+
+/// A log's block number, from its text.
+fn block_of(log: &RawValue) -> Option<u64> {
+    hex_u64_raw(Object::read(log.get())?.get("blockNumber")?)
 }
 
 /// Step 4: the session is the new backend's (its subscription ids `new_ids` by the client's,
@@ -438,12 +475,12 @@ pub fn apply(
         .filter_map(|(n, block)| Some((*n, block.get("hash")?.as_str()?.to_string())))
         .collect();
     state.saw_chain(&fetched_chain);
-    let mut logs: HashMap<&str, BTreeMap<u64, Vec<Value>>> = HashMap::new();
+    let mut logs: HashMap<&str, BTreeMap<u64, Vec<&RawValue>>> = HashMap::new();
     for (client_sub, found) in &fetched.logs {
         let by_block = logs.entry(client_sub.as_str()).or_default();
-        for log in found {
-            if let Some(number) = log.get("blockNumber").and_then(hex_u64) {
-                by_block.entry(number).or_default().push(log.clone());
+        for log in found.elements().unwrap_or_default() {
+            if let Some(number) = block_of(log) {
+                by_block.entry(number).or_default().push(log);
             }
         }
     }
@@ -453,13 +490,14 @@ pub fn apply(
                 let sub = fill.client_sub.as_str();
                 match fill.topic {
                     Topic::Heads => {
-                        if let Some(block) = fetched.heads.get(&number) {
-                            out.extend(state.fill(sub, Some(block), &[]));
+                        let head = fetched.heads.get(&number);
+                        if let Some(Ok(head)) = head.map(serde_json::value::to_raw_value) {
+                            out.extend(state.fill(sub, &[&head]));
                         }
                     }
                     Topic::Logs { .. } => {
                         if let Some(found) = logs.get(sub).and_then(|b| b.get(&number)) {
-                            out.extend(state.fill(sub, None, found));
+                            out.extend(state.fill(sub, found));
                         }
                     }
                     Topic::Other => {}
@@ -673,9 +711,10 @@ mod tests {
         for n in 104..=106 {
             fetched.heads.insert(n, head(1, n));
         }
+        let found: Vec<Value> = (104..=106).map(|n| log(1, n)).collect();
         fetched
             .logs
-            .insert("0xl".into(), (104..=106).map(|n| log(1, n)).collect());
+            .insert("0xl".into(), json!(found).to_string().into());
         let out = apply(
             &mut s,
             &plan,

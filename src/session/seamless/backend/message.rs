@@ -58,6 +58,15 @@ impl Assembly {
         }
     }
 
+    /// The same message, with room for a frame of `length` bytes more (under the limit: the
+    /// caller checked), so that a message in one large frame is not copied as it grows.
+    pub(super) fn expect(mut self, length: u64) -> Assembly {
+        if let Assembly::Whole { payload, .. } = &mut self {
+            payload.reserve(usize::try_from(length).unwrap_or(0));
+        }
+        self
+    }
+
     /// The same message, its payload no longer kept.
     pub(super) fn oversized(self) -> Assembly {
         match self {

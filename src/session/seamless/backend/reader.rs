@@ -153,7 +153,11 @@ impl BackendSocket {
                 },
             };
             let over = message.held().saturating_add(length) > MAX_BACKEND_MESSAGE as u64;
-            self.message = Some(if over { message.oversized() } else { message });
+            self.message = Some(if over {
+                message.oversized()
+            } else {
+                message.expect(length)
+            });
             self.frame = Some((header.is_final, length));
         };
         self.input.drain(..at);

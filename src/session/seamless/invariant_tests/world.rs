@@ -74,15 +74,16 @@ fn kind_of(params: &Value) -> Kind {
     }
 }
 
-/// A `eth_getLogs` filter's answer on a chain.
-fn get_logs(chain: &Chain, filter: &Value) -> Vec<Value> {
+/// A `eth_getLogs` filter's answer on a chain, as the node writes it.
+fn get_logs(chain: &Chain, filter: &Value) -> carry::RawText {
     let from = hex_u64(&filter["fromBlock"]).unwrap();
     let to = hex_u64(&filter["toBlock"]).unwrap().min(chain.tip());
     let address = filter["address"].as_str().unwrap_or_default();
-    (from..=to)
+    let logs = (from..=to)
         .flat_map(|n| chain.logs(n))
         .filter(|l| l["address"] == address)
-        .collect()
+        .collect::<Vec<_>>();
+    json!(logs).to_string().into()
 }
 
 /// What a `eth_blockNumber` answers during a move.

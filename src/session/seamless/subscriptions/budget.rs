@@ -187,7 +187,11 @@ mod tests {
         check(&s, "heads forgotten");
         s.saw_chain(&[(104, "0xc104".into()), (105, "0xc105".into())]);
         check(&s, "the new backend's chain");
-        s.fill(&logs, None, &[big(105, "0xc105", 0), big(106, "0xc106", 0)]);
+        fill(
+            &mut s,
+            &logs,
+            &[big(105, "0xc105", 0), big(106, "0xc106", 0)],
+        );
         s.filled_to(106, 0);
         check(&s, "a fill, and the logs below the gap limit forgotten");
         for n in 107..=(107 + 2 * HEADS_SEEN as u64) {

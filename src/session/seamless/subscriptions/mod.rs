@@ -114,4 +114,4 @@ pub use subscription::{Gap, Topic};
 /// The tests of a move write the notifications a node would send.
 #[cfg(test)]
 pub use wire::notification;
-pub use wire::{hex, hex_u64};
+pub use wire::{hex, hex_u64, hex_u64_raw};

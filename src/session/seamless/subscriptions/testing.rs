@@ -47,3 +47,13 @@ pub(super) fn subscribe(
     assert_eq!(back["id"], client_id);
     back["result"].as_str().unwrap().to_string()
 }
+
+/// [`SessionState::fill`] with its results given as values.
+pub(super) fn fill(s: &mut SessionState, sub: &str, results: &[Value]) -> Vec<Vec<u8>> {
+    let raws: Vec<Box<serde_json::value::RawValue>> = results
+        .iter()
+        .map(|r| serde_json::value::to_raw_value(r).unwrap())
+        .collect();
+    let refs: Vec<&serde_json::value::RawValue> = raws.iter().map(|r| &**r).collect();
+    s.fill(sub, &refs)
+}

@@ -9,7 +9,6 @@ use super::subscription::Progress;
 use super::wire::{hex_u64_raw, notification};
 use crate::jsonrpc::{self, Object};
 use serde_json::value::RawValue;
-use serde_json::Value;
 use std::collections::VecDeque;
 
 /// Heads remembered per session (number and hash), to find where a new backend's chain parts
@@ -239,19 +238,17 @@ impl SessionState {
         out
     }
 
-    /// A block the gap fill delivers to a subscription: the head (for `newHeads`) or the logs
-    /// (for `logs`, each checked against what the client has). Returns the notifications.
-    pub fn fill(&mut self, client_sub: &str, head: Option<&Value>, logs: &[Value]) -> Vec<Vec<u8>> {
+    /// A block the gap fill delivers to a subscription (the texts of its results): the head
+    /// (for `newHeads`) or the logs (for `logs`, each checked against what the client has).
+    /// Returns the notifications.
+    pub fn fill(&mut self, client_sub: &str, results: &[&RawValue]) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        for result in head.into_iter().chain(logs) {
-            let Ok(raw) = serde_json::value::to_raw_value(result) else {
-                continue;
-            };
-            let pass = self.admit(client_sub, &raw);
+        for result in results {
+            let pass = self.admit(client_sub, result);
             // Logs taken back go first.
             out.append(&mut self.extra);
             if pass {
-                out.push(notification(client_sub, raw.get().as_bytes()));
+                out.push(notification(client_sub, result.get().as_bytes()));
             }
         }
         out
@@ -390,7 +387,7 @@ mod tests {
     use super::super::testing::*;
     use super::super::wire::hex;
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     #[test]
     fn heads_the_client_has_are_dropped_after_a_move_and_gaps_start_after_the_last() {
@@ -401,7 +398,7 @@ mod tests {
         }
         assert_eq!(s.gaps()[0].from, Some(13));
         s.rebind(&[(sub.clone(), "0xb".into())], None);
-        assert_eq!(s.fill(&sub, Some(&head(13)), &[]).len(), 1);
+        assert_eq!(fill(&mut s, &sub, &[head(13)]).len(), 1);
         s.filled_to(13, 100);
         assert!(s.backend_message(&note("0xb", head(12))).is_empty());
         assert!(s.backend_message(&note("0xb", head(13))).is_empty());
@@ -441,7 +438,7 @@ mod tests {
         assert_eq!(removed["params"]["result"]["removed"], true);
         assert_eq!(removed["params"]["result"]["logIndex"], "0x3");
         assert_eq!(s.gaps()[0].from, Some(8));
-        let filled = s.fill(&sub, None, &[log(7, "0x07", 0), log(8, "0x8b", 1)]);
+        let filled = fill(&mut s, &sub, &[log(7, "0x07", 0), log(8, "0x8b", 1)]);
         assert_eq!(
             filled.len(),
             1,

@@ -17,7 +17,7 @@ pub fn hex_u64(value: &Value) -> Option<u64> {
 }
 
 /// [`hex_u64`] of a raw value.
-pub(super) fn hex_u64_raw(raw: &RawValue) -> Option<u64> {
+pub fn hex_u64_raw(raw: &RawValue) -> Option<u64> {
     let text = jsonrpc::string(raw)?;
     u64::from_str_radix(text.strip_prefix("0x")?, 16).ok()
 }

@@ -5,10 +5,11 @@
 //! the last step, shows the client nothing.
 
 use super::super::backend::BackendSocket;
-use super::super::carry::{self, Ask, Findings, MovePlan, Survey};
+use super::super::carry::{self, Ask, Findings, MovePlan, RawText, Survey};
 use super::super::subscriptions::{hex, hex_u64, SessionState};
 use super::client::to_client;
 use crate::jsonrpc::{self, Shape};
+use bytes::Bytes;
 use pingora::proxy::Session;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -182,13 +183,14 @@ impl Carry<'_> {
         fetched: &mut carry::Fetched,
     ) -> Result<(), MoveFailed> {
         for (client_sub, filter) in plan.logs_wanted() {
-            let found = self.call("eth_getLogs", json!([filter])).await?;
-            let Value::Array(found) = found else {
+            // Kept as the node wrote it: a tree of many small logs is several times their size.
+            let found = self.ask("eth_getLogs", json!([filter])).await?;
+            if found.elements().is_none() {
                 return Err(MoveFailed::Backend(format!(
                     "eth_getLogs answered {}",
-                    short(&found)
+                    short_raw(found.get())
                 )));
-            };
+            }
             fetched.logs.insert(client_sub, found);
         }
         Ok(())
@@ -203,9 +205,16 @@ impl Carry<'_> {
         Ok((!block.is_null()).then_some(block))
     }
 
-    /// One call of the gateway's own on the new backend: its result, or why it failed. Other
-    /// messages that come meanwhile wait.
+    /// One call of the gateway's own on the new backend: its result, or why it failed.
     async fn call(&mut self, method: &str, params: Value) -> Result<Value, MoveFailed> {
+        let result = self.ask(method, params).await?;
+        serde_json::from_str(result.get())
+            .map_err(|e| MoveFailed::Backend(format!("{method}: an answer it cannot read: {e}")))
+    }
+
+    /// One call of the gateway's own on the new backend: its result's text, or why it failed.
+    /// Other messages that come meanwhile wait.
+    async fn ask(&mut self, method: &str, params: Value) -> Result<RawText, MoveFailed> {
         let id = self.state.own_id();
         // What an earlier backend's attempt left waiting is gone.
         self.state.set_waiting(self.waiting_bytes);
@@ -229,13 +238,13 @@ impl Carry<'_> {
                 Ok(Some(Ok(message))) => message,
             };
             let text = match &message {
-                Message::Text(text) => text.as_bytes(),
-                Message::Binary(bytes) => &bytes[..],
+                Message::Text(text) => Bytes::from(text.clone()),
+                Message::Binary(bytes) => bytes.clone(),
                 Message::Close(_) => return Err(fail("the backend closed the WebSocket".into())),
                 _ => continue,
             };
-            // Read once, without a tree: only the answer to this call has its result parsed.
-            if let Some(answer) = own_answer(text, id) {
+            // Read once, without a tree: the answer to this call is kept as it came.
+            if let Some(answer) = own_answer(&text, id) {
                 return answer.map_err(fail);
             }
             self.waiting_bytes += text.len();
@@ -258,9 +267,10 @@ fn hash_in(block: &Value, field: &str) -> Option<String> {
         .map(str::to_ascii_lowercase)
 }
 
-/// The result of the answer to the gateway's call `id`, if `message` is that answer (its error,
-/// cut short, if it failed); `None` for any other message.
-fn own_answer(message: &[u8], id: u64) -> Option<Result<Value, String>> {
+/// The result of the answer to the gateway's call `id` (its text, in the message's own bytes),
+/// if `message` is that answer (its error, cut short, if it failed); `None` for any other
+/// message.
+fn own_answer(message: &Bytes, id: u64) -> Option<Result<RawText, String>> {
     let text = std::str::from_utf8(message).ok()?;
     let Ok(Shape::Object(answer)) = jsonrpc::Message::read(text) else {
         return None;
@@ -271,10 +281,16 @@ fn own_answer(message: &[u8], id: u64) -> Option<Result<Value, String>> {
     if let Some(error) = answer.error {
         return Some(Err(short_raw(error.get())));
     }
-    let result = answer.result.map_or(Ok(Value::Null), |r| {
-        serde_json::from_str(r.get()).map_err(|e| format!("an answer it cannot read: {e}"))
-    });
-    Some(result)
+    let result = match answer.result {
+        None => RawText::from("null".to_string()),
+        Some(result) => {
+            match jsonrpc::span(text, result).and_then(|at| RawText::new(message.slice(at))) {
+                Some(result) => result,
+                None => return Some(Err("an answer it cannot read".into())),
+            }
+        }
+    };
+    Some(Ok(result))
 }
 
 /// A JSON text for a log line or a reason, cut short.
@@ -290,27 +306,13 @@ fn short_raw(text: &str) -> String {
     out
 }
 
-/// A JSON value for a log line or a reason, cut short.
-fn short(value: &Value) -> String {
-    let mut text = value.to_string();
-    if text.len() > 200 {
-        let mut end = 200;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn reasons_are_cut_short() {
-        let long = json!("x".repeat(500));
-        assert!(short(&long).len() < 210);
+        let long = "é".repeat(500);
+        assert!(short_raw(&long).len() < 210);
     }
 }
