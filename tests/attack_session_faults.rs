@@ -4,41 +4,11 @@
 
 mod common;
 
+use common::seamless::cc_pair;
 use common::*;
 use ssv_ha::sim::{NodeKind, NodeStatus, SimNode};
 use std::net::SocketAddr;
 use std::time::Duration;
-
-/// A gateway in front of two simulated consensus nodes, `cc-a` and its backup `cc-b`, in a
-/// `sessions: seamless` pool with `extra` settings, both healthy.
-async fn consensus_pair(extra: &str) -> (Pki, SimNode, SimNode, Gateway, SocketAddr) {
-    let pki = Pki::new();
-    let a = pki
-        .node(NodeKind::Consensus, "cc-a", NodeStatus::default())
-        .await;
-    let b = pki
-        .node(NodeKind::Consensus, "cc-b", NodeStatus::default())
-        .await;
-    let pools = pool_yaml_with(
-        "consensus",
-        "consensus",
-        "first",
-        &pki.ca_file,
-        &[(&a, false), (&b, true)],
-        &format!("    sessions: seamless\n{extra}"),
-    );
-    let (admin, listen) = (free_addr(), free_addr());
-    let yaml = config(
-        admin,
-        listen,
-        &pools,
-        &format!("  - {{ listener: \"{listen}\", pool: consensus }}\n"),
-    );
-    let gw = Gateway::start(&yaml, admin, &[listen]).await;
-    gw.wait_backend("consensus", "cc-a", true).await;
-    gw.wait_backend("consensus", "cc-b", true).await;
-    (pki, a, b, gw, listen)
-}
 
 fn sse_moves(metrics: &str) -> f64 {
     metrics
@@ -53,7 +23,7 @@ fn sse_moves(metrics: &str) -> f64 {
 /// backends that end at once, not bounce between the two at full speed for good.
 #[tokio::test(flavor = "multi_thread")]
 async fn backends_that_send_only_a_comment_then_end_do_not_bounce_the_stream_for_good() {
-    let (_pki, a, b, gw, listen) = consensus_pair("").await;
+    let (_pki, a, b, gw, listen) = cc_pair("").await;
     let mut response = reqwest::Client::new()
         .get(format!("http://{listen}/eth/v1/events?topics=head"))
         .send()
@@ -163,7 +133,7 @@ async fn shutdown_during_a_move_to_a_slow_backend_ends_the_stream_at_once() {
 /// the client fed nothing, but goes on to the healthy one.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_move_waiting_on_a_backend_that_is_marked_down_goes_on() {
-    let (_pki, a, b, gw, listen) = consensus_pair("    failback: false\n").await;
+    let (_pki, a, b, gw, listen) = cc_pair("    failback: false\n").await;
     let mut response = moving_to_a_slow_backup(&a, &b, &gw, listen).await;
     a.set(|s| s.syncing = false);
     gw.wait_backend("consensus", "cc-a", true).await;
@@ -406,7 +376,7 @@ async fn stalled_client(listen: SocketAddr) -> tokio::net::TcpStream {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reload_ends_a_stream_whose_client_stopped_reading() {
     let (_pki, a, _b, gw, listen) =
-        consensus_pair("    health: { interval: 500ms, timeout: 450ms, rise: 1, fall: 2 }\n").await;
+        cc_pair("    health: { interval: 500ms, timeout: 450ms, rise: 1, fall: 2 }\n").await;
     a.set(|s| s.sse_flood_bytes = Some(16 * 1024));
     let _client = stalled_client(listen).await;
     wait_for("the stream on cc-a", Duration::from_secs(15), || async {

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::seamless::cc_pair;
 use common::*;
 use ssv_ha::sim::{NodeKind, NodeStatus, SimNode};
 use std::net::SocketAddr;
@@ -30,41 +31,9 @@ fn events(buffer: &mut String) -> Vec<(String, u64)> {
     out
 }
 
-/// A gateway in front of two simulated consensus nodes, `cc-a` and its backup `cc-b`, in a pool
-/// with `sessions: seamless` and `extra` settings, both healthy: (pki, cc-a, cc-b, gateway,
-/// listener).
-async fn seamless_pair(extra: &str) -> (Pki, SimNode, SimNode, Gateway, SocketAddr) {
-    let pki = Pki::new();
-    let a = pki
-        .node(NodeKind::Consensus, "cc-a", NodeStatus::default())
-        .await;
-    let b = pki
-        .node(NodeKind::Consensus, "cc-b", NodeStatus::default())
-        .await;
-    let pools = pool_yaml_with(
-        "consensus",
-        "consensus",
-        "first",
-        &pki.ca_file,
-        &[(&a, false), (&b, true)],
-        &format!("    sessions: seamless\n{extra}"),
-    );
-    let (admin, listen) = (free_addr(), free_addr());
-    let yaml = config(
-        admin,
-        listen,
-        &pools,
-        &format!("  - {{ listener: \"{listen}\", pool: consensus }}\n"),
-    );
-    let gw = Gateway::start(&yaml, admin, &[listen]).await;
-    gw.wait_backend("consensus", "cc-a", true).await;
-    gw.wait_backend("consensus", "cc-b", true).await;
-    (pki, a, b, gw, listen)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_event_stream_moves_to_the_backup_with_the_client_connected_and_every_slot_once() {
-    let (_pki, a, b, gw, listen) = seamless_pair("    failback_delay: 300ms\n").await;
+    let (_pki, a, b, gw, listen) = cc_pair("    failback_delay: 300ms\n").await;
     let admin = gw.admin;
 
     let mut response = reqwest::Client::new()
@@ -227,7 +196,7 @@ async fn a_seamless_stream_ends_at_shutdown() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn backends_that_all_end_the_stream_at_once_end_the_clients_stream() {
-    let (_pki, a, b, gw, listen) = seamless_pair("").await;
+    let (_pki, a, b, gw, listen) = cc_pair("").await;
     let mut response = reqwest::Client::new()
         .get(format!("http://{listen}/eth/v1/events?topics=head"))
         .send()
@@ -331,7 +300,7 @@ async fn a_client_that_stopped_reading_lets_go_of_its_backend_at_a_mark_down() {
     // Health checks that a busy machine does not fail by accident: this test is about a
     // mark-down it makes itself.
     let (_pki, a, b, gw, listen) =
-        seamless_pair("    health: { interval: 500ms, timeout: 450ms, rise: 1, fall: 2 }\n").await;
+        cc_pair("    health: { interval: 500ms, timeout: 450ms, rise: 1, fall: 2 }\n").await;
     a.set(|s| s.sse_flood_bytes = Some(16 * 1024));
     let mut client = stalled_client(listen).await;
     wait_for("the stream on cc-a", Duration::from_secs(15), || async {

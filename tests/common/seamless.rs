@@ -300,3 +300,35 @@ impl Three {
         (ws, id)
     }
 }
+
+/// A gateway in front of two simulated consensus nodes, `cc-a` and its backup `cc-b`, in a pool
+/// with `sessions: seamless` and `extra` settings, both healthy: (pki, cc-a, cc-b, gateway,
+/// listener).
+pub async fn cc_pair(extra: &str) -> (Pki, SimNode, SimNode, Gateway, SocketAddr) {
+    let pki = Pki::new();
+    let a = pki
+        .node(NodeKind::Consensus, "cc-a", NodeStatus::default())
+        .await;
+    let b = pki
+        .node(NodeKind::Consensus, "cc-b", NodeStatus::default())
+        .await;
+    let pools = pool_yaml_with(
+        "consensus",
+        "consensus",
+        "first",
+        &pki.ca_file,
+        &[(&a, false), (&b, true)],
+        &format!("    sessions: seamless\n{extra}"),
+    );
+    let (admin, listen) = (free_addr(), free_addr());
+    let yaml = config(
+        admin,
+        listen,
+        &pools,
+        &format!("  - {{ listener: \"{listen}\", pool: consensus }}\n"),
+    );
+    let gw = Gateway::start(&yaml, admin, &[listen]).await;
+    gw.wait_backend("consensus", "cc-a", true).await;
+    gw.wait_backend("consensus", "cc-b", true).await;
+    (pki, a, b, gw, listen)
+}
